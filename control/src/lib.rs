@@ -1,0 +1,2 @@
+//! Control operations: workspaces (vCluster lifecycle, plans, quotas), functions and backups.
+//! Not built yet.
