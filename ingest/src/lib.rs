@@ -1,1 +1,4 @@
 //! Ingest.
+pub mod decode;
+pub mod event;
+pub mod wal;

@@ -1,1 +1,102 @@
-//! Storage.
+//! The store both sides use: ingest writes batches, query reads scoped rows.
+//!
+//! [`Store`] is the one boundary. Two implementations:
+//! - [`embedded::EmbeddedStore`]: the zero-setup default for one machine. Parquet files on disk,
+//!   one directory per table, tenant and UTC day; small files compacted; whole days expired by
+//!   retention.
+//! - [`clickhouse::ClickHouseStore`]: production, through the official `clickhouse` crate, with a
+//!   deterministic `insert_deduplication_token` per batch and partition so retries never
+//!   duplicate.
+//!
+//! Both are idempotent per [`BatchId`]: writing the same batch twice (a retry after a timeout, a
+//! replay after a crash) stores its rows once. Ingest relies on that for exactly-once delivery.
+
+pub mod clickhouse;
+pub mod embedded;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use arrow::record_batch::RecordBatch;
+use schemas::{Rows, Table};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Names a batch for its whole life: across retries, crashes and replays. `wal_id` is the
+/// identity of the write-ahead log that produced it (random, made when the log was created) and
+/// `seq` the log position of the batch's marker, so two logs never mint the same id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BatchId {
+    pub wal_id: String,
+    pub seq: u64,
+}
+
+impl BatchId {
+    /// The deduplication token for one partition of this batch. The same batch and partition
+    /// always give the same token.
+    pub fn token(&self, partition: usize) -> String {
+        format!("{}-{}-{}", self.wal_id, self.seq, partition)
+    }
+}
+
+/// Rows bound for one table, under one identity.
+#[derive(Debug, Clone)]
+pub struct WriteBatch {
+    pub id: BatchId,
+    pub rows: Rows,
+}
+
+/// What to read. The query crate is the only place allowed to build one from a request, after
+/// authorising the caller; storage applies every filter itself (the second wall).
+#[derive(Debug, Clone)]
+pub struct ScanRequest {
+    pub table: Table,
+    /// Only rows of this organisation (`None`: any; for platform operators only).
+    pub org_id: Option<String>,
+    /// Only rows of these workspaces (`None`: any in the organisation).
+    pub workspaces: Option<Vec<String>>,
+    /// Inclusive lower and exclusive upper bound, Unix nanoseconds.
+    pub from_ns: i64,
+    pub to_ns: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend could not be reached or failed transiently; the same call may succeed later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The backend refused the data or the statement; retrying the same call will fail again.
+    #[error("storage rejected the request: {0}")]
+    Rejected(String),
+    #[error("storage i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl StoreError {
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, StoreError::Rejected(_))
+    }
+}
+
+/// A place rows are stored durably.
+///
+/// Contract for implementations:
+/// - `write` returns `Ok` only once every row of the batch is durable. It is idempotent per
+///   `BatchId`: calling it again with the same id and rows (after an error, a timeout or a
+///   crash) must not store any row twice. Dropping the future before it completes leaves the
+///   batch either stored or not, never half visible after a later successful retry.
+/// - `scan` returns only rows matching every filter of the request, whatever else is stored.
+/// - `migrate` prepares the schema; running it again is a no-op.
+pub trait Store: Send + Sync + 'static {
+    fn migrate(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+    fn write<'a>(&'a self, batch: &'a WriteBatch) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn scan<'a>(&'a self, request: &'a ScanRequest) -> BoxFuture<'a, Result<Vec<RecordBatch>, StoreError>>;
+    /// Background upkeep (compaction, retention). Cheap when there is nothing to do.
+    fn maintain(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// Bytes the stored rows take on disk, where the backend can tell.
+    fn disk_bytes(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        Box::pin(async { Ok(None) })
+    }
+}
