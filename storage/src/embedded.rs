@@ -64,13 +64,20 @@ pub struct EmbeddedStore {
 }
 
 impl EmbeddedStore {
+    /// Opens the store for the process that writes it, repairing what a crash interrupted.
     pub fn open(config: EmbeddedConfig) -> Result<EmbeddedStore, StoreError> {
         fs::create_dir_all(&config.root)?;
-        let store = EmbeddedStore { config, files: RwLock::new(()), compacted: Mutex::new(HashMap::new()) };
+        let store = EmbeddedStore::open_for_reading(config);
         for dir in store.partition_dirs(None, &|_| true)? {
             repair_compaction(&dir)?;
         }
         Ok(store)
+    }
+
+    /// Opens the store for reading only, beside a writer in another process (no repair: the
+    /// writer's temporary files are its own).
+    pub fn open_for_reading(config: EmbeddedConfig) -> EmbeddedStore {
+        EmbeddedStore { config, files: RwLock::new(()), compacted: Mutex::new(HashMap::new()) }
     }
 
     fn partition_dir(&self, table: Table, key: &PartitionKey) -> PathBuf {
