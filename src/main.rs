@@ -1,1 +1,100 @@
-fn main() {}
+//! `dataplane`: the one binary of the Hexabase data plane.
+//!
+//! This is the composition root only: it parses the command line and configuration, builds the
+//! parts (store, write-ahead log, pipeline, routers) and runs the shutdown sequence. Business
+//! logic lives in the crates: `ingest`, `storage`, `schemas` (and `query`, `aiops`, `sandbox`,
+//! `control` as they are built).
+
+mod config;
+mod serve;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "dataplane", version, about = "Hexabase observability data plane")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct Common {
+    /// TOML configuration file (environment variables `DATAPLANE_*` override it).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Data directory (write-ahead log, embedded store).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: ingest endpoints, health, readiness and metrics.
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Listen address, e.g. 127.0.0.1:8080.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Apply the storage schema (ClickHouse DDL); running it again is a no-op.
+    Migrate {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Check or print the effective configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Validate the configuration and exit non-zero with the key at fault if it is wrong.
+    Check {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Print the effective configuration (file + environment + defaults), secrets redacted.
+    Print {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+fn load(common: &Common, listen: Option<String>) -> anyhow::Result<config::Config> {
+    let vars: BTreeMap<String, String> = std::env::vars().collect();
+    let mut c = config::load(common.config.as_deref(), &vars)?;
+    if let Some(d) = &common.data_dir {
+        c.data_dir = d.clone();
+    }
+    if let Some(l) = listen {
+        c.listen = l;
+    }
+    c.ingest.validate()?;
+    Ok(c)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { common, listen } => load(&common, listen).and_then(serve::run),
+        Command::Migrate { common } => load(&common, None).and_then(serve::migrate),
+        Command::Config { action: ConfigAction::Check { common } } => load(&common, None).map(|_| println!("configuration is valid")),
+        Command::Config { action: ConfigAction::Print { common } } => {
+            load(&common, None).and_then(|c| Ok(print!("{}", toml::to_string_pretty(&config::redacted(&c))?)))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,9 @@
+//! End-to-end tests: the real `dataplane` binary, over HTTP, against real storage (the embedded
+//! store and the ClickHouse engine), with real shippers' payloads.
 
+mod support;
+
+mod bad_input;
+mod clickhouse_backend;
+mod durability;
+mod ingest_api;

@@ -153,7 +153,9 @@ impl EmbeddedStore {
         for dir in self.partition_dirs(Some(req.table), &keep)? {
             for entry in read_dir_or_empty(&dir)? {
                 let path = entry.path();
-                if path.extension().is_none_or(|e| e != "parquet") {
+                // Files being written are dot-files until renamed into place.
+                let hidden = entry.file_name().to_string_lossy().starts_with('.');
+                if hidden || path.extension().is_none_or(|e| e != "parquet") {
                     continue;
                 }
                 let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path)?)

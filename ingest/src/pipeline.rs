@@ -1,0 +1,478 @@
+//! From an accepted request to stored rows, exactly once.
+//!
+//! 1. [`Pipeline::submit`] appends the request's rows to the write-ahead log as one record and
+//!    returns once it is fsynced: that is the acknowledgement. The rows also go to an in-memory
+//!    buffer per table, bounded in bytes (full: [`SubmitError::Backpressure`], a 429).
+//! 2. The flusher cuts a buffer into a batch when it reaches its row or byte limit or its age
+//!    limit. Before writing, it logs a *batch marker* naming the records the batch is made of;
+//!    the marker's log position is the batch's identity ([`BatchId`]).
+//! 3. The batch is written to the store (retried with backoff until it succeeds; stores are
+//!    idempotent per batch id). Then a *done* note is logged, without waiting for fsync: losing
+//!    it only means the batch is written again under the same id, which the store drops.
+//! 4. Log segments whose records are all stored are deleted.
+//!
+//! After a crash, recovery rebuilds every marked-but-not-done batch exactly as it was (same
+//! records, same id), and buffers records no marker named. So every acknowledged record is
+//! stored, and stored once.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use schemas::{Rows, Table, codec};
+use storage::{BatchId, Store, WriteBatch};
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::metrics::IngestMetrics;
+use crate::wal::{Record, RecoveryReport, Wal, WalConfig, WalError};
+
+const KIND_ROWS: u8 = 1;
+const KIND_BATCH: u8 = 2;
+const KIND_DONE: u8 = 3;
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub batch_max_rows: usize,
+    pub batch_max_bytes: usize,
+    pub batch_max_age: Duration,
+    /// Acknowledged bytes not yet stored, at most. Above it, submits get a 429.
+    pub buffer_max_bytes: usize,
+    /// Write-ahead log size on disk, at most. Above it (a long storage outage, a full disk),
+    /// submits get a 503.
+    pub wal_max_disk_bytes: u64,
+    /// Batches written to storage at the same time.
+    pub flush_concurrency: usize,
+    pub retry_max_backoff: Duration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            batch_max_rows: 100_000,
+            batch_max_bytes: 32 << 20,
+            batch_max_age: Duration::from_secs(1),
+            buffer_max_bytes: 512 << 20,
+            wal_max_disk_bytes: 8 << 30,
+            flush_concurrency: 2,
+            retry_max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("ingest buffer is full ({buffered} bytes waiting for storage)")]
+    Backpressure { buffered: usize },
+    #[error("write-ahead log cannot take more: {0}")]
+    Unavailable(#[from] WalError),
+    #[error("write-ahead log is over its {cap} byte cap: storage is not keeping up or is down")]
+    DiskCap { cap: u64 },
+}
+
+struct Entry {
+    seq: u64,
+    rows: Rows,
+    bytes: usize,
+}
+
+#[derive(Default)]
+struct Buffer {
+    entries: Vec<Entry>,
+    rows: usize,
+    bytes: usize,
+    oldest: Option<Instant>,
+}
+
+#[derive(Default)]
+struct State {
+    buffers: BTreeMap<Table, Buffer>,
+    /// Log positions of row records not yet stored.
+    unstored: BTreeSet<u64>,
+    /// Log positions below which appends in progress may land (see `submit`).
+    appending: BTreeMap<u64, usize>,
+    /// Batches rebuilt by recovery, flushed before anything else.
+    recovered: Vec<(u64, Vec<u64>, Rows, usize)>,
+}
+
+struct Inner {
+    wal: Wal,
+    store: Arc<dyn Store>,
+    config: PipelineConfig,
+    metrics: Arc<IngestMetrics>,
+    state: Mutex<State>,
+    buffered_bytes: AtomicUsize,
+    wake: Notify,
+    stopping: AtomicBool,
+}
+
+/// The ingest pipeline; cheap to clone.
+#[derive(Clone)]
+pub struct Pipeline {
+    inner: Arc<Inner>,
+}
+
+impl Pipeline {
+    /// Opens the log, recovers what it holds, and returns the pipeline with the recovery report.
+    /// Call [`Pipeline::run_flusher`] to start writing to storage.
+    pub fn open(wal: WalConfig, store: Arc<dyn Store>, config: PipelineConfig, metrics: Arc<IngestMetrics>) -> Result<(Pipeline, RecoveryReport), WalError> {
+        let (wal, recovered) = Wal::open(wal)?;
+        let inner = Inner {
+            wal,
+            store,
+            config,
+            metrics,
+            state: Mutex::new(State::default()),
+            buffered_bytes: AtomicUsize::new(0),
+            wake: Notify::new(),
+            stopping: AtomicBool::new(false),
+        };
+        let pipeline = Pipeline { inner: Arc::new(inner) };
+        pipeline.recover(recovered.records);
+        Ok((pipeline, recovered.report))
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the state half-updated in a way that loses
+        // acknowledged data (the log has it), so keep going with the inner value.
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn recover(&self, records: Vec<Record>) {
+        let mut rows: BTreeMap<u64, (Rows, usize)> = BTreeMap::new();
+        let mut markers: Vec<(u64, Vec<u64>)> = Vec::new();
+        let mut done: HashSet<u64> = HashSet::new();
+        for r in records {
+            match r.kind {
+                KIND_ROWS => match codec::decode(&r.payload) {
+                    Ok(decoded) => {
+                        rows.insert(r.seq, (decoded, r.payload.len()));
+                    }
+                    Err(e) => tracing::error!(seq = r.seq, error = %e, "write-ahead log record does not decode; skipped"),
+                },
+                KIND_BATCH => match decode_marker(&r.payload) {
+                    Some(seqs) => markers.push((r.seq, seqs)),
+                    None => tracing::error!(seq = r.seq, "batch marker does not decode; its records will be batched again"),
+                },
+                KIND_DONE => {
+                    if let Some(b) = r.payload.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
+                        done.insert(u64::from_le_bytes(b));
+                    }
+                }
+                other => tracing::warn!(seq = r.seq, kind = other, "unknown write-ahead log record kind; skipped"),
+            }
+        }
+        let mut state = self.state();
+        for (marker, seqs) in markers {
+            let members: Vec<(u64, Rows, usize)> = seqs.iter().filter_map(|s| rows.remove(s).map(|(r, b)| (*s, r, b))).collect();
+            if done.contains(&marker) || members.is_empty() {
+                continue;
+            }
+            let Some((table_rows, bytes)) = concat(members.iter().map(|(_, r, b)| (r.clone(), *b))) else { continue };
+            let seqs: Vec<u64> = members.iter().map(|(s, _, _)| *s).collect();
+            state.unstored.extend(&seqs);
+            self.inner.buffered_bytes.fetch_add(bytes, Ordering::Relaxed);
+            state.recovered.push((marker, seqs, table_rows, bytes));
+        }
+        for (seq, (r, bytes)) in rows {
+            state.unstored.insert(seq);
+            self.inner.buffered_bytes.fetch_add(bytes, Ordering::Relaxed);
+            push(&mut state, Entry { seq, rows: r, bytes });
+        }
+        self.update_gauges(&state);
+        if !state.recovered.is_empty() || !state.unstored.is_empty() {
+            tracing::info!(batches = state.recovered.len(), records = state.unstored.len(), "recovered acknowledged rows not yet stored");
+        }
+    }
+
+    /// Makes `rows` durable and queues them for storage. `Ok` is the acknowledgement.
+    ///
+    /// The work runs in its own task: if the client goes away mid-way, the record is still
+    /// either fully registered or not logged at all.
+    pub async fn submit(&self, rows: Rows) -> Result<u64, SubmitError> {
+        let this = self.clone();
+        match tokio::spawn(async move { this.submit_inner(rows).await }).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "submit task failed");
+                Err(SubmitError::Unavailable(WalError::Closed))
+            }
+        }
+    }
+
+    async fn submit_inner(&self, rows: Rows) -> Result<u64, SubmitError> {
+        let inner = &self.inner;
+        let cap = inner.config.wal_max_disk_bytes;
+        if inner.wal.disk_bytes() > cap {
+            return Err(SubmitError::DiskCap { cap });
+        }
+        let payload = codec::encode(&rows);
+        let bytes = payload.len();
+        let before = inner.buffered_bytes.fetch_add(bytes, Ordering::AcqRel);
+        if before > 0 && before + bytes > inner.config.buffer_max_bytes {
+            inner.buffered_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            return Err(SubmitError::Backpressure { buffered: before });
+        }
+        // Until this record is registered as unstored, no segment at or after `floor` may be
+        // released: the record lands there.
+        let floor = inner.wal.last_seq() + 1;
+        *self.state().appending.entry(floor).or_default() += 1;
+        let appended = inner.wal.append(KIND_ROWS, payload).await;
+        let mut state = self.state();
+        if let Some(n) = state.appending.get_mut(&floor) {
+            *n -= 1;
+            if *n == 0 {
+                state.appending.remove(&floor);
+            }
+        }
+        let seq = match appended {
+            Ok(seq) => seq,
+            Err(e) => {
+                inner.buffered_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                return Err(e.into());
+            }
+        };
+        state.unstored.insert(seq);
+        let full = push(&mut state, Entry { seq, rows, bytes });
+        self.update_gauges(&state);
+        drop(state);
+        if full.is_some_and(|t| self.due(t, false)) {
+            inner.wake.notify_one();
+        }
+        Ok(seq)
+    }
+
+    fn due(&self, table: Table, force: bool) -> bool {
+        let c = &self.inner.config;
+        let state = self.state();
+        state.buffers.get(&table).is_some_and(|b| {
+            !b.entries.is_empty() && (force || b.rows >= c.batch_max_rows || b.bytes >= c.batch_max_bytes || b.oldest.is_some_and(|t| t.elapsed() >= c.batch_max_age))
+        })
+    }
+
+    /// Takes the next batch of `table` from its buffer (at most the batch limits, at least one
+    /// record).
+    fn cut(&self, table: Table) -> Option<(Vec<u64>, Rows, usize)> {
+        let c = &self.inner.config;
+        let mut state = self.state();
+        let buffer = state.buffers.get_mut(&table)?;
+        let (mut n, mut rows, mut bytes) = (0, 0, 0);
+        for e in &buffer.entries {
+            if n > 0 && (rows + e.rows.len() > c.batch_max_rows || bytes + e.bytes > c.batch_max_bytes) {
+                break;
+            }
+            n += 1;
+            rows += e.rows.len();
+            bytes += e.bytes;
+        }
+        let taken: Vec<Entry> = buffer.entries.drain(..n).collect();
+        buffer.rows -= rows;
+        buffer.bytes -= bytes;
+        buffer.oldest = if buffer.entries.is_empty() { None } else { Some(Instant::now()) };
+        let seqs = taken.iter().map(|e| e.seq).collect();
+        let (all, bytes) = concat(taken.into_iter().map(|e| (e.rows, e.bytes)))?;
+        Some((seqs, all, bytes))
+    }
+
+    /// Writes batches to storage until `stop` is notified and everything buffered is stored
+    /// (or `drain_deadline` passes after the stop).
+    pub async fn run_flusher(&self, stop: Arc<Notify>, drain_deadline: Duration) {
+        let inner = &self.inner;
+        let permits = Arc::new(Semaphore::new(inner.config.flush_concurrency.max(1)));
+        let mut tasks = JoinSet::new();
+        let recovered = std::mem::take(&mut self.state().recovered);
+        for (marker, seqs, rows, bytes) in recovered {
+            let (this, permit) = (self.clone(), permits.clone().acquire_owned().await);
+            tasks.spawn(async move {
+                let _permit = permit;
+                this.store_batch(marker, seqs, rows, bytes).await;
+            });
+        }
+        let tick = (inner.config.batch_max_age / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
+        let stopped = stop.notified();
+        tokio::pin!(stopped);
+        let mut draining = false;
+        loop {
+            if !draining {
+                tokio::select! {
+                    _ = &mut stopped => { draining = true; inner.stopping.store(true, Ordering::Release); }
+                    _ = inner.wake.notified() => {}
+                    _ = tokio::time::sleep(tick) => {}
+                }
+            }
+            while tasks.try_join_next().is_some() {}
+            for table in Table::ALL {
+                while self.due(table, draining) {
+                    let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                    let Some((seqs, rows, bytes)) = self.cut(table) else { break };
+                    let this = self.clone();
+                    tasks.spawn(async move {
+                        let _permit = permit;
+                        if let Some(marker) = this.mark(table, &seqs).await {
+                            this.store_batch(marker, seqs, rows, bytes).await;
+                        }
+                    });
+                }
+            }
+            if draining {
+                let deadline = tokio::time::sleep(drain_deadline);
+                tokio::pin!(deadline);
+                loop {
+                    tokio::select! {
+                        next = tasks.join_next() => if next.is_none() { break },
+                        _ = &mut deadline => {
+                            tracing::warn!(pending = tasks.len(), "shutdown deadline passed with batches unwritten; they stay in the write-ahead log");
+                            tasks.abort_all();
+                            break;
+                        }
+                    }
+                }
+                if let Err(e) = inner.wal.sync().await {
+                    tracing::warn!(error = %e, "final write-ahead log sync failed");
+                }
+                return;
+            }
+        }
+    }
+
+    /// Logs the batch marker durably; its position is the batch id. `None` if the log refuses
+    /// (the records stay buffered in the log and are batched again on restart).
+    async fn mark(&self, table: Table, seqs: &[u64]) -> Option<u64> {
+        let payload = encode_marker(table, seqs);
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.inner.wal.append(KIND_BATCH, payload.clone()).await {
+                Ok(seq) => return Some(seq),
+                Err(WalError::Poisoned | WalError::Closed) => return None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot log batch marker; retrying");
+                    if self.inner.stopping.load(Ordering::Acquire) {
+                        return None;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.inner.config.retry_max_backoff);
+                }
+            }
+        }
+    }
+
+    async fn store_batch(&self, marker: u64, seqs: Vec<u64>, rows: Rows, bytes: usize) {
+        let inner = &self.inner;
+        let batch = WriteBatch { id: BatchId { wal_id: inner.wal.wal_id().to_owned(), seq: marker }, rows };
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match inner.store.write(&batch).await {
+                Ok(()) => break,
+                Err(e) => {
+                    let kind = if e.is_transient() { "transient" } else { "rejected" };
+                    inner.metrics.flush_errors.get_or_create(&vec![("kind", kind)]).inc();
+                    tracing::warn!(error = %e, batch = marker, rows = batch.rows.len(), retry_in_ms = backoff.as_millis() as u64, "storage write failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(inner.config.retry_max_backoff);
+                }
+            }
+        }
+        inner.metrics.flush_rows.observe(batch.rows.len() as f64);
+        inner.metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
+        inner.metrics.stored_rows.inc_by(batch.rows.len() as u64);
+        if let Err(e) = inner.wal.append_lazy(KIND_DONE, marker.to_le_bytes().to_vec()) {
+            tracing::debug!(error = %e, "could not log batch done; it will be written again (deduplicated) after a restart");
+        }
+        inner.buffered_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        let release = {
+            let mut state = self.state();
+            for s in &seqs {
+                state.unstored.remove(s);
+            }
+            self.update_gauges(&state);
+            let lowest_unstored = state.unstored.first().copied().unwrap_or(u64::MAX);
+            let lowest_appending = state.appending.keys().next().copied().unwrap_or(u64::MAX);
+            lowest_unstored.min(lowest_appending)
+        };
+        if let Err(e) = inner.wal.release_before(release) {
+            tracing::warn!(error = %e, "could not delete stored write-ahead log segments");
+        }
+    }
+
+    fn update_gauges(&self, state: &State) {
+        let m = &self.inner.metrics;
+        m.buffer_bytes.set(self.inner.buffered_bytes.load(Ordering::Relaxed) as i64);
+        m.buffer_rows.set(state.buffers.values().map(|b| b.rows).sum::<usize>() as i64);
+        m.wal_disk_bytes.set(self.inner.wal.disk_bytes() as i64);
+    }
+
+    /// Ready to acknowledge: the log is healthy and under its caps.
+    pub fn ready(&self) -> Result<(), String> {
+        let inner = &self.inner;
+        if inner.wal.is_poisoned() {
+            return Err("write-ahead log fsync failed; restart after checking the disk".into());
+        }
+        if inner.wal.disk_bytes() > inner.config.wal_max_disk_bytes {
+            return Err("write-ahead log is over its cap; storage is not keeping up".into());
+        }
+        Ok(())
+    }
+
+    /// Rows acknowledged and not yet stored.
+    pub fn unstored_records(&self) -> usize {
+        self.state().unstored.len()
+    }
+
+    pub fn wal(&self) -> &Wal {
+        &self.inner.wal
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+}
+
+/// Adds an entry to its table's buffer; returns the table.
+fn push(state: &mut State, entry: Entry) -> Option<Table> {
+    let table = entry.rows.table();
+    let b = state.buffers.entry(table).or_default();
+    b.rows += entry.rows.len();
+    b.bytes += entry.bytes;
+    b.oldest.get_or_insert_with(Instant::now);
+    b.entries.push(entry);
+    Some(table)
+}
+
+fn concat(parts: impl Iterator<Item = (Rows, usize)>) -> Option<(Rows, usize)> {
+    let mut out: Option<Rows> = None;
+    let mut bytes = 0;
+    for (rows, b) in parts {
+        bytes += b;
+        match &mut out {
+            None => out = Some(rows),
+            Some(all) => {
+                if all.append(rows).is_err() {
+                    tracing::error!("records of two tables in one batch; this is a bug");
+                }
+            }
+        }
+    }
+    out.map(|r| (r, bytes))
+}
+
+fn encode_marker(table: Table, seqs: &[u64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + seqs.len() * 8);
+    out.extend_from_slice(table.name().as_bytes());
+    out.push(0);
+    for s in seqs {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    out
+}
+
+fn decode_marker(payload: &[u8]) -> Option<Vec<u64>> {
+    let nul = payload.iter().position(|b| *b == 0)?;
+    Table::from_name(std::str::from_utf8(&payload[..nul]).ok()?)?;
+    let rest = &payload[nul + 1..];
+    if rest.len() % 8 != 0 {
+        return None;
+    }
+    Some(rest.chunks_exact(8).filter_map(|c| <[u8; 8]>::try_from(c).ok()).map(u64::from_le_bytes).collect())
+}

@@ -1,0 +1,313 @@
+//! Assembling and running the server, and the shutdown sequence:
+//! signal → stop accepting → finish in-flight requests (grace period) → store buffered rows
+//! (same grace period) → sync and close the write-ahead log → exit. Each step is logged.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use ingest::config::CredentialConfig;
+use ingest::http::{ApiError, IngestState};
+use ingest::metrics::IngestMetrics;
+use ingest::pipeline::Pipeline;
+use ingest::wal::WalConfig;
+use prometheus_client::registry::Registry;
+use schemas::ErrorCode;
+use storage::Store;
+use storage::clickhouse::{ClickHouseConfig, ClickHouseStore};
+use storage::embedded::{EmbeddedConfig, EmbeddedStore};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+
+use crate::config::{Backend, Config};
+
+pub fn run(config: Config) -> anyhow::Result<()> {
+    init_tracing(&config.log_level);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(serve(config))
+}
+
+pub fn migrate(config: Config) -> anyhow::Result<()> {
+    init_tracing(&config.log_level);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        match config.storage.backend {
+            Backend::Embedded => println!("the embedded store needs no migration"),
+            Backend::ClickHouse => {
+                build_store(&config).await?.migrate().await.context("applying the ClickHouse schema")?;
+                println!("schema is up to date in {}", config.storage.clickhouse.database);
+            }
+        }
+        Ok(())
+    })
+}
+
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let s = &config.storage;
+    Ok(match s.backend {
+        Backend::Embedded => {
+            let mut c = EmbeddedConfig::new(config.data_dir.join("store"));
+            c.retention = s.retention.to_retention();
+            c.compact_min_files = s.compact_min_files;
+            Arc::new(Arc::new(EmbeddedStore::open(c).context("opening the embedded store")?))
+        }
+        Backend::ClickHouse => {
+            let ch = &s.clickhouse;
+            Arc::new(
+                ClickHouseStore::new(ClickHouseConfig {
+                    url: ch.url.clone(),
+                    user: ch.user.clone(),
+                    password: ch.password.clone(),
+                    database: ch.database.clone(),
+                    cluster: ch.cluster.clone(),
+                    retention: s.retention.to_retention(),
+                    insert_timeout: Duration::from_secs(ch.insert_timeout_secs),
+                })
+                .context("storage.clickhouse")?,
+            )
+        }
+    })
+}
+
+/// A development credential for a loopback server with none configured: allowed every
+/// workspace, its token kept in the data directory so restarts reuse it.
+fn development_credential(data_dir: &Path) -> anyhow::Result<CredentialConfig> {
+    let path = data_dir.join("dev-ingest-token");
+    let token = match std::fs::read_to_string(&path) {
+        Ok(t) if t.trim().len() >= 16 => t.trim().to_owned(),
+        _ => {
+            let mut bytes = [0u8; 24];
+            std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
+            let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            std::fs::write(&path, &token).with_context(|| format!("writing {}", path.display()))?;
+            token
+        }
+    };
+    Ok(CredentialConfig { name: "development".into(), token, org: None, workspaces: vec!["*".into()], limits: Default::default() })
+}
+
+async fn serve(mut config: Config) -> anyhow::Result<()> {
+    let listen: SocketAddr = config.listen.parse().with_context(|| format!("listen: `{}` is not an address like 127.0.0.1:8080", config.listen))?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("data_dir: cannot create {}", config.data_dir.display()))?;
+    let mut dev_token = None;
+    if config.ingest.credentials.is_empty() {
+        if !listen.ip().is_loopback() {
+            bail!("ingest.credentials: none configured; a server listening beyond loopback needs at least one");
+        }
+        let c = development_credential(&config.data_dir)?;
+        dev_token = Some(c.token.clone());
+        config.ingest.credentials.push(c);
+    }
+    let settings = config.ingest.validate()?;
+    let store = build_store(&config).await?;
+    if config.storage.backend == Backend::ClickHouse {
+        migrate_with_retry(store.as_ref(), &config.storage.clickhouse.url).await?;
+    }
+
+    let mut registry = Registry::default();
+    let metrics = Arc::new(IngestMetrics::new(&mut registry));
+    let wal = WalConfig {
+        dir: config.data_dir.join("wal"),
+        segment_bytes: settings.wal_segment_bytes,
+        // The pipeline refuses new rows at its cap; the log's own hard cap leaves room above it
+        // for batch markers and done notes, which must never be refused.
+        max_disk_bytes: settings.pipeline.wal_max_disk_bytes.saturating_mul(2).max(1 << 30),
+        max_batch_bytes: 8 << 20,
+    };
+    let (pipeline, report) = Pipeline::open(wal, store.clone(), settings.pipeline.clone(), metrics.clone()).context("opening the write-ahead log")?;
+    tracing::info!(
+        segments = report.segments,
+        records = report.records,
+        corrupt_regions = report.corrupt_regions,
+        bytes_skipped = report.bytes_skipped,
+        truncated_tail_bytes = report.truncated_tail_bytes,
+        "write-ahead log recovered"
+    );
+
+    let state = IngestState {
+        pipeline: pipeline.clone(),
+        credentials: Arc::new(settings.credentials.clone()),
+        tenancy: settings.tenancy.clone(),
+        metrics,
+        body_timeout: settings.body_timeout,
+    };
+    let registry = Arc::new(registry);
+    let ops = Router::new()
+        .route("/healthz", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(Ops { pipeline: pipeline.clone(), registry });
+    let app = ingest::http::router(state.clone()).merge(ops).fallback(not_found);
+
+    let main_listener = TcpListener::bind(listen).await.with_context(|| format!("listen: cannot bind {listen}"))?;
+    let main_addr = main_listener.local_addr()?;
+    let mut listeners = vec![(main_listener, app)];
+    let mut addrs = format!("http={main_addr}\n");
+    if let Some(ch) = &settings.clickhouse_listen {
+        let l = TcpListener::bind(ch).await.with_context(|| format!("ingest.clickhouse_listen: cannot bind {ch}"))?;
+        addrs.push_str(&format!("clickhouse={}\n", l.local_addr()?));
+        listeners.push((l, ingest::http::clickhouse_router(state).fallback(not_found)));
+    }
+    write_atomically(&config.data_dir.join("listen-addrs"), addrs.as_bytes())?;
+    tracing::info!(addr = %main_addr, backend = ?config.storage.backend, "listening");
+    println!("dataplane listening on http://{main_addr} ({:?} store, data in {})", config.storage.backend, config.data_dir.display());
+    if let Some(token) = dev_token {
+        println!("development ingest token (kept in {}): {token}", config.data_dir.join("dev-ingest-token").display());
+    }
+
+    let stop_flusher = Arc::new(Notify::new());
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let flusher = {
+        let (p, stop) = (pipeline.clone(), stop_flusher.clone());
+        tokio::spawn(async move { p.run_flusher(stop, grace).await })
+    };
+    let maintenance = {
+        let (store, every) = (store.clone(), Duration::from_secs(config.storage.maintenance_interval_secs.max(1)));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = store.maintain().await {
+                    tracing::warn!(error = %e, "storage maintenance failed");
+                }
+            }
+        })
+    };
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let graceful = Arc::new(GracefulShutdown::new());
+    let header_timeout = Duration::from_secs(config.header_timeout_secs.max(1));
+    let mut accept_loops = Vec::new();
+    for (listener, router) in listeners {
+        accept_loops.push(tokio::spawn(accept_loop(listener, router, header_timeout, shutdown_rx.clone(), graceful.clone())));
+    }
+
+    shutdown_signal().await;
+    tracing::info!("shutdown: no longer accepting connections");
+    let _ = shutdown_tx.send(true);
+    for l in accept_loops {
+        let _ = l.await;
+    }
+    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!("shutdown: in-flight requests did not finish within the grace period");
+    }
+    tracing::info!(unstored = pipeline.unstored_records(), "shutdown: storing buffered rows");
+    stop_flusher.notify_one();
+    let _ = flusher.await;
+    maintenance.abort();
+    pipeline.wal().close().await;
+    tracing::info!(unstored = pipeline.unstored_records(), "shutdown complete");
+    Ok(())
+}
+
+async fn migrate_with_retry(store: &dyn Store, url: &str) -> anyhow::Result<()> {
+    let mut wait = Duration::from_millis(200);
+    for attempt in 1..=8 {
+        match store.migrate().await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() && attempt < 8 => {
+                tracing::warn!(error = %e, attempt, "ClickHouse not reachable yet; retrying the schema migration");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e).with_context(|| format!("applying the schema at storage.clickhouse.url = {url}; is ClickHouse running?")),
+        }
+    }
+    Ok(())
+}
+
+async fn accept_loop(listener: TcpListener, router: Router, header_timeout: Duration, mut shutdown: watch::Receiver<bool>, graceful: Arc<GracefulShutdown>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+#[derive(Clone)]
+struct Ops {
+    pipeline: Pipeline,
+    registry: Arc<Registry>,
+}
+
+async fn readyz(State(ops): State<Ops>) -> Response {
+    match ops.pipeline.ready() {
+        Ok(()) => axum::Json(serde_json::json!({ "status": "ready" })).into_response(),
+        Err(reason) => ApiError::new(ErrorCode::Unavailable, reason).into_response(),
+    }
+}
+
+async fn metrics_text(State(ops): State<Ops>) -> Response {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &ops.registry) {
+        Ok(()) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response(),
+        Err(e) => ApiError::new(ErrorCode::Internal, format!("encoding metrics: {e}")).into_response(),
+    }
+}
+
+async fn not_found() -> Response {
+    ApiError::new(ErrorCode::NotFound, "no such endpoint; see the API reference in the README").into_response()
+}
+
