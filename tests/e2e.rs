@@ -7,3 +7,4 @@ mod bad_input;
 mod clickhouse_backend;
 mod durability;
 mod ingest_api;
+mod shippers;
