@@ -99,9 +99,11 @@ mod tests {
         assert_eq!(ev.severity, None, "no explicit level field");
         let labels: Vec<_> = ev.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(labels, [("app.kubernetes.io/name", "checkout"), ("hexabase.ai/workspace", "ws-7f3a"), ("pod-template-hash", "7d9f8b6c4")]);
-        assert_eq!(attr(&ev, "kubernetes.pod_ips"), Some(r#"["10.244.1.17"]"#));
-        assert_eq!(attr(&ev, "kubernetes.node_labels.topology.kubernetes.io/zone"), Some("eu-west-1a"));
-        assert_eq!(attr(&ev, "source_type"), Some("kubernetes_logs"));
+        assert_eq!(attr(&ev, "kubernetes.pod_ips"), None, "per-pod constants are dropped");
+        assert_eq!(attr(&ev, "kubernetes.node_labels.topology.kubernetes.io/zone"), None, "node labels are dropped");
+        assert_eq!(attr(&ev, "kubernetes.pod_annotations.kubectl.kubernetes.io/restartedAt"), None);
+        assert_eq!(attr(&ev, "kubernetes.container_image"), Some("ghcr.io/acme/checkout:1.4.2"));
+        assert_eq!(attr(&ev, "source_type"), None);
         assert!(ev.attributes.windows(2).all(|w| w[0].0 < w[1].0), "sorted, unique");
         assert!(attr(&ev, "kubernetes.pod_name").is_none(), "routed fields are not repeated as attributes");
     }

@@ -20,6 +20,12 @@
 //! - `trace_id`/`traceId`/`trace.id`, `span_id`/`spanId`/`span.id`.
 //! - `kubernetes.pod_labels.*` and `labels.*` → labels; `attributes.*` → attributes (prefix
 //!   removed).
+//! - Vector's per-node, per-namespace and per-pod metadata that is the same on every line and
+//!   can be large (`kubernetes.node_labels.*`, `kubernetes.namespace_labels.*`,
+//!   `kubernetes.pod_annotations.*` — kubectl's last-applied configuration lives there —,
+//!   `kubernetes.pod_uid`, `kubernetes.container_id`, `kubernetes.container_image_id`,
+//!   `kubernetes.pod_ips`, `file`, `source_type`) → dropped, so that a default
+//!   `kubernetes_logs` source does not run into `max_labels`.
 //! - Anything else → attribute under its full path. Arrays become compact JSON text; `null`
 //!   means absent; numbers and booleans become their JSON text.
 //!
@@ -58,7 +64,13 @@ enum Target {
     Label(usize),
     /// An attribute named by the path from this byte offset on.
     Attribute(usize),
+    /// Not kept.
+    Skip,
 }
+
+/// Vector metadata that is dropped (see the module doc).
+const SKIPPED_PREFIXES: [&str; 3] = ["kubernetes.node_labels.", "kubernetes.namespace_labels.", "kubernetes.pod_annotations."];
+const SKIPPED_KEYS: [&str; 6] = ["kubernetes.pod_uid", "kubernetes.container_id", "kubernetes.container_image_id", "kubernetes.pod_ips", "file", "source_type"];
 
 const MESSAGE_KEYS: [&str; 3] = ["message", "msg", "log"];
 
@@ -85,6 +97,9 @@ fn route(path: &str) -> Target {
                 if p.len() > prefix.len() && p.starts_with(prefix) {
                     return Target::Label(prefix.len());
                 }
+            }
+            if SKIPPED_KEYS.contains(&p) || SKIPPED_PREFIXES.iter().any(|s| p.starts_with(s)) {
+                return Target::Skip;
             }
             if p.len() > "attributes.".len() && p.starts_with("attributes.") {
                 return Target::Attribute("attributes.".len());
@@ -169,6 +184,7 @@ impl Builder<'_> {
                 self.ev.labels.push((key, leaf.into_text()));
             }
             Target::Attribute(from) => self.attribute(from, leaf),
+            Target::Skip => {}
         }
     }
 
