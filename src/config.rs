@@ -120,7 +120,12 @@ impl Default for RetentionConfig {
 
 impl RetentionConfig {
     pub fn to_retention(&self) -> schemas::migrations::Retention {
-        schemas::migrations::Retention { logs_days: self.logs_days, audit_days: self.audit_days, system_days: self.system_days, metrics_days: self.metrics_days }
+        schemas::migrations::Retention {
+            logs_days: self.logs_days,
+            audit_days: self.audit_days,
+            system_days: self.system_days,
+            metrics_days: self.metrics_days,
+        }
     }
 }
 

@@ -86,9 +86,10 @@ fn main() -> ExitCode {
         Command::Serve { common, listen } => load(&common, listen).and_then(serve::run),
         Command::Migrate { common } => load(&common, None).and_then(serve::migrate),
         Command::Config { action: ConfigAction::Check { common } } => load(&common, None).map(|_| println!("configuration is valid")),
-        Command::Config { action: ConfigAction::Print { common } } => {
-            load(&common, None).and_then(|c| Ok(print!("{}", toml::to_string_pretty(&config::redacted(&c))?)))
-        }
+        Command::Config { action: ConfigAction::Print { common } } => load(&common, None).and_then(|c| {
+            print!("{}", toml::to_string_pretty(&config::redacted(&c))?);
+            Ok(())
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -310,4 +310,3 @@ async fn metrics_text(State(ops): State<Ops>) -> Response {
 async fn not_found() -> Response {
     ApiError::new(ErrorCode::NotFound, "no such endpoint; see the API reference in the README").into_response()
 }
-

@@ -38,12 +38,20 @@ async fn whole_body_problems_get_a_status_and_a_stable_code() {
     let mut claim = vec![0xff, 0xff, 0xff, 0xff, 0x0f];
     claim.extend_from_slice(&[0u8; 64]);
     for path in ["/loki/api/v1/push", "/api/v1/write"] {
-        let r = client().post(server.url(path)).bearer_auth(TOKEN_ALL).header("content-type", "application/x-protobuf").body(claim.clone()).send().await.unwrap();
+        let r =
+            client().post(server.url(path)).bearer_auth(TOKEN_ALL).header("content-type", "application/x-protobuf").body(claim.clone()).send().await.unwrap();
         let status = r.status().as_u16();
         let body: Value = r.json().await.unwrap();
         assert!(status == 413 || status == 400, "{path}: {status} {body}");
         assert!(matches!(error_code(&body), "payload_too_large" | "malformed_body"), "{body}");
-        let r = client().post(server.url(path)).bearer_auth(TOKEN_ALL).header("content-type", "application/x-protobuf").body(b"not snappy at all".to_vec()).send().await.unwrap();
+        let r = client()
+            .post(server.url(path))
+            .bearer_auth(TOKEN_ALL)
+            .header("content-type", "application/x-protobuf")
+            .body(b"not snappy at all".to_vec())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 400, "{path}");
     }
     // The server is still healthy after all that.

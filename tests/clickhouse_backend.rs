@@ -41,7 +41,9 @@ async fn events_reach_clickhouse_once_even_when_an_applied_insert_loses_its_answ
     let ids = count_ids(&logs);
     assert_eq!(ids.len(), 500);
     assert!(ids.values().all(|n| *n == 1), "no duplicate after resets");
-    assert!(logs.iter().filter(|l| l.message.starts_with("a-")).all(|l| (l.org_id.as_str(), l.workspace.as_str(), l.project.as_str()) == ("acme", "ws-a", "shop")));
+    assert!(
+        logs.iter().filter(|l| l.message.starts_with("a-")).all(|l| (l.org_id.as_str(), l.workspace.as_str(), l.project.as_str()) == ("acme", "ws-a", "shop"))
+    );
     assert!(logs.iter().filter(|l| l.message.starts_with("b-")).all(|l| (l.org_id.as_str(), l.workspace.as_str()) == ("globex", "ws-g")));
 }
 
@@ -90,4 +92,3 @@ async fn kill_9_while_shipping_loses_and_duplicates_nothing_clickhouse() {
     let store: Arc<dyn Store> = Arc::new(ch.store());
     crash_loop(ServerOptions { clickhouse_url: Some(url), ..Default::default() }, cycles, move |_| store.clone()).await;
 }
-

@@ -74,11 +74,12 @@ pub async fn crash_loop(options: ServerOptions, cycles: usize, store: impl Fn(&S
     // A fresh event flows after the last restart.
     let (s, _) = post_logs(&server, TOKEN_ALL, ndjson(&vector_events(&Source::new("acme", "ws-0", "shop"), "fresh", 5)), None).await;
     assert_eq!(s, 200);
-    let mut o = oracle.lock().unwrap();
-    o.acked.extend((0..5).map(|i| format!("fresh-{i}")));
-    o.sent.extend((0..5).map(|i| format!("fresh-{i}")));
-    let snapshot = Oracle { acked: o.acked.clone(), sent: o.sent.clone() };
-    drop(o);
+    let snapshot = {
+        let mut o = oracle.lock().unwrap();
+        o.acked.extend((0..5).map(|i| format!("fresh-{i}")));
+        o.sent.extend((0..5).map(|i| format!("fresh-{i}")));
+        Oracle { acked: o.acked.clone(), sent: o.sent.clone() }
+    };
     let store = store(&server);
     assert_exactly_once(store.as_ref(), &snapshot).await;
     eprintln!("crash loop: {cycles} kill -9 cycles, {} events acknowledged, all stored exactly once", snapshot.acked.len());
@@ -99,7 +100,8 @@ async fn kill_9_while_shipping_loses_and_duplicates_nothing_embedded() {
 
 /// Finds the write-ahead log segment files of a data directory.
 fn wal_segments(data_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(data_dir.join("wal")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "wal")).collect();
+    let mut v: Vec<_> =
+        std::fs::read_dir(data_dir.join("wal")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "wal")).collect();
     v.sort();
     v
 }
@@ -127,7 +129,8 @@ async fn a_damaged_write_ahead_log_still_starts_and_delivers_every_intact_record
     for b in &mut bytes[len / 2..len / 2 + 8] {
         *b ^= 0x5a;
     }
-    bytes.extend_from_slice(&bytes[100..400].to_vec());
+    let torn = bytes[100..400].to_vec();
+    bytes.extend_from_slice(&torn);
     std::fs::write(last, &bytes).unwrap();
 
     let server = Server::start(ServerOptions { data_dir: Some(dir.path().to_owned()), ..Default::default() });
@@ -160,7 +163,11 @@ async fn a_full_disk_refuses_before_acknowledging_and_recovers_when_space_return
     let server = Server::start(ServerOptions { data_dir: Some(data.clone()), ..Default::default() }.env("DATAPLANE_INGEST__WAL_SEGMENT_BYTES", "262144"));
     // Fill the disk, leaving a little room.
     let filler = mount.path().join("filler");
-    let _ = std::process::Command::new("dd").args(["if=/dev/zero", "bs=64k", "count=1000"]).arg(format!("of={}", filler.display())).stderr(std::process::Stdio::null()).status();
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k", "count=1000"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(std::process::Stdio::null())
+        .status();
     let src = Source::new("acme", "ws-a", "shop");
     let mut acked = BTreeSet::new();
     let mut refused = 0;

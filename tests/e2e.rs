@@ -1,6 +1,8 @@
 //! End-to-end tests: the real `dataplane` binary, over HTTP, against real storage (the embedded
 //! store and the ClickHouse engine), with real shippers' payloads.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 mod bad_input;

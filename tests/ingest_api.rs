@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use crate::support::fixtures::{Source, gzip, ndjson, vector_events, zstd};
-use crate::support::{Server, ServerOptions, TOKEN_ACME, TOKEN_ALL, TOKEN_WS_A, client, embedded_store, eventually, stored_logs, StoredLog};
+use crate::support::{Server, ServerOptions, StoredLog, TOKEN_ACME, TOKEN_ALL, TOKEN_WS_A, client, embedded_store, eventually, stored_logs};
 
 pub async fn post_logs(server: &Server, token: &str, body: Vec<u8>, encoding: Option<&str>) -> (u16, Value) {
     let mut req = client().post(server.url("/ingest/v1/logs")).bearer_auth(token).header("content-type", "application/x-ndjson").body(body);
@@ -145,11 +145,23 @@ async fn clickhouse_protocol_insert_works_as_vector_sends_it() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
     // The same interface on the main listener, and a wrong user name for the token.
-    let r = client().post(server.url("/clickhouse/?query=INSERT%20INTO%20hexabase.logs%20FORMAT%20JSONEachRow")).basic_auth("host", Some(TOKEN_ALL)).body(ndjson(&events[..1])).send().await.unwrap();
+    let r = client()
+        .post(server.url("/clickhouse/?query=INSERT%20INTO%20hexabase.logs%20FORMAT%20JSONEachRow"))
+        .basic_auth("host", Some(TOKEN_ALL))
+        .body(ndjson(&events[..1]))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let r = client().post(&url).basic_auth("acme", Some(TOKEN_ALL)).body(body.clone()).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
-    let r = client().post(format!("{ch}/?query=INSERT%20INTO%20hexabase.audit_logs%20FORMAT%20JSONEachRow")).basic_auth("host", Some(TOKEN_ALL)).body(body).send().await.unwrap();
+    let r = client()
+        .post(format!("{ch}/?query=INSERT%20INTO%20hexabase.audit_logs%20FORMAT%20JSONEachRow"))
+        .basic_auth("host", Some(TOKEN_ALL))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 400);
 
     let store = embedded_store(&server.data_dir);

@@ -40,7 +40,8 @@ fn loki_push(prefix: &str, n: usize) -> PushRequest {
 
 async fn check_loki(store: &dyn Store, server: &Server) {
     let body = snappy(&loki_push("p", 100).encode_to_vec());
-    let r = client().post(server.url("/loki/api/v1/push")).bearer_auth(TOKEN_ALL).header("content-type", "application/x-protobuf").body(body).send().await.unwrap();
+    let r =
+        client().post(server.url("/loki/api/v1/push")).bearer_auth(TOKEN_ALL).header("content-type", "application/x-protobuf").body(body).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 204, "{}", r.text().await.unwrap());
     // The JSON form, gzip-compressed, as Grafana Alloy or a script would send it.
     let ts = now_ns().to_string();

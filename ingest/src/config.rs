@@ -257,7 +257,13 @@ mod tests {
     use super::*;
 
     fn cred(name: &str, token: &str, ws: &[&str]) -> CredentialConfig {
-        CredentialConfig { name: name.into(), token: token.into(), org: None, workspaces: ws.iter().map(|s| s.to_string()).collect(), limits: LimitsOverride::default() }
+        CredentialConfig {
+            name: name.into(),
+            token: token.into(),
+            org: None,
+            workspaces: ws.iter().map(|s| s.to_string()).collect(),
+            limits: LimitsOverride::default(),
+        }
     }
 
     #[test]

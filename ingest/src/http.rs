@@ -146,7 +146,10 @@ fn authenticate(state: &IngestState, headers: &HeaderMap, query_user: Option<(&s
         (None, String::new())
     };
     if token.is_empty() {
-        return Err(ApiError::new(ErrorCode::Unauthenticated, "no ingest credential: send `Authorization: Bearer <token>` (or basic auth with the token as password)"));
+        return Err(ApiError::new(
+            ErrorCode::Unauthenticated,
+            "no ingest credential: send `Authorization: Bearer <token>` (or basic auth with the token as password)",
+        ));
     }
     let found = state.credentials.iter().fold(None, |found, c| if constant_time_eq(c.token.as_bytes(), token.as_bytes()) { Some(c.clone()) } else { found });
     match (found, user.as_deref()) {
@@ -250,7 +253,7 @@ fn record(state: &IngestState, endpoint: Endpoint, result: Result<Response, ApiE
         415 => "415",
         429 => "429",
         503 => "503",
-        400..=499 => "4xx",
+        402..=499 => "4xx",
         _ => "5xx",
     };
     state.metrics.requests.get_or_create(&vec![("endpoint", endpoint.label()), ("status", status)]).inc();
@@ -259,7 +262,14 @@ fn record(state: &IngestState, endpoint: Endpoint, result: Result<Response, ApiE
 
 /// Decodes JSON log events (Vector `http` sink body or ClickHouse `JSONEachRow` data) and
 /// resolves their tenancy.
-async fn ingest_json_logs(state: &IngestState, endpoint: Endpoint, headers: &HeaderMap, cred: Arc<Credential>, raw: Bytes, started: Instant) -> Result<Outcome, ApiError> {
+async fn ingest_json_logs(
+    state: &IngestState,
+    endpoint: Endpoint,
+    headers: &HeaderMap,
+    cred: Arc<Credential>,
+    raw: Bytes,
+    started: Instant,
+) -> Result<Outcome, ApiError> {
     state.metrics.bytes.get_or_create(&vec![("endpoint", endpoint.label())]).inc_by(raw.len() as u64);
     let limits = &cred.limits;
     let body = decode::decompress(content_encoding(headers), &raw, limits.max_body_bytes)?;
@@ -267,7 +277,14 @@ async fn ingest_json_logs(state: &IngestState, endpoint: Endpoint, headers: &Hea
     resolve_logs(state, endpoint, &cred, decoded.events, decoded.rejected, started).await
 }
 
-async fn resolve_logs(state: &IngestState, endpoint: Endpoint, cred: &Arc<Credential>, events: Vec<crate::event::RawLog>, mut rejected: Vec<RejectReason>, started: Instant) -> Result<Outcome, ApiError> {
+async fn resolve_logs(
+    state: &IngestState,
+    endpoint: Endpoint,
+    cred: &Arc<Credential>,
+    events: Vec<crate::event::RawLog>,
+    mut rejected: Vec<RejectReason>,
+    started: Instant,
+) -> Result<Outcome, ApiError> {
     let resolver = Resolver { credential: cred, labels: &state.tenancy, now_ns: now_ns() };
     let mut rows = Vec::with_capacity(events.len());
     for e in events {
@@ -371,7 +388,10 @@ fn parse_statement(query: &str, params: &BTreeMap<String, String>) -> Result<Sta
         _ => resolve(target)?,
     };
     if table != "logs" {
-        return Err(ApiError::new(ErrorCode::BadRequest, format!("table `{}` is not writable here; insert into `logs`", table.chars().take(64).collect::<String>())));
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("table `{}` is not writable here; insert into `logs`", table.chars().take(64).collect::<String>()),
+        ));
     }
     Ok(Statement::InsertLogs)
 }
@@ -395,7 +415,9 @@ async fn clickhouse(State(state): State<IngestState>, Query(params): Query<BTree
         match parse_statement(&query, &bind)? {
             Statement::SelectOne => Ok("1\n".into_response()),
             // ClickHouse answers an insert with an empty 200.
-            Statement::InsertLogs => ingest_json_logs(&state, Endpoint::ClickHouse, &headers, cred, data, started).await.map(|_| StatusCode::OK.into_response()),
+            Statement::InsertLogs => {
+                ingest_json_logs(&state, Endpoint::ClickHouse, &headers, cred, data, started).await.map(|_| StatusCode::OK.into_response())
+            }
         }
     }
     .await;
@@ -421,7 +443,13 @@ mod tests {
     #[test]
     fn other_statements_and_tables_are_refused() {
         let p = params(&[("table", "audit_logs")]);
-        for q in ["DROP TABLE logs", "INSERT INTO db.{table:Identifier} FORMAT JSONEachRow", "INSERT INTO db.logs FORMAT RowBinary", "SELECT * FROM logs", "INSERT INTO db.logs; DROP TABLE x FORMAT JSONEachRow"] {
+        for q in [
+            "DROP TABLE logs",
+            "INSERT INTO db.{table:Identifier} FORMAT JSONEachRow",
+            "INSERT INTO db.logs FORMAT RowBinary",
+            "SELECT * FROM logs",
+            "INSERT INTO db.logs; DROP TABLE x FORMAT JSONEachRow",
+        ] {
             assert_eq!(parse_statement(q, &p).unwrap_err().code, ErrorCode::BadRequest, "{q}");
         }
     }

@@ -247,7 +247,8 @@ impl Pipeline {
         let c = &self.inner.config;
         let state = self.state();
         state.buffers.get(&table).is_some_and(|b| {
-            !b.entries.is_empty() && (force || b.rows >= c.batch_max_rows || b.bytes >= c.batch_max_bytes || b.oldest.is_some_and(|t| t.elapsed() >= c.batch_max_age))
+            !b.entries.is_empty()
+                && (force || b.rows >= c.batch_max_rows || b.bytes >= c.batch_max_bytes || b.oldest.is_some_and(|t| t.elapsed() >= c.batch_max_age))
         })
     }
 
@@ -471,7 +472,7 @@ fn decode_marker(payload: &[u8]) -> Option<Vec<u64>> {
     let nul = payload.iter().position(|b| *b == 0)?;
     Table::from_name(std::str::from_utf8(&payload[..nul]).ok()?)?;
     let rest = &payload[nul + 1..];
-    if rest.len() % 8 != 0 {
+    if !rest.len().is_multiple_of(8) {
         return None;
     }
     Some(rest.chunks_exact(8).filter_map(|c| <[u8; 8]>::try_from(c).ok()).map(u64::from_le_bytes).collect())

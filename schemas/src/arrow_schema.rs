@@ -17,11 +17,8 @@ fn ts_ns() -> DataType {
 }
 
 fn map_type() -> DataType {
-    let entries = Field::new(
-        "entries",
-        DataType::Struct(vec![Field::new("keys", DataType::Utf8, false), Field::new("values", DataType::Utf8, true)].into()),
-        false,
-    );
+    let entries =
+        Field::new("entries", DataType::Struct(vec![Field::new("keys", DataType::Utf8, false), Field::new("values", DataType::Utf8, true)].into()), false);
     DataType::Map(Arc::new(entries), false)
 }
 

@@ -15,9 +15,7 @@ pub struct Identifier(String);
 impl Identifier {
     /// Accepts `[A-Za-z_][A-Za-z0-9_]{0,63}`.
     pub fn parse(s: &str) -> Result<Identifier, String> {
-        let ok = !s.is_empty()
-            && s.len() <= 64
-            && s.bytes().enumerate().all(|(i, b)| b == b'_' || b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit()));
+        let ok = !s.is_empty() && s.len() <= 64 && s.bytes().enumerate().all(|(i, b)| b == b'_' || b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit()));
         if ok { Ok(Identifier(s.to_owned())) } else { Err(format!("`{s}` is not a plain identifier: use letters, digits and `_`, at most 64")) }
     }
 
@@ -165,9 +163,7 @@ const METRICS: TableDef = TableDef {
 fn create_table(t: &DdlTarget, def: &TableDef, days: u32) -> Vec<String> {
     let db = t.database.as_str();
     let TableDef { name, columns, order_by, shard_key, ttl_column } = def;
-    let tail = format!(
-        "PARTITION BY toDate({ttl_column}) ORDER BY {order_by} TTL toDateTime({ttl_column}) + INTERVAL {days} DAY DELETE"
-    );
+    let tail = format!("PARTITION BY toDate({ttl_column}) ORDER BY {order_by} TTL toDateTime({ttl_column}) + INTERVAL {days} DAY DELETE");
     match &t.cluster {
         None => vec![format!(
             "CREATE TABLE IF NOT EXISTS {db}.{name} (\n    {columns}\n) ENGINE = MergeTree {tail} \
@@ -225,13 +221,8 @@ mod tests {
         let t = DdlTarget { database: Identifier::parse("db").unwrap(), cluster: None, retention: Retention::default() };
         let defs = [(Table::Logs, &LOGS), (Table::AuditLogs, &AUDIT), (Table::SystemLogs, &SYSTEM), (Table::Metrics, &METRICS)];
         for (table, def) in defs {
-            let ddl_cols: Vec<&str> = def
-                .columns
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.starts_with("INDEX"))
-                .filter_map(|l| l.split_whitespace().next())
-                .collect();
+            let ddl_cols: Vec<&str> =
+                def.columns.lines().map(str::trim).filter(|l| !l.starts_with("INDEX")).filter_map(|l| l.split_whitespace().next()).collect();
             let arrow_cols: Vec<String> = schema(table).fields().iter().map(|f| f.name().clone()).collect();
             assert_eq!(ddl_cols, arrow_cols, "{}", table.name());
         }
@@ -240,11 +231,7 @@ mod tests {
 
     #[test]
     fn cluster_form_uses_replicated_and_distributed_on_cluster() {
-        let t = DdlTarget {
-            database: Identifier::parse("db").unwrap(),
-            cluster: Some(Identifier::parse("main").unwrap()),
-            retention: Retention::default(),
-        };
+        let t = DdlTarget { database: Identifier::parse("db").unwrap(), cluster: Some(Identifier::parse("main").unwrap()), retention: Retention::default() };
         let stmts = &all(&t)[0].statements;
         assert_eq!(stmts.len(), 8);
         assert!(stmts.iter().all(|s| s.contains("ON CLUSTER main")));

@@ -100,10 +100,8 @@ impl Severity {
             // Only all-caps words or words after a level key count: "error" inside a sentence
             // ("no error found") must not mark the line as an error.
             let upper = word.bytes().all(|b| b.is_ascii_uppercase());
-            if upper {
-                if let Some(s) = Severity::parse(word) {
-                    return s;
-                }
+            if let (true, Some(s)) = (upper, Severity::parse(word)) {
+                return s;
             }
         }
         for key in ["level=", "level\":\"", "lvl=", "severity=", "level\": \""] {

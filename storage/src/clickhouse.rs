@@ -66,11 +66,7 @@ impl ClickHouseStore {
         if !config.password.is_empty() {
             client = client.with_password(&config.password);
         }
-        Ok(ClickHouseStore {
-            client,
-            target: DdlTarget { database, cluster, retention: config.retention },
-            insert_timeout: config.insert_timeout,
-        })
+        Ok(ClickHouseStore { client, target: DdlTarget { database, cluster, retention: config.retention }, insert_timeout: config.insert_timeout })
     }
 
     fn table(&self, table: Table) -> String {
@@ -159,10 +155,8 @@ impl ClickHouseStore {
             Table::Metrics => ("fromUnixTimestamp64Milli", ceil_div(req.from_ns, 1_000_000), ceil_div(req.to_ns, 1_000_000)),
             other => return Err(StoreError::Rejected(format!("scan of {} not supported yet", other.name()))),
         };
-        let mut sql = format!(
-            "SELECT ?fields FROM {} WHERE timestamp >= {convert}({{from:Int64}}) AND timestamp < {convert}({{to:Int64}})",
-            self.table(req.table)
-        );
+        let mut sql =
+            format!("SELECT ?fields FROM {} WHERE timestamp >= {convert}({{from:Int64}}) AND timestamp < {convert}({{to:Int64}})", self.table(req.table));
         if req.org_id.is_some() {
             sql.push_str(" AND org_id = {org:String}");
         }
@@ -274,9 +268,21 @@ trait ToRow: Sync {
 // DateTime64 columns are raw i64 ticks (ns, or ms for metrics); severity is its lowercase name.
 #[derive(Row, Serialize)]
 struct LogIn<'a> {
-    timestamp: i64, observed_timestamp: i64, org_id: &'a str, workspace: &'a str, project: &'a str, application: &'a str,
-    pod: &'a str, container: &'a str, node: &'a str, stream: &'a str, severity: &'a str, message: &'a str,
-    attributes: &'a [(String, String)], trace_id: &'a str, span_id: &'a str,
+    timestamp: i64,
+    observed_timestamp: i64,
+    org_id: &'a str,
+    workspace: &'a str,
+    project: &'a str,
+    application: &'a str,
+    pod: &'a str,
+    container: &'a str,
+    node: &'a str,
+    stream: &'a str,
+    severity: &'a str,
+    message: &'a str,
+    attributes: &'a [(String, String)],
+    trace_id: &'a str,
+    span_id: &'a str,
 }
 
 impl ToRow for LogRecord {
@@ -284,17 +290,37 @@ impl ToRow for LogRecord {
     fn row(&self) -> LogIn<'_> {
         let r = self;
         LogIn {
-            timestamp: r.timestamp_ns, observed_timestamp: r.observed_ns, org_id: &r.org_id, workspace: &r.workspace, project: &r.project,
-            application: &r.application, pod: &r.pod, container: &r.container, node: &r.node, stream: &r.stream,
-            severity: r.severity.as_str(), message: &r.message, attributes: &r.attributes, trace_id: &r.trace_id, span_id: &r.span_id,
+            timestamp: r.timestamp_ns,
+            observed_timestamp: r.observed_ns,
+            org_id: &r.org_id,
+            workspace: &r.workspace,
+            project: &r.project,
+            application: &r.application,
+            pod: &r.pod,
+            container: &r.container,
+            node: &r.node,
+            stream: &r.stream,
+            severity: r.severity.as_str(),
+            message: &r.message,
+            attributes: &r.attributes,
+            trace_id: &r.trace_id,
+            span_id: &r.span_id,
         }
     }
 }
 
 #[derive(Row, Serialize)]
 struct AuditIn<'a> {
-    timestamp: i64, org_id: &'a str, workspace: &'a str, actor: &'a str, initiated_by: &'a str, action: &'a str,
-    resource: &'a str, outcome: &'a str, message: &'a str, attributes: &'a [(String, String)],
+    timestamp: i64,
+    org_id: &'a str,
+    workspace: &'a str,
+    actor: &'a str,
+    initiated_by: &'a str,
+    action: &'a str,
+    resource: &'a str,
+    outcome: &'a str,
+    message: &'a str,
+    attributes: &'a [(String, String)],
 }
 
 impl ToRow for AuditRecord {
@@ -302,15 +328,28 @@ impl ToRow for AuditRecord {
     fn row(&self) -> AuditIn<'_> {
         let r = self;
         AuditIn {
-            timestamp: r.timestamp_ns, org_id: &r.org_id, workspace: &r.workspace, actor: &r.actor, initiated_by: &r.initiated_by,
-            action: &r.action, resource: &r.resource, outcome: &r.outcome, message: &r.message, attributes: &r.attributes,
+            timestamp: r.timestamp_ns,
+            org_id: &r.org_id,
+            workspace: &r.workspace,
+            actor: &r.actor,
+            initiated_by: &r.initiated_by,
+            action: &r.action,
+            resource: &r.resource,
+            outcome: &r.outcome,
+            message: &r.message,
+            attributes: &r.attributes,
         }
     }
 }
 
 #[derive(Row, Serialize)]
 struct SystemIn<'a> {
-    timestamp: i64, component: &'a str, node: &'a str, severity: &'a str, message: &'a str, attributes: &'a [(String, String)],
+    timestamp: i64,
+    component: &'a str,
+    node: &'a str,
+    severity: &'a str,
+    message: &'a str,
+    attributes: &'a [(String, String)],
 }
 
 impl ToRow for SystemRecord {
@@ -318,7 +357,11 @@ impl ToRow for SystemRecord {
     fn row(&self) -> SystemIn<'_> {
         let r = self;
         SystemIn {
-            timestamp: r.timestamp_ns, component: &r.component, node: &r.node, severity: r.severity.as_str(), message: &r.message,
+            timestamp: r.timestamp_ns,
+            component: &r.component,
+            node: &r.node,
+            severity: r.severity.as_str(),
+            message: &r.message,
             attributes: &r.attributes,
         }
     }
@@ -326,7 +369,13 @@ impl ToRow for SystemRecord {
 
 #[derive(Row, Serialize)]
 struct MetricIn<'a> {
-    timestamp: i64, org_id: &'a str, workspace: &'a str, project: &'a str, metric: &'a str, labels: &'a [(String, String)], value: f64,
+    timestamp: i64,
+    org_id: &'a str,
+    workspace: &'a str,
+    project: &'a str,
+    metric: &'a str,
+    labels: &'a [(String, String)],
+    value: f64,
 }
 
 impl ToRow for MetricSample {
@@ -334,42 +383,81 @@ impl ToRow for MetricSample {
     fn row(&self) -> MetricIn<'_> {
         let r = self;
         MetricIn {
-            timestamp: r.timestamp_ms, org_id: &r.org_id, workspace: &r.workspace, project: &r.project, metric: &r.metric,
-            labels: &r.labels, value: r.value,
+            timestamp: r.timestamp_ms,
+            org_id: &r.org_id,
+            workspace: &r.workspace,
+            project: &r.project,
+            metric: &r.metric,
+            labels: &r.labels,
+            value: r.value,
         }
     }
 }
 
 #[derive(Row, Deserialize)]
 struct LogOut {
-    timestamp: i64, observed_timestamp: i64, org_id: String, workspace: String, project: String, application: String,
-    pod: String, container: String, node: String, stream: String, severity: String, message: String,
-    attributes: Vec<(String, String)>, trace_id: String, span_id: String,
+    timestamp: i64,
+    observed_timestamp: i64,
+    org_id: String,
+    workspace: String,
+    project: String,
+    application: String,
+    pod: String,
+    container: String,
+    node: String,
+    stream: String,
+    severity: String,
+    message: String,
+    attributes: Vec<(String, String)>,
+    trace_id: String,
+    span_id: String,
 }
 
 impl LogOut {
     fn into_record(self) -> LogRecord {
         let r = self;
         LogRecord {
-            timestamp_ns: r.timestamp, observed_ns: r.observed_timestamp, org_id: r.org_id, workspace: r.workspace, project: r.project,
-            application: r.application, pod: r.pod, container: r.container, node: r.node, stream: r.stream,
-            severity: Severity::parse(&r.severity).unwrap_or_default(), message: r.message, attributes: r.attributes,
-            trace_id: r.trace_id, span_id: r.span_id,
+            timestamp_ns: r.timestamp,
+            observed_ns: r.observed_timestamp,
+            org_id: r.org_id,
+            workspace: r.workspace,
+            project: r.project,
+            application: r.application,
+            pod: r.pod,
+            container: r.container,
+            node: r.node,
+            stream: r.stream,
+            severity: Severity::parse(&r.severity).unwrap_or_default(),
+            message: r.message,
+            attributes: r.attributes,
+            trace_id: r.trace_id,
+            span_id: r.span_id,
         }
     }
 }
 
 #[derive(Row, Deserialize)]
 struct MetricOut {
-    timestamp: i64, org_id: String, workspace: String, project: String, metric: String, labels: Vec<(String, String)>, value: f64,
+    timestamp: i64,
+    org_id: String,
+    workspace: String,
+    project: String,
+    metric: String,
+    labels: Vec<(String, String)>,
+    value: f64,
 }
 
 impl MetricOut {
     fn into_record(self) -> MetricSample {
         let r = self;
         MetricSample {
-            timestamp_ms: r.timestamp, org_id: r.org_id, workspace: r.workspace, project: r.project, metric: r.metric,
-            labels: r.labels, value: r.value,
+            timestamp_ms: r.timestamp,
+            org_id: r.org_id,
+            workspace: r.workspace,
+            project: r.project,
+            metric: r.metric,
+            labels: r.labels,
+            value: r.value,
         }
     }
 }

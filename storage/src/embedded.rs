@@ -175,10 +175,8 @@ impl EmbeddedStore {
 
     fn compact_blocking(&self) -> Result<(), StoreError> {
         for dir in self.partition_dirs(None, &|_| true)? {
-            let mut sources: Vec<String> = read_dir_or_empty(&dir)?
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| n.starts_with("b-") && n.ends_with(".parquet"))
-                .collect();
+            let mut sources: Vec<String> =
+                read_dir_or_empty(&dir)?.filter_map(|e| e.file_name().into_string().ok()).filter(|n| n.starts_with("b-") && n.ends_with(".parquet")).collect();
             if sources.len() < self.config.compact_min_files {
                 continue;
             }
@@ -213,7 +211,9 @@ impl EmbeddedStore {
 
     fn expire_blocking(&self, now_ns: i64) -> Result<(), StoreError> {
         let r = &self.config.retention;
-        for (table, days) in [(Table::Logs, r.logs_days), (Table::AuditLogs, r.audit_days), (Table::SystemLogs, r.system_days), (Table::Metrics, r.metrics_days)] {
+        for (table, days) in
+            [(Table::Logs, r.logs_days), (Table::AuditLogs, r.audit_days), (Table::SystemLogs, r.system_days), (Table::Metrics, r.metrics_days)]
+        {
             let oldest_kept = now_ns.div_euclid(NS_PER_DAY) - i64::from(days);
             let expired = self.partition_dirs(Some(table), &|k| k.day < oldest_kept)?;
             if expired.is_empty() {

@@ -22,8 +22,7 @@ pub const TOKEN_WS_A: &str = "acme-ws-a-token-0123456789ab";
 pub const TOKEN_ACME: &str = "acme-a-and-b-token-012345678";
 
 /// How the server under test is configured.
-#[derive(Clone)]
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct ServerOptions {
     pub clickhouse_url: Option<String>,
     /// Top-level keys added to the config file.

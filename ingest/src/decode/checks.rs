@@ -49,7 +49,11 @@ impl Budget {
     pub(crate) fn log_cost(ev: &RawLog) -> usize {
         let pairs = |p: &[(String, String)]| p.iter().map(|(k, v)| k.len() + v.len() + 2 * size_of::<String>()).sum::<usize>();
         let ids = [&ev.namespace, &ev.pod, &ev.container, &ev.node, &ev.stream, &ev.trace_id, &ev.span_id];
-        size_of::<RawLog>() + ev.message.len() + ids.iter().map(|v| v.as_ref().map_or(0, String::len)).sum::<usize>() + pairs(&ev.labels) + pairs(&ev.attributes)
+        size_of::<RawLog>()
+            + ev.message.len()
+            + ids.iter().map(|v| v.as_ref().map_or(0, String::len)).sum::<usize>()
+            + pairs(&ev.labels)
+            + pairs(&ev.attributes)
     }
 
     /// The approximate memory of a series.
@@ -134,7 +138,10 @@ pub(crate) fn check(ev: &RawLog, limits: &DecodeLimits) -> Result<(), RejectReas
     }
     let short = |s: &str| s.len() <= limits.max_label_bytes;
     let ids = [&ev.namespace, &ev.pod, &ev.container, &ev.node, &ev.stream, &ev.trace_id, &ev.span_id];
-    if !ids.iter().all(|v| v.as_deref().is_none_or(short)) || !ev.labels.iter().all(|(k, v)| short(k) && short(v)) || !ev.attributes.iter().all(|(k, _)| short(k)) {
+    if !ids.iter().all(|v| v.as_deref().is_none_or(short))
+        || !ev.labels.iter().all(|(k, v)| short(k) && short(v))
+        || !ev.attributes.iter().all(|(k, _)| short(k))
+    {
         return Err(RejectReason::LabelTooLong);
     }
     if ev.attributes.iter().any(|(_, v)| v.len() > limits.max_line_bytes) {

@@ -43,11 +43,7 @@ pub fn decompress<'a>(content_encoding: Option<&str>, body: &'a [u8], limit: usi
     } else if is("zstd") {
         read_bounded(zstd_reader(body, limit)?, limit, body.len())?
     } else if is("snappy") {
-        if body.starts_with(SNAPPY_FRAME_MAGIC) {
-            read_bounded(snap::read::FrameDecoder::new(body), limit, body.len())?
-        } else {
-            snappy_block(body, limit)?
-        }
+        if body.starts_with(SNAPPY_FRAME_MAGIC) { read_bounded(snap::read::FrameDecoder::new(body), limit, body.len())? } else { snappy_block(body, limit)? }
     } else if is("x-snappy-framed") {
         read_bounded(snap::read::FrameDecoder::new(body), limit, body.len())?
     } else {
@@ -65,9 +61,7 @@ pub fn snappy_block(body: &[u8], limit: usize) -> Result<Vec<u8>, BodyError> {
         return Err(BodyError::TooLarge { limit });
     }
     let mut out = vec![0u8; len];
-    let written = snap::raw::Decoder::new()
-        .decompress(body, &mut out)
-        .map_err(|e| BodyError::Malformed(format!("snappy: {e}")))?;
+    let written = snap::raw::Decoder::new().decompress(body, &mut out).map_err(|e| BodyError::Malformed(format!("snappy: {e}")))?;
     out.truncate(written);
     Ok(out)
 }

@@ -128,7 +128,9 @@ mod tests {
         assert_eq!(dotted.labels, vec![("app".into(), "web".into())]);
         assert_eq!(attr(&dotted, "http.status"), Some("200"));
 
-        let row = one(r#"{"timestamp":"2024-05-02 10:15:30.5","namespace":"shop","pod":"p","container":"c","node":"n","stream":"stdout","severity":"WARNING","message":"m","attributes":{"http":{"status":503},"retry":true},"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","span_id":"00f067aa0ba902b7","labels":{"app":"web"}}"#);
+        let row = one(
+            r#"{"timestamp":"2024-05-02 10:15:30.5","namespace":"shop","pod":"p","container":"c","node":"n","stream":"stdout","severity":"WARNING","message":"m","attributes":{"http":{"status":503},"retry":true},"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","span_id":"00f067aa0ba902b7","labels":{"app":"web"}}"#,
+        );
         assert_eq!(row.timestamp_ns, Some(1_714_644_930_500_000_000));
         assert_eq!((row.pod.as_deref(), row.container.as_deref(), row.node.as_deref()), (Some("p"), Some("c"), Some("n")));
         assert_eq!(row.severity, Some(Severity::Warn));
@@ -193,16 +195,9 @@ mod tests {
 
     #[test]
     fn bad_lines_are_rejected_one_by_one() {
-        let body = [
-            r#"{"message":"ok 1"}"#,
-            "not json",
-            r#""a string""#,
-            "[1,2]",
-            r#"{"message":"trailing"} x"#,
-            r#"{"message":"truncated"#,
-            r#"{"message":"ok 2"}"#,
-        ]
-        .join("\n");
+        let body =
+            [r#"{"message":"ok 1"}"#, "not json", r#""a string""#, "[1,2]", r#"{"message":"trailing"} x"#, r#"{"message":"truncated"#, r#"{"message":"ok 2"}"#]
+                .join("\n");
         let d = decode(&body);
         assert_eq!(d.events.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["ok 1", "ok 2"]);
         assert_eq!(d.rejected, vec![RejectReason::MalformedEvent; 5]);

@@ -157,7 +157,10 @@ mod tests {
     #[test]
     fn reads_what_clients_write() {
         // Vector's and promtail's spelling: sorted, `, ` separated.
-        assert_eq!(ok(r#"{agent="vector", file="/var/log/a.log", namespace="shop"}"#), pairs(&[("agent", "vector"), ("file", "/var/log/a.log"), ("namespace", "shop")]));
+        assert_eq!(
+            ok(r#"{agent="vector", file="/var/log/a.log", namespace="shop"}"#),
+            pairs(&[("agent", "vector"), ("file", "/var/log/a.log"), ("namespace", "shop")])
+        );
         assert_eq!(ok(r#" {b="2",a="1",} "#), pairs(&[("a", "1"), ("b", "2")]));
         assert_eq!(ok("{}"), pairs(&[]));
         assert_eq!(ok(r#"{a="", _b9="é☃"}"#), pairs(&[("_b9", "é☃"), ("a", "")]));

@@ -92,12 +92,8 @@ fn stream_base(labels: Vec<(String, String)>, limits: &DecodeLimits) -> Result<R
         return Err(RejectReason::TooManyLabels);
     }
     let labels: Vec<(String, String)> = labels.into_iter().map(|(k, v)| (checks::scrub(k), checks::scrub(v))).collect();
-    let get = |names: &[&str]| -> Option<String> {
-        names.iter().find_map(|n| labels.iter().find(|(k, v)| k == n && !v.is_empty()).map(|(_, v)| v.clone()))
-    };
-    let severity = ["level", "severity", "detected_level"]
-        .iter()
-        .find_map(|n| labels.iter().find(|(k, _)| k == n).and_then(|(_, v)| Severity::parse(v)));
+    let get = |names: &[&str]| -> Option<String> { names.iter().find_map(|n| labels.iter().find(|(k, v)| k == n && !v.is_empty()).map(|(_, v)| v.clone())) };
+    let severity = ["level", "severity", "detected_level"].iter().find_map(|n| labels.iter().find(|(k, _)| k == n).and_then(|(_, v)| Severity::parse(v)));
     let mut base = RawLog {
         namespace: get(&["namespace"]),
         pod: get(&["pod", "pod_name"]),
@@ -113,7 +109,13 @@ fn stream_base(labels: Vec<(String, String)>, limits: &DecodeLimits) -> Result<R
 }
 
 /// Joins an entry with its stream, applies the limits, and records the event or the reject.
-fn push_entry(base: &Result<RawLog, RejectReason>, entry: Entry, out: &mut Decoded<RawLog>, budget: &mut Budget, limits: &DecodeLimits) -> Result<(), BodyError> {
+fn push_entry(
+    base: &Result<RawLog, RejectReason>,
+    entry: Entry,
+    out: &mut Decoded<RawLog>,
+    budget: &mut Budget,
+    limits: &DecodeLimits,
+) -> Result<(), BodyError> {
     let base = match base {
         Ok(base) => base,
         Err(reason) => {

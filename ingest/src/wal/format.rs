@@ -79,22 +79,13 @@ pub(super) fn decode_at(buf: &[u8], pos: usize) -> Option<Decoded<'_>> {
     if checksum(len, seq, kind, payload) != crc {
         return None;
     }
-    Some(Decoded {
-        seq,
-        kind,
-        payload,
-        end,
-    })
+    Some(Decoded { seq, kind, payload, end })
 }
 
 /// The first offset after `from` where a whole valid record starts, if any.
 pub(super) fn find_next_record(buf: &[u8], from: usize) -> Option<usize> {
     let tail = buf.get(from..)?;
-    tail.windows(MAGIC.len())
-        .enumerate()
-        .filter(|(_, window)| *window == MAGIC)
-        .map(|(offset, _)| from + offset)
-        .find(|&pos| decode_at(buf, pos).is_some())
+    tail.windows(MAGIC.len()).enumerate().filter(|(_, window)| *window == MAGIC).map(|(offset, _)| from + offset).find(|&pos| decode_at(buf, pos).is_some())
 }
 
 /// File name of the segment whose first record has sequence number `first_seq`. Zero-padded to
@@ -127,10 +118,7 @@ mod tests {
         let buf = frame(7, 3, b"hello");
         assert_eq!(buf.len(), encoded_len(5));
         let decoded = decode_at(&buf, 0).expect("valid record");
-        assert_eq!(
-            (decoded.seq, decoded.kind, decoded.payload, decoded.end),
-            (7, 3, &b"hello"[..], buf.len())
-        );
+        assert_eq!((decoded.seq, decoded.kind, decoded.payload, decoded.end), (7, 3, &b"hello"[..], buf.len()));
     }
 
     #[test]
@@ -142,10 +130,7 @@ mod tests {
                 if let Some(b) = damaged.get_mut(byte) {
                     *b ^= 1 << bit;
                 }
-                assert!(
-                    decode_at(&damaged, 0).is_none(),
-                    "flip at byte {byte} bit {bit}"
-                );
+                assert!(decode_at(&damaged, 0).is_none(), "flip at byte {byte} bit {bit}");
             }
         }
     }
@@ -178,17 +163,8 @@ mod tests {
     #[test]
     fn segment_names_round_trip_and_reject_strays() {
         assert_eq!(segment_file_name(1), "00000000000000000001.wal");
-        assert_eq!(
-            parse_segment_file_name(&segment_file_name(u64::MAX)),
-            Some(u64::MAX)
-        );
-        for stray in [
-            "WAL_ID",
-            "1.wal",
-            "0000000000000000000a.wal",
-            "00000000000000000001.wal.tmp",
-            "99999999999999999999.wal",
-        ] {
+        assert_eq!(parse_segment_file_name(&segment_file_name(u64::MAX)), Some(u64::MAX));
+        for stray in ["WAL_ID", "1.wal", "0000000000000000000a.wal", "00000000000000000001.wal.tmp", "99999999999999999999.wal"] {
             assert_eq!(parse_segment_file_name(stray), None, "{stray}");
         }
     }

@@ -80,12 +80,7 @@ pub struct WalConfig {
 impl WalConfig {
     /// The defaults: 64 MiB segments, 4 GiB on disk, 8 MiB batches.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        WalConfig {
-            dir: dir.into(),
-            segment_bytes: DEFAULT_SEGMENT_BYTES,
-            max_disk_bytes: DEFAULT_MAX_DISK_BYTES,
-            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
-        }
+        WalConfig { dir: dir.into(), segment_bytes: DEFAULT_SEGMENT_BYTES, max_disk_bytes: DEFAULT_MAX_DISK_BYTES, max_batch_bytes: DEFAULT_MAX_BATCH_BYTES }
     }
 }
 
@@ -128,20 +123,14 @@ pub struct RecoveryReport {
 pub enum WalError {
     /// Over the disk cap; nothing was written. Shed load (429/503) until segments are
     /// released.
-    #[error(
-        "the write-ahead log is full ({disk_bytes} of {cap} bytes); retry once storage catches up"
-    )]
+    #[error("the write-ahead log is full ({disk_bytes} of {cap} bytes); retry once storage catches up")]
     Full { disk_bytes: u64, cap: u64 },
     /// A payload above [`MAX_PAYLOAD_BYTES`]; nothing was written.
-    #[error(
-        "a record of {bytes} bytes is over the write-ahead log's {max}-byte limit; send smaller batches"
-    )]
+    #[error("a record of {bytes} bytes is over the write-ahead log's {max}-byte limit; send smaller batches")]
     TooLarge { bytes: usize, max: usize },
     /// Writing failed (for example ENOSPC). The failed records are not durable and were cut
     /// from the file, so a retry may succeed once the cause is gone.
-    #[error(
-        "writing to the write-ahead log failed and nothing of the batch is durable; retry later"
-    )]
+    #[error("writing to the write-ahead log failed and nothing of the batch is durable; retry later")]
     Io(#[source] io::Error),
     /// An fsync failed earlier, so what is durable is unknown; every request is refused until
     /// the process restarts and replays the log.
@@ -229,20 +218,8 @@ impl Wal {
             .name("wal-writer".to_owned())
             .spawn(move || writer.run(rx, stopped_tx))
             .map_err(|e| WalError::Corrupt(format!("cannot start the wal writer thread: {e}")))?;
-        let wal = Wal {
-            inner: Arc::new(Inner {
-                wal_id: opened.wal_id.clone(),
-                tx,
-                next_seq: Mutex::new(opened.next_seq),
-                status,
-                stopped,
-            }),
-        };
-        let recovered = Recovered {
-            wal_id: opened.wal_id,
-            records: opened.records,
-            report: opened.report,
-        };
+        let wal = Wal { inner: Arc::new(Inner { wal_id: opened.wal_id.clone(), tx, next_seq: Mutex::new(opened.next_seq), status, stopped }) };
+        let recovered = Recovered { wal_id: opened.wal_id, records: opened.records, report: opened.report };
         Ok((wal, recovered))
     }
 
@@ -282,11 +259,7 @@ impl Wal {
     pub async fn sync(&self) -> Result<u64, WalError> {
         self.check_poisoned()?;
         let (reply, answer) = oneshot::channel();
-        self.inner
-            .tx
-            .send(Request::Sync(reply))
-            .await
-            .map_err(|_| WalError::Closed)?;
+        self.inner.tx.send(Request::Sync(reply)).await.map_err(|_| WalError::Closed)?;
         answer.await.map_err(|_| WalError::Closed)?
     }
 
@@ -305,9 +278,7 @@ impl Wal {
             if keep {
                 return true;
             }
-            let path = status
-                .dir
-                .join(format::segment_file_name(segment.first_seq));
+            let path = status.dir.join(format::segment_file_name(segment.first_seq));
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -316,11 +287,7 @@ impl Wal {
                     return true;
                 }
             }
-            let _ = status
-                .disk_bytes
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |bytes| {
-                    Some(bytes.saturating_sub(segment.bytes))
-                });
+            let _ = status.disk_bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, |bytes| Some(bytes.saturating_sub(segment.bytes)));
             false
         });
         result
@@ -380,10 +347,7 @@ impl Wal {
     fn check_append(&self, payload_len: usize) -> Result<(), WalError> {
         self.check_poisoned()?;
         if payload_len > MAX_PAYLOAD_BYTES {
-            return Err(WalError::TooLarge {
-                bytes: payload_len,
-                max: MAX_PAYLOAD_BYTES,
-            });
+            return Err(WalError::TooLarge { bytes: payload_len, max: MAX_PAYLOAD_BYTES });
         }
         let disk_bytes = self.disk_bytes();
         let cap = self.inner.status.max_disk_bytes;
@@ -394,40 +358,19 @@ impl Wal {
     }
 
     /// Queues one append and returns its seq.
-    async fn enqueue(
-        &self,
-        kind: u8,
-        payload: Vec<u8>,
-        reply: Option<writer::Reply>,
-    ) -> Result<u64, WalError> {
+    async fn enqueue(&self, kind: u8, payload: Vec<u8>, reply: Option<writer::Reply>) -> Result<u64, WalError> {
         self.check_append(payload.len())?;
-        let permit = self
-            .inner
-            .tx
-            .reserve()
-            .await
-            .map_err(|_| WalError::Closed)?;
+        let permit = self.inner.tx.reserve().await.map_err(|_| WalError::Closed)?;
         Ok(self.send_append(permit, kind, payload, reply))
     }
 
     /// Numbers the record and queues it in one step, so queue order is seq order. Nothing
     /// here blocks: the queue slot is already reserved.
-    fn send_append(
-        &self,
-        permit: mpsc::Permit<'_, Request>,
-        kind: u8,
-        payload: Vec<u8>,
-        reply: Option<writer::Reply>,
-    ) -> u64 {
+    fn send_append(&self, permit: mpsc::Permit<'_, Request>, kind: u8, payload: Vec<u8>, reply: Option<writer::Reply>) -> u64 {
         let mut next_seq = lock(&self.inner.next_seq);
         let seq = *next_seq;
         *next_seq = seq.saturating_add(1);
-        permit.send(Request::Append(Append {
-            seq,
-            kind,
-            payload,
-            reply,
-        }));
+        permit.send(Request::Append(Append { seq, kind, payload, reply }));
         seq
     }
 }

@@ -52,16 +52,8 @@ pub(super) fn open_dir(config: &WalConfig) -> Result<Opened, WalError> {
         let bytes = replay.segment(path, Some(index) == newest)?;
         // Replay accepts only increasing seqs, so a segment that added none holds none that
         // will ever be delivered.
-        let max_seq = if replay.last_seq > before {
-            replay.last_seq
-        } else {
-            0
-        };
-        segments.push(SegmentEntry {
-            first_seq: *first_seq,
-            max_seq,
-            bytes,
-        });
+        let max_seq = if replay.last_seq > before { replay.last_seq } else { 0 };
+        segments.push(SegmentEntry { first_seq: *first_seq, max_seq, bytes });
     }
     replay.report.segments = found.len();
     replay.report.records = replay.records.len();
@@ -71,61 +63,33 @@ pub(super) fn open_dir(config: &WalConfig) -> Result<Opened, WalError> {
     // range could have held up to len / HEADER_LEN records, so step over that many numbers).
     let newest_name = found.last().map_or(0, |(first_seq, _)| *first_seq);
     let gap = replay.lost_after_last.div_ceil(HEADER_LEN as u64);
-    let next_seq = replay
-        .last_seq
-        .max(newest_name.saturating_sub(1))
-        .saturating_add(1)
-        .saturating_add(gap);
+    let next_seq = replay.last_seq.max(newest_name.saturating_sub(1)).saturating_add(1).saturating_add(gap);
 
     // Keep appending to the newest segment unless it is full. An empty one is always reused:
     // its name may equal `next_seq`, and it is as good as a new one.
     let reuse = match (found.last(), segments.last()) {
-        (Some((_, path)), Some(last)) if last.bytes < config.segment_bytes || last.bytes == 0 => {
-            Some((path.clone(), last.bytes))
-        }
+        (Some((_, path)), Some(last)) if last.bytes < config.segment_bytes || last.bytes == 0 => Some((path.clone(), last.bytes)),
         _ => None,
     };
     let (active, active_len) = match reuse {
         Some((path, len)) => {
-            let file = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(|e| corrupt(&path, "cannot open the newest segment", &e))?;
+            let file = OpenOptions::new().write(true).open(&path).map_err(|e| corrupt(&path, "cannot open the newest segment", &e))?;
             (file, len)
         }
         None => {
-            let file = create_segment(dir, next_seq)
-                .and_then(|file| sync_dir(dir).map(|()| file))
-                .map_err(|e| corrupt(dir, "cannot create a segment", &e))?;
-            segments.push(SegmentEntry {
-                first_seq: next_seq,
-                max_seq: u64::MAX,
-                bytes: 0,
-            });
+            let file = create_segment(dir, next_seq).and_then(|file| sync_dir(dir).map(|()| file)).map_err(|e| corrupt(dir, "cannot create a segment", &e))?;
+            segments.push(SegmentEntry { first_seq: next_seq, max_seq: u64::MAX, bytes: 0 });
             (file, 0)
         }
     };
     let disk_bytes = segments.iter().map(|s| s.bytes).sum();
-    Ok(Opened {
-        wal_id,
-        lock,
-        records: replay.records,
-        report: replay.report,
-        segments,
-        active,
-        active_len,
-        next_seq,
-        disk_bytes,
-    })
+    Ok(Opened { wal_id, lock, records: replay.records, report: replay.report, segments, active, active_len, next_seq, disk_bytes })
 }
 
 /// Creates an empty segment named after `first_seq`. Its name is durable only after
 /// [`sync_dir`], which must happen before anything written to it is acknowledged.
 pub(super) fn create_segment(dir: &Path, first_seq: u64) -> io::Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(dir.join(format::segment_file_name(first_seq)))
+    OpenOptions::new().write(true).create_new(true).open(dir.join(format::segment_file_name(first_seq)))
 }
 
 pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -138,19 +102,13 @@ fn corrupt(path: &Path, what: &str, error: &io::Error) -> WalError {
 
 fn lock_dir(dir: &Path) -> Result<File, WalError> {
     let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| corrupt(&path, "cannot open the lock file", &e))?;
+    let file =
+        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(|e| corrupt(&path, "cannot open the lock file", &e))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(WalError::Corrupt(format!(
-            "the wal directory {} is already open (another process, or a handle not yet closed)",
-            dir.display()
-        ))),
+        Err(TryLockError::WouldBlock) => {
+            Err(WalError::Corrupt(format!("the wal directory {} is already open (another process, or a handle not yet closed)", dir.display())))
+        }
         Err(TryLockError::Error(e)) => Err(corrupt(&path, "cannot lock the wal directory", &e)),
     }
 }
@@ -161,11 +119,7 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
     let mut segments = Vec::new();
     for entry in fs::read_dir(dir).map_err(read_error)? {
         let entry = entry.map_err(read_error)?;
-        let Some(first_seq) = entry
-            .file_name()
-            .to_str()
-            .and_then(format::parse_segment_file_name)
-        else {
+        let Some(first_seq) = entry.file_name().to_str().and_then(format::parse_segment_file_name) else {
             continue;
         };
         if entry.file_type().map_err(read_error)?.is_file() {
@@ -183,29 +137,16 @@ fn load_or_create_wal_id(dir: &Path, has_segments: bool) -> Result<String, WalEr
     match fs::read_to_string(&path) {
         Ok(text) => {
             let id = text.trim();
-            let valid = !id.is_empty()
-                && id.len() <= 64
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-            if valid {
-                Ok(id.to_owned())
-            } else {
-                Err(WalError::Corrupt(format!(
-                    "{} does not hold a valid wal id; restore it from a backup",
-                    path.display()
-                )))
-            }
+            let valid = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if valid { Ok(id.to_owned()) } else { Err(WalError::Corrupt(format!("{} does not hold a valid wal id; restore it from a backup", path.display()))) }
         }
         // The id is written before the first segment, so segments without it mean someone
         // removed it; a new id would make downstream take replayed records for new ones.
-        Err(e) if e.kind() == io::ErrorKind::NotFound && has_segments => {
-            Err(WalError::Corrupt(format!(
-                "{} is missing but the directory holds segments; restore it, or move the \
+        Err(e) if e.kind() == io::ErrorKind::NotFound && has_segments => Err(WalError::Corrupt(format!(
+            "{} is missing but the directory holds segments; restore it, or move the \
                  segments away to start a new log",
-                path.display()
-            )))
-        }
+            path.display()
+        ))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let id = generate_wal_id(dir);
             write_wal_id(dir, &id).map_err(|e| corrupt(&path, "cannot write the wal id", &e))?;
@@ -218,10 +159,7 @@ fn load_or_create_wal_id(dir: &Path, has_segments: bool) -> Result<String, WalEr
 /// 16 hex digits from a randomly seeded hasher over the time, the process id and the path.
 fn generate_wal_id(dir: &Path) -> String {
     let mut hasher = RandomState::new().build_hasher();
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
-        .hash(&mut hasher);
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()).hash(&mut hasher);
     std::process::id().hash(&mut hasher);
     dir.hash(&mut hasher);
     format!("{:016x}", hasher.finish())
@@ -292,11 +230,7 @@ impl Replay {
         }
         self.last_seq = seq;
         self.lost_after_last = 0;
-        self.records.push(Record {
-            seq,
-            kind,
-            payload: payload.to_vec(),
-        });
+        self.records.push(Record { seq, kind, payload: payload.to_vec() });
     }
 }
 

@@ -14,10 +14,7 @@ pub(super) fn payload(i: u64) -> Vec<u8> {
 }
 
 pub(super) fn small_segments(dir: &Path, segment_bytes: u64) -> WalConfig {
-    WalConfig {
-        segment_bytes,
-        ..WalConfig::new(dir)
-    }
+    WalConfig { segment_bytes, ..WalConfig::new(dir) }
 }
 
 pub(super) fn open(config: &WalConfig) -> (Wal, Recovered) {
@@ -77,11 +74,7 @@ async fn append_reopen_replays_in_order_and_numbering_continues() {
     for record in &recovered.records {
         assert_eq!((record.kind, &record.payload), (7, &payload(record.seq)));
     }
-    let expected = RecoveryReport {
-        segments: 1,
-        records: 10,
-        ..RecoveryReport::default()
-    };
+    let expected = RecoveryReport { segments: 1, records: 10, ..RecoveryReport::default() };
     assert_eq!(recovered.report, expected);
     assert_eq!(wal.append(1, b"next".to_vec()).await.expect("append"), 11);
     wal.close().await;
@@ -106,10 +99,7 @@ async fn wal_id_is_created_once_and_stable() {
     assert_eq!(stored.trim(), id);
 
     let (wal, recovered) = open(&config);
-    assert_eq!(
-        (wal.wal_id(), recovered.wal_id.as_str()),
-        (id.as_str(), id.as_str())
-    );
+    assert_eq!((wal.wal_id(), recovered.wal_id.as_str()), (id.as_str(), id.as_str()));
     wal.close().await;
 
     let other = tempfile::tempdir().expect("tempdir");
@@ -140,10 +130,7 @@ async fn concurrent_appenders_get_distinct_seqs_and_share_fsyncs() {
     let mut written = BTreeMap::new();
     for task in tasks {
         let mine = task.await.expect("task");
-        assert!(
-            mine.windows(2).all(|w| w[0].0 < w[1].0),
-            "one task's seqs increase"
-        );
+        assert!(mine.windows(2).all(|w| w[0].0 < w[1].0), "one task's seqs increase");
         written.extend(mine);
     }
     let total = TASKS * PER_TASK;
@@ -154,11 +141,7 @@ async fn concurrent_appenders_get_distinct_seqs_and_share_fsyncs() {
 
     let (wal, recovered) = open(&config);
     assert!(recovered.report.segments > 1);
-    let replayed: BTreeMap<u64, Vec<u8>> = recovered
-        .records
-        .into_iter()
-        .map(|r| (r.seq, r.payload))
-        .collect();
+    let replayed: BTreeMap<u64, Vec<u8>> = recovered.records.into_iter().map(|r| (r.seq, r.payload)).collect();
     assert_eq!(replayed, written);
     wal.close().await;
 }
@@ -178,11 +161,7 @@ async fn release_deletes_whole_old_segments_and_numbering_survives_it() {
 
     wal.release_before(1).expect("release");
     wal.release_before(8).expect("release");
-    assert_eq!(
-        segment_paths(dir.path()).len(),
-        5,
-        "only seqs 1-4 were all below 8"
-    );
+    assert_eq!(segment_paths(dir.path()).len(), 5, "only seqs 1-4 were all below 8");
     wal.release_before(11).expect("release");
     assert_eq!(segment_paths(dir.path()).len(), 4);
     assert_eq!(wal.disk_bytes(), 12 * RECORD_LEN);
@@ -207,44 +186,23 @@ async fn release_deletes_whole_old_segments_and_numbering_survives_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn appends_over_the_disk_cap_fail_and_write_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = WalConfig {
-        max_disk_bytes: 3 * RECORD_LEN + 10,
-        ..WalConfig::new(dir.path())
-    };
+    let config = WalConfig { max_disk_bytes: 3 * RECORD_LEN + 10, ..WalConfig::new(dir.path()) };
     let (wal, _) = open(&config);
     append_each(&wal, 1, 3).await;
     let segment = segment_paths(dir.path()).remove(0);
     let err = wal.append(1, payload(4)).await.expect_err("over the cap");
-    assert!(
-        matches!(
-            err,
-            WalError::Full {
-                disk_bytes: 183,
-                cap: 193
-            }
-        ),
-        "{err:?}"
-    );
-    assert!(matches!(
-        wal.append_lazy(1, payload(4)),
-        Err(WalError::Full { .. })
-    ));
+    assert!(matches!(err, WalError::Full { disk_bytes: 183, cap: 193 }), "{err:?}");
+    assert!(matches!(wal.append_lazy(1, payload(4)), Err(WalError::Full { .. })));
     assert_eq!((file_len(&segment), wal.disk_bytes()), (183, 183));
     wal.close().await;
 
     // The writer enforces the cap for a whole group too: of ten concurrent appends into an
     // empty log, exactly as many succeed as fit.
     let dir = tempfile::tempdir().expect("tempdir");
-    let (wal, _) = open(&WalConfig {
-        max_disk_bytes: 3 * RECORD_LEN + 10,
-        ..WalConfig::new(dir.path())
-    });
+    let (wal, _) = open(&WalConfig { max_disk_bytes: 3 * RECORD_LEN + 10, ..WalConfig::new(dir.path()) });
     let results = futures_util::future::join_all((0..10).map(|i| wal.append(1, payload(i)))).await;
     let ok = results.iter().filter(|r| r.is_ok()).count();
-    let full = results
-        .iter()
-        .filter(|r| matches!(r, Err(WalError::Full { .. })))
-        .count();
+    let full = results.iter().filter(|r| matches!(r, Err(WalError::Full { .. }))).count();
     assert_eq!((ok, full), (3, 7));
     assert_eq!(wal.disk_bytes(), 3 * RECORD_LEN);
     wal.close().await;
@@ -254,10 +212,7 @@ async fn appends_over_the_disk_cap_fail_and_write_nothing() {
 async fn oversized_payloads_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (wal, _) = open(&WalConfig::new(dir.path()));
-    let err = wal
-        .append(1, vec![0; MAX_PAYLOAD_BYTES + 1])
-        .await
-        .expect_err("too large");
+    let err = wal.append(1, vec![0; MAX_PAYLOAD_BYTES + 1]).await.expect_err("too large");
     assert!(matches!(err, WalError::TooLarge { .. }), "{err:?}");
     assert_eq!(wal.disk_bytes(), 0);
     wal.close().await;
@@ -269,10 +224,7 @@ async fn lazy_appends_are_synced_by_the_next_group() {
     let config = WalConfig::new(dir.path());
     let (wal, _) = open(&config);
     for expected in 1..=3 {
-        assert_eq!(
-            wal.append_lazy(2, payload(expected)).expect("lazy"),
-            expected
-        );
+        assert_eq!(wal.append_lazy(2, payload(expected)).expect("lazy"), expected);
     }
     assert_eq!(wal.sync().await.expect("sync"), 3);
     assert_eq!(wal.fsync_count(), 1, "lazy records alone cause no fsync");
@@ -292,22 +244,14 @@ async fn close_syncs_refuses_later_requests_and_frees_the_directory() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = WalConfig::new(dir.path());
     let (wal, _) = open(&config);
-    let err = Wal::open(config.clone())
-        .err()
-        .expect("second open refused");
+    let err = Wal::open(config.clone()).err().expect("second open refused");
     assert!(matches!(err, WalError::Corrupt(_)), "{err:?}");
     wal.append_lazy(1, payload(1)).expect("lazy");
     let clone = wal.clone();
     wal.close().await;
     clone.close().await;
-    assert!(matches!(
-        clone.append(1, payload(2)).await,
-        Err(WalError::Closed)
-    ));
-    assert!(matches!(
-        clone.append_lazy(1, payload(2)),
-        Err(WalError::Closed)
-    ));
+    assert!(matches!(clone.append(1, payload(2)).await, Err(WalError::Closed)));
+    assert!(matches!(clone.append_lazy(1, payload(2)), Err(WalError::Closed)));
     assert!(matches!(clone.sync().await, Err(WalError::Closed)));
     let (wal, recovered) = open(&config);
     assert_eq!(seqs(&recovered), vec![1], "close synced the lazy record");
@@ -340,20 +284,13 @@ async fn a_failed_write_is_not_acknowledged_and_is_cut_back() {
         WalError::Io(e) => assert_eq!(e.raw_os_error(), Some(libc::ENOSPC)),
         other => panic!("expected Io, got {other:?}"),
     }
-    assert_eq!(
-        (file_len(&segment), wal.disk_bytes()),
-        (2 * RECORD_LEN, 2 * RECORD_LEN)
-    );
+    assert_eq!((file_len(&segment), wal.disk_bytes()), (2 * RECORD_LEN, 2 * RECORD_LEN));
     assert!(!wal.is_poisoned());
 
     // A lazy record lost the same way is simply gone.
     wal.inject_fault(Fault::NoSpace { writes: 1 });
     wal.append_lazy(1, payload(4)).expect("queued");
-    assert_eq!(
-        wal.sync().await.expect("sync"),
-        2,
-        "the highest durable seq is still 2"
-    );
+    assert_eq!(wal.sync().await.expect("sync"), 2, "the highest durable seq is still 2");
     assert_eq!(file_len(&segment), 2 * RECORD_LEN);
 
     // Space is back: the next append succeeds (seqs 3 and 4 stay unused).
@@ -361,10 +298,7 @@ async fn a_failed_write_is_not_acknowledged_and_is_cut_back() {
     wal.close().await;
     let (wal, recovered) = open(&config);
     assert_eq!(seqs(&recovered), vec![1, 2, 5]);
-    assert_eq!(
-        recovered.report.bytes_skipped + recovered.report.truncated_tail_bytes,
-        0
-    );
+    assert_eq!(recovered.report.bytes_skipped + recovered.report.truncated_tail_bytes, 0);
     wal.close().await;
 }
 
@@ -375,19 +309,10 @@ async fn a_failed_fsync_poisons_the_log_until_restart() {
     let (wal, _) = open(&config);
     append_each(&wal, 1, 1).await;
     wal.inject_fault(Fault::SyncFails);
-    assert!(matches!(
-        wal.append(1, payload(2)).await,
-        Err(WalError::Poisoned)
-    ));
+    assert!(matches!(wal.append(1, payload(2)).await, Err(WalError::Poisoned)));
     assert!(wal.is_poisoned());
-    assert!(matches!(
-        wal.append(1, payload(3)).await,
-        Err(WalError::Poisoned)
-    ));
-    assert!(matches!(
-        wal.append_lazy(1, payload(3)),
-        Err(WalError::Poisoned)
-    ));
+    assert!(matches!(wal.append(1, payload(3)).await, Err(WalError::Poisoned)));
+    assert!(matches!(wal.append_lazy(1, payload(3)), Err(WalError::Poisoned)));
     assert!(matches!(wal.sync().await, Err(WalError::Poisoned)));
     wal.close().await;
 

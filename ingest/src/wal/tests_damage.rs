@@ -41,23 +41,12 @@ async fn a_torn_tail_is_cut_and_appending_resumes_cleanly() {
         wal.close().await;
         let segment = segment_paths(dir.path()).remove(0);
         let torn = 10 * RECORD_LEN - cut;
-        OpenOptions::new()
-            .write(true)
-            .open(&segment)
-            .expect("open")
-            .set_len(torn)
-            .expect("cut");
+        OpenOptions::new().write(true).open(&segment).expect("open").set_len(torn).expect("cut");
 
         let (wal, recovered) = open(&config);
         assert_eq!(seqs(&recovered), (1..=9).collect::<Vec<_>>());
         assert_eq!(recovered.report.truncated_tail_bytes, RECORD_LEN - cut);
-        assert_eq!(
-            (
-                recovered.report.corrupt_regions,
-                recovered.report.bytes_skipped
-            ),
-            (0, 0)
-        );
+        assert_eq!((recovered.report.corrupt_regions, recovered.report.bytes_skipped), (0, 0));
         assert_eq!(fs::metadata(&segment).expect("meta").len(), 9 * RECORD_LEN);
         let new = append_each(&wal, 11, 3).await;
         assert!(new[0] > 9 && new.windows(2).all(|w| w[0] < w[1]), "{new:?}");
@@ -65,14 +54,8 @@ async fn a_torn_tail_is_cut_and_appending_resumes_cleanly() {
 
         let (wal, recovered) = open(&config);
         assert_eq!(recovered.records.len(), 12);
-        assert_eq!(
-            recovered.report.truncated_tail_bytes + recovered.report.bytes_skipped,
-            0
-        );
-        assert_eq!(
-            recovered.records.iter().rev().take(3).map(|r| r.seq).min(),
-            Some(new[0])
-        );
+        assert_eq!(recovered.report.truncated_tail_bytes + recovered.report.bytes_skipped, 0);
+        assert_eq!(recovered.records.iter().rev().take(3).map(|r| r.seq).min(), Some(new[0]));
         wal.close().await;
     }
 }
@@ -95,14 +78,8 @@ async fn a_flipped_byte_in_a_middle_segment_loses_only_that_record() {
         assert_eq!(seqs(&recovered), expected, "flip at {offset_in_record}");
         assert_true_records(&recovered);
         let report = &recovered.report;
-        assert_eq!(
-            (report.corrupt_regions, report.bytes_skipped),
-            (1, RECORD_LEN)
-        );
-        assert_eq!(
-            (report.segments, report.records, report.truncated_tail_bytes),
-            (6, 19, 0)
-        );
+        assert_eq!((report.corrupt_regions, report.bytes_skipped), (1, RECORD_LEN));
+        assert_eq!((report.segments, report.records, report.truncated_tail_bytes), (6, 19, 0));
         wal.close().await;
     }
 }
@@ -148,13 +125,7 @@ async fn junk_after_the_last_record_is_cut_or_skipped() {
 
     let (wal, recovered) = open(&config);
     assert_eq!(recovered.records.last().map(|r| r.seq), Some(next));
-    assert_eq!(
-        (
-            recovered.report.corrupt_regions,
-            recovered.report.truncated_tail_bytes
-        ),
-        (1, 0)
-    );
+    assert_eq!((recovered.report.corrupt_regions, recovered.report.truncated_tail_bytes), (1, 0));
     wal.close().await;
 }
 
@@ -236,15 +207,9 @@ async fn a_lost_or_damaged_wal_id_is_refused() {
     let id = fs::read(&id_path).expect("read");
 
     fs::write(&id_path, b"not/a valid id").expect("write");
-    assert!(matches!(
-        Wal::open(config.clone()),
-        Err(WalError::Corrupt(_))
-    ));
+    assert!(matches!(Wal::open(config.clone()), Err(WalError::Corrupt(_))));
     fs::remove_file(&id_path).expect("remove");
-    assert!(matches!(
-        Wal::open(config.clone()),
-        Err(WalError::Corrupt(_))
-    ));
+    assert!(matches!(Wal::open(config.clone()), Err(WalError::Corrupt(_))));
     fs::write(&id_path, id).expect("write");
     let (wal, recovered) = open(&config);
     assert_eq!(recovered.records.len(), 1);
@@ -270,15 +235,8 @@ async fn random_damage_never_panics_and_never_invents_records() {
     let (wal, _) = open(&config);
     append_each(&wal, 1, 30).await;
     wal.close().await;
-    let files: Vec<(String, Vec<u8>)> = segment_paths(template.path())
-        .iter()
-        .map(|p| {
-            (
-                p.file_name().expect("name").to_string_lossy().into_owned(),
-                fs::read(p).expect("read"),
-            )
-        })
-        .collect();
+    let files: Vec<(String, Vec<u8>)> =
+        segment_paths(template.path()).iter().map(|p| (p.file_name().expect("name").to_string_lossy().into_owned(), fs::read(p).expect("read"))).collect();
     let wal_id = fs::read(template.path().join("WAL_ID")).expect("id");
 
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
@@ -307,11 +265,7 @@ async fn random_damage_never_panics_and_never_invents_records() {
         assert!(next > last, "round {round}: {next} after {last}");
         wal.close().await;
         let (wal, again) = open(&config);
-        assert_eq!(
-            again.records.last().map(|r| r.seq),
-            Some(next),
-            "round {round}"
-        );
+        assert_eq!(again.records.last().map(|r| r.seq), Some(next), "round {round}");
         wal.close().await;
     }
 }

@@ -122,23 +122,15 @@ impl Writer {
     }
 
     fn commit(&mut self, group: Group) {
-        let Group {
-            buf,
-            last_seq,
-            mut waiters,
-            syncs,
-            close,
-            ..
-        } = group;
-        let fail_all =
-            |waiters: Vec<(u64, Reply)>, syncs: Vec<Reply>, error: &dyn Fn() -> WalError| {
-                for (_, reply) in waiters {
-                    let _ = reply.send(Err(error()));
-                }
-                for reply in syncs {
-                    let _ = reply.send(Err(error()));
-                }
-            };
+        let Group { buf, last_seq, mut waiters, syncs, close, .. } = group;
+        let fail_all = |waiters: Vec<(u64, Reply)>, syncs: Vec<Reply>, error: &dyn Fn() -> WalError| {
+            for (_, reply) in waiters {
+                let _ = reply.send(Err(error()));
+            }
+            for reply in syncs {
+                let _ = reply.send(Err(error()));
+            }
+        };
         if self.status.poisoned.load(Ordering::Acquire) {
             return fail_all(waiters, syncs, &|| WalError::Poisoned);
         }
@@ -252,11 +244,7 @@ impl Writer {
             closing.bytes = self.offset;
             closing.max_seq = self.last_written_seq;
         }
-        segments.push(SegmentEntry {
-            first_seq,
-            max_seq: u64::MAX,
-            bytes: 0,
-        });
+        segments.push(SegmentEntry { first_seq, max_seq: u64::MAX, bytes: 0 });
         drop(segments);
         self.file = file;
         self.offset = 0;
@@ -275,14 +263,7 @@ struct Group {
 
 impl Group {
     fn new(status: &Arc<Status>) -> Self {
-        Group {
-            status: Arc::clone(status),
-            buf: Vec::new(),
-            last_seq: None,
-            waiters: Vec::new(),
-            syncs: Vec::new(),
-            close: false,
-        }
+        Group { status: Arc::clone(status), buf: Vec::new(), last_seq: None, waiters: Vec::new(), syncs: Vec::new(), close: false }
     }
 
     fn add(&mut self, request: Request) {
@@ -301,11 +282,7 @@ impl Group {
         let disk_bytes = self.status.disk_bytes.load(Ordering::Acquire);
         let cap = self.status.max_disk_bytes;
         let len = format::encoded_len(append.payload.len()) as u64;
-        if disk_bytes
-            .saturating_add(self.buf.len() as u64)
-            .saturating_add(len)
-            > cap
-        {
+        if disk_bytes.saturating_add(self.buf.len() as u64).saturating_add(len) > cap {
             return answer(append.reply, Err(WalError::Full { disk_bytes, cap }));
         }
         format::encode_into(&mut self.buf, append.seq, append.kind, &append.payload);
@@ -324,9 +301,7 @@ fn answer(reply: Option<Reply>, result: Result<u64, WalError>) {
 }
 
 fn take_one(counter: &AtomicU32) -> bool {
-    counter
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-        .is_ok()
+    counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok()
 }
 
 /// `io::Error` is not `Clone`; every waiter of a failed batch gets an equal copy.

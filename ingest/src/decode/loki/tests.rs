@@ -7,7 +7,8 @@ use super::proto::{EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter, T
 use super::*;
 use crate::decode::testutil;
 
-const LABELS: &str = r#"{container="checkout", detected_level="warn", hexabase_ai_workspace="ws-7f3a", namespace="shop", pod="checkout-7d9f8b6c4-x2x9k", stream="stderr"}"#;
+const LABELS: &str =
+    r#"{container="checkout", detected_level="warn", hexabase_ai_workspace="ws-7f3a", namespace="shop", pod="checkout-7d9f8b6c4-x2x9k", stream="stderr"}"#;
 
 fn entry(seconds: i64, nanos: i32, line: &str, metadata: &[(&str, &str)]) -> EntryAdapter {
     EntryAdapter {
@@ -136,7 +137,14 @@ fn invalid_utf8_and_nul_in_lines() {
 
 #[test]
 fn malformed_bodies() {
-    for body in [&b"not json"[..], b"{\"streams\":{}}", b"{\"streams\":[{\"values\":[[\"1\"]]}]}", b"{\"streams\":[{\"values\":[[\"1\",\"a\",{},4]]}]}", b"{\"streams\":[]} x", b"{\"streams\":[{\"stream\":{\"a\":1}}]}"] {
+    for body in [
+        &b"not json"[..],
+        b"{\"streams\":{}}",
+        b"{\"streams\":[{\"values\":[[\"1\"]]}]}",
+        b"{\"streams\":[{\"values\":[[\"1\",\"a\",{},4]]}]}",
+        b"{\"streams\":[]} x",
+        b"{\"streams\":[{\"stream\":{\"a\":1}}]}",
+    ] {
         let r = decode_loki_json(body, &DecodeLimits::default());
         assert!(matches!(r, Err(BodyError::Malformed(_))), "{:?}: {r:?}", String::from_utf8_lossy(body));
     }
@@ -156,9 +164,8 @@ fn malformed_bodies() {
 fn shared_labels_cannot_fan_out_without_bound() {
     // 64 labels of 1000 bytes each, shared by ~20,000 two-byte entries.
     let labels: Vec<String> = (0..64).map(|i| format!("l{i}=\"{}\"", "v".repeat(1000))).collect();
-    let req = PushRequest {
-        streams: vec![StreamAdapter { labels: format!("{{{}}}", labels.join(",")), entries: vec![EntryAdapter::default(); 20_000], hash: 0 }],
-    };
+    let req =
+        PushRequest { streams: vec![StreamAdapter { labels: format!("{{{}}}", labels.join(",")), entries: vec![EntryAdapter::default(); 20_000], hash: 0 }] };
     let limits = DecodeLimits { max_body_bytes: 200 << 10, ..DecodeLimits::default() };
     let body = snappy(&req);
     assert_eq!(decode_loki_protobuf(&body, &limits).unwrap_err(), BodyError::TooLarge { limit: 200 << 10 });
