@@ -2,7 +2,10 @@
 //!
 //! 1. [`Pipeline::submit`] appends the request's rows to the write-ahead log as one record and
 //!    returns once it is fsynced: that is the acknowledgement. The rows also go to an in-memory
-//!    buffer per table, bounded in bytes (full: [`SubmitError::Backpressure`], a 429).
+//!    buffer per table. Memory is bounded: above half of `buffer_max_bytes`, new records are
+//!    kept only in the log and read back when their batch is cut, so a storage outage is
+//!    absorbed on disk up to `wal_max_disk_bytes` (then [`SubmitError::DiskCap`], a 503); the
+//!    buffer itself full is [`SubmitError::Backpressure`], a 429.
 //! 2. The flusher cuts a buffer into a batch when it reaches its row or byte limit or its age
 //!    limit. Before writing, it logs a *batch marker* naming the records the batch is made of;
 //!    the marker's log position is the batch's identity ([`BatchId`]).
@@ -15,7 +18,7 @@
 //! records, same id), and buffers records no marker named. So every acknowledged record is
 //! stored, and stored once.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -73,8 +76,17 @@ pub enum SubmitError {
 
 struct Entry {
     seq: u64,
-    rows: Rows,
+    table: Table,
+    rows_len: usize,
+    /// `None`: kept only in the log (spilled); read back when the batch is cut.
+    rows: Option<Rows>,
     bytes: usize,
+}
+
+impl Entry {
+    fn new(seq: u64, rows: Rows, bytes: usize) -> Entry {
+        Entry { seq, table: rows.table(), rows_len: rows.len(), rows: Some(rows), bytes }
+    }
 }
 
 #[derive(Default)]
@@ -178,7 +190,8 @@ impl Pipeline {
         for (seq, (r, bytes)) in rows {
             state.unstored.insert(seq);
             self.inner.buffered_bytes.fetch_add(bytes, Ordering::Relaxed);
-            push(&mut state, Entry { seq, rows: r, bytes });
+            let entry = self.maybe_spill(Entry::new(seq, r, bytes));
+            push(&mut state, entry);
         }
         self.update_gauges(&state);
         if !state.recovered.is_empty() || !state.unstored.is_empty() {
@@ -234,13 +247,72 @@ impl Pipeline {
             }
         };
         state.unstored.insert(seq);
-        let full = push(&mut state, Entry { seq, rows, bytes });
+        let entry = self.maybe_spill(Entry::new(seq, rows, bytes));
+        let full = push(&mut state, entry);
         self.update_gauges(&state);
         drop(state);
         if full.is_some_and(|t| self.due(t, false)) {
             inner.wake.notify_one();
         }
         Ok(seq)
+    }
+
+    /// Keeps the entry's rows only in the log when memory is over half the buffer.
+    fn maybe_spill(&self, mut entry: Entry) -> Entry {
+        let inner = &self.inner;
+        if inner.buffered_bytes.load(Ordering::Acquire) > inner.config.buffer_max_bytes / 2 && entry.rows.take().is_some() {
+            inner.buffered_bytes.fetch_sub(entry.bytes, Ordering::AcqRel);
+            inner.metrics.spilled.inc();
+        }
+        entry
+    }
+
+    /// Reads back the rows of spilled entries and joins a batch's rows, in log order.
+    async fn load(&self, entries: Vec<Entry>) -> Option<(Vec<u64>, Rows, usize)> {
+        let inner = &self.inner;
+        let missing: BTreeSet<u64> = entries.iter().filter(|e| e.rows.is_none()).map(|e| e.seq).collect();
+        let mut loaded: HashMap<u64, Rows> = HashMap::new();
+        if !missing.is_empty() {
+            let mut backoff = Duration::from_millis(50);
+            for attempt in 1..=5 {
+                let (wal, wanted) = (inner.wal.clone(), missing.clone());
+                match tokio::task::spawn_blocking(move || wal.read(&wanted)).await {
+                    Ok(Ok(records)) => {
+                        for r in records {
+                            match codec::decode(&r.payload) {
+                                Ok(rows) => {
+                                    inner.buffered_bytes.fetch_add(r.payload.len(), Ordering::AcqRel);
+                                    loaded.insert(r.seq, rows);
+                                }
+                                Err(e) => tracing::error!(seq = r.seq, error = %e, "spilled record does not decode"),
+                            }
+                        }
+                        break;
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, attempt, "cannot read spilled records back from the write-ahead log"),
+                    Err(e) => tracing::warn!(error = %e, attempt, "spilled record reader failed"),
+                }
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+        }
+        let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
+        let mut bytes = 0;
+        let parts = entries.into_iter().filter_map(|e| {
+            let rows = e.rows.or_else(|| loaded.remove(&e.seq));
+            match rows {
+                Some(r) => {
+                    bytes += e.bytes;
+                    Some((r, 0))
+                }
+                None => {
+                    tracing::error!(seq = e.seq, "an acknowledged record could not be read back from the write-ahead log; it is lost");
+                    None
+                }
+            }
+        });
+        let (rows, _) = concat(parts)?;
+        Some((seqs, rows, bytes))
     }
 
     fn due(&self, table: Table, force: bool) -> bool {
@@ -254,26 +326,24 @@ impl Pipeline {
 
     /// Takes the next batch of `table` from its buffer (at most the batch limits, at least one
     /// record).
-    fn cut(&self, table: Table) -> Option<(Vec<u64>, Rows, usize)> {
+    fn cut(&self, table: Table) -> Option<Vec<Entry>> {
         let c = &self.inner.config;
         let mut state = self.state();
         let buffer = state.buffers.get_mut(&table)?;
         let (mut n, mut rows, mut bytes) = (0, 0, 0);
         for e in &buffer.entries {
-            if n > 0 && (rows + e.rows.len() > c.batch_max_rows || bytes + e.bytes > c.batch_max_bytes) {
+            if n > 0 && (rows + e.rows_len > c.batch_max_rows || bytes + e.bytes > c.batch_max_bytes) {
                 break;
             }
             n += 1;
-            rows += e.rows.len();
+            rows += e.rows_len;
             bytes += e.bytes;
         }
         let taken: Vec<Entry> = buffer.entries.drain(..n).collect();
         buffer.rows -= rows;
         buffer.bytes -= bytes;
         buffer.oldest = if buffer.entries.is_empty() { None } else { Some(Instant::now()) };
-        let seqs = taken.iter().map(|e| e.seq).collect();
-        let (all, bytes) = concat(taken.into_iter().map(|e| (e.rows, e.bytes)))?;
-        Some((seqs, all, bytes))
+        Some(taken)
     }
 
     /// Writes batches to storage until `stop` is notified and everything buffered is stored
@@ -306,10 +376,11 @@ impl Pipeline {
             for table in Table::ALL {
                 while self.due(table, draining) {
                     let Ok(permit) = permits.clone().acquire_owned().await else { return };
-                    let Some((seqs, rows, bytes)) = self.cut(table) else { break };
+                    let Some(entries) = self.cut(table) else { break };
                     let this = self.clone();
                     tasks.spawn(async move {
                         let _permit = permit;
+                        let Some((seqs, rows, bytes)) = this.load(entries).await else { return };
                         if let Some(marker) = this.mark(table, &seqs).await {
                             this.store_batch(marker, seqs, rows, bytes).await;
                         }
@@ -432,9 +503,9 @@ impl Pipeline {
 
 /// Adds an entry to its table's buffer; returns the table.
 fn push(state: &mut State, entry: Entry) -> Option<Table> {
-    let table = entry.rows.table();
+    let table = entry.table;
     let b = state.buffers.entry(table).or_default();
-    b.rows += entry.rows.len();
+    b.rows += entry.rows_len;
     b.bytes += entry.bytes;
     b.oldest.get_or_insert_with(Instant::now);
     b.entries.push(entry);

@@ -293,6 +293,49 @@ impl Wal {
         result
     }
 
+    /// Reads back the records with the given seqs (those still on disk), in seq order.
+    /// Blocking: it reads whole segment files, so call it from `spawn_blocking`. Only records
+    /// that were acknowledged (fsynced) are certain to be found; the pipeline uses it to load
+    /// rows it dropped from memory while storage was slow or down.
+    pub fn read(&self, seqs: &std::collections::BTreeSet<u64>) -> Result<Vec<Record>, WalError> {
+        let (Some(&lowest), Some(&highest)) = (seqs.first(), seqs.last()) else { return Ok(Vec::new()) };
+        let status = &self.inner.status;
+        let ranges: Vec<(u64, u64)> = {
+            let segments = lock(&status.segments);
+            let last = segments.len().saturating_sub(1);
+            segments.iter().enumerate().map(|(i, s)| (s.first_seq, if i == last { u64::MAX } else { s.max_seq })).collect()
+        };
+        let mut out = Vec::with_capacity(seqs.len());
+        for (first, max) in ranges {
+            if max < lowest || first > highest || seqs.range(first..=max).next().is_none() {
+                continue;
+            }
+            let path = status.dir.join(format::segment_file_name(first));
+            let buf = match fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(WalError::Io(e)),
+            };
+            let mut pos = 0;
+            while pos < buf.len() {
+                match format::decode_at(&buf, pos) {
+                    Some(r) => {
+                        if seqs.contains(&r.seq) {
+                            out.push(Record { seq: r.seq, kind: r.kind, payload: r.payload.to_vec() });
+                        }
+                        pos = r.end;
+                    }
+                    None => match format::find_next_record(&buf, pos + 1) {
+                        Some(next) => pos = next,
+                        None => break,
+                    },
+                }
+            }
+        }
+        out.sort_by_key(|r| r.seq);
+        Ok(out)
+    }
+
     /// Bytes all segments take on disk.
     pub fn disk_bytes(&self) -> u64 {
         self.inner.status.disk_bytes.load(Ordering::Acquire)
