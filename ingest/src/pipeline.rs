@@ -64,6 +64,16 @@ impl Default for PipelineConfig {
     }
 }
 
+impl PipelineConfig {
+    /// The byte size at which a batch is cut. Batches being written hold their rows in memory
+    /// (spilled ones are read back), so together they may take at most a quarter of the
+    /// buffer: with at most half of it for rows waiting, memory stays under
+    /// `buffer_max_bytes` even during a long storage outage.
+    fn batch_bytes(&self) -> usize {
+        self.batch_max_bytes.min(self.buffer_max_bytes / (4 * self.flush_concurrency.max(1))).max(1)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
     #[error("ingest buffer is full ({buffered} bytes waiting for storage)")]
@@ -320,7 +330,7 @@ impl Pipeline {
         let state = self.state();
         state.buffers.get(&table).is_some_and(|b| {
             !b.entries.is_empty()
-                && (force || b.rows >= c.batch_max_rows || b.bytes >= c.batch_max_bytes || b.oldest.is_some_and(|t| t.elapsed() >= c.batch_max_age))
+                && (force || b.rows >= c.batch_max_rows || b.bytes >= c.batch_bytes() || b.oldest.is_some_and(|t| t.elapsed() >= c.batch_max_age))
         })
     }
 
@@ -328,11 +338,12 @@ impl Pipeline {
     /// record).
     fn cut(&self, table: Table) -> Option<Vec<Entry>> {
         let c = &self.inner.config;
+        let max_bytes = c.batch_bytes();
         let mut state = self.state();
         let buffer = state.buffers.get_mut(&table)?;
         let (mut n, mut rows, mut bytes) = (0, 0, 0);
         for e in &buffer.entries {
-            if n > 0 && (rows + e.rows_len > c.batch_max_rows || bytes + e.bytes > c.batch_max_bytes) {
+            if n > 0 && (rows + e.rows_len > c.batch_max_rows || bytes + e.bytes > max_bytes) {
                 break;
             }
             n += 1;
