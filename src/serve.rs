@@ -113,7 +113,8 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         dev_token = Some(c.token.clone());
         config.ingest.credentials.push(c);
     }
-    let settings = config.ingest.validate()?;
+    let mut settings = config.ingest.validate()?;
+    settings.pipeline.dead_letter_dir = config.data_dir.join("dead-letter");
     let store = build_store(&config).await?;
     if config.storage.backend == Backend::ClickHouse {
         migrate_with_retry(store.as_ref(), &config.storage.clickhouse.url).await?;

@@ -152,3 +152,23 @@ async fn slow_clients_are_cut_off() {
     .unwrap();
     let _ = rfc3339(0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_remote_write_body_that_would_expand_past_the_limit_is_refused() {
+    use ingest::decode::remote_write::proto::{Label, Sample, TimeSeries, WriteRequest};
+    use prost::Message;
+    let server = Server::start(ServerOptions::default());
+    let now_ms = now_ns() / 1_000_000;
+    // One series with 7 long labels and 2,000 samples: about 50 kB on the wire (TOKEN_ACME
+    // allows 256 kB), but every sample would carry all the labels: about 15 MB of rows.
+    let mut labels: Vec<Label> = (0..7).map(|i| Label { name: format!("label_{i:02}"), value: "v".repeat(1000) }).collect();
+    labels.push(Label { name: "__name__".into(), value: "wide".into() });
+    let series = TimeSeries { labels, samples: (0..2000).map(|i| Sample { value: 1.0, timestamp: now_ms - i }).collect() };
+    let body = crate::support::fixtures::snappy(&WriteRequest { timeseries: vec![series], metadata: vec![] }.encode_to_vec());
+    assert!(body.len() < 262_144);
+    let r =
+        client().post(server.url("/api/v1/write")).bearer_auth(TOKEN_ACME).header("content-type", "application/x-protobuf").body(body).send().await.unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!((status, error_code(&body)), (413, "payload_too_large"), "{body}");
+}

@@ -103,3 +103,49 @@ async fn kill_9_while_shipping_loses_and_duplicates_nothing_clickhouse() {
     let store: Arc<dyn Store> = Arc::new(ch.store());
     crash_loop(ServerOptions { clickhouse_url: Some(url), ..Default::default() }, cycles, move |_| store.clone()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_during_an_outage_finishes_and_loses_nothing() {
+    let mut ch = ClickHouse::start();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ServerOptions { clickhouse_url: Some(ch.url()), data_dir: Some(dir.path().to_owned()), ..Default::default() };
+    let mut server = Server::start(crate::durability::clone_options(&opts));
+    let src = Source::new("acme", "ws-a", "shop");
+    ch.kill();
+    for r in 0..5 {
+        assert_eq!(post_logs(&server, TOKEN_ALL, ndjson(&vector_events(&src, &format!("s{r}"), 40)), None).await.0, 200);
+    }
+    // SIGTERM while storage is down: the shutdown sequence gives up after its grace period
+    // (10 s in tests) instead of retrying forever, and the rows stay in the log.
+    let waited = tokio::task::spawn_blocking(move || {
+        server.stop();
+        server
+    });
+    let server = tokio::time::timeout(Duration::from_secs(60), waited).await.expect("shutdown finished").unwrap();
+    drop(server);
+    let ch = ch.restart();
+    let _server = Server::start(opts);
+    let store = ch.store();
+    eventually(60, "rows stored after the restart", || async { count_ids(&stored_logs(&store).await).len() >= 200 }).await;
+    assert!(count_ids(&stored_logs(&store).await).values().all(|n| *n == 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_storage_refuses_for_good_is_set_aside_and_ingest_goes_on() {
+    let ch = ClickHouse::start();
+    let server = Server::start(on(&ch));
+    // The table disappears: every insert is refused with "unknown table", which no retry fixes.
+    let r = crate::support::client().post(ch.url()).body("DROP TABLE hexabase.logs").send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let src = Source::new("acme", "ws-a", "shop");
+    assert_eq!(post_logs(&server, TOKEN_ALL, ndjson(&vector_events(&src, "dl", 30)), None).await.0, 200);
+    let dead = server.data_dir.join("dead-letter");
+    eventually(60, "the refused batch is set aside", || async { std::fs::read_dir(&dead).map(|d| d.count() > 0).unwrap_or(false) }).await;
+    let metrics = crate::support::client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("dataplane_ingest_dead_lettered_rows_total 30"), "{metrics}");
+    // The set-aside rows can be read back: the file holds them in the log's row encoding.
+    let file = std::fs::read_dir(&dead).unwrap().next().unwrap().unwrap().path();
+    let rows = schemas::codec::decode(&std::fs::read(file).unwrap()).unwrap();
+    assert_eq!(rows.len(), 30);
+    assert_eq!(post_logs(&server, TOKEN_ALL, ndjson(&vector_events(&src, "next", 5)), None).await.0, 200, "ingest goes on");
+}

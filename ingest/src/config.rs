@@ -244,6 +244,7 @@ impl IngestConfig {
                 wal_max_disk_bytes: self.wal_max_disk_bytes,
                 flush_concurrency: self.flush_concurrency,
                 retry_max_backoff: Duration::from_secs(5),
+                dead_letter_dir: std::path::PathBuf::from("dead-letter"),
             },
             wal_segment_bytes: self.wal_segment_bytes,
             tenancy: Arc::new(self.tenancy.clone()),

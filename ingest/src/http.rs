@@ -100,6 +100,8 @@ impl From<SubmitError> for ApiError {
     fn from(e: SubmitError) -> ApiError {
         let code = match e {
             SubmitError::Backpressure { .. } => ErrorCode::Backpressure,
+            // One record too large for the log can never be accepted: retrying cannot help.
+            SubmitError::Unavailable(crate::wal::WalError::TooLarge { .. }) => ErrorCode::PayloadTooLarge,
             SubmitError::Unavailable(_) | SubmitError::DiskCap { .. } => ErrorCode::Unavailable,
         };
         ApiError::new(code, format!("{e}; nothing of this request was stored, retry later"))
@@ -334,6 +336,16 @@ async fn prometheus_remote_write(State(state): State<IngestState>, headers: Head
         let started = Instant::now();
         state.metrics.bytes.get_or_create(&vec![("endpoint", Endpoint::RemoteWrite.label())]).inc_by(raw.len() as u64);
         let decoded = remote_write::decode_remote_write(&raw, &cred.limits)?;
+        // Each sample becomes a row carrying its series' labels: bound what that expands to, as
+        // the decoders bound their own output, before any of it is built.
+        let budget = cred.limits.max_body_bytes.saturating_mul(16).max(1 << 20);
+        let expanded = decoded.events.iter().fold(0usize, |acc, s| {
+            let labels: usize = s.labels.iter().map(|(k, v)| k.len() + v.len() + 16).sum();
+            acc.saturating_add(s.samples.len().saturating_mul(labels + 48))
+        });
+        if expanded > budget {
+            return Err(BodyError::TooLarge { limit: cred.limits.max_body_bytes }.into());
+        }
         let resolver = Resolver { credential: &cred, labels: &state.tenancy, now_ns: now_ns() };
         let (mut samples, mut rejected) = (Vec::new(), decoded.rejected);
         for series in decoded.events {

@@ -25,6 +25,7 @@ pub struct IngestMetrics {
     pub ack_seconds: Histogram,
     pub stored_rows: Counter<u64, AtomicU64>,
     pub spilled: Counter<u64, AtomicU64>,
+    pub dead_lettered_rows: Counter<u64, AtomicU64>,
 }
 
 impl IngestMetrics {
@@ -43,6 +44,7 @@ impl IngestMetrics {
             ack_seconds: Histogram::new(exponential_buckets(0.0001, 2.5, 14)),
             stored_rows: Counter::default(),
             spilled: Counter::default(),
+            dead_lettered_rows: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("dataplane_ingest");
         r.register("requests", "Ingest requests by endpoint and HTTP status", m.requests.clone());
@@ -57,6 +59,7 @@ impl IngestMetrics {
         r.register("flush_errors", "Failed storage writes (each is retried), by kind", m.flush_errors.clone());
         r.register("ack_duration_seconds", "Time from request body read to durable acknowledgement", m.ack_seconds.clone());
         r.register("stored_rows", "Rows written to storage", m.stored_rows.clone());
+        r.register("dead_lettered_rows", "Rows storage refused for good, set aside in the dead-letter directory", m.dead_lettered_rows.clone());
         r.register("spilled_records", "Acknowledged records kept only in the write-ahead log while memory was over half the buffer", m.spilled.clone());
         m
     }

@@ -35,6 +35,9 @@ const KIND_ROWS: u8 = 1;
 const KIND_BATCH: u8 = 2;
 const KIND_DONE: u8 = 3;
 
+/// Permanent refusals by storage before a batch is set aside in the dead-letter directory.
+const REFUSALS_BEFORE_DEAD_LETTER: u32 = 5;
+
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
     pub batch_max_rows: usize,
@@ -48,6 +51,8 @@ pub struct PipelineConfig {
     /// Batches written to storage at the same time.
     pub flush_concurrency: usize,
     pub retry_max_backoff: Duration,
+    /// Where batches storage refuses for good are set aside.
+    pub dead_letter_dir: std::path::PathBuf,
 }
 
 impl Default for PipelineConfig {
@@ -60,6 +65,7 @@ impl Default for PipelineConfig {
             wal_max_disk_bytes: 8 << 30,
             flush_concurrency: 2,
             retry_max_backoff: Duration::from_secs(5),
+            dead_letter_dir: std::path::PathBuf::from("dead-letter"),
         }
     }
 }
@@ -126,7 +132,8 @@ struct Inner {
     state: Mutex<State>,
     buffered_bytes: AtomicUsize,
     wake: Notify,
-    stopping: AtomicBool,
+    /// Set when the shutdown deadline passes: retry loops give up (the log keeps their rows).
+    abandon: AtomicBool,
 }
 
 /// The ingest pipeline; cheap to clone.
@@ -148,7 +155,7 @@ impl Pipeline {
             state: Mutex::new(State::default()),
             buffered_bytes: AtomicUsize::new(0),
             wake: Notify::new(),
-            stopping: AtomicBool::new(false),
+            abandon: AtomicBool::new(false),
         };
         let pipeline = Pipeline { inner: Arc::new(inner) };
         pipeline.recover(recovered.records);
@@ -277,51 +284,59 @@ impl Pipeline {
         entry
     }
 
-    /// Reads back the rows of spilled entries and joins a batch's rows, in log order.
+    /// Reads back the rows of spilled entries and joins a batch's rows, in log order. Retries
+    /// read errors until they pass (or shutdown gives up: `None`, the rows stay in the log).
     async fn load(&self, entries: Vec<Entry>) -> Option<(Vec<u64>, Rows, usize)> {
         let inner = &self.inner;
         let missing: BTreeSet<u64> = entries.iter().filter(|e| e.rows.is_none()).map(|e| e.seq).collect();
         let mut loaded: HashMap<u64, Rows> = HashMap::new();
-        if !missing.is_empty() {
-            let mut backoff = Duration::from_millis(50);
-            for attempt in 1..=5 {
-                let (wal, wanted) = (inner.wal.clone(), missing.clone());
-                match tokio::task::spawn_blocking(move || wal.read(&wanted)).await {
-                    Ok(Ok(records)) => {
-                        for r in records {
-                            match codec::decode(&r.payload) {
-                                Ok(rows) => {
-                                    inner.buffered_bytes.fetch_add(r.payload.len(), Ordering::AcqRel);
-                                    loaded.insert(r.seq, rows);
-                                }
-                                Err(e) => tracing::error!(seq = r.seq, error = %e, "spilled record does not decode"),
+        let mut backoff = Duration::from_millis(50);
+        while !missing.is_empty() {
+            let (wal, wanted) = (inner.wal.clone(), missing.clone());
+            match tokio::task::spawn_blocking(move || wal.read(&wanted)).await {
+                Ok(Ok(records)) => {
+                    for r in records {
+                        match codec::decode(&r.payload) {
+                            Ok(rows) => {
+                                inner.buffered_bytes.fetch_add(r.payload.len(), Ordering::AcqRel);
+                                loaded.insert(r.seq, rows);
                             }
+                            Err(e) => tracing::error!(seq = r.seq, error = %e, "spilled record does not decode"),
                         }
-                        break;
                     }
-                    Ok(Err(e)) => tracing::warn!(error = %e, attempt, "cannot read spilled records back from the write-ahead log"),
-                    Err(e) => tracing::warn!(error = %e, attempt, "spilled record reader failed"),
+                    break;
                 }
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot read spilled records back from the write-ahead log; retrying"),
+                Err(e) => tracing::warn!(error = %e, "spilled record reader failed; retrying"),
+            }
+            if inner.abandon.load(Ordering::Acquire) {
+                return None;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(inner.config.retry_max_backoff);
+        }
+        let (mut seqs, mut lost, mut bytes) = (Vec::with_capacity(entries.len()), Vec::new(), 0);
+        let mut parts = Vec::with_capacity(entries.len());
+        for e in entries {
+            match e.rows.or_else(|| loaded.remove(&e.seq)) {
+                Some(r) => {
+                    seqs.push(e.seq);
+                    bytes += e.bytes;
+                    parts.push((r, 0));
+                }
+                None => lost.push(e.seq),
             }
         }
-        let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
-        let mut bytes = 0;
-        let parts = entries.into_iter().filter_map(|e| {
-            let rows = e.rows.or_else(|| loaded.remove(&e.seq));
-            match rows {
-                Some(r) => {
-                    bytes += e.bytes;
-                    Some((r, 0))
-                }
-                None => {
-                    tracing::error!(seq = e.seq, "an acknowledged record could not be read back from the write-ahead log; it is lost");
-                    None
-                }
+        if !lost.is_empty() {
+            // The log was read, and these records are not in it (damage on disk): nothing can
+            // bring them back, so they must not hold the log's segments forever.
+            tracing::error!(records = lost.len(), first = lost[0], "acknowledged records could not be read back from the write-ahead log; they are lost");
+            let mut state = self.state();
+            for s in &lost {
+                state.unstored.remove(s);
             }
-        });
-        let (rows, _) = concat(parts)?;
+        }
+        let (rows, _) = concat(parts.into_iter())?;
         Some((seqs, rows, bytes))
     }
 
@@ -357,70 +372,87 @@ impl Pipeline {
         Some(taken)
     }
 
-    /// Writes batches to storage until `stop` is notified and everything buffered is stored
-    /// (or `drain_deadline` passes after the stop).
+    /// Writes batches to storage until `stop` is notified, then stores what is buffered until
+    /// `drain_deadline`; what is not stored by then stays in the log for the next start.
     pub async fn run_flusher(&self, stop: Arc<Notify>, drain_deadline: Duration) {
         let inner = &self.inner;
         let permits = Arc::new(Semaphore::new(inner.config.flush_concurrency.max(1)));
         let mut tasks = JoinSet::new();
         let recovered = std::mem::take(&mut self.state().recovered);
         for (marker, seqs, rows, bytes) in recovered {
-            let (this, permit) = (self.clone(), permits.clone().acquire_owned().await);
+            // The permit is taken inside the task, so a storage outage at start cannot keep
+            // the loop below from seeing the stop signal.
+            let (this, permits) = (self.clone(), permits.clone());
             tasks.spawn(async move {
-                let _permit = permit;
+                let Ok(_permit) = permits.acquire_owned().await else { return };
                 this.store_batch(marker, seqs, rows, bytes).await;
             });
         }
         let tick = (inner.config.batch_max_age / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
         let stopped = stop.notified();
         tokio::pin!(stopped);
-        let mut draining = false;
-        loop {
-            if !draining {
-                tokio::select! {
-                    _ = &mut stopped => { draining = true; inner.stopping.store(true, Ordering::Release); }
-                    _ = inner.wake.notified() => {}
-                    _ = tokio::time::sleep(tick) => {}
-                }
+        'run: loop {
+            tokio::select! {
+                _ = &mut stopped => break 'run,
+                _ = inner.wake.notified() => {}
+                _ = tokio::time::sleep(tick) => {}
             }
             while tasks.try_join_next().is_some() {}
             for table in Table::ALL {
-                while self.due(table, draining) {
-                    let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                while self.due(table, false) {
+                    let permit = tokio::select! {
+                        p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                        _ = &mut stopped => break 'run,
+                    };
                     let Some(entries) = self.cut(table) else { break };
-                    let this = self.clone();
-                    tasks.spawn(async move {
-                        let _permit = permit;
-                        let Some((seqs, rows, bytes)) = this.load(entries).await else { return };
-                        if let Some(marker) = this.mark(table, &seqs).await {
-                            this.store_batch(marker, seqs, rows, bytes).await;
-                        }
-                    });
+                    tasks.spawn(self.clone().flush(table, entries, permit));
                 }
             }
-            if draining {
-                let deadline = tokio::time::sleep(drain_deadline);
-                tokio::pin!(deadline);
-                loop {
-                    tokio::select! {
-                        next = tasks.join_next() => if next.is_none() { break },
-                        _ = &mut deadline => {
-                            tracing::warn!(pending = tasks.len(), "shutdown deadline passed with batches unwritten; they stay in the write-ahead log");
-                            tasks.abort_all();
-                            break;
-                        }
-                    }
+        }
+
+        // Draining: cut everything buffered, as permits allow, until done or the deadline.
+        let deadline = tokio::time::sleep(drain_deadline);
+        tokio::pin!(deadline);
+        loop {
+            for table in Table::ALL {
+                while self.due(table, true) {
+                    let Ok(permit) = permits.clone().try_acquire_owned() else { break };
+                    let Some(entries) = self.cut(table) else { break };
+                    tasks.spawn(self.clone().flush(table, entries, permit));
                 }
-                if let Err(e) = inner.wal.sync().await {
-                    tracing::warn!(error = %e, "final write-ahead log sync failed");
-                }
-                return;
             }
+            let idle = Table::ALL.iter().all(|t| !self.due(*t, true));
+            if tasks.is_empty() && idle {
+                break;
+            }
+            tokio::select! {
+                _ = tasks.join_next() => {}
+                _ = tokio::time::sleep(Duration::from_millis(20)), if tasks.is_empty() => {}
+                _ = &mut deadline => {
+                    tracing::warn!(pending = tasks.len(), unstored = self.unstored_records(), "shutdown deadline passed with rows unstored; they stay in the write-ahead log");
+                    inner.abandon.store(true, Ordering::Release);
+                    tasks.abort_all();
+                    break;
+                }
+            }
+        }
+        if let Err(e) = inner.wal.sync().await {
+            tracing::warn!(error = %e, "final write-ahead log sync failed");
+        }
+    }
+
+    /// One batch: read back spilled rows, log the marker, write, log done.
+    async fn flush(self, table: Table, entries: Vec<Entry>, permit: tokio::sync::OwnedSemaphorePermit) {
+        let _permit = permit;
+        let Some((seqs, rows, bytes)) = self.load(entries).await else { return };
+        if let Some(marker) = self.mark(table, &seqs).await {
+            self.store_batch(marker, seqs, rows, bytes).await;
         }
     }
 
     /// Logs the batch marker durably; its position is the batch id. `None` if the log refuses
-    /// (the records stay buffered in the log and are batched again on restart).
+    /// for good (poisoned, closed, or shutting down): the records stay unstored in the log and
+    /// are batched again on the next start.
     async fn mark(&self, table: Table, seqs: &[u64]) -> Option<u64> {
         let payload = encode_marker(table, seqs);
         let mut backoff = Duration::from_millis(50);
@@ -430,7 +462,7 @@ impl Pipeline {
                 Err(WalError::Poisoned | WalError::Closed) => return None,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot log batch marker; retrying");
-                    if self.inner.stopping.load(Ordering::Acquire) {
+                    if self.inner.abandon.load(Ordering::Acquire) {
                         return None;
                     }
                     tokio::time::sleep(backoff).await;
@@ -445,12 +477,24 @@ impl Pipeline {
         let batch = WriteBatch { id: BatchId { wal_id: inner.wal.wal_id().to_owned(), seq: marker }, rows };
         let started = Instant::now();
         let mut backoff = Duration::from_millis(100);
+        let mut refusals = 0;
         loop {
             match inner.store.write(&batch).await {
                 Ok(()) => break,
                 Err(e) => {
                     let kind = if e.is_transient() { "transient" } else { "rejected" };
                     inner.metrics.flush_errors.get_or_create(&vec![("kind", kind)]).inc();
+                    if inner.abandon.load(Ordering::Acquire) {
+                        return;
+                    }
+                    if !e.is_transient() {
+                        refusals += 1;
+                        // Storage refuses this batch for good: keep it aside rather than let one
+                        // batch stop every tenant's ingest.
+                        if refusals >= REFUSALS_BEFORE_DEAD_LETTER && self.dead_letter(&batch, &e) {
+                            break;
+                        }
+                    }
                     tracing::warn!(error = %e, batch = marker, rows = batch.rows.len(), retry_in_ms = backoff.as_millis() as u64, "storage write failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(inner.config.retry_max_backoff);
@@ -460,9 +504,9 @@ impl Pipeline {
         inner.metrics.flush_rows.observe(batch.rows.len() as f64);
         inner.metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
         inner.metrics.stored_rows.inc_by(batch.rows.len() as u64);
-        if let Err(e) = inner.wal.append_lazy(KIND_DONE, marker.to_le_bytes().to_vec()) {
-            tracing::debug!(error = %e, "could not log batch done; it will be written again (deduplicated) after a restart");
-        }
+        // The done note is made durable before any segment is released: a batch whose records
+        // were released must never be rebuilt (from the records still left) after a restart.
+        let done_durable = inner.wal.append(KIND_DONE, marker.to_le_bytes().to_vec()).await.is_ok();
         inner.buffered_bytes.fetch_sub(bytes, Ordering::AcqRel);
         let release = {
             let mut state = self.state();
@@ -472,10 +516,42 @@ impl Pipeline {
             self.update_gauges(&state);
             let lowest_unstored = state.unstored.first().copied().unwrap_or(u64::MAX);
             let lowest_appending = state.appending.keys().next().copied().unwrap_or(u64::MAX);
-            lowest_unstored.min(lowest_appending)
+            // Read under the lock: an append registered after this point gets a larger seq, so
+            // its segment is never released by this stale value.
+            let next = inner.wal.last_seq().saturating_add(1);
+            lowest_unstored.min(lowest_appending).min(next)
         };
+        if !done_durable {
+            tracing::warn!(batch = marker, "could not log batch done; keeping its write-ahead log segments");
+            return;
+        }
         if let Err(e) = inner.wal.release_before(release) {
             tracing::warn!(error = %e, "could not delete stored write-ahead log segments");
+        }
+    }
+
+    /// Writes a batch storage refuses for good to `dead_letter_dir`, so an operator can look
+    /// at it and replay it. `false` if that fails too (the batch is then retried).
+    fn dead_letter(&self, batch: &WriteBatch, error: &storage::StoreError) -> bool {
+        let dir = &self.inner.config.dead_letter_dir;
+        let path = dir.join(format!("{}-{}.rows", batch.id.wal_id, batch.id.seq));
+        let written = std::fs::create_dir_all(dir).and_then(|()| {
+            let tmp = path.with_extension("tmp");
+            let mut f = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, &codec::encode(&batch.rows))?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        });
+        match written {
+            Ok(()) => {
+                self.inner.metrics.dead_lettered_rows.inc_by(batch.rows.len() as u64);
+                tracing::error!(error = %error, rows = batch.rows.len(), path = %path.display(), "storage refuses this batch for good; its rows were set aside in the dead-letter directory");
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, path = %path.display(), "cannot write the dead-letter file");
+                false
+            }
         }
     }
 

@@ -266,9 +266,9 @@ impl Rows {
         }
     }
 
-    /// Splits into sub-batches by partition, in a deterministic order (sorted by key) so that a
-    /// retried or replayed batch always splits the same way.
-    pub fn split_by_partition(self) -> Vec<(PartitionKey, Rows)> {
+    /// Row indices grouped by partition, groups sorted by key and rows in their original
+    /// order: deterministic, so a retried or replayed batch always groups the same way.
+    pub fn partition_groups(&self) -> Vec<(PartitionKey, Vec<usize>)> {
         let keys = self.partition_keys();
         let mut order: Vec<usize> = (0..keys.len()).collect();
         order.sort_by(|&a, &b| keys[a].cmp(&keys[b]));
@@ -279,6 +279,12 @@ impl Rows {
                 _ => groups.push((keys[i].clone(), vec![i])),
             }
         }
+        groups
+    }
+
+    /// Splits into sub-batches by partition, as [`Rows::partition_groups`] orders them.
+    pub fn split_by_partition(self) -> Vec<(PartitionKey, Rows)> {
+        let groups = self.partition_groups();
         fn take<T: Default>(v: &mut [T], idx: &[usize]) -> Vec<T> {
             idx.iter().map(|&i| std::mem::take(&mut v[i])).collect()
         }
@@ -304,6 +310,24 @@ pub struct PartitionKey {
 impl PartitionKey {
     pub fn new(org_id: &str, workspace: &str, day: i64) -> PartitionKey {
         PartitionKey { org_id: org_id.to_owned(), workspace: workspace.to_owned(), day }
+    }
+
+    /// A hash of the key that never changes between builds or machines (FNV-1a, 64 bits), for
+    /// names that must be the same every time: deduplication tokens, file names.
+    pub fn stable_hash(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for b in bytes {
+                h ^= u64::from(*b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        eat(self.org_id.as_bytes());
+        eat(&[0xff]);
+        eat(self.workspace.as_bytes());
+        eat(&[0xff]);
+        eat(&self.day.to_le_bytes());
+        h
     }
 }
 

@@ -2,9 +2,10 @@
 //!
 //! Layout: `root/<table>/org=<org>/ws=<workspace>/day=<days since epoch>/<file>.parquet`, with
 //! path components percent-encoded so no tenant name can climb out of its directory. Each
-//! [`WriteBatch`] partition becomes one file named after the batch and partition
-//! (`b-<wal_id>-<seq>-<i>.parquet`); writing it again finds the file (or the record that it was
-//! compacted) and does nothing, which makes writes idempotent.
+//! [`WriteBatch`] partition becomes one file named after the batch (`b-<wal_id>-<seq>.parquet`;
+//! the directory names the partition); writing it again finds the file (or the record that it
+//! was compacted) and does nothing, which makes writes idempotent, even for a batch rebuilt
+//! from fewer records.
 //!
 //! Durability: a file is written under a temporary name, fsynced, renamed, and its directory
 //! fsynced before `write` returns.
@@ -53,6 +54,13 @@ impl EmbeddedConfig {
     }
 }
 
+/// A partition directory's escaped names and day.
+struct DirKey<'a> {
+    org: &'a str,
+    workspace: &'a str,
+    day: i64,
+}
+
 pub struct EmbeddedStore {
     config: EmbeddedConfig,
     /// Scans hold it shared while they list and read files; compaction and retention hold it
@@ -89,8 +97,9 @@ impl EmbeddedStore {
             .join(format!("day={}", key.day))
     }
 
-    /// Partition directories of `table` (or all tables) whose tenant passes `keep`.
-    fn partition_dirs(&self, table: Option<Table>, keep: &dyn Fn(&PartitionKey) -> bool) -> Result<Vec<PathBuf>, StoreError> {
+    /// Partition directories of `table` (or all tables) that pass `keep`, which sees the
+    /// directory's escaped organisation and workspace names (compare with [`escape`]).
+    fn partition_dirs(&self, table: Option<Table>, keep: &dyn Fn(&DirKey) -> bool) -> Result<Vec<PathBuf>, StoreError> {
         let tables: Vec<Table> = table.map(|t| vec![t]).unwrap_or_else(|| Table::ALL.to_vec());
         let mut out = Vec::new();
         for t in tables {
@@ -99,8 +108,8 @@ impl EmbeddedStore {
                 for ws in read_dir_names(&tdir.join(format!("org={org}")), "ws=")? {
                     let wsdir = tdir.join(format!("org={org}")).join(format!("ws={ws}"));
                     for day in read_dir_names(&wsdir, "day=")? {
-                        let (Some(o), Some(w), Ok(d)) = (unescape(&org), unescape(&ws), day.parse::<i64>()) else { continue };
-                        if keep(&PartitionKey { org_id: o, workspace: w, day: d }) {
+                        let Ok(day_number) = day.parse::<i64>() else { continue };
+                        if keep(&DirKey { org: &org, workspace: &ws, day: day_number }) {
                             out.push(wsdir.join(format!("day={day}")));
                         }
                     }
@@ -129,9 +138,9 @@ impl EmbeddedStore {
 
     fn write_blocking(&self, batch: &WriteBatch) -> Result<(), StoreError> {
         let table = batch.rows.table();
-        for (i, (key, rows)) in batch.rows.clone().split_by_partition().into_iter().enumerate() {
+        for (key, rows) in batch.rows.clone().split_by_partition() {
             let dir = self.partition_dir(table, &key);
-            let name = format!("b-{}.parquet", batch.id.token(i));
+            let name = format!("b-{}-{}.parquet", batch.id.wal_id, batch.id.seq);
             if dir.join(&name).exists() || self.compacted_names(&dir)?.contains(&name) {
                 continue;
             }
@@ -143,9 +152,11 @@ impl EmbeddedStore {
 
     fn scan_blocking(&self, req: &ScanRequest) -> Result<Vec<RecordBatch>, StoreError> {
         let (from_day, to_day) = (req.from_ns.div_euclid(NS_PER_DAY), req.to_ns.div_euclid(NS_PER_DAY));
-        let keep = |k: &PartitionKey| {
-            req.org_id.as_ref().is_none_or(|o| *o == k.org_id)
-                && req.workspaces.as_ref().is_none_or(|ws| ws.contains(&k.workspace))
+        let org = req.org_id.as_deref().map(escape);
+        let workspaces: Option<Vec<String>> = req.workspaces.as_ref().map(|ws| ws.iter().map(|w| escape(w)).collect());
+        let keep = |k: &DirKey| {
+            org.as_ref().is_none_or(|o| o == k.org)
+                && workspaces.as_ref().is_none_or(|ws| ws.iter().any(|w| w == k.workspace))
                 && k.day >= from_day
                 && k.day <= to_day
         };
@@ -194,12 +205,13 @@ impl EmbeddedStore {
             let merged = arrow::compute::concat_batches(&first.schema(), &batches).map_err(|e| StoreError::Unavailable(e.to_string()))?;
             let stem = format!("c-{}", sources[0].trim_start_matches("b-").trim_end_matches(".parquet"));
             write_atomically(&dir, &format!("{stem}.ids"), sources.join("\n").as_bytes())?;
-            write_batch_atomically(&dir, &format!("{stem}.parquet"), &merged)?;
+            let tmp = write_batch_to_temp(&dir, &format!("{stem}.parquet"), &merged)?;
             self.compacted.lock().map_err(|_| StoreError::Unavailable("compaction cache poisoned".into()))?.remove(&dir);
             {
-                // Hold the scan lock only for the deletes: a scan then sees either the sources
-                // (before) or the merged file (after), never both.
+                // The merged file appears and its sources vanish under the scan lock: a scan
+                // sees either the sources (before) or the merged file (after), never both.
                 let _exclusive = self.files.blocking_write();
+                fs::rename(&tmp, dir.join(format!("{stem}.parquet")))?;
                 for name in &sources {
                     fs::remove_file(dir.join(name))?;
                 }
@@ -325,14 +337,20 @@ fn write_parquet_atomically(dir: &Path, name: &str, rows: &Rows) -> Result<(), S
 }
 
 fn write_batch_atomically(dir: &Path, name: &str, batch: &RecordBatch) -> Result<(), StoreError> {
+    let tmp = write_batch_to_temp(dir, name, batch)?;
+    fs::rename(&tmp, dir.join(name))?;
+    sync_dir(dir)
+}
+
+/// Writes and fsyncs `batch` under a temporary name beside `name`; returns that path.
+fn write_batch_to_temp(dir: &Path, name: &str, batch: &RecordBatch) -> Result<PathBuf, StoreError> {
     let tmp = dir.join(format!(".tmp-{name}"));
     let file = File::create(&tmp)?;
     let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties())).map_err(|e| StoreError::Unavailable(e.to_string()))?;
     writer.write(batch).map_err(|e| StoreError::Unavailable(e.to_string()))?;
     let file = writer.into_inner().map_err(|e| StoreError::Unavailable(e.to_string()))?;
     file.sync_all()?;
-    fs::rename(&tmp, dir.join(name))?;
-    sync_dir(dir)
+    Ok(tmp)
 }
 
 fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
@@ -388,9 +406,25 @@ fn read_dir_names(dir: &Path, prefix: &str) -> std::io::Result<Vec<String>> {
         .collect())
 }
 
+/// Longest escaped name kept as is; longer names are shortened with a hash so that no tenant
+/// name can exceed the file system's 255-byte limit on a path component.
+const MAX_ESCAPED: usize = 160;
+
 /// Percent-encodes everything but `[A-Za-z0-9_-]`, so `..`, `/` and empty names are safe path
-/// components (the empty name becomes `%`).
+/// components (the empty name becomes `%`). Names whose encoding is longer than
+/// [`MAX_ESCAPED`] become `~<prefix>~<hash>` (never decoded: such partitions are found by
+/// scanning every directory and filtering rows by value).
 fn escape(s: &str) -> String {
+    let escaped = escape_full(s);
+    if escaped.len() <= MAX_ESCAPED {
+        return escaped;
+    }
+    let key = PartitionKey::new(s, "", 0).stable_hash();
+    let prefix: String = escaped.chars().take(64).filter(|c| *c != '%').collect();
+    format!("~{prefix}~{key:016x}")
+}
+
+fn escape_full(s: &str) -> String {
     if s.is_empty() {
         return "%".into();
     }
@@ -403,26 +437,6 @@ fn escape(s: &str) -> String {
         }
     }
     out
-}
-
-fn unescape(s: &str) -> Option<String> {
-    if s == "%" {
-        return Some(String::new());
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -500,14 +514,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_batch_rebuilt_from_fewer_records_is_still_deduplicated() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap());
+        let id = BatchId { wal_id: "w".into(), seq: 9 };
+        let Rows::Logs(mut both) = rows("ws-a", 3, 0) else { unreachable!() };
+        let Rows::Logs(b) = rows("ws-b", 2, 0) else { unreachable!() };
+        both.extend(b.clone());
+        store.write(&WriteBatch { id: id.clone(), rows: Rows::Logs(both) }).await.unwrap();
+        // After damage, the same batch is rebuilt with only the ws-b records.
+        store.write(&WriteBatch { id, rows: Rows::Logs(b) }).await.unwrap();
+        assert_eq!(count(&store.scan(&scan_req(None)).await.unwrap()), 5);
+    }
+
+    #[tokio::test]
     async fn an_interrupted_compaction_is_repaired_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap());
         store.write(&WriteBatch { id: BatchId { wal_id: "w".into(), seq: 1 }, rows: rows("ws-a", 10, 0) }).await.unwrap();
         let part = dir.path().join("logs/org=acme/ws=ws-a/day=0");
         // Crash after the merged file was renamed but before the sources were deleted.
-        fs::copy(part.join("b-w-1-0.parquet"), part.join("c-w-1-0.parquet")).unwrap();
-        fs::write(part.join("c-w-1-0.ids"), "b-w-1-0.parquet").unwrap();
+        fs::copy(part.join("b-w-1.parquet"), part.join("c-w-1.parquet")).unwrap();
+        fs::write(part.join("c-w-1.ids"), "b-w-1.parquet").unwrap();
         fs::write(part.join(".tmp-junk.parquet"), "half").unwrap();
         let store = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap());
         assert_eq!(count(&store.scan(&scan_req(None)).await.unwrap()), 10);
@@ -526,11 +554,23 @@ mod tests {
     }
 
     #[test]
-    fn escaping_round_trips_and_neutralises_paths() {
-        for s in ["", "ws-a", "../x", "a/b", "ü%", "."] {
+    fn escaping_neutralises_paths_and_bounds_length() {
+        let long = "ü".repeat(300);
+        let mut seen = std::collections::HashSet::new();
+        for s in ["", "ws-a", "../x", "a/b", "ü%", ".", "%", long.as_str(), &format!("{long}x")] {
             let e = escape(s);
-            assert!(!e.contains('/') && e != "." && e != "..", "{e}");
-            assert_eq!(unescape(&e).as_deref(), Some(s));
+            assert!(!e.contains('/') && e != "." && e != ".." && e.len() <= MAX_ESCAPED, "{e}");
+            assert!(seen.insert(e), "distinct names stay distinct");
         }
+    }
+
+    #[tokio::test]
+    async fn a_tenant_name_too_long_for_a_path_is_stored_and_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap());
+        let ws = "w".repeat(1000);
+        store.write(&WriteBatch { id: BatchId { wal_id: "w".into(), seq: 1 }, rows: rows(&ws, 4, 0) }).await.unwrap();
+        assert_eq!(count(&store.scan(&scan_req(Some(&ws))).await.unwrap()), 4);
+        assert_eq!(count(&store.scan(&scan_req(Some(&"w".repeat(999)))).await.unwrap()), 0);
     }
 }

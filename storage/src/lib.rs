@@ -32,10 +32,11 @@ pub struct BatchId {
 }
 
 impl BatchId {
-    /// The deduplication token for one partition of this batch. The same batch and partition
-    /// always give the same token.
-    pub fn token(&self, partition: usize) -> String {
-        format!("{}-{}-{}", self.wal_id, self.seq, partition)
+    /// The deduplication token for one partition of this batch: the same batch and partition
+    /// always give the same token, whatever other partitions the batch has (a batch rebuilt
+    /// from fewer records after damage keeps the tokens of the partitions it still has).
+    pub fn token(&self, partition: &schemas::records::PartitionKey) -> String {
+        format!("{}-{}-{:016x}", self.wal_id, self.seq, partition.stable_hash())
     }
 }
 

@@ -120,8 +120,9 @@ impl ClickHouseStore {
     }
 
     async fn write_batch(&self, batch: &WriteBatch) -> Result<(), StoreError> {
-        for (i, idx) in partition_groups(&batch.rows).iter().enumerate() {
-            let token = batch.id.token(i);
+        for (key, idx) in batch.rows.partition_groups() {
+            let token = batch.id.token(&key);
+            let idx = &idx;
             match &batch.rows {
                 Rows::Logs(v) => self.insert(Table::Logs, &token, v, idx).await,
                 Rows::AuditLogs(v) => self.insert(Table::AuditLogs, &token, v, idx).await,
@@ -142,6 +143,11 @@ impl ClickHouseStore {
             .with_setting("insert_deduplicate", "1")
             .with_setting("insert_deduplication_token", token)
             .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
+        if self.target.cluster.is_some() {
+            // A Distributed table otherwise acknowledges an insert once it is queued on the
+            // node that took it; the write-ahead log may only be released once it is stored.
+            insert = insert.with_setting("distributed_foreground_insert", "1");
+        }
         for &i in idx {
             insert.write(&records[i].row()).await?;
         }
@@ -206,20 +212,6 @@ impl Store for ClickHouseStore {
 /// Row indices per partition with exactly the grouping and order of `Rows::split_by_partition`
 /// (partitions sorted by key, row order kept inside one), without cloning or moving the rows.
 /// Partition `i` here is partition `i` there, so deduplication tokens agree with it.
-fn partition_groups(rows: &Rows) -> Vec<Vec<usize>> {
-    let keys = rows.partition_keys();
-    let mut order: Vec<usize> = (0..keys.len()).collect();
-    order.sort_by(|&a, &b| keys[a].cmp(&keys[b]));
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    for i in order {
-        match groups.last_mut() {
-            Some(g) if keys[g[0]] == keys[i] => g.push(i),
-            _ => groups.push(vec![i]),
-        }
-    }
-    groups
-}
-
 fn ceil_div(x: i64, m: i64) -> i64 {
     x.div_euclid(m) + i64::from(x.rem_euclid(m) != 0)
 }

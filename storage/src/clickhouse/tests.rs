@@ -110,17 +110,6 @@ fn batch(seq: u64, rows: Rows) -> WriteBatch {
 }
 
 #[test]
-fn partition_groups_match_split_by_partition() {
-    let all: Vec<LogRecord> = logs("o1", 0).into_iter().rev().collect();
-    let groups = partition_groups(&Rows::Logs(all.clone()));
-    let split = Rows::Logs(all.clone()).split_by_partition();
-    assert_eq!(groups.len(), split.len());
-    for (idx, (_, part)) in groups.iter().zip(split) {
-        assert_eq!(Rows::Logs(idx.iter().map(|&i| all[i].clone()).collect()), part);
-    }
-}
-
-#[test]
 fn errors_are_classified_and_identifiers_validated() {
     assert_eq!(exception_code("bad response: Code: 999. DB::Exception: injected fault"), Some(999));
     assert_eq!(exception_code("500 Internal Server Error"), None);
