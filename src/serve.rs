@@ -116,9 +116,17 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     let mut settings = config.ingest.validate()?;
     settings.pipeline.dead_letter_dir = config.data_dir.join("dead-letter");
     let store = build_store(&config).await?;
-    if config.storage.backend == Backend::ClickHouse {
-        migrate_with_retry(store.as_ref(), &config.storage.clickhouse.url).await?;
-    }
+    // The schema must be in place before anything is written. A storage that refuses it is a
+    // configuration error (stop here); one that cannot be reached is an outage: start anyway,
+    // accept into the write-ahead log, and write once the schema could be applied.
+    let schema_pending = match store.migrate().await {
+        Ok(()) => false,
+        Err(e) if e.is_transient() => {
+            tracing::warn!(error = %e, url = %config.storage.clickhouse.url, "storage not reachable at start; accepting into the write-ahead log until it is");
+            true
+        }
+        Err(e) => return Err(e).with_context(|| format!("applying the schema at storage.clickhouse.url = {}", config.storage.clickhouse.url)),
+    };
 
     let mut registry = Registry::default();
     let metrics = Arc::new(IngestMetrics::new(&mut registry));
@@ -129,6 +137,7 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         // for batch markers and done notes, which must never be refused.
         max_disk_bytes: settings.pipeline.wal_max_disk_bytes.saturating_mul(2).max(1 << 30),
         max_batch_bytes: 8 << 20,
+        replay_budget: None,
     };
     let (pipeline, report) = Pipeline::open(wal, store.clone(), settings.pipeline.clone(), metrics.clone()).context("opening the write-ahead log")?;
     tracing::info!(
@@ -174,8 +183,16 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     let stop_flusher = Arc::new(Notify::new());
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let flusher = {
-        let (p, stop) = (pipeline.clone(), stop_flusher.clone());
-        tokio::spawn(async move { p.run_flusher(stop, grace).await })
+        let (p, stop, store) = (pipeline.clone(), stop_flusher.clone(), store.clone());
+        tokio::spawn(async move {
+            if schema_pending {
+                tokio::select! {
+                    () = migrate_until_applied(store.as_ref()) => {}
+                    () = stop.notified() => return,
+                }
+            }
+            p.run_flusher(stop, grace).await
+        })
     };
     let maintenance = {
         let (store, every) = (store.clone(), Duration::from_secs(config.storage.maintenance_interval_secs.max(1)));
@@ -216,20 +233,20 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn migrate_with_retry(store: &dyn Store, url: &str) -> anyhow::Result<()> {
+/// Retries the schema migration until it succeeds (storage was unreachable at start).
+async fn migrate_until_applied(store: &dyn Store) {
     let mut wait = Duration::from_millis(200);
-    for attempt in 1..=8 {
+    loop {
         match store.migrate().await {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_transient() && attempt < 8 => {
-                tracing::warn!(error = %e, attempt, "ClickHouse not reachable yet; retrying the schema migration");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
+            Ok(()) => {
+                tracing::info!("storage reachable; schema applied, writing buffered rows");
+                return;
             }
-            Err(e) => return Err(e).with_context(|| format!("applying the schema at storage.clickhouse.url = {url}; is ClickHouse running?")),
+            Err(e) => tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "schema migration failed; retrying"),
         }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(10));
     }
-    Ok(())
 }
 
 async fn accept_loop(listener: TcpListener, router: Router, header_timeout: Duration, mut shutdown: watch::Receiver<bool>, graceful: Arc<GracefulShutdown>) {

@@ -9,7 +9,7 @@ use storage::Store;
 use crate::durability::crash_loop;
 use crate::ingest_api::{count_ids, post_logs};
 use crate::support::fixtures::{Source, ndjson, vector_events};
-use crate::support::{ClickHouse, Server, ServerOptions, TOKEN_ALL, eventually, stored_logs};
+use crate::support::{ClickHouse, Server, ServerOptions, TOKEN_ALL, client, eventually, stored_logs};
 
 fn on(ch: &ClickHouse) -> ServerOptions {
     ServerOptions { clickhouse_url: Some(ch.url()), ..Default::default() }
@@ -84,6 +84,11 @@ async fn an_outage_is_absorbed_then_drained_without_duplicates_and_the_cap_gives
     let metrics = crate::support::client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
     let spilled: u64 = metrics.lines().find_map(|l| l.strip_prefix("dataplane_ingest_spilled_records_total ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
     assert!(spilled > 0, "rows beyond the memory bound were kept on disk only:\n{metrics}");
+    // A crash now, and a restart while ClickHouse is still down: the server starts anyway and
+    // accepts into the log. The log holds far more rows than the memory buffer may, so replay
+    // keeps only their heads and reads them back batch by batch once ClickHouse returns.
+    let server = server.restart();
+    assert_eq!(client().get(server.url("/readyz")).send().await.unwrap().status().as_u16(), 503, "over the log's cap: not ready");
     let ch = ch.restart();
     let store = ch.store();
     let want = acked.len() * 50;

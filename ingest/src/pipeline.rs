@@ -145,7 +145,14 @@ pub struct Pipeline {
 impl Pipeline {
     /// Opens the log, recovers what it holds, and returns the pipeline with the recovery report.
     /// Call [`Pipeline::run_flusher`] to start writing to storage.
-    pub fn open(wal: WalConfig, store: Arc<dyn Store>, config: PipelineConfig, metrics: Arc<IngestMetrics>) -> Result<(Pipeline, RecoveryReport), WalError> {
+    pub fn open(
+        mut wal: WalConfig,
+        store: Arc<dyn Store>,
+        config: PipelineConfig,
+        metrics: Arc<IngestMetrics>,
+    ) -> Result<(Pipeline, RecoveryReport), WalError> {
+        // Replay keeps at most half the buffer of rows whole; the rest is read back per batch.
+        wal.replay_budget = Some(crate::wal::ReplayBudget { kind: KIND_ROWS, bytes: config.buffer_max_bytes / 2, head: 16 });
         let (wal, recovered) = Wal::open(wal)?;
         let inner = Inner {
             wal,
@@ -169,17 +176,30 @@ impl Pipeline {
     }
 
     fn recover(&self, records: Vec<Record>) {
-        let mut rows: BTreeMap<u64, (Rows, usize)> = BTreeMap::new();
+        /// A row record as replay returned it: whole, or only its head (over the replay
+        /// budget), to be read back from the log when batched.
+        enum Replayed {
+            Whole(Rows),
+            Head { table: Table, rows_len: usize },
+        }
+        let mut rows: BTreeMap<u64, (Replayed, usize)> = BTreeMap::new();
         let mut markers: Vec<(u64, Vec<u64>)> = Vec::new();
         let mut done: HashSet<u64> = HashSet::new();
         for r in records {
             match r.kind {
-                KIND_ROWS => match codec::decode(&r.payload) {
-                    Ok(decoded) => {
-                        rows.insert(r.seq, (decoded, r.payload.len()));
+                KIND_ROWS => {
+                    let replayed = if r.is_whole() {
+                        codec::decode(&r.payload).map(Replayed::Whole)
+                    } else {
+                        codec::peek(&r.payload).map(|(table, rows_len)| Replayed::Head { table, rows_len })
+                    };
+                    match replayed {
+                        Ok(replayed) => {
+                            rows.insert(r.seq, (replayed, r.len));
+                        }
+                        Err(e) => tracing::error!(seq = r.seq, error = %e, "write-ahead log record does not decode; skipped"),
                     }
-                    Err(e) => tracing::error!(seq = r.seq, error = %e, "write-ahead log record does not decode; skipped"),
-                },
+                }
                 KIND_BATCH => match decode_marker(&r.payload) {
                     Some(seqs) => markers.push((r.seq, seqs)),
                     None => tracing::error!(seq = r.seq, "batch marker does not decode; its records will be batched again"),
@@ -192,22 +212,52 @@ impl Pipeline {
                 other => tracing::warn!(seq = r.seq, kind = other, "unknown write-ahead log record kind; skipped"),
             }
         }
+        // Unfinished batches are rebuilt exactly, so their members are needed whole: read the
+        // ones replay kept only the head of (a few batches at most: those in flight at the
+        // crash).
+        let pending: Vec<&(u64, Vec<u64>)> = markers.iter().filter(|(m, _)| !done.contains(m)).collect();
+        let heads: BTreeSet<u64> =
+            pending.iter().flat_map(|(_, seqs)| seqs.iter()).filter(|s| matches!(rows.get(s), Some((Replayed::Head { .. }, _)))).copied().collect();
+        if !heads.is_empty() {
+            match self.inner.wal.read(&heads) {
+                Ok(read) => {
+                    for r in read {
+                        if let (Ok(decoded), Some(entry)) = (codec::decode(&r.payload), rows.get_mut(&r.seq)) {
+                            entry.0 = Replayed::Whole(decoded);
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot read the records of unfinished batches back"),
+            }
+        }
         let mut state = self.state();
-        for (marker, seqs) in markers {
-            let members: Vec<(u64, Rows, usize)> = seqs.iter().filter_map(|s| rows.remove(s).map(|(r, b)| (*s, r, b))).collect();
-            if done.contains(&marker) || members.is_empty() {
+        for (marker, seqs) in &markers {
+            let mut members: Vec<(u64, Rows, usize)> = Vec::new();
+            for s in seqs {
+                match rows.remove(s) {
+                    Some((Replayed::Whole(r), b)) => members.push((*s, r, b)),
+                    Some((Replayed::Head { .. }, _)) => tracing::error!(seq = s, "a record of an unfinished batch could not be read back; it is lost"),
+                    None => {}
+                }
+            }
+            if done.contains(marker) || members.is_empty() {
                 continue;
             }
             let Some((table_rows, bytes)) = concat(members.iter().map(|(_, r, b)| (r.clone(), *b))) else { continue };
             let seqs: Vec<u64> = members.iter().map(|(s, _, _)| *s).collect();
             state.unstored.extend(&seqs);
             self.inner.buffered_bytes.fetch_add(bytes, Ordering::Relaxed);
-            state.recovered.push((marker, seqs, table_rows, bytes));
+            state.recovered.push((*marker, seqs, table_rows, bytes));
         }
-        for (seq, (r, bytes)) in rows {
+        for (seq, (replayed, bytes)) in rows {
             state.unstored.insert(seq);
-            self.inner.buffered_bytes.fetch_add(bytes, Ordering::Relaxed);
-            let entry = self.maybe_spill(Entry::new(seq, r, bytes));
+            let entry = match replayed {
+                Replayed::Whole(r) => {
+                    self.inner.buffered_bytes.fetch_add(bytes, Ordering::Relaxed);
+                    self.maybe_spill(Entry::new(seq, r, bytes))
+                }
+                Replayed::Head { table, rows_len } => Entry { seq, table, rows_len, rows: None, bytes },
+            };
             push(&mut state, entry);
         }
         self.update_gauges(&state);

@@ -74,6 +74,20 @@ pub fn encode_into(rows: &Rows, out: &mut Vec<u8>) {
     }
 }
 
+/// The table and row count of encoded rows, read from their first bytes only (a prefix of at
+/// least 12 bytes is always enough).
+pub fn peek(prefix: &[u8]) -> Result<(Table, usize), DecodeError> {
+    let mut c = Cursor { b: prefix };
+    let version = c.u8()?;
+    if version != VERSION {
+        return Err(DecodeError::Version(version));
+    }
+    let tag = c.u8()?;
+    let table = Table::ALL.into_iter().find(|t| t.tag() == tag).ok_or(DecodeError::Table(tag))?;
+    let count = usize::try_from(c.varint()?).map_err(|_| DecodeError::Truncated)?;
+    Ok((table, count))
+}
+
 pub fn decode(bytes: &[u8]) -> Result<Rows, DecodeError> {
     let mut c = Cursor { b: bytes };
     let version = c.u8()?;
@@ -292,6 +306,13 @@ mod tests {
             // NaN != NaN, so compare through the encoding.
             assert_eq!(encode(&decoded), encode(&rows));
         }
+    }
+
+    #[test]
+    fn peek_reads_table_and_count_from_a_prefix() {
+        let rows = Rows::Metrics(vec![MetricSample::default(); 300]);
+        assert_eq!(peek(&encode(&rows)[..12]), Ok((Table::Metrics, 300)));
+        assert!(peek(&[VERSION]).is_err());
     }
 
     #[test]

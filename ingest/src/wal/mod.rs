@@ -75,12 +75,32 @@ pub struct WalConfig {
     pub max_disk_bytes: u64,
     /// Most bytes one group commit writes (it may overshoot by one record).
     pub max_batch_bytes: usize,
+    /// Bounds the memory replay takes: see [`ReplayBudget`]. `None`: every payload is kept.
+    pub replay_budget: Option<ReplayBudget>,
+}
+
+/// Replay keeps whole payloads of records of `kind` only until they add up to `bytes`; past
+/// that, a record of that kind comes back with only its first `head` bytes (its full length in
+/// [`Record::len`]), to be read in full later with [`Wal::read`]. Other kinds always come back
+/// whole. So a log that grew large during a storage outage does not have to fit in memory to
+/// be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayBudget {
+    pub kind: u8,
+    pub bytes: usize,
+    pub head: usize,
 }
 
 impl WalConfig {
     /// The defaults: 64 MiB segments, 4 GiB on disk, 8 MiB batches.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        WalConfig { dir: dir.into(), segment_bytes: DEFAULT_SEGMENT_BYTES, max_disk_bytes: DEFAULT_MAX_DISK_BYTES, max_batch_bytes: DEFAULT_MAX_BATCH_BYTES }
+        WalConfig {
+            dir: dir.into(),
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            max_disk_bytes: DEFAULT_MAX_DISK_BYTES,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            replay_budget: None,
+        }
     }
 }
 
@@ -89,7 +109,17 @@ impl WalConfig {
 pub struct Record {
     pub seq: u64,
     pub kind: u8,
+    /// The payload, or only its head when replay was over its [`ReplayBudget`].
     pub payload: Vec<u8>,
+    /// The payload's full length.
+    pub len: usize,
+}
+
+impl Record {
+    /// Whether `payload` is the whole payload.
+    pub fn is_whole(&self) -> bool {
+        self.payload.len() == self.len
+    }
 }
 
 /// What [`Wal::open`] found on disk.
@@ -321,7 +351,7 @@ impl Wal {
                 match format::decode_at(&buf, pos) {
                     Some(r) => {
                         if seqs.contains(&r.seq) {
-                            out.push(Record { seq: r.seq, kind: r.kind, payload: r.payload.to_vec() });
+                            out.push(Record { seq: r.seq, kind: r.kind, payload: r.payload.to_vec(), len: r.payload.len() });
                         }
                         pos = r.end;
                     }

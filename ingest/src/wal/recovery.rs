@@ -44,7 +44,7 @@ pub(super) fn open_dir(config: &WalConfig) -> Result<Opened, WalError> {
     let found = list_segments(dir)?;
     let wal_id = load_or_create_wal_id(dir, !found.is_empty())?;
 
-    let mut replay = Replay::default();
+    let mut replay = Replay { budget: config.replay_budget, ..Replay::default() };
     let newest = found.len().checked_sub(1);
     let mut segments = Vec::with_capacity(found.len() + 1);
     for (index, (first_seq, path)) in found.iter().enumerate() {
@@ -183,6 +183,9 @@ struct Replay {
     last_seq: u64,
     /// Bytes skipped or cut since the last accepted record.
     lost_after_last: u64,
+    budget: Option<super::ReplayBudget>,
+    /// Payload bytes of the budgeted kind kept whole so far.
+    kept: usize,
 }
 
 impl Replay {
@@ -230,7 +233,18 @@ impl Replay {
         }
         self.last_seq = seq;
         self.lost_after_last = 0;
-        self.records.push(Record { seq, kind, payload: payload.to_vec() });
+        let keep = match self.budget {
+            Some(b) if b.kind == kind => {
+                if self.kept.saturating_add(payload.len()) <= b.bytes {
+                    self.kept += payload.len();
+                    payload.len()
+                } else {
+                    b.head.min(payload.len())
+                }
+            }
+            _ => payload.len(),
+        };
+        self.records.push(Record { seq, kind, payload: payload[..keep].to_vec(), len: payload.len() });
     }
 }
 
