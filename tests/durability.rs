@@ -147,20 +147,14 @@ async fn a_damaged_write_ahead_log_still_starts_and_delivers_every_intact_record
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_before_acknowledging_and_recovers_when_space_returns() {
-    let mount = tempfile::tempdir().unwrap();
-    let ok = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"]).arg(mount.path()).status().is_ok_and(|s| s.success());
-    if !ok {
-        panic!("this test needs to mount a small tmpfs (run as root, as CI does)");
-    }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(mount.path().to_owned());
+    let mount = SmallDisk::mount("8m");
     let data = mount.path().join("data");
-    let server = Server::start(ServerOptions { data_dir: Some(data.clone()), ..Default::default() }.env("DATAPLANE_INGEST__WAL_SEGMENT_BYTES", "262144"));
+    let server = Server::start(
+        ServerOptions { data_dir: Some(data.clone()), ..Default::default() }
+            .env("DATAPLANE_INGEST__WAL_SEGMENT_BYTES", "262144")
+            // No headroom: the write-ahead log itself meets ENOSPC, the harder path.
+            .env("DATAPLANE_INGEST__DISK_HEADROOM_BYTES", "0"),
+    );
     // Fill the disk, leaving a little room.
     let filler = mount.path().join("filler");
     let _ = std::process::Command::new("dd")
@@ -206,4 +200,41 @@ async fn a_full_disk_refuses_before_acknowledging_and_recovers_when_space_return
     assert!(ids.values().all(|n| *n == 1), "nothing stored twice");
     let refused_ids = ids.keys().filter(|id| id.starts_with('d')).filter(|id| !want.contains(*id)).count();
     assert_eq!(refused_ids, 0, "nothing of a refused request was stored");
+}
+
+/// A small tmpfs, unmounted on drop: a disk that really fills up.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "this test needs to mount a small tmpfs (run as root, as CI does)");
+        SmallDisk(dir)
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_are_refused_below_the_disk_headroom_before_the_disk_is_full() {
+    let mount = SmallDisk::mount("8m");
+    let server = Server::start(
+        ServerOptions { data_dir: Some(mount.path().join("data")), ..Default::default() }.env("DATAPLANE_INGEST__DISK_HEADROOM_BYTES", "16777216"),
+    );
+    let (s, body) = post_logs(&server, TOKEN_ALL, ndjson(&vector_events(&Source::new("acme", "ws-a", "shop"), "h", 10)), None).await;
+    assert_eq!((s, body["error"]["code"].as_str()), (503, Some("unavailable")), "{body}");
+    assert_eq!(client().get(server.url("/readyz")).send().await.unwrap().status().as_u16(), 503);
 }

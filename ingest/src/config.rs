@@ -91,6 +91,8 @@ pub struct IngestConfig {
     /// Write-ahead log size, at most; above it requests get 503.
     pub wal_max_disk_bytes: u64,
     pub wal_segment_bytes: u64,
+    /// Free space kept on the log's disk: below it requests get 503 (see the README).
+    pub disk_headroom_bytes: u64,
     pub batch_max_rows: usize,
     pub batch_max_bytes: usize,
     pub batch_max_age_ms: u64,
@@ -109,6 +111,7 @@ impl Default for IngestConfig {
             buffer_max_bytes: p.buffer_max_bytes,
             wal_max_disk_bytes: p.wal_max_disk_bytes,
             wal_segment_bytes: 64 << 20,
+            disk_headroom_bytes: p.disk_headroom_bytes,
             batch_max_rows: p.batch_max_rows,
             batch_max_bytes: p.batch_max_bytes,
             batch_max_age_ms: p.batch_max_age.as_millis() as u64,
@@ -245,6 +248,7 @@ impl IngestConfig {
                 flush_concurrency: self.flush_concurrency,
                 retry_max_backoff: Duration::from_secs(5),
                 dead_letter_dir: std::path::PathBuf::from("dead-letter"),
+                disk_headroom_bytes: self.disk_headroom_bytes,
             },
             wal_segment_bytes: self.wal_segment_bytes,
             tenancy: Arc::new(self.tenancy.clone()),

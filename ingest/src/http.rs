@@ -102,7 +102,7 @@ impl From<SubmitError> for ApiError {
             SubmitError::Backpressure { .. } => ErrorCode::Backpressure,
             // One record too large for the log can never be accepted: retrying cannot help.
             SubmitError::Unavailable(crate::wal::WalError::TooLarge { .. }) => ErrorCode::PayloadTooLarge,
-            SubmitError::Unavailable(_) | SubmitError::DiskCap { .. } => ErrorCode::Unavailable,
+            SubmitError::Unavailable(_) | SubmitError::DiskCap { .. } | SubmitError::DiskFull { .. } => ErrorCode::Unavailable,
         };
         ApiError::new(code, format!("{e}; nothing of this request was stored, retry later"))
     }

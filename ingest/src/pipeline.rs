@@ -53,6 +53,10 @@ pub struct PipelineConfig {
     pub retry_max_backoff: Duration,
     /// Where batches storage refuses for good are set aside.
     pub dead_letter_dir: std::path::PathBuf,
+    /// Rows are refused (503) when the file system holding the log has less free space than
+    /// this, so batch markers and done notes (which must never fail for lack of space, or
+    /// nothing could ever be released) always find room.
+    pub disk_headroom_bytes: u64,
 }
 
 impl Default for PipelineConfig {
@@ -66,6 +70,7 @@ impl Default for PipelineConfig {
             flush_concurrency: 2,
             retry_max_backoff: Duration::from_secs(5),
             dead_letter_dir: std::path::PathBuf::from("dead-letter"),
+            disk_headroom_bytes: 256 << 20,
         }
     }
 }
@@ -88,6 +93,8 @@ pub enum SubmitError {
     Unavailable(#[from] WalError),
     #[error("write-ahead log is over its {cap} byte cap: storage is not keeping up or is down")]
     DiskCap { cap: u64 },
+    #[error("the disk holding the write-ahead log has {free} bytes free, under the {headroom} byte headroom")]
+    DiskFull { free: u64, headroom: u64 },
 }
 
 struct Entry {
@@ -286,6 +293,10 @@ impl Pipeline {
         let cap = inner.config.wal_max_disk_bytes;
         if inner.wal.disk_bytes() > cap {
             return Err(SubmitError::DiskCap { cap });
+        }
+        let headroom = inner.config.disk_headroom_bytes;
+        if let Some(free) = free_bytes(inner.wal.dir()).filter(|free| *free < headroom) {
+            return Err(SubmitError::DiskFull { free, headroom });
         }
         let payload = codec::encode(&rows);
         let bytes = payload.len();
@@ -621,6 +632,9 @@ impl Pipeline {
         if inner.wal.disk_bytes() > inner.config.wal_max_disk_bytes {
             return Err("write-ahead log is over its cap; storage is not keeping up".into());
         }
+        if free_bytes(inner.wal.dir()).is_some_and(|free| free < inner.config.disk_headroom_bytes) {
+            return Err("the disk holding the write-ahead log is nearly full; free space or raise the disk".into());
+        }
         Ok(())
     }
 
@@ -636,6 +650,12 @@ impl Pipeline {
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
     }
+}
+
+/// Free bytes (for unprivileged users) on the file system holding `path`; `None` if unknown.
+fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    let s = rustix::fs::statvfs(path).ok()?;
+    Some(s.f_bavail.saturating_mul(s.f_frsize))
 }
 
 /// Adds an entry to its table's buffer; returns the table.

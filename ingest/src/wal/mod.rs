@@ -366,6 +366,11 @@ impl Wal {
         Ok(out)
     }
 
+    /// The log's directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.inner.status.dir
+    }
+
     /// Bytes all segments take on disk.
     pub fn disk_bytes(&self) -> u64 {
         self.inner.status.disk_bytes.load(Ordering::Acquire)
