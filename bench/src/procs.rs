@@ -1,0 +1,212 @@
+//! Child processes (the `dataplane` server, the ClickHouse adapter), CPU pinning and what
+//! `/proc` says about them. Every child is killed when its guard drops, also on error or panic.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+pub const TOKEN: &str = "bench-host-shipper-token-0123456789";
+pub const SERVER_CORE: usize = 0;
+pub const CLIENT_CORE: usize = 1;
+
+/// Kills and reaps the child when dropped.
+pub struct Guard {
+    pub child: Child,
+    name: &'static str,
+}
+
+impl Guard {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then waits up to `limit` for a clean exit (SIGKILL after that).
+    pub fn terminate(&mut self, limit: Duration) -> anyhow::Result<()> {
+        let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                if !status.success() {
+                    bail!("{} exited with {status} after SIGTERM", self.name);
+                }
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        bail!("{} did not stop within {limit:?} of SIGTERM; killed", self.name)
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Pins every thread of this process (and so every thread and child it starts later) to `core`.
+pub fn pin_process(core: usize) -> anyhow::Result<()> {
+    let ok = Command::new("taskset").args(["-a", "-cp", &core.to_string(), &std::process::id().to_string()]).stdout(Stdio::null()).status()?.success();
+    if !ok {
+        bail!("taskset could not pin the load generator to core {core}");
+    }
+    Ok(())
+}
+
+/// Pins the calling thread only.
+pub fn pin_thread(core: usize) -> anyhow::Result<()> {
+    let link = std::fs::read_link("/proc/thread-self")?;
+    let tid = link.file_name().and_then(|t| t.to_str()).context("thread id")?.to_owned();
+    let ok = Command::new("taskset").args(["-cp", &core.to_string(), &tid]).stdout(Stdio::null()).status()?.success();
+    if !ok {
+        bail!("taskset could not pin thread {tid} to core {core}");
+    }
+    Ok(())
+}
+
+pub fn clock_ticks_per_sec() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .unwrap_or(100.0)
+}
+
+/// utime + stime of a process or thread (`/proc/<pid>/stat`, `/proc/thread-self/stat`), seconds.
+pub fn cpu_seconds(stat_path: &str) -> anyhow::Result<f64> {
+    let text = std::fs::read_to_string(stat_path).with_context(|| format!("reading {stat_path}"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = text.rsplit_once(')').context("stat format")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11).context("utime")?.parse::<u64>()? + f.get(12).context("stime")?.parse::<u64>()?;
+    Ok(ticks as f64 / clock_ticks_per_sec())
+}
+
+/// Peak resident set (VmHWM), MiB.
+pub fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = text.lines().find(|l| l.starts_with("VmHWM:")).context("VmHWM")?;
+    let kib: f64 = line.split_whitespace().nth(1).context("VmHWM value")?.parse()?;
+    Ok(kib / 1024.0)
+}
+
+/// A `dataplane serve` pinned to the server core, on a fresh data directory.
+pub struct Server {
+    pub proc: Guard,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Server {
+    pub fn start(binary: &Path, clickhouse_url: Option<&str>) -> anyhow::Result<Server> {
+        let tmp = tempfile::Builder::new().prefix("ingest-bench-").tempdir()?;
+        let data_dir = tmp.path().to_owned();
+        let storage = match clickhouse_url {
+            Some(url) => format!("[storage]\nbackend = \"clickhouse\"\n[storage.clickhouse]\nurl = \"{url}\"\n"),
+            None => "[storage]\nbackend = \"embedded\"\n".to_owned(),
+        };
+        let config = format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nlog_level = \"warn\"\n{storage}\n[[ingest.credentials]]\nname = \"bench\"\ntoken = \"{TOKEN}\"\nworkspaces = [\"*\"]\n",
+            data_dir.display()
+        );
+        let config_path = data_dir.join("bench-config.toml");
+        std::fs::write(&config_path, config)?;
+        let child = Command::new("taskset")
+            .args(["-c", &SERVER_CORE.to_string()])
+            .arg(binary)
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting taskset + dataplane")?;
+        let mut proc = Guard { child, name: "dataplane" };
+        let addrs = data_dir.join("listen-addrs");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&addrs) {
+                let map: BTreeMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
+                let addr = map.get("http").context("listen-addrs without http")?.to_string();
+                return Ok(Server { proc, addr, data_dir, _tmp: tmp });
+            }
+            if let Some(status) = proc.child.try_wait()? {
+                bail!("dataplane exited during start: {status}");
+            }
+            if Instant::now() > deadline {
+                bail!("dataplane did not write {} within 60 s", addrs.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+/// The ClickHouse engine (chdb) behind `tests/support/clickhouse_adapter.py`, on the client core.
+pub struct Adapter {
+    pub proc: Guard,
+    pub url: String,
+    _tmp: tempfile::TempDir,
+}
+
+impl Adapter {
+    pub fn start() -> anyhow::Result<Adapter> {
+        let tmp = tempfile::Builder::new().prefix("ingest-bench-ch-").tempdir()?;
+        let port_file = tmp.path().join("port");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/clickhouse_adapter.py");
+        let child = Command::new("taskset")
+            .args(["-c", &CLIENT_CORE.to_string(), "python3"])
+            .arg(&script)
+            .arg("--data")
+            .arg(tmp.path().join("chdb"))
+            .arg("--port-file")
+            .arg(&port_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting python3 with the ClickHouse adapter")?;
+        let mut proc = Guard { child, name: "ClickHouse adapter" };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(port) = std::fs::read_to_string(&port_file).ok().and_then(|p| p.trim().parse::<u16>().ok()) {
+                return Ok(Adapter { proc, url: format!("http://127.0.0.1:{port}"), _tmp: tmp });
+            }
+            if let Some(status) = proc.child.try_wait()? {
+                bail!("ClickHouse adapter exited during start ({status}); it needs python3 with chdb-core (pip install chdb-core)");
+            }
+            if Instant::now() > deadline {
+                bail!("ClickHouse adapter did not start within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs one statement, returns its TabSeparated answer.
+    pub async fn sql(&self, client: &reqwest::Client, query: &str) -> anyhow::Result<String> {
+        let r = client.post(format!("{}/", self.url)).body(query.to_owned()).send().await?;
+        let status = r.status();
+        let text = r.text().await?;
+        if !status.is_success() || text.contains("DB::Exception") {
+            bail!("ClickHouse: {query}: {status} {}", text.trim());
+        }
+        Ok(text)
+    }
+
+    /// `SELECT` of unsigned integers, one row.
+    pub async fn numbers(&self, client: &reqwest::Client, query: &str) -> anyhow::Result<Vec<u64>> {
+        let text = self.sql(client, query).await?;
+        text.split_whitespace().map(|v| v.parse::<u64>().with_context(|| format!("{query}: {v}"))).collect()
+    }
+}
