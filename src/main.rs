@@ -14,6 +14,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc malloc: the ingest path allocates many short strings per event,
+/// and glibc's free-list consolidation was a third of its CPU (see `bench/`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "dataplane", version, about = "Hexabase observability data plane")]
 struct Cli {

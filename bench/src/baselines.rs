@@ -133,7 +133,7 @@ pub fn direct_insert(url: &str, rows: &[LogRecord], duration: Duration) -> anyho
             let mut writers = tokio::task::JoinSet::new();
             for w in 0..DIRECT_CONCURRENCY {
                 let (store, wal_id) = (store.clone(), wal_id.clone());
-                let mut wb = WriteBatch { id: BatchId { wal_id, seq: 0 }, rows: Rows::Logs(batch.clone()) };
+                let mut wb = WriteBatch { id: BatchId { wal_id, seq: 0 }, rows: Rows::Logs(batch.clone()).into() };
                 writers.spawn(async move {
                     let mut written = 0u64;
                     let mut seq = w as u64;

@@ -22,6 +22,10 @@ use procs::{Adapter, CLIENT_CORE, Server, cpu_seconds, peak_rss_mib};
 use report::{Baselines, RunResult};
 use workload::{Encoding, Workload};
 
+/// The same allocator as the server, so the parse ceiling is measured like for like.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Distinct bodies (every event in them is distinct: its own timestamp and trace id).
 const BODIES: usize = 256;
 const EVENTS_PER_BODY: usize = 1_000;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use base64::Engine;
@@ -55,35 +55,7 @@ pub fn clickhouse_router(state: IngestState) -> Router {
     Router::new().route("/", any(clickhouse)).with_state(state)
 }
 
-/// An error answer: a stable code, a message that says what to do, and a retry hint.
-#[derive(Debug)]
-pub struct ApiError {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
-        ApiError { code, message: message.into() }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = json!({ "error": { "code": self.code.as_str(), "message": self.message } });
-        let mut response = (status, axum::Json(body)).into_response();
-        let retry_after = match self.code {
-            ErrorCode::Backpressure => Some("1"),
-            ErrorCode::Unavailable => Some("5"),
-            _ => None,
-        };
-        if let Some(seconds) = retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
-        }
-        response
-    }
-}
+pub use schemas::ApiError;
 
 impl From<BodyError> for ApiError {
     fn from(e: BodyError) -> ApiError {

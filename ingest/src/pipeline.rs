@@ -535,7 +535,7 @@ impl Pipeline {
 
     async fn store_batch(&self, marker: u64, seqs: Vec<u64>, rows: Rows, bytes: usize) {
         let inner = &self.inner;
-        let batch = WriteBatch { id: BatchId { wal_id: inner.wal.wal_id().to_owned(), seq: marker }, rows };
+        let batch = WriteBatch { id: BatchId { wal_id: inner.wal.wal_id().to_owned(), seq: marker }, rows: rows.into() };
         let started = Instant::now();
         let mut backoff = Duration::from_millis(100);
         let mut refusals = 0;

@@ -118,8 +118,20 @@ fn push_map(b: &mut MapBuilder<StringBuilder, StringBuilder>, m: &[(String, Stri
 
 /// Converts rows into one `RecordBatch` with [`schema`] of their table.
 pub fn to_record_batch(rows: &Rows) -> Result<RecordBatch, ArrowError> {
+    to_record_batch_selected(rows, None)
+}
+
+/// Converts the rows at `selection` (in that order; `None`: all) without copying the rows
+/// first, e.g. one partition of a batch as [`Rows::partition_groups`] lists it.
+pub fn to_record_batch_selected(rows: &Rows, selection: Option<&[usize]>) -> Result<RecordBatch, ArrowError> {
+    fn pick<'a, T>(v: &'a [T], selection: Option<&'a [usize]>) -> Box<dyn Iterator<Item = &'a T> + 'a> {
+        match selection {
+            Some(idx) => Box::new(idx.iter().filter_map(move |&i| v.get(i))),
+            None => Box::new(v.iter()),
+        }
+    }
     let table = rows.table();
-    let n = rows.len();
+    let n = selection.map_or(rows.len(), <[usize]>::len);
     let columns: Vec<ArrayRef> = match rows {
         Rows::Logs(v) => {
             let mut ts = TimestampNanosecondBuilder::with_capacity(n);
@@ -127,7 +139,7 @@ pub fn to_record_batch(rows: &Rows) -> Result<RecordBatch, ArrowError> {
             let mut tenancy = Strings::<10>::new(n);
             let mut attrs = map_builder();
             let mut ids = Strings::<2>::new(n);
-            for r in v {
+            for r in pick(v, selection) {
                 ts.append_value(r.timestamp_ns);
                 obs.append_value(r.observed_ns);
                 tenancy.push([&r.org_id, &r.workspace, &r.project, &r.application, &r.pod, &r.container, &r.node, &r.stream, r.severity.as_str(), &r.message]);
@@ -144,7 +156,7 @@ pub fn to_record_batch(rows: &Rows) -> Result<RecordBatch, ArrowError> {
             let mut ts = TimestampNanosecondBuilder::with_capacity(n);
             let mut s = Strings::<8>::new(n);
             let mut attrs = map_builder();
-            for r in v {
+            for r in pick(v, selection) {
                 ts.append_value(r.timestamp_ns);
                 s.push([&r.org_id, &r.workspace, &r.actor, &r.initiated_by, &r.action, &r.resource, &r.outcome, &r.message]);
                 push_map(&mut attrs, &r.attributes)?;
@@ -158,7 +170,7 @@ pub fn to_record_batch(rows: &Rows) -> Result<RecordBatch, ArrowError> {
             let mut ts = TimestampNanosecondBuilder::with_capacity(n);
             let mut s = Strings::<4>::new(n);
             let mut attrs = map_builder();
-            for r in v {
+            for r in pick(v, selection) {
                 ts.append_value(r.timestamp_ns);
                 s.push([&r.component, &r.node, r.severity.as_str(), &r.message]);
                 push_map(&mut attrs, &r.attributes)?;
@@ -173,7 +185,7 @@ pub fn to_record_batch(rows: &Rows) -> Result<RecordBatch, ArrowError> {
             let mut s = Strings::<4>::new(n);
             let mut labels = map_builder();
             let mut values = Float64Builder::with_capacity(n);
-            for r in v {
+            for r in pick(v, selection) {
                 ts.append_value(r.timestamp_ms);
                 s.push([&r.org_id, &r.workspace, &r.project, &r.metric]);
                 push_map(&mut labels, &r.labels)?;
@@ -207,5 +219,13 @@ mod tests {
             assert_eq!(batch.num_rows(), rows.len());
             assert_eq!(batch.schema(), schema(rows.table()));
         }
+    }
+
+    #[test]
+    fn a_selection_converts_exactly_those_rows_in_that_order() {
+        let rows = Rows::Logs((0..5).map(|i| LogRecord { timestamp_ns: i, ..Default::default() }).collect());
+        let batch = to_record_batch_selected(&rows, Some(&[4, 1, 2])).expect("converts");
+        let ts = batch.column(0).as_any().downcast_ref::<arrow::array::TimestampNanosecondArray>().expect("timestamps");
+        assert_eq!(ts.values().to_vec(), vec![4, 1, 2]);
     }
 }

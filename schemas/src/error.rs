@@ -30,6 +30,14 @@ pub enum ErrorCode {
     Timeout,
     /// No route for this path.
     NotFound,
+    /// A query that cannot be parsed or is not supported (LogQL, search syntax, parameters).
+    InvalidQuery,
+    /// A query over a configured limit (time range, lines, bytes, regex size).
+    LimitExceeded,
+    /// Too many queries of this user at once: retry after the advertised delay.
+    TooManyQueries,
+    /// The query ran past its timeout and was cancelled.
+    QueryTimeout,
     /// A bug or an unexpected failure; the log has the details.
     Internal,
 }
@@ -49,6 +57,10 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Timeout => "timeout",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::InvalidQuery => "invalid_query",
+            ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::TooManyQueries => "too_many_queries",
+            ErrorCode::QueryTimeout => "query_timeout",
             ErrorCode::Internal => "internal",
         }
     }
@@ -58,7 +70,9 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::PayloadTooLarge | ErrorCode::LineTooLong => 413,
-            ErrorCode::MalformedBody | ErrorCode::BadRequest | ErrorCode::NothingAccepted => 400,
+            ErrorCode::MalformedBody | ErrorCode::BadRequest | ErrorCode::NothingAccepted | ErrorCode::InvalidQuery | ErrorCode::LimitExceeded => 400,
+            ErrorCode::TooManyQueries => 429,
+            ErrorCode::QueryTimeout => 504,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::Backpressure => 429,
             ErrorCode::Unavailable => 503,
@@ -71,12 +85,57 @@ impl ErrorCode {
     /// Whether the same request can succeed later. Shippers (Vector, Promtail, Prometheus)
     /// retry 408, 429 and 5xx and drop other 4xx, so only transient conditions may say yes.
     pub fn retryable(self) -> bool {
-        matches!(self, ErrorCode::Backpressure | ErrorCode::Unavailable | ErrorCode::Timeout | ErrorCode::Internal)
+        matches!(self, ErrorCode::Backpressure | ErrorCode::Unavailable | ErrorCode::Timeout | ErrorCode::TooManyQueries | ErrorCode::Internal)
     }
 }
 
 impl std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// An error answer: a stable code, a message that says what to do next, and a retry hint.
+/// The body is always `{"error": {"code": ..., "message": ...}}`; the message never carries
+/// internals (the log has the whole chain).
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError { code, message: message.into() }
+    }
+
+    /// Seconds a client should wait before retrying, where a retry can succeed.
+    pub fn retry_after_secs(&self) -> Option<u32> {
+        match self.code {
+            ErrorCode::Backpressure | ErrorCode::TooManyQueries => Some(1),
+            ErrorCode::Unavailable => Some(5),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+#[cfg(feature = "http")]
+impl axum::response::IntoResponse for ApiError {
+    fn into_response(self) -> axum::response::Response {
+        use axum::http::{HeaderValue, StatusCode, header};
+        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::json!({ "error": { "code": self.code.as_str(), "message": self.message } });
+        let retry_after = self.retry_after_secs();
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Some(seconds) = retry_after.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
+            response.headers_mut().insert(header::RETRY_AFTER, seconds);
+        }
+        response
     }
 }

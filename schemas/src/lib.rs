@@ -22,5 +22,5 @@ mod error;
 pub mod migrations;
 pub mod records;
 
-pub use error::ErrorCode;
+pub use error::{ApiError, ErrorCode};
 pub use records::{AuditRecord, LogRecord, MetricSample, Rows, Severity, SystemRecord, Table};

@@ -30,10 +30,10 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
-use schemas::arrow_schema::to_record_batch;
+use schemas::Table;
+use schemas::arrow_schema::to_record_batch_selected;
 use schemas::migrations::Retention;
 use schemas::records::PartitionKey;
-use schemas::{Rows, Table};
 use tokio::sync::RwLock;
 
 use crate::{BoxFuture, ScanRequest, Store, StoreError, WriteBatch};
@@ -138,14 +138,15 @@ impl EmbeddedStore {
 
     fn write_blocking(&self, batch: &WriteBatch) -> Result<(), StoreError> {
         let table = batch.rows.table();
-        for (key, rows) in batch.rows.clone().split_by_partition() {
+        for (key, idx) in batch.rows.partition_groups() {
             let dir = self.partition_dir(table, &key);
             let name = format!("b-{}-{}.parquet", batch.id.wal_id, batch.id.seq);
             if dir.join(&name).exists() || self.compacted_names(&dir)?.contains(&name) {
                 continue;
             }
             fs::create_dir_all(&dir)?;
-            write_parquet_atomically(&dir, &name, &rows)?;
+            let rb = to_record_batch_selected(&batch.rows, Some(&idx)).map_err(|e| StoreError::Rejected(format!("rows do not fit the schema: {e}")))?;
+            write_batch_atomically(&dir, &name, &rb)?;
         }
         Ok(())
     }
@@ -331,11 +332,6 @@ fn writer_properties() -> WriterProperties {
         .build()
 }
 
-fn write_parquet_atomically(dir: &Path, name: &str, rows: &Rows) -> Result<(), StoreError> {
-    let batch = to_record_batch(rows).map_err(|e| StoreError::Rejected(format!("rows do not fit the schema: {e}")))?;
-    write_batch_atomically(dir, name, &batch)
-}
-
 fn write_batch_atomically(dir: &Path, name: &str, batch: &RecordBatch) -> Result<(), StoreError> {
     let tmp = write_batch_to_temp(dir, name, batch)?;
     fs::rename(&tmp, dir.join(name))?;
@@ -443,7 +439,7 @@ fn escape_full(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::BatchId;
-    use schemas::LogRecord;
+    use schemas::{LogRecord, Rows};
 
     fn rows(ws: &str, n: usize, t0: i64) -> Rows {
         Rows::Logs(
@@ -471,10 +467,10 @@ mod tests {
     async fn writes_are_idempotent_per_batch_and_scans_are_scoped() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap());
-        let b1 = WriteBatch { id: BatchId { wal_id: "w".into(), seq: 1 }, rows: rows("ws-a", 10, 1_000) };
+        let b1 = WriteBatch { id: BatchId { wal_id: "w".into(), seq: 1 }, rows: rows("ws-a", 10, 1_000).into() };
         store.write(&b1).await.unwrap();
         store.write(&b1).await.unwrap();
-        let b2 = WriteBatch { id: BatchId { wal_id: "w".into(), seq: 2 }, rows: rows("../../etc", 5, NS_PER_DAY + 7) };
+        let b2 = WriteBatch { id: BatchId { wal_id: "w".into(), seq: 2 }, rows: rows("../../etc", 5, NS_PER_DAY + 7).into() };
         store.write(&b2).await.unwrap();
         assert_eq!(count(&store.scan(&scan_req(Some("ws-a"))).await.unwrap()), 10);
         assert_eq!(count(&store.scan(&scan_req(Some("../../etc"))).await.unwrap()), 5);
@@ -496,8 +492,9 @@ mod tests {
         config.compact_min_files = 3;
         let store = Arc::new(EmbeddedStore::open(config.clone()).unwrap());
         let today = now_ns().div_euclid(NS_PER_DAY);
-        let batches: Vec<WriteBatch> =
-            (1..=4).map(|s| WriteBatch { id: BatchId { wal_id: "w".into(), seq: s }, rows: rows("ws-a", 100, today * NS_PER_DAY + s as i64 * 1000) }).collect();
+        let batches: Vec<WriteBatch> = (1..=4)
+            .map(|s| WriteBatch { id: BatchId { wal_id: "w".into(), seq: s }, rows: rows("ws-a", 100, today * NS_PER_DAY + s as i64 * 1000).into() })
+            .collect();
         for b in &batches {
             store.write(b).await.unwrap();
         }
@@ -521,9 +518,9 @@ mod tests {
         let Rows::Logs(mut both) = rows("ws-a", 3, 0) else { unreachable!() };
         let Rows::Logs(b) = rows("ws-b", 2, 0) else { unreachable!() };
         both.extend(b.clone());
-        store.write(&WriteBatch { id: id.clone(), rows: Rows::Logs(both) }).await.unwrap();
+        store.write(&WriteBatch { id: id.clone(), rows: Rows::Logs(both).into() }).await.unwrap();
         // After damage, the same batch is rebuilt with only the ws-b records.
-        store.write(&WriteBatch { id, rows: Rows::Logs(b) }).await.unwrap();
+        store.write(&WriteBatch { id, rows: Rows::Logs(b).into() }).await.unwrap();
         assert_eq!(count(&store.scan(&scan_req(None)).await.unwrap()), 5);
     }
 
@@ -531,7 +528,7 @@ mod tests {
     async fn an_interrupted_compaction_is_repaired_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap());
-        store.write(&WriteBatch { id: BatchId { wal_id: "w".into(), seq: 1 }, rows: rows("ws-a", 10, 0) }).await.unwrap();
+        store.write(&WriteBatch { id: BatchId { wal_id: "w".into(), seq: 1 }, rows: rows("ws-a", 10, 0).into() }).await.unwrap();
         let part = dir.path().join("logs/org=acme/ws=ws-a/day=0");
         // Crash after the merged file was renamed but before the sources were deleted.
         fs::copy(part.join("b-w-1.parquet"), part.join("c-w-1.parquet")).unwrap();
@@ -547,8 +544,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap());
         let now = now_ns();
-        store.write(&WriteBatch { id: BatchId { wal_id: "w".into(), seq: 1 }, rows: rows("ws-a", 3, now - 100 * NS_PER_DAY) }).await.unwrap();
-        store.write(&WriteBatch { id: BatchId { wal_id: "w".into(), seq: 2 }, rows: rows("ws-a", 2, now - 1_000) }).await.unwrap();
+        store.write(&WriteBatch { id: BatchId { wal_id: "w".into(), seq: 1 }, rows: rows("ws-a", 3, now - 100 * NS_PER_DAY).into() }).await.unwrap();
+        store.write(&WriteBatch { id: BatchId { wal_id: "w".into(), seq: 2 }, rows: rows("ws-a", 2, now - 1_000).into() }).await.unwrap();
         store.maintain().await.unwrap();
         assert_eq!(count(&store.scan(&scan_req(None)).await.unwrap()), 2);
     }
@@ -569,7 +566,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap());
         let ws = "w".repeat(1000);
-        store.write(&WriteBatch { id: BatchId { wal_id: "w".into(), seq: 1 }, rows: rows(&ws, 4, 0) }).await.unwrap();
+        store.write(&WriteBatch { id: BatchId { wal_id: "w".into(), seq: 1 }, rows: rows(&ws, 4, 0).into() }).await.unwrap();
         assert_eq!(count(&store.scan(&scan_req(Some(&ws))).await.unwrap()), 4);
         assert_eq!(count(&store.scan(&scan_req(Some(&"w".repeat(999)))).await.unwrap()), 0);
     }

@@ -44,7 +44,8 @@ impl BatchId {
 #[derive(Debug, Clone)]
 pub struct WriteBatch {
     pub id: BatchId,
-    pub rows: Rows,
+    /// Shared, so a store can hand the rows to a blocking thread or a retry without copying.
+    pub rows: std::sync::Arc<Rows>,
 }
 
 /// What to read. The query crate is the only place allowed to build one from a request, after

@@ -123,7 +123,7 @@ impl ClickHouseStore {
         for (key, idx) in batch.rows.partition_groups() {
             let token = batch.id.token(&key);
             let idx = &idx;
-            match &batch.rows {
+            match batch.rows.as_ref() {
                 Rows::Logs(v) => self.insert(Table::Logs, &token, v, idx).await,
                 Rows::AuditLogs(v) => self.insert(Table::AuditLogs, &token, v, idx).await,
                 Rows::SystemLogs(v) => self.insert(Table::SystemLogs, &token, v, idx).await,

@@ -106,7 +106,7 @@ fn logs(org: &str, base: i64) -> Vec<LogRecord> {
 }
 
 fn batch(seq: u64, rows: Rows) -> WriteBatch {
-    WriteBatch { id: BatchId { wal_id: "wal-test".into(), seq }, rows }
+    WriteBatch { id: BatchId { wal_id: "wal-test".into(), seq }, rows: rows.into() }
 }
 
 #[test]

@@ -1,0 +1,45 @@
+//! Who is asking, and what they may read.
+//!
+//! - [`TokenVerifier`] turns a bearer token into an [`Identity`]: JWTs from an OIDC issuer
+//!   (RS256/ES256 keys from its JWKS, discovered, refreshed on an unknown `kid` at a bounded
+//!   rate, kept through an outage until they are too old), or from the local development
+//!   issuer ([`DevIssuer`], HS256 with a secret under the data directory, loopback only).
+//! - An [`Authorizer`] decides which namespaces of a workspace an identity may read
+//!   ([`StaticPolicy`] here; the Kubernetes SubjectAccessReview one lives beside it).
+//! - [`Gate`] is the only maker of a [`TenantScope`], the value storage needs for every read.
+//!   Because nothing else can make one, a read that skipped authorisation does not compile.
+//!
+//! ```
+//! # async fn demo(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use auth::{AuthConfig, DevClaims, DevIssuer, Gate, StaticPolicy, TokenVerifier};
+//! let settings = AuthConfig::default().validate(dir)?;
+//! let verifier = TokenVerifier::new(settings)?;
+//! let issuer = DevIssuer::load_or_create(&dir.join("dev-token-secret"), "dataplane")?;
+//! let token = issuer.mint(&DevClaims { user: "alice".into(), org: "acme".into(), workspaces: vec!["ws-a".into()], ttl_secs: 60, ..Default::default() })?;
+//! let alice = verifier.verify(&token, None).await?;
+//! let gate = Gate::new(Arc::new(StaticPolicy::members_read_all()), "platform-operator", vec![]);
+//! let scope = gate.logs(&alice, None, None).await?;
+//! assert!(scope.allows("acme", "ws-a", "shop") && !scope.allows("acme", "ws-b", "shop"));
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod dev_issuer;
+mod error;
+mod identity;
+mod jwks;
+mod policy;
+mod scope;
+mod verifier;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::{AuthConfig, AuthSettings, ClaimNames, DEV_ISSUER, IssuerMode, OidcSettings, TokenBindingConfig};
+pub use dev_issuer::{DevClaims, DevIssuer};
+pub use error::AuthError;
+pub use identity::Identity;
+pub use policy::{Authorizer, BoxFuture, Gate, MAX_SCOPE_WORKSPACES, StaticGrant, StaticPolicy};
+pub use scope::{Namespaces, TenantScope, WorkspaceGrant};
+pub use verifier::{MAX_TOKEN_BYTES, TokenVerifier};
