@@ -28,6 +28,8 @@ pub struct Config {
     pub header_timeout_secs: u64,
     pub storage: StorageConfig,
     pub ingest: IngestConfig,
+    pub auth: auth::AuthConfig,
+    pub query: query::QueryLimits,
 }
 
 impl Default for Config {
@@ -40,6 +42,8 @@ impl Default for Config {
             header_timeout_secs: 10,
             storage: StorageConfig::default(),
             ingest: IngestConfig::default(),
+            auth: auth::AuthConfig::default(),
+            query: query::QueryLimits::default(),
         }
     }
 }

@@ -51,6 +51,30 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Print a token of the local development issuer, accepted by a server on the same data
+    /// directory (only when no OIDC issuer is configured).
+    Token {
+        #[command(flatten)]
+        common: Common,
+        /// The user (`sub`).
+        #[arg(long)]
+        user: String,
+        /// The organisation (`org_id`).
+        #[arg(long)]
+        org: String,
+        /// A workspace the user belongs to (repeat for more).
+        #[arg(long = "workspace")]
+        workspaces: Vec<String>,
+        /// A group (repeat for more).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// A role, e.g. auditor or platform-operator (repeat for more).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Lifetime, e.g. 30m, 1h, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
     /// Check or print the effective configuration.
     Config {
         #[command(subcommand)]
@@ -90,6 +114,13 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { common, listen } => load(&common, listen).and_then(serve::run),
         Command::Migrate { common } => load(&common, None).and_then(serve::migrate),
+        Command::Token { common, user, org, workspaces, groups, roles, ttl } => load(&common, None).and_then(|c| {
+            let ttl_secs = query::params::parse_duration_ns(&ttl).map(|ns| (ns / 1_000_000_000) as u64).filter(|s| *s > 0);
+            let ttl_secs = ttl_secs.ok_or_else(|| anyhow::anyhow!("--ttl: `{ttl}` is not a duration like 30m, 1h or 7d"))?;
+            let claims = auth::DevClaims { user, org, workspaces, groups, roles, ttl_secs, binding: None };
+            println!("{}", serve::development_token(&c, &claims)?);
+            Ok(())
+        }),
         Command::Config { action: ConfigAction::Check { common } } => load(&common, None).map(|_| println!("configuration is valid")),
         Command::Config { action: ConfigAction::Print { common } } => load(&common, None).and_then(|c| {
             print!("{}", toml::to_string_pretty(&config::redacted(&c))?);

@@ -84,6 +84,35 @@ async fn build_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     })
 }
 
+/// A token of the development issuer for `config`'s data directory.
+pub fn development_token(config: &Config, claims: &auth::DevClaims) -> anyhow::Result<String> {
+    let settings = config.auth.validate(&config.data_dir).map_err(anyhow::Error::msg)?;
+    let auth::IssuerMode::Development { secret_file } = &settings.mode else {
+        bail!("auth.issuer is set: tokens come from that identity provider, not from `dataplane token`");
+    };
+    if claims.user.is_empty() || claims.org.is_empty() {
+        bail!("--user and --org must not be empty");
+    }
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("data_dir: cannot create {}", config.data_dir.display()))?;
+    let issuer = auth::DevIssuer::load_or_create(secret_file, &settings.audience).context("reading the development issuer's secret")?;
+    Ok(issuer.mint(claims)?)
+}
+
+/// The query side: token verification, authorisation and the dashboard API.
+fn query_router(config: &Config, listen: SocketAddr, store: Arc<dyn Store>) -> anyhow::Result<Router> {
+    let settings = config.auth.validate(&config.data_dir).map_err(anyhow::Error::msg)?;
+    if matches!(settings.mode, auth::IssuerMode::Development { .. }) && !listen.ip().is_loopback() {
+        bail!("auth.issuer: not set, so the development issuer would be used; a server listening beyond loopback needs an OIDC issuer");
+    }
+    let policy = match &settings.policy_file {
+        Some(path) => auth::StaticPolicy::load(path).map_err(anyhow::Error::msg)?,
+        None => auth::StaticPolicy::members_read_all(),
+    };
+    let gate = auth::Gate::new(Arc::new(policy), settings.operator_role.clone(), settings.audit_roles.clone());
+    let verifier = auth::TokenVerifier::new(settings).map_err(|e| anyhow::anyhow!("auth: {e}"))?;
+    Ok(query::router(query::QueryState::new(verifier, gate, store, config.query.clone())))
+}
+
 /// A development credential for a loopback server with none configured: allowed every
 /// workspace, its token kept in the data directory so restarts reuse it.
 fn development_credential(data_dir: &Path) -> anyhow::Result<CredentialConfig> {
@@ -162,7 +191,7 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(Ops { pipeline: pipeline.clone(), registry });
-    let app = ingest::http::router(state.clone()).merge(ops).fallback(not_found);
+    let app = ingest::http::router(state.clone()).merge(query_router(&config, listen, store.clone())?).merge(ops).fallback(not_found);
 
     let main_listener = TcpListener::bind(listen).await.with_context(|| format!("listen: cannot bind {listen}"))?;
     let main_addr = main_listener.local_addr()?;
@@ -178,6 +207,9 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     println!("dataplane listening on http://{main_addr} ({:?} store, data in {})", config.storage.backend, config.data_dir.display());
     if let Some(token) = dev_token {
         println!("development ingest token (kept in {}): {token}", config.data_dir.join("dev-ingest-token").display());
+    }
+    if config.auth.issuer.is_empty() {
+        println!("development query tokens: dataplane token --data-dir {} --user alice --org acme --workspace ws-a", config.data_dir.display());
     }
 
     let stop_flusher = Arc::new(Notify::new());

@@ -9,4 +9,5 @@ mod bad_input;
 mod clickhouse_backend;
 mod durability;
 mod ingest_api;
+mod query_api;
 mod shippers;

@@ -13,12 +13,14 @@
 
 pub mod clickhouse;
 pub mod embedded;
+pub mod search;
 
 use std::future::Future;
 use std::pin::Pin;
 
 use arrow::record_batch::RecordBatch;
 use schemas::{Rows, Table};
+pub use search::{Cursor, HistogramBucket, LogFilters, LogLine, LogSearch, Term};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -88,11 +90,18 @@ impl StoreError {
 ///   crash) must not store any row twice. Dropping the future before it completes leaves the
 ///   batch either stored or not, never half visible after a later successful retry.
 /// - `scan` returns only rows matching every filter of the request, whatever else is stored.
+/// - `search` and `histogram` read only rows inside `LogSearch::scope` (an implementation
+///   enforces it itself, whatever the caller checked before), newest first for `search`, with
+///   the term semantics of [`search`]. A bad term (an invalid regex) is `Rejected`. Dropping
+///   the future cancels the read.
 /// - `migrate` prepares the schema; running it again is a no-op.
 pub trait Store: Send + Sync + 'static {
     fn migrate(&self) -> BoxFuture<'_, Result<(), StoreError>>;
     fn write<'a>(&'a self, batch: &'a WriteBatch) -> BoxFuture<'a, Result<(), StoreError>>;
     fn scan<'a>(&'a self, request: &'a ScanRequest) -> BoxFuture<'a, Result<Vec<RecordBatch>, StoreError>>;
+    fn search<'a>(&'a self, query: &'a LogSearch) -> BoxFuture<'a, Result<Vec<LogLine>, StoreError>>;
+    /// Counts per `step_ns` bucket (aligned to `query.from_ns`) and severity.
+    fn histogram<'a>(&'a self, query: &'a LogSearch, step_ns: i64) -> BoxFuture<'a, Result<Vec<HistogramBucket>, StoreError>>;
     /// Background upkeep (compaction, retention). Cheap when there is nothing to do.
     fn maintain(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async { Ok(()) })

@@ -16,7 +16,10 @@ use schemas::migrations::{self, DdlTarget, Identifier, Retention};
 use schemas::{AuditRecord, LogRecord, MetricSample, Rows, Severity, SystemRecord, Table};
 use serde::{Deserialize, Serialize};
 
+use crate::search::{HistogramBucket, LogLine, LogSearch};
 use crate::{BoxFuture, ScanRequest, Store, StoreError, WriteBatch};
+
+mod search;
 
 /// Bounds reads and DDL so a hung connection cannot stall a caller forever; it is not meant to
 /// bound the cost of a query (ClickHouse's own settings do that).
@@ -202,6 +205,14 @@ impl Store for ClickHouseStore {
             let batch = schemas::arrow_schema::to_record_batch(&rows).map_err(|e| StoreError::Rejected(format!("arrow conversion: {e}")))?;
             Ok(vec![batch])
         })
+    }
+
+    fn search<'a>(&'a self, query: &'a LogSearch) -> BoxFuture<'a, Result<Vec<LogLine>, StoreError>> {
+        Box::pin(self.search_lines(query))
+    }
+
+    fn histogram<'a>(&'a self, query: &'a LogSearch, step_ns: i64) -> BoxFuture<'a, Result<Vec<HistogramBucket>, StoreError>> {
+        Box::pin(self.histogram_buckets(query, step_ns))
     }
 
     fn disk_bytes(&self) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {

@@ -36,7 +36,10 @@ use schemas::migrations::Retention;
 use schemas::records::PartitionKey;
 use tokio::sync::RwLock;
 
+use crate::search::{HistogramBucket, LogLine, LogSearch};
 use crate::{BoxFuture, ScanRequest, Store, StoreError, WriteBatch};
+
+mod search;
 
 const NS_PER_DAY: i64 = 86_400 * 1_000_000_000;
 
@@ -273,6 +276,24 @@ impl Store for Arc<EmbeddedStore> {
             let _shared = this.files.read().await;
             let inner = this.clone();
             spawn_blocking(move || inner.scan_blocking(&request)).await
+        })
+    }
+
+    fn search<'a>(&'a self, query: &'a LogSearch) -> BoxFuture<'a, Result<Vec<LogLine>, StoreError>> {
+        let (this, query) = (self.clone(), query.clone());
+        Box::pin(async move {
+            let _shared = this.files.read().await;
+            let inner = this.clone();
+            spawn_blocking(move || inner.search_blocking(&query)).await
+        })
+    }
+
+    fn histogram<'a>(&'a self, query: &'a LogSearch, step_ns: i64) -> BoxFuture<'a, Result<Vec<HistogramBucket>, StoreError>> {
+        let (this, query) = (self.clone(), query.clone());
+        Box::pin(async move {
+            let _shared = this.files.read().await;
+            let inner = this.clone();
+            spawn_blocking(move || inner.histogram_blocking(&query, step_ns.max(1))).await
         })
     }
 

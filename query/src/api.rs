@@ -1,0 +1,279 @@
+//! The dashboard's JSON API: `GET /api/v1/logs/search` and `GET /api/v1/logs/histogram`.
+//!
+//! Every handler runs the same steps: verify the bearer token (identity comes from it only;
+//! `X-Scope-OrgID`, `Impersonate-*` and tenant labels in the request grant nothing), ask the
+//! [`Gate`] for a scope over the workspaces and projects the request names, then hand storage
+//! a [`LogSearch`] carrying that scope.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use auth::{Gate, Identity, TokenVerifier};
+use axum::Router;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use schemas::{ApiError, ErrorCode};
+use serde_json::{Value, json};
+use storage::search::Matcher;
+use storage::{Cursor, LogFilters, LogLine, LogSearch, Store, StoreError};
+
+use crate::params::{Params, decode_cursor, encode_cursor};
+use crate::syntax;
+
+/// Per-user and per-query bounds. Each breach is a clear 4xx (429 for concurrency).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryLimits {
+    /// Longest time range one query may cover.
+    pub max_range_secs: u64,
+    /// Most lines one page may return.
+    pub max_lines: usize,
+    /// Lines per page when the request does not say.
+    pub default_lines: usize,
+    /// Queries one user may have running at once.
+    pub max_concurrent_per_user: usize,
+    /// A query running longer is cancelled (the backend query with it).
+    pub timeout_secs: u64,
+    /// Most histogram buckets.
+    pub max_buckets: usize,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits { max_range_secs: 31 * 86_400, max_lines: 5_000, default_lines: 100, max_concurrent_per_user: 8, timeout_secs: 30, max_buckets: 2_000 }
+    }
+}
+
+#[derive(Clone)]
+pub struct QueryState {
+    pub verifier: TokenVerifier,
+    pub gate: Gate,
+    pub store: Arc<dyn Store>,
+    pub limits: QueryLimits,
+    running: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl QueryState {
+    pub fn new(verifier: TokenVerifier, gate: Gate, store: Arc<dyn Store>, limits: QueryLimits) -> QueryState {
+        QueryState { verifier, gate, store, limits, running: Arc::new(Mutex::new(HashMap::new())) }
+    }
+
+    /// The identity of the request's bearer token.
+    pub async fn identify(&self, headers: &HeaderMap) -> Result<Arc<Identity>, ApiError> {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .unwrap_or("");
+        let cookies = headers.get(header::COOKIE).and_then(|v| v.to_str().ok());
+        self.verifier.verify(token, cookies).await.map_err(|e| {
+            tracing::debug!(error = %e, "token refused");
+            ApiError::from(e)
+        })
+    }
+
+    /// A slot among the user's concurrent queries, released when dropped.
+    fn slot(&self, user: &str) -> Result<Slot, ApiError> {
+        let mut running = self.running.lock().map_err(|_| ApiError::new(ErrorCode::Internal, "query slots poisoned"))?;
+        let n = running.entry(user.to_owned()).or_default();
+        if *n >= self.limits.max_concurrent_per_user {
+            return Err(ApiError::new(
+                ErrorCode::TooManyQueries,
+                format!("at most {} queries at once per user; retry shortly", self.limits.max_concurrent_per_user),
+            ));
+        }
+        *n += 1;
+        Ok(Slot { running: self.running.clone(), user: user.to_owned() })
+    }
+}
+
+struct Slot {
+    running: Arc<Mutex<HashMap<String, usize>>>,
+    user: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.running.lock()
+            && let Some(n) = r.get_mut(&self.user)
+        {
+            *n -= 1;
+            if *n == 0 {
+                r.remove(&self.user);
+            }
+        }
+    }
+}
+
+pub fn router(state: QueryState) -> Router {
+    Router::new().route("/api/v1/logs/search", get(search)).route("/api/v1/logs/histogram", get(histogram)).with_state(state)
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+/// The parts of a request every log endpoint shares, checked, with the authorised scope.
+async fn log_search(state: &QueryState, headers: &HeaderMap, p: &Params, limit: usize) -> Result<(Arc<Identity>, LogSearch), ApiError> {
+    let id = state.identify(headers).await?;
+    let to_ns = p.time("to")?.unwrap_or_else(now_ns);
+    let from_ns = match (p.time("from")?, p.duration_ns("since")?) {
+        (Some(f), _) => f,
+        (None, Some(since)) => to_ns.saturating_sub(since),
+        (None, None) => to_ns.saturating_sub(3_600_000_000_000),
+    };
+    if from_ns >= to_ns {
+        return Err(ApiError::new(ErrorCode::InvalidQuery, "`from` must be before `to`"));
+    }
+    let max_range = i64::try_from(state.limits.max_range_secs).unwrap_or(i64::MAX).saturating_mul(1_000_000_000);
+    if to_ns.saturating_sub(from_ns) > max_range {
+        return Err(ApiError::new(
+            ErrorCode::LimitExceeded,
+            format!("the time range may cover at most {} hours; narrow `from`/`to`", state.limits.max_range_secs / 3600),
+        ));
+    }
+    let terms = syntax::parse(p.one("q").unwrap_or("")).map_err(|m| ApiError::new(ErrorCode::InvalidQuery, m))?;
+    Matcher::new(&terms).map_err(|m| ApiError::new(ErrorCode::InvalidQuery, m))?;
+    let workspaces = p.list("workspace")?;
+    let projects = p.list("project")?;
+    let scope = state.gate.logs(&id, workspaces.as_ref(), projects.as_ref()).await.map_err(ApiError::from)?;
+    let list = |k: &str| -> Result<Vec<String>, ApiError> { Ok(p.list(k)?.map(|s| s.into_iter().collect()).unwrap_or_default()) };
+    let filters = LogFilters {
+        projects: projects.map(|s: BTreeSet<String>| s.into_iter().collect()).unwrap_or_default(),
+        applications: list("application")?,
+        pods: list("pod")?,
+        containers: list("container")?,
+        severities: list("level")?,
+    };
+    let cursor = p.one("cursor").map(decode_cursor).transpose()?;
+    Ok((id, LogSearch { scope, from_ns, to_ns, filters, terms, limit, cursor }))
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Rejected(m) => {
+            tracing::info!(error = %m, "storage refused a query");
+            ApiError::new(ErrorCode::InvalidQuery, "the query could not be run; check the search text and filters")
+        }
+        other => {
+            tracing::warn!(error = %other, "query failed in storage");
+            ApiError::new(ErrorCode::Unavailable, "storage is unavailable; retry shortly")
+        }
+    }
+}
+
+async fn with_timeout<T>(state: &QueryState, f: impl Future<Output = Result<T, StoreError>>) -> Result<T, ApiError> {
+    // Dropping the storage future on timeout cancels the backend query.
+    match tokio::time::timeout(Duration::from_secs(state.limits.timeout_secs.max(1)), f).await {
+        Ok(r) => r.map_err(store_error),
+        Err(_) => Err(ApiError::new(ErrorCode::QueryTimeout, format!("the query ran past {} s and was cancelled; narrow it", state.limits.timeout_secs))),
+    }
+}
+
+fn rfc3339(ns: i64) -> String {
+    chrono::DateTime::from_timestamp(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string())
+        .unwrap_or_default()
+}
+
+fn line_json(l: &LogLine, m: &Matcher) -> Value {
+    let attributes: serde_json::Map<String, Value> = l.attributes.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    json!({
+        "timestamp": rfc3339(l.timestamp_ns),
+        "timestamp_ns": l.timestamp_ns.to_string(),
+        "workspace": l.workspace,
+        "project": l.project,
+        "application": l.application,
+        "pod": l.pod,
+        "container": l.container,
+        "node": l.node,
+        "stream": l.stream,
+        "level": l.severity,
+        "message": l.message,
+        "trace_id": l.trace_id,
+        "attributes": attributes,
+        "highlights": m.highlights(&l.message),
+    })
+}
+
+async fn search(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+    match search_inner(&state, &headers, raw.as_deref()).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn search_inner(state: &QueryState, headers: &HeaderMap, raw: Option<&str>) -> Result<Value, ApiError> {
+    let started = Instant::now();
+    let p = Params::parse(raw)?;
+    let limit = p.usize("limit")?.unwrap_or(state.limits.default_lines);
+    if limit == 0 || limit > state.limits.max_lines {
+        return Err(ApiError::new(ErrorCode::LimitExceeded, format!("`limit` must be 1..={}", state.limits.max_lines)));
+    }
+    let (id, q) = log_search(state, headers, &p, limit).await?;
+    let _slot = state.slot(id.user())?;
+    let lines = with_timeout(state, state.store.search(&q)).await?;
+    let matcher = Matcher::new(&q.terms).map_err(|m| ApiError::new(ErrorCode::InvalidQuery, m))?;
+    let next = (lines.len() == limit).then(|| next_cursor(q.cursor, &lines)).flatten();
+    Ok(json!({
+        "lines": lines.iter().map(|l| line_json(l, &matcher)).collect::<Vec<_>>(),
+        "next_cursor": next.map(encode_cursor),
+        "from": rfc3339(q.from_ns),
+        "to": rfc3339(q.to_ns),
+        "workspaces": q.scope.workspaces(),
+        "stats": { "lines": lines.len(), "duration_ms": started.elapsed().as_secs_f64() * 1e3 },
+    }))
+}
+
+/// The cursor after `lines`: the oldest timestamp returned, and how many rows at it the
+/// caller has now seen (counting those an earlier page already skipped).
+fn next_cursor(prev: Option<Cursor>, lines: &[LogLine]) -> Option<Cursor> {
+    let last = lines.last()?.timestamp_ns;
+    let here = lines.iter().filter(|l| l.timestamp_ns == last).count() as u32;
+    let before = prev.filter(|c| c.timestamp_ns == last).map_or(0, |c| c.skip);
+    Some(Cursor { timestamp_ns: last, skip: before + here })
+}
+
+async fn histogram(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+    match histogram_inner(&state, &headers, raw.as_deref()).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn histogram_inner(state: &QueryState, headers: &HeaderMap, raw: Option<&str>) -> Result<Value, ApiError> {
+    let p = Params::parse(raw)?;
+    let (id, q) = log_search(state, headers, &p, 1).await?;
+    let range = q.to_ns - q.from_ns;
+    let step = match p.duration_ns("step")? {
+        Some(s) => s,
+        // About 60 buckets, at least a second each.
+        None => (range / 60).max(1_000_000_000),
+    };
+    if range / step > state.limits.max_buckets as i64 {
+        return Err(ApiError::new(ErrorCode::LimitExceeded, format!("at most {} buckets; use a larger `step`", state.limits.max_buckets)));
+    }
+    let _slot = state.slot(id.user())?;
+    let buckets = with_timeout(state, state.store.histogram(&q, step)).await?;
+    let mut by_start: Vec<(i64, serde_json::Map<String, Value>)> = Vec::new();
+    let mut totals: serde_json::Map<String, Value> = serde_json::Map::new();
+    for b in buckets {
+        if by_start.last().is_none_or(|(s, _)| *s != b.start_ns) {
+            by_start.push((b.start_ns, serde_json::Map::new()));
+        }
+        if let Some((_, m)) = by_start.last_mut() {
+            m.insert(b.severity.clone(), json!(b.count));
+        }
+        let t = totals.get(&b.severity).and_then(Value::as_u64).unwrap_or(0) + b.count;
+        totals.insert(b.severity, json!(t));
+    }
+    Ok(json!({
+        "step_seconds": step as f64 / 1e9,
+        "buckets": by_start.into_iter().map(|(s, counts)| json!({ "start": rfc3339(s), "start_ns": s.to_string(), "counts": counts })).collect::<Vec<_>>(),
+        "totals": totals,
+    }))
+}

@@ -1,0 +1,206 @@
+//! Search and histogram over the embedded store's Parquet files.
+//!
+//! The scope is applied twice: only the partition directories of the scope's organisation and
+//! workspaces are opened (a tenant outside the scope is never read from disk), and every row is
+//! checked against `TenantScope::allows` before anything else looks at it.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::PathBuf;
+
+use arrow::array::{Array, AsArray, MapArray, StringArray};
+use arrow::datatypes::TimestampNanosecondType;
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use schemas::Table;
+
+use super::{DirKey, EmbeddedStore, NS_PER_DAY, escape, read_dir_or_empty};
+use crate::StoreError;
+use crate::search::{HistogramBucket, LogLine, LogSearch, Matcher};
+
+/// Collected matches are trimmed back to the page size once they pass this many pages' worth.
+const TRIM_FACTOR: usize = 4;
+
+impl EmbeddedStore {
+    fn search_dirs(&self, q: &LogSearch) -> Result<Vec<PathBuf>, StoreError> {
+        if q.scope.table() != Table::Logs || q.scope.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (from_day, to_day) = (q.from_ns.div_euclid(NS_PER_DAY), (q.to_ns - 1).div_euclid(NS_PER_DAY));
+        let org = q.scope.org_id().map(escape);
+        let workspaces: Option<Vec<String>> = q.scope.workspaces().map(|w| w.into_iter().map(escape).collect());
+        let keep = |k: &DirKey| {
+            org.as_ref().is_none_or(|o| o == k.org)
+                && workspaces.as_ref().is_none_or(|ws| ws.iter().any(|w| w == k.workspace))
+                && k.day >= from_day
+                && k.day <= to_day
+        };
+        self.partition_dirs(Some(Table::Logs), &keep)
+    }
+
+    /// Calls `f` with every batch of rows in the scope's directories.
+    fn each_batch(&self, q: &LogSearch, mut f: impl FnMut(&RecordBatch) -> Result<(), StoreError>) -> Result<(), StoreError> {
+        for dir in self.search_dirs(q)? {
+            for entry in read_dir_or_empty(&dir)? {
+                let path = entry.path();
+                let hidden = entry.file_name().to_string_lossy().starts_with('.');
+                if hidden || path.extension().is_none_or(|e| e != "parquet") {
+                    continue;
+                }
+                let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path)?)
+                    .and_then(|b| b.with_batch_size(8192).build())
+                    .map_err(|e| StoreError::Unavailable(format!("reading {}: {e}", path.display())))?;
+                for batch in reader {
+                    f(&batch.map_err(|e| StoreError::Unavailable(format!("reading {}: {e}", path.display())))?)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn search_blocking(&self, q: &LogSearch) -> Result<Vec<LogLine>, StoreError> {
+        let matcher = Matcher::new(&q.terms).map_err(StoreError::Rejected)?;
+        let want = q.limit + q.cursor.map_or(0, |c| c.skip as usize);
+        let mut out: Vec<LogLine> = Vec::new();
+        let mut floor: Option<LogLine> = None;
+        self.each_batch(q, |batch| {
+            let c = Columns::of(batch)?;
+            for i in 0..batch.num_rows() {
+                let Some(ts) = c.matches(i, q, &matcher) else { continue };
+                if let Some(cur) = q.cursor
+                    && ts > cur.timestamp_ns
+                {
+                    continue;
+                }
+                let line = c.line(i, ts);
+                if floor.as_ref().is_some_and(|f| LogLine::order(&line, f).is_ge()) {
+                    continue;
+                }
+                out.push(line);
+                if out.len() >= want.max(1) * TRIM_FACTOR {
+                    out.sort_by(LogLine::order);
+                    out.truncate(want);
+                    floor = out.last().cloned();
+                }
+            }
+            Ok(())
+        })?;
+        out.sort_by(LogLine::order);
+        out.truncate(want);
+        if let Some(cur) = q.cursor {
+            // Pass over the rows at the cursor's timestamp that the previous page returned.
+            let mut skipped = 0;
+            out.retain(|l| {
+                if l.timestamp_ns == cur.timestamp_ns && skipped < cur.skip {
+                    skipped += 1;
+                    return false;
+                }
+                true
+            });
+        }
+        out.truncate(q.limit);
+        Ok(out)
+    }
+
+    pub(super) fn histogram_blocking(&self, q: &LogSearch, step_ns: i64) -> Result<Vec<HistogramBucket>, StoreError> {
+        let matcher = Matcher::new(&q.terms).map_err(StoreError::Rejected)?;
+        let mut counts: HashMap<(i64, String), u64> = HashMap::new();
+        self.each_batch(q, |batch| {
+            let c = Columns::of(batch)?;
+            for i in 0..batch.num_rows() {
+                let Some(ts) = c.matches(i, q, &matcher) else { continue };
+                let start = q.from_ns + (ts - q.from_ns).div_euclid(step_ns) * step_ns;
+                *counts.entry((start, c.s(c.severity, i).to_owned())).or_default() += 1;
+            }
+            Ok(())
+        })?;
+        let mut out: Vec<HistogramBucket> = counts.into_iter().map(|((start_ns, severity), count)| HistogramBucket { start_ns, severity, count }).collect();
+        out.sort_by(|a, b| a.start_ns.cmp(&b.start_ns).then_with(|| a.severity.cmp(&b.severity)));
+        Ok(out)
+    }
+}
+
+/// The columns of a `logs` batch, by name.
+struct Columns<'a> {
+    ts: &'a arrow::array::PrimitiveArray<TimestampNanosecondType>,
+    org: &'a StringArray,
+    workspace: &'a StringArray,
+    project: &'a StringArray,
+    application: &'a StringArray,
+    pod: &'a StringArray,
+    container: &'a StringArray,
+    node: &'a StringArray,
+    stream: &'a StringArray,
+    severity: &'a StringArray,
+    message: &'a StringArray,
+    trace_id: &'a StringArray,
+    attributes: &'a MapArray,
+}
+
+impl<'a> Columns<'a> {
+    fn of(b: &'a RecordBatch) -> Result<Columns<'a>, StoreError> {
+        let col = |name: &str| b.column_by_name(name).ok_or_else(|| StoreError::Unavailable(format!("stored file lacks column `{name}`")));
+        let s = |name: &str| -> Result<&'a StringArray, StoreError> {
+            col(name)?.as_any().downcast_ref::<StringArray>().ok_or_else(|| StoreError::Unavailable(format!("column `{name}` is not text")))
+        };
+        Ok(Columns {
+            ts: col("timestamp")?.as_primitive_opt::<TimestampNanosecondType>().ok_or_else(|| StoreError::Unavailable("timestamp column type".into()))?,
+            org: s("org_id")?,
+            workspace: s("workspace")?,
+            project: s("project")?,
+            application: s("application")?,
+            pod: s("pod")?,
+            container: s("container")?,
+            node: s("node")?,
+            stream: s("stream")?,
+            severity: s("severity")?,
+            message: s("message")?,
+            trace_id: s("trace_id")?,
+            attributes: col("attributes")?.as_map_opt().ok_or_else(|| StoreError::Unavailable("attributes column type".into()))?,
+        })
+    }
+
+    fn s(&self, a: &'a StringArray, i: usize) -> &'a str {
+        if a.is_null(i) { "" } else { a.value(i) }
+    }
+
+    /// The row's timestamp when it is in scope and matches every condition.
+    fn matches(&self, i: usize, q: &LogSearch, m: &Matcher) -> Option<i64> {
+        let ts = self.ts.value(i);
+        if ts < q.from_ns || ts >= q.to_ns {
+            return None;
+        }
+        let (org, ws, project) = (self.s(self.org, i), self.s(self.workspace, i), self.s(self.project, i));
+        if !q.scope.allows(org, ws, project) {
+            return None;
+        }
+        let ok = q.filters.matches(project, self.s(self.application, i), self.s(self.pod, i), self.s(self.container, i), self.s(self.severity, i))
+            && m.is_match(self.s(self.message, i));
+        ok.then_some(ts)
+    }
+
+    fn line(&self, i: usize, ts: i64) -> LogLine {
+        let mut attributes = Vec::new();
+        if !self.attributes.is_null(i) {
+            let entry = self.attributes.value(i);
+            let (keys, values) = (entry.column(0).as_string::<i32>(), entry.column(1).as_string::<i32>());
+            for j in 0..entry.len() {
+                attributes.push((keys.value(j).to_owned(), if values.is_null(j) { String::new() } else { values.value(j).to_owned() }));
+            }
+        }
+        LogLine {
+            timestamp_ns: ts,
+            workspace: self.s(self.workspace, i).to_owned(),
+            project: self.s(self.project, i).to_owned(),
+            application: self.s(self.application, i).to_owned(),
+            pod: self.s(self.pod, i).to_owned(),
+            container: self.s(self.container, i).to_owned(),
+            node: self.s(self.node, i).to_owned(),
+            stream: self.s(self.stream, i).to_owned(),
+            severity: self.s(self.severity, i).to_owned(),
+            message: self.s(self.message, i).to_owned(),
+            trace_id: self.s(self.trace_id, i).to_owned(),
+            attributes,
+        }
+    }
+}

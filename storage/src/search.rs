@@ -1,0 +1,195 @@
+//! Log search as storage understands it: a [`LogSearch`] (scope, time range, filters, terms,
+//! page) that every backend answers the same way, newest first.
+//!
+//! Term semantics (both backends): a word or a phrase matches when the message contains it,
+//! ignoring ASCII case; a regex is RE2 syntax (linear time, no backreferences), matched
+//! case-sensitively unless it starts with `(?i)`; an exclusion matches when its term does not.
+//! Order: timestamp descending, then pod, then message, then trace id (so pages are stable).
+
+use auth::TenantScope;
+
+/// A search term.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Term {
+    /// Substring, ASCII case-insensitive.
+    Contains(String),
+    /// RE2 regular expression.
+    Regex(String),
+    Not(Box<Term>),
+}
+
+/// Equality filters; an empty list means "any".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogFilters {
+    pub projects: Vec<String>,
+    pub applications: Vec<String>,
+    pub pods: Vec<String>,
+    pub containers: Vec<String>,
+    pub severities: Vec<String>,
+}
+
+/// Where a page starts: rows strictly older than `timestamp_ns`, plus the first `skip` rows
+/// at exactly `timestamp_ns` already returned are passed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub timestamp_ns: i64,
+    pub skip: u32,
+}
+
+/// One search. Only the query crate builds one, from an authorised [`TenantScope`].
+#[derive(Debug, Clone)]
+pub struct LogSearch {
+    pub scope: TenantScope,
+    /// Inclusive lower and exclusive upper bound, Unix nanoseconds.
+    pub from_ns: i64,
+    pub to_ns: i64,
+    pub filters: LogFilters,
+    pub terms: Vec<Term>,
+    /// At most this many rows (newest first).
+    pub limit: usize,
+    /// Continue from a previous page.
+    pub cursor: Option<Cursor>,
+}
+
+/// One stored line, as search returns it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LogLine {
+    pub timestamp_ns: i64,
+    pub workspace: String,
+    pub project: String,
+    pub application: String,
+    pub pod: String,
+    pub container: String,
+    pub node: String,
+    pub stream: String,
+    pub severity: String,
+    pub message: String,
+    pub trace_id: String,
+    pub attributes: Vec<(String, String)>,
+}
+
+impl LogLine {
+    /// The order of results: newest first, then pod, message, trace id.
+    pub fn order(a: &LogLine, b: &LogLine) -> std::cmp::Ordering {
+        b.timestamp_ns.cmp(&a.timestamp_ns).then_with(|| a.pod.cmp(&b.pod)).then_with(|| a.message.cmp(&b.message)).then_with(|| a.trace_id.cmp(&b.trace_id))
+    }
+}
+
+/// Counts per time bucket and severity.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HistogramBucket {
+    pub start_ns: i64,
+    pub severity: String,
+    pub count: u64,
+}
+
+/// A compiled matcher for terms, used by the embedded store and by anything that filters lines
+/// in memory (live tail). Regexes are compiled with a size limit.
+pub struct Matcher {
+    terms: Vec<(bool, Compiled)>,
+}
+
+enum Compiled {
+    Contains(Vec<u8>),
+    Regex(regex::Regex),
+}
+
+/// Compiled regex programs larger than this are refused (a regex bomb costs nothing to send).
+pub const REGEX_SIZE_LIMIT: usize = 256 * 1024;
+
+impl Matcher {
+    pub fn new(terms: &[Term]) -> Result<Matcher, String> {
+        let mut out = Vec::new();
+        for t in terms {
+            let (negated, inner) = match t {
+                Term::Not(inner) => (true, inner.as_ref()),
+                other => (false, other),
+            };
+            let c = match inner {
+                Term::Contains(s) => Compiled::Contains(s.to_ascii_lowercase().into_bytes()),
+                Term::Regex(r) => Compiled::Regex(
+                    regex::RegexBuilder::new(r)
+                        .size_limit(REGEX_SIZE_LIMIT)
+                        .dfa_size_limit(REGEX_SIZE_LIMIT)
+                        .build()
+                        .map_err(|e| format!("regex `{r}`: {e}"))?,
+                ),
+                Term::Not(_) => return Err("a double exclusion is not supported".into()),
+            };
+            out.push((negated, c));
+        }
+        Ok(Matcher { terms: out })
+    }
+
+    /// Byte ranges of `message` that the positive terms matched, sorted, for highlighting.
+    pub fn highlights(&self, message: &str) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let lower = message.to_ascii_lowercase();
+        for (negated, c) in &self.terms {
+            if *negated {
+                continue;
+            }
+            match c {
+                Compiled::Contains(needle) if !needle.is_empty() => {
+                    let needle = std::str::from_utf8(needle).unwrap_or_default();
+                    out.extend(lower.match_indices(needle).map(|(i, m)| (i, i + m.len())).take(64));
+                }
+                Compiled::Contains(_) => {}
+                Compiled::Regex(r) => out.extend(r.find_iter(message).filter(|m| !m.is_empty()).map(|m| (m.start(), m.end())).take(64)),
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    pub fn is_match(&self, message: &str) -> bool {
+        self.terms.iter().all(|(negated, c)| {
+            let hit = match c {
+                Compiled::Contains(needle) => contains_ignore_ascii_case(message.as_bytes(), needle),
+                Compiled::Regex(r) => r.is_match(message),
+            };
+            hit != *negated
+        })
+    }
+}
+
+fn contains_ignore_ascii_case(hay: &[u8], needle: &[u8]) -> bool {
+    if needle.is_empty() {
+        return true;
+    }
+    if needle.len() > hay.len() {
+        return false;
+    }
+    let first = needle[0];
+    hay.windows(needle.len()).any(|w| w[0].to_ascii_lowercase() == first && w.iter().zip(needle).all(|(a, b)| a.to_ascii_lowercase() == *b))
+}
+
+impl LogFilters {
+    pub fn matches(&self, project: &str, application: &str, pod: &str, container: &str, severity: &str) -> bool {
+        let ok = |list: &[String], v: &str| list.is_empty() || list.iter().any(|x| x == v);
+        ok(&self.projects, project)
+            && ok(&self.applications, application)
+            && ok(&self.pods, pod)
+            && ok(&self.containers, container)
+            && ok(&self.severities, severity)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terms_match_as_documented() {
+        let m = Matcher::new(&[Term::Contains("Packet".into()), Term::Not(Box::new(Term::Contains("terminating".into())))]).unwrap();
+        assert!(m.is_match("PACKETRESPONDER 1 started"));
+        assert!(!m.is_match("PacketResponder 1 terminating"));
+        assert!(!m.is_match("nothing here"));
+        let r = Matcher::new(&[Term::Regex("blk_-?[0-9]+".into())]).unwrap();
+        assert!(r.is_match("Received block blk_-1608999687919862906") && !r.is_match("blk_x"));
+        assert!(Matcher::new(&[Term::Regex("(a".into())]).is_err());
+        // A regex whose program is huge is refused instead of compiled.
+        assert!(Matcher::new(&[Term::Regex("(\\w{100}){100}".into())]).is_err());
+    }
+}
