@@ -93,6 +93,10 @@ impl<const N: usize> Strings<N> {
     fn new(rows: usize) -> Self {
         Strings(std::array::from_fn(|_| StringBuilder::with_capacity(rows, rows * 16)))
     }
+    /// With each column's exact byte size, so no builder grows (and copies) while filling.
+    fn sized(rows: usize, bytes: [usize; N]) -> Self {
+        Strings(std::array::from_fn(|i| StringBuilder::with_capacity(rows, bytes[i])))
+    }
     fn push(&mut self, values: [&str; N]) {
         for (b, v) in self.0.iter_mut().zip(values) {
             b.append_value(v);
@@ -136,9 +140,19 @@ pub fn to_record_batch_selected(rows: &Rows, selection: Option<&[usize]>) -> Res
         Rows::Logs(v) => {
             let mut ts = TimestampNanosecondBuilder::with_capacity(n);
             let mut obs = TimestampNanosecondBuilder::with_capacity(n);
-            let mut tenancy = Strings::<10>::new(n);
+            let (mut sizes, mut id_sizes) = ([0usize; 10], [0usize; 2]);
+            for r in pick(v, selection) {
+                for (s, f) in sizes.iter_mut().zip([&r.org_id, &r.workspace, &r.project, &r.application, &r.pod, &r.container, &r.node, &r.stream]) {
+                    *s += f.len();
+                }
+                sizes[8] += r.severity.as_str().len();
+                sizes[9] += r.message.len();
+                id_sizes[0] += r.trace_id.len();
+                id_sizes[1] += r.span_id.len();
+            }
+            let mut tenancy = Strings::<10>::sized(n, sizes);
             let mut attrs = map_builder();
-            let mut ids = Strings::<2>::new(n);
+            let mut ids = Strings::<2>::sized(n, id_sizes);
             for r in pick(v, selection) {
                 ts.append_value(r.timestamp_ns);
                 obs.append_value(r.observed_ns);

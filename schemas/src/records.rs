@@ -242,6 +242,16 @@ impl Rows {
 
     /// Moves `other`'s rows to the end of `self`. Both must be for the same table; a mismatch
     /// is a programming error and is reported rather than silently dropping rows.
+    /// Room for `additional` more rows without growing (and moving every row) again.
+    pub fn reserve(&mut self, additional: usize) {
+        match self {
+            Rows::Logs(v) => v.reserve_exact(additional),
+            Rows::AuditLogs(v) => v.reserve_exact(additional),
+            Rows::SystemLogs(v) => v.reserve_exact(additional),
+            Rows::Metrics(v) => v.reserve_exact(additional),
+        }
+    }
+
     pub fn append(&mut self, other: Rows) -> Result<(), Rows> {
         match (self, other) {
             (Rows::Logs(a), Rows::Logs(b)) => a.extend(b),
@@ -266,17 +276,31 @@ impl Rows {
         }
     }
 
+    /// The partition of row `i`, borrowed: (organisation, workspace, day), ordered as
+    /// [`PartitionKey`] orders.
+    fn partition_of(&self, i: usize) -> (&str, &str, i64) {
+        const NS_PER_DAY: i64 = 86_400 * 1_000_000_000;
+        const MS_PER_DAY: i64 = 86_400 * 1_000;
+        match self {
+            Rows::Logs(v) => (&v[i].org_id, &v[i].workspace, v[i].timestamp_ns.div_euclid(NS_PER_DAY)),
+            Rows::AuditLogs(v) => (&v[i].org_id, "", v[i].timestamp_ns.div_euclid(NS_PER_DAY)),
+            Rows::SystemLogs(v) => ("", "", v[i].timestamp_ns.div_euclid(NS_PER_DAY)),
+            Rows::Metrics(v) => (&v[i].org_id, &v[i].workspace, v[i].timestamp_ms.div_euclid(MS_PER_DAY)),
+        }
+    }
+
     /// Row indices grouped by partition, groups sorted by key and rows in their original
     /// order: deterministic, so a retried or replayed batch always groups the same way.
     pub fn partition_groups(&self) -> Vec<(PartitionKey, Vec<usize>)> {
-        let keys = self.partition_keys();
-        let mut order: Vec<usize> = (0..keys.len()).collect();
-        order.sort_by(|&a, &b| keys[a].cmp(&keys[b]));
+        // Keys are borrowed while sorting; one `PartitionKey` is made per group, not per row.
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        order.sort_by(|&a, &b| self.partition_of(a).cmp(&self.partition_of(b)));
         let mut groups: Vec<(PartitionKey, Vec<usize>)> = Vec::new();
         for i in order {
+            let (org, ws, day) = self.partition_of(i);
             match groups.last_mut() {
-                Some((k, idx)) if *k == keys[i] => idx.push(i),
-                _ => groups.push((keys[i].clone(), vec![i])),
+                Some((k, idx)) if k.day == day && k.workspace == ws && k.org_id == org => idx.push(i),
+                _ => groups.push((PartitionKey::new(org, ws, day), vec![i])),
             }
         }
         groups

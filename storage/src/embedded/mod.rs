@@ -29,7 +29,8 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use schemas::Table;
 use schemas::arrow_schema::to_record_batch_selected;
 use schemas::migrations::Retention;
@@ -209,7 +210,7 @@ impl EmbeddedStore {
             let merged = arrow::compute::concat_batches(&first.schema(), &batches).map_err(|e| StoreError::Unavailable(e.to_string()))?;
             let stem = format!("c-{}", sources[0].trim_start_matches("b-").trim_end_matches(".parquet"));
             write_atomically(&dir, &format!("{stem}.ids"), sources.join("\n").as_bytes())?;
-            let tmp = write_batch_to_temp(&dir, &format!("{stem}.parquet"), &merged)?;
+            let tmp = write_batch_to_temp(&dir, &format!("{stem}.parquet"), &merged, Effort::Compacted)?;
             self.compacted.lock().map_err(|_| StoreError::Unavailable("compaction cache poisoned".into()))?.remove(&dir);
             {
                 // The merged file appears and its sources vanish under the scan lock: a scan
@@ -346,24 +347,45 @@ fn filter_rows(batch: &RecordBatch, req: &ScanRequest) -> Result<RecordBatch, ar
     filter_record_batch(batch, &BooleanArray::from(keep))
 }
 
-fn writer_properties() -> WriterProperties {
-    WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
-        .set_max_row_group_row_count(Some(128 * 1024))
-        .build()
+/// How hard a file is compressed: batch files are written on the ingest path, so cheaply
+/// (zstd 1); compaction rewrites them in the background, harder (zstd 3).
+#[derive(Clone, Copy)]
+enum Effort {
+    Fresh,
+    Compacted,
+}
+
+fn writer_properties(effort: Effort) -> WriterProperties {
+    let level = match effort {
+        Effort::Fresh => 1,
+        Effort::Compacted => 3,
+    };
+    let mut b = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(level).unwrap_or_default()))
+        .set_max_row_group_row_count(Some(128 * 1024));
+    // Nearly unique per row: a dictionary costs interning every value and then falls back,
+    // and min/max statistics cost a comparison of every value for nothing a query can prune on.
+    for column in ["message", "trace_id", "span_id", "observed_timestamp"] {
+        b = b.set_column_dictionary_enabled(ColumnPath::from(column), false).set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::None);
+    }
+    for leaf in ["keys", "values"] {
+        let path = ColumnPath::new(vec!["attributes".into(), "entries".into(), leaf.into()]);
+        b = b.set_column_statistics_enabled(path, EnabledStatistics::None);
+    }
+    b.build()
 }
 
 fn write_batch_atomically(dir: &Path, name: &str, batch: &RecordBatch) -> Result<(), StoreError> {
-    let tmp = write_batch_to_temp(dir, name, batch)?;
+    let tmp = write_batch_to_temp(dir, name, batch, Effort::Fresh)?;
     fs::rename(&tmp, dir.join(name))?;
     sync_dir(dir)
 }
 
 /// Writes and fsyncs `batch` under a temporary name beside `name`; returns that path.
-fn write_batch_to_temp(dir: &Path, name: &str, batch: &RecordBatch) -> Result<PathBuf, StoreError> {
+fn write_batch_to_temp(dir: &Path, name: &str, batch: &RecordBatch, effort: Effort) -> Result<PathBuf, StoreError> {
     let tmp = dir.join(format!(".tmp-{name}"));
     let file = File::create(&tmp)?;
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties())).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties(effort))).map_err(|e| StoreError::Unavailable(e.to_string()))?;
     writer.write(batch).map_err(|e| StoreError::Unavailable(e.to_string()))?;
     let file = writer.into_inner().map_err(|e| StoreError::Unavailable(e.to_string()))?;
     file.sync_all()?;
