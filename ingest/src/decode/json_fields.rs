@@ -43,7 +43,7 @@ use crate::event::{DecodeLimits, RawLog, RejectReason};
 pub(crate) fn parse_event(raw: &[u8], limits: &DecodeLimits, path: &mut String) -> Result<RawLog, RejectReason> {
     path.clear();
     let mut b = Builder { limits, path, ev: RawLog::default(), messages: [None, None, None], priority: [0; 4] };
-    let mut de = serde_json::Deserializer::from_slice(raw);
+    let mut de = sonic_rs::Deserializer::from_slice(raw);
     Top(&mut b).deserialize(&mut de).and_then(|()| de.end()).map_err(|_| RejectReason::MalformedEvent)?;
     b.finish(raw)
 }
