@@ -197,7 +197,12 @@ async fn run_server(args: &Args, backend: Backend, enc: Encoding, w: &Workload, 
     let t0 = Instant::now();
     let peak = load::peak(&target, args.connections, duration, 7).await;
     acked += peak.events;
+    // What is still to be stored when the load stops is drained with the load generator idle:
+    // the rate the path reaches storage at when nothing else competes for the engine's core.
+    let (load_end, stored_at_end) = (Instant::now(), stored_rows(&client, &server).await?);
     let (stored_at, drained) = wait_stored(&client, &server, acked).await?;
+    let backlog = acked.saturating_sub(stored_at_end);
+    let drain_eps = (backlog >= 2 * 100_000).then(|| backlog as f64 / stored_at.duration_since(load_end).as_secs_f64().max(1e-9));
     let cpu_secs = cpu_seconds(&stat)? - cpu0;
     let adapter_cpu = match (adapter_stat.as_deref(), adapter_cpu0) {
         (Some(s), Some(c0)) => Some(cpu_seconds(s)? - c0),
@@ -223,6 +228,7 @@ async fn run_server(args: &Args, backend: Backend, enc: Encoding, w: &Workload, 
         encoding: enc,
         peak,
         stored_secs,
+        drain_eps,
         drained: drained && drained_latency,
         cpu_secs,
         adapter_cpu,

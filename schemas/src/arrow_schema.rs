@@ -112,6 +112,12 @@ fn map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
     MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new())
 }
 
+/// A map builder with room for `rows` maps holding `pairs` entries of these key and value bytes.
+fn map_builder_sized(rows: usize, pairs: usize, key_bytes: usize, value_bytes: usize) -> MapBuilder<StringBuilder, StringBuilder> {
+    let names = MapFieldNames { entry: "entries".into(), key: "keys".into(), value: "values".into() };
+    MapBuilder::with_capacity(Some(names), StringBuilder::with_capacity(pairs, key_bytes), StringBuilder::with_capacity(pairs, value_bytes), rows)
+}
+
 fn push_map(b: &mut MapBuilder<StringBuilder, StringBuilder>, m: &[(String, String)]) -> Result<(), ArrowError> {
     for (k, v) in m {
         b.keys().append_value(k);
@@ -141,7 +147,13 @@ pub fn to_record_batch_selected(rows: &Rows, selection: Option<&[usize]>) -> Res
             let mut ts = TimestampNanosecondBuilder::with_capacity(n);
             let mut obs = TimestampNanosecondBuilder::with_capacity(n);
             let (mut sizes, mut id_sizes) = ([0usize; 10], [0usize; 2]);
+            let (mut pairs, mut key_bytes, mut value_bytes) = (0, 0, 0);
             for r in pick(v, selection) {
+                pairs += r.attributes.len();
+                for (k, v) in &r.attributes {
+                    key_bytes += k.len();
+                    value_bytes += v.len();
+                }
                 for (s, f) in sizes.iter_mut().zip([&r.org_id, &r.workspace, &r.project, &r.application, &r.pod, &r.container, &r.node, &r.stream]) {
                     *s += f.len();
                 }
@@ -151,7 +163,7 @@ pub fn to_record_batch_selected(rows: &Rows, selection: Option<&[usize]>) -> Res
                 id_sizes[1] += r.span_id.len();
             }
             let mut tenancy = Strings::<10>::sized(n, sizes);
-            let mut attrs = map_builder();
+            let mut attrs = map_builder_sized(n, pairs, key_bytes, value_bytes);
             let mut ids = Strings::<2>::sized(n, id_sizes);
             for r in pick(v, selection) {
                 ts.append_value(r.timestamp_ns);

@@ -278,7 +278,7 @@ impl Rows {
 
     /// The partition of row `i`, borrowed: (organisation, workspace, day), ordered as
     /// [`PartitionKey`] orders.
-    fn partition_of(&self, i: usize) -> (&str, &str, i64) {
+    fn partition_of(&self, i: usize) -> PartitionRef<'_> {
         const NS_PER_DAY: i64 = 86_400 * 1_000_000_000;
         const MS_PER_DAY: i64 = 86_400 * 1_000;
         match self {
@@ -292,18 +292,20 @@ impl Rows {
     /// Row indices grouped by partition, groups sorted by key and rows in their original
     /// order: deterministic, so a retried or replayed batch always groups the same way.
     pub fn partition_groups(&self) -> Vec<(PartitionKey, Vec<usize>)> {
-        // Keys are borrowed while sorting; one `PartitionKey` is made per group, not per row.
-        let mut order: Vec<usize> = (0..self.len()).collect();
-        order.sort_by(|&a, &b| self.partition_of(a).cmp(&self.partition_of(b)));
-        let mut groups: Vec<(PartitionKey, Vec<usize>)> = Vec::new();
-        for i in order {
-            let (org, ws, day) = self.partition_of(i);
-            match groups.last_mut() {
-                Some((k, idx)) if k.day == day && k.workspace == ws && k.org_id == org => idx.push(i),
-                _ => groups.push((PartitionKey::new(org, ws, day), vec![i])),
-            }
+        // Rows are grouped by hashing borrowed keys (rows keep their order inside a group),
+        // then the few groups are sorted; one `PartitionKey` is made per group, not per row.
+        let mut index: std::collections::HashMap<PartitionRef<'_>, usize> = std::collections::HashMap::new();
+        let mut groups: Vec<(PartitionRef<'_>, Vec<usize>)> = Vec::new();
+        for i in 0..self.len() {
+            let key = self.partition_of(i);
+            let g = *index.entry(key).or_insert_with(|| {
+                groups.push((key, Vec::new()));
+                groups.len() - 1
+            });
+            groups[g].1.push(i);
         }
-        groups
+        groups.sort_by(|a, b| a.0.cmp(&b.0));
+        groups.into_iter().map(|((org, ws, day), idx)| (PartitionKey::new(org, ws, day), idx)).collect()
     }
 
     /// Splits into sub-batches by partition, as [`Rows::partition_groups`] orders them.
@@ -322,6 +324,9 @@ impl Rows {
         out
     }
 }
+
+/// A partition key borrowed from a row: (organisation, workspace, day).
+type PartitionRef<'a> = (&'a str, &'a str, i64);
 
 /// A storage partition: tenant and UTC day (days since the Unix epoch).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -360,17 +360,17 @@ fn writer_properties(effort: Effort) -> WriterProperties {
         Effort::Fresh => 1,
         Effort::Compacted => 3,
     };
+    // Statistics only where a query can prune on them: the time column. Tenancy is in the
+    // directory names, and the other columns of a batch file are mixed, so their min/max
+    // would prune nothing and cost a comparison of every value. Near-unique columns skip the
+    // dictionary, which would intern every value and then fall back.
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(level).unwrap_or_default()))
-        .set_max_row_group_row_count(Some(128 * 1024));
-    // Nearly unique per row: a dictionary costs interning every value and then falls back,
-    // and min/max statistics cost a comparison of every value for nothing a query can prune on.
+        .set_max_row_group_row_count(Some(128 * 1024))
+        .set_statistics_enabled(EnabledStatistics::None)
+        .set_column_statistics_enabled(ColumnPath::from("timestamp"), EnabledStatistics::Page);
     for column in ["message", "trace_id", "span_id", "observed_timestamp"] {
-        b = b.set_column_dictionary_enabled(ColumnPath::from(column), false).set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::None);
-    }
-    for leaf in ["keys", "values"] {
-        let path = ColumnPath::new(vec!["attributes".into(), "entries".into(), leaf.into()]);
-        b = b.set_column_statistics_enabled(path, EnabledStatistics::None);
+        b = b.set_column_dictionary_enabled(ColumnPath::from(column), false);
     }
     b.build()
 }
