@@ -104,11 +104,14 @@ fn query_router(config: &Config, listen: SocketAddr, store: Arc<dyn Store>) -> a
     if matches!(settings.mode, auth::IssuerMode::Development { .. }) && !listen.ip().is_loopback() {
         bail!("auth.issuer: not set, so the development issuer would be used; a server listening beyond loopback needs an OIDC issuer");
     }
-    let policy = match &settings.policy_file {
-        Some(path) => auth::StaticPolicy::load(path).map_err(anyhow::Error::msg)?,
-        None => auth::StaticPolicy::members_read_all(),
+    let authorizer: Arc<dyn auth::Authorizer> = match config.auth.authorizer {
+        auth::AuthorizerKind::Kubernetes => Arc::new(auth::SubjectAccessReviewer::new(&config.auth.kubernetes).map_err(anyhow::Error::msg)?),
+        auth::AuthorizerKind::Static => Arc::new(match &settings.policy_file {
+            Some(path) => auth::StaticPolicy::load(path).map_err(anyhow::Error::msg)?,
+            None => auth::StaticPolicy::members_read_all(),
+        }),
     };
-    let gate = auth::Gate::new(Arc::new(policy), settings.operator_role.clone(), settings.audit_roles.clone());
+    let gate = auth::Gate::new(authorizer, settings.operator_role.clone(), settings.audit_roles.clone());
     let verifier = auth::TokenVerifier::new(settings).map_err(|e| anyhow::anyhow!("auth: {e}"))?;
     Ok(query::router(query::QueryState::new(verifier, gate, store, config.query.clone())))
 }

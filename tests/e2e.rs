@@ -5,6 +5,7 @@
 
 mod support;
 
+mod authorization;
 mod bad_input;
 mod clickhouse_backend;
 mod durability;

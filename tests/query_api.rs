@@ -11,11 +11,22 @@ use crate::support::fixtures::{Source, ndjson, vector_events};
 use crate::support::{ClickHouse, Server, ServerOptions, TOKEN_ALL, client, eventually};
 
 /// `dataplane token` on the server's configuration (the development issuer).
-fn token(server: &Server, user: &str, org: &str, workspaces: &[&str], roles: &[&str]) -> String {
+pub fn token(server: &Server, user: &str, org: &str, workspaces: &[&str], roles: &[&str]) -> String {
+    token_full(server, user, org, workspaces, &[], roles)
+}
+
+pub fn token_with_groups(server: &Server, user: &str, org: &str, workspaces: &[&str], groups: &[&str]) -> String {
+    token_full(server, user, org, workspaces, groups, &[])
+}
+
+fn token_full(server: &Server, user: &str, org: &str, workspaces: &[&str], groups: &[&str], roles: &[&str]) -> String {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dataplane"));
     cmd.args(["token", "--config"]).arg(server.data_dir.join("test-config.toml")).args(["--user", user, "--org", org, "--ttl", "10m"]);
     for w in workspaces {
         cmd.args(["--workspace", w]);
+    }
+    for g in groups {
+        cmd.args(["--group", g]);
     }
     for r in roles {
         cmd.args(["--role", r]);
@@ -25,7 +36,7 @@ fn token(server: &Server, user: &str, org: &str, workspaces: &[&str], roles: &[&
     String::from_utf8(out.stdout).expect("utf-8").trim().to_owned()
 }
 
-async fn get(server: &Server, path: &str, token: Option<&str>, extra: &[(&str, &str)]) -> (u16, Value) {
+pub async fn get(server: &Server, path: &str, token: Option<&str>, extra: &[(&str, &str)]) -> (u16, Value) {
     let mut req = client().get(server.url(path));
     if let Some(t) = token {
         req = req.bearer_auth(t);
@@ -43,7 +54,7 @@ fn enc(s: &str) -> String {
     serde_urlencoded::to_string([("v", s)]).expect("encode")[2..].to_owned()
 }
 
-fn ids(body: &Value) -> Vec<String> {
+pub fn ids(body: &Value) -> Vec<String> {
     body["lines"]
         .as_array()
         .map(|a| a.iter().map(|l| l["message"].as_str().unwrap_or("").split(' ').next().unwrap_or("").to_owned()).collect())

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod kube;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};

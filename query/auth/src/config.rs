@@ -38,9 +38,21 @@ pub struct AuthConfig {
     pub audit_roles: Vec<String>,
     /// Verified tokens kept in memory (a hit skips the signature check).
     pub token_cache_entries: u64,
-    /// Authorisation: a static policy file (TOML). Empty: a workspace named in the token's
-    /// workspace claim grants all of its namespaces.
+    /// `static`: the policy file, or with none, a workspace named in the token's workspace
+    /// claim grants all of its namespaces. `kubernetes`: a SubjectAccessReview (`get
+    /// pods/log`) asked of each workspace's API server (`auth.kubernetes`).
+    pub authorizer: AuthorizerKind,
+    /// Authorisation: a static policy file (TOML), for `authorizer = "static"`.
     pub policy_file: Option<PathBuf>,
+    pub kubernetes: crate::sar::KubernetesAuthConfig,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthorizerKind {
+    #[default]
+    Static,
+    Kubernetes,
 }
 
 impl Default for AuthConfig {
@@ -59,7 +71,9 @@ impl Default for AuthConfig {
             operator_role: "platform-operator".into(),
             audit_roles: vec!["org-admin".into(), "auditor".into()],
             token_cache_entries: 100_000,
+            authorizer: AuthorizerKind::Static,
             policy_file: None,
+            kubernetes: crate::sar::KubernetesAuthConfig::default(),
         }
     }
 }
@@ -135,6 +149,12 @@ impl AuthConfig {
             if v.trim().is_empty() {
                 return Err(format!("auth.claims.{key}: must name a claim"));
             }
+        }
+        if self.authorizer == AuthorizerKind::Kubernetes && self.kubernetes.workspaces.is_empty() {
+            return Err("auth.kubernetes.workspaces: `authorizer = \"kubernetes\"` needs at least one workspace API server".into());
+        }
+        if self.authorizer == AuthorizerKind::Kubernetes && self.policy_file.is_some() {
+            return Err("auth.policy_file: only used with `authorizer = \"static\"`".into());
         }
         if let Some(b) = &self.token_binding
             && (b.claim.is_empty() || b.cookie.is_empty())

@@ -5,7 +5,8 @@
 //!   rate, kept through an outage until they are too old), or from the local development
 //!   issuer ([`DevIssuer`], HS256 with a secret under the data directory, loopback only).
 //! - An [`Authorizer`] decides which namespaces of a workspace an identity may read
-//!   ([`StaticPolicy`] here; the Kubernetes SubjectAccessReview one lives beside it).
+//!   ([`StaticPolicy`] from a file or the token's workspace claim, or
+//!   [`SubjectAccessReviewer`], which asks each workspace's own Kubernetes API server).
 //! - [`Gate`] is the only maker of a [`TenantScope`], the value storage needs for every read.
 //!   Because nothing else can make one, a read that skipped authorisation does not compile.
 //!
@@ -30,16 +31,18 @@ mod error;
 mod identity;
 mod jwks;
 mod policy;
+mod sar;
 mod scope;
 mod verifier;
 
 #[cfg(test)]
 mod tests;
 
-pub use config::{AuthConfig, AuthSettings, ClaimNames, DEV_ISSUER, IssuerMode, OidcSettings, TokenBindingConfig};
+pub use config::{AuthConfig, AuthSettings, AuthorizerKind, ClaimNames, DEV_ISSUER, IssuerMode, OidcSettings, TokenBindingConfig};
 pub use dev_issuer::{DevClaims, DevIssuer};
 pub use error::AuthError;
 pub use identity::Identity;
 pub use policy::{Authorizer, BoxFuture, Gate, MAX_SCOPE_WORKSPACES, StaticGrant, StaticPolicy};
+pub use sar::{KubernetesAuthConfig, SubjectAccessReviewer, WorkspaceApiServer};
 pub use scope::{Namespaces, TenantScope, WorkspaceGrant};
 pub use verifier::{MAX_TOKEN_BYTES, TokenVerifier};

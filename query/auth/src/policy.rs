@@ -130,7 +130,8 @@ impl Gate {
     /// Workload logs. `workspaces`: the ones the request names (`None`: every workspace of the
     /// token). `projects`: the namespaces it names (`None`: all the caller may read). Naming a
     /// workspace the caller may not read is `Forbidden` (the same answer whether or not it
-    /// exists); unnamed ones the caller may not read are simply left out.
+    /// exists); unnamed ones the caller may not read are simply left out. Naming projects none
+    /// of which the caller may read is `Forbidden` too.
     pub async fn logs(&self, id: &Identity, workspaces: Option<&BTreeSet<String>>, projects: Option<&BTreeSet<String>>) -> Result<TenantScope, AuthError> {
         let named = workspaces.is_some();
         let candidates: Vec<String> = match workspaces {
@@ -153,6 +154,9 @@ impl Gate {
                 continue;
             }
             grants.push(WorkspaceGrant { workspace: ws, namespaces: ns });
+        }
+        if grants.is_empty() && projects.is_some() {
+            return Err(AuthError::Forbidden("no permission to read logs in these projects".into()));
         }
         Ok(TenantScope { table: Table::Logs, user: id.user.clone(), org_id: Some(id.org_id.clone()), grants: Some(grants) })
     }

@@ -167,24 +167,13 @@ impl EmbeddedStore {
         };
         let mut out = Vec::new();
         for dir in self.partition_dirs(Some(req.table), &keep)? {
-            for entry in read_dir_or_empty(&dir)? {
-                let path = entry.path();
-                // Files being written are dot-files until renamed into place.
-                let hidden = entry.file_name().to_string_lossy().starts_with('.');
-                if hidden || path.extension().is_none_or(|e| e != "parquet") {
-                    continue;
+            each_stored_batch(&dir, |batch| {
+                let batch = filter_rows(batch, req).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                if batch.num_rows() > 0 {
+                    out.push(batch);
                 }
-                let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path)?)
-                    .and_then(|b| b.with_batch_size(8192).build())
-                    .map_err(|e| StoreError::Unavailable(format!("reading {}: {e}", path.display())))?;
-                for batch in reader {
-                    let batch = batch.map_err(|e| StoreError::Unavailable(format!("reading {}: {e}", path.display())))?;
-                    let batch = filter_rows(&batch, req).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-                    if batch.num_rows() > 0 {
-                        out.push(batch);
-                    }
-                }
-            }
+                Ok(())
+            })?;
         }
         Ok(out)
     }
@@ -373,6 +362,25 @@ fn writer_properties(effort: Effort) -> WriterProperties {
         b = b.set_column_dictionary_enabled(ColumnPath::from(column), false);
     }
     b.build()
+}
+
+/// Calls `f` with every batch of rows of every finished Parquet file in `dir` (files being
+/// written are dot-files until renamed into place).
+fn each_stored_batch(dir: &Path, mut f: impl FnMut(&RecordBatch) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    for entry in read_dir_or_empty(dir)? {
+        let path = entry.path();
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        if hidden || path.extension().is_none_or(|e| e != "parquet") {
+            continue;
+        }
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path)?)
+            .and_then(|b| b.with_batch_size(8192).build())
+            .map_err(|e| StoreError::Unavailable(format!("reading {}: {e}", path.display())))?;
+        for batch in reader {
+            f(&batch.map_err(|e| StoreError::Unavailable(format!("reading {}: {e}", path.display())))?)?;
+        }
+    }
+    Ok(())
 }
 
 fn write_batch_atomically(dir: &Path, name: &str, batch: &RecordBatch) -> Result<(), StoreError> {

@@ -5,16 +5,14 @@
 //! checked against `TenantScope::allows` before anything else looks at it.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::PathBuf;
 
 use arrow::array::{Array, AsArray, MapArray, StringArray};
 use arrow::datatypes::TimestampNanosecondType;
 use arrow::record_batch::RecordBatch;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use schemas::Table;
 
-use super::{DirKey, EmbeddedStore, NS_PER_DAY, escape, read_dir_or_empty};
+use super::{DirKey, EmbeddedStore, NS_PER_DAY, each_stored_batch, escape};
 use crate::StoreError;
 use crate::search::{HistogramBucket, LogLine, LogSearch, Matcher};
 
@@ -41,19 +39,7 @@ impl EmbeddedStore {
     /// Calls `f` with every batch of rows in the scope's directories.
     fn each_batch(&self, q: &LogSearch, mut f: impl FnMut(&RecordBatch) -> Result<(), StoreError>) -> Result<(), StoreError> {
         for dir in self.search_dirs(q)? {
-            for entry in read_dir_or_empty(&dir)? {
-                let path = entry.path();
-                let hidden = entry.file_name().to_string_lossy().starts_with('.');
-                if hidden || path.extension().is_none_or(|e| e != "parquet") {
-                    continue;
-                }
-                let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path)?)
-                    .and_then(|b| b.with_batch_size(8192).build())
-                    .map_err(|e| StoreError::Unavailable(format!("reading {}: {e}", path.display())))?;
-                for batch in reader {
-                    f(&batch.map_err(|e| StoreError::Unavailable(format!("reading {}: {e}", path.display())))?)?;
-                }
-            }
+            each_stored_batch(&dir, &mut f)?;
         }
         Ok(())
     }
