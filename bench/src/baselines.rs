@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use ingest::decode::decompress;
 use ingest::decode::json_events::decode_json_events;
 use ingest::decode::loki::decode_loki_protobuf;
-use ingest::event::DecodeLimits;
+use ingest::event::{DecodeLimits, RawLog};
 use ingest::tenancy::{Credential, Resolver, TenancyLabels, WorkspaceSet};
 use schemas::{LogRecord, Rows};
 use storage::clickhouse::{ClickHouseConfig, ClickHouseStore};
@@ -50,7 +50,8 @@ fn on_server_core<T: Send + 'static>(f: impl FnOnce() -> anyhow::Result<T> + Sen
     .map_err(|_| anyhow::anyhow!("baseline thread panicked"))?
 }
 
-fn decode(encoding: Encoding, body: &[u8], limits: &DecodeLimits) -> anyhow::Result<usize> {
+/// The events of one body, decoded as the server decodes that encoding.
+fn decode_events(encoding: Encoding, body: &[u8], limits: &DecodeLimits) -> anyhow::Result<Vec<RawLog>> {
     let d = match encoding {
         Encoding::Ndjson => decode_json_events(body, limits)?,
         Encoding::NdjsonZstd => decode_json_events(&decompress(Some("zstd"), body, limits.max_body_bytes)?, limits)?,
@@ -59,7 +60,11 @@ fn decode(encoding: Encoding, body: &[u8], limits: &DecodeLimits) -> anyhow::Res
     if !d.rejected.is_empty() {
         bail!("{} of a {} body rejected by the decoder", d.rejected.len(), encoding.name());
     }
-    Ok(black_box(d).events.len())
+    Ok(d.events)
+}
+
+fn decode(encoding: Encoding, body: &[u8], limits: &DecodeLimits) -> anyhow::Result<usize> {
+    Ok(black_box(decode_events(encoding, body, limits)?).len())
 }
 
 /// Decodes the bodies round-robin on one core for `duration`: events per CPU-second.
@@ -80,9 +85,9 @@ pub fn parse_ceiling(encoding: Encoding, bodies: &[Body], duration: Duration) ->
     })
 }
 
-/// The rows the server stores for these NDJSON bodies: decoded, with tenancy resolved the
-/// same way (a host-shipper credential allowed every workspace).
-pub fn stored_rows(ndjson: &[Body]) -> anyhow::Result<Vec<LogRecord>> {
+/// The rows the server stores for these bodies: decoded as their encoding, with tenancy
+/// resolved the same way (a host-shipper credential allowed every workspace).
+pub fn stored_rows(encoding: Encoding, bodies: &[Body]) -> anyhow::Result<Vec<LogRecord>> {
     let credential = Arc::new(Credential {
         name: "bench".into(),
         token: String::new(),
@@ -96,8 +101,8 @@ pub fn stored_rows(ndjson: &[Body]) -> anyhow::Result<Vec<LogRecord>> {
     let now_ns = crate::workload::now_ns();
     let resolver = Resolver { credential: &credential, labels: &labels, now_ns };
     let mut rows = Vec::new();
-    for b in ndjson {
-        for raw in decode_json_events(&b.bytes, &credential.limits)?.events {
+    for b in bodies {
+        for raw in decode_events(encoding, &b.bytes, &credential.limits)? {
             rows.push(resolver.log(raw).map_err(|r| anyhow::anyhow!("tenancy rejected a row: {}", r.as_str()))?);
         }
     }

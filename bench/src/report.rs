@@ -95,7 +95,16 @@ impl RunResult {
 #[derive(Default)]
 pub struct Baselines {
     pub parse: Vec<(Encoding, Rate)>,
-    pub direct_insert: Option<Rate>,
+    /// Per row shape: NDJSON (and NDJSON zstd), Loki protobuf.
+    pub direct_insert: Vec<(Encoding, Rate)>,
+}
+
+impl Baselines {
+    /// The direct insert of the rows `encoding` produces.
+    pub fn direct_for(&self, encoding: Encoding) -> Option<&Rate> {
+        let shape = if encoding == Encoding::LokiProto { Encoding::LokiProto } else { Encoding::Ndjson };
+        self.direct_insert.iter().find(|(e, _)| *e == shape).map(|(_, r)| r)
+    }
 }
 
 fn walk(dir: &Path, bytes: &mut u64, files: &mut u64, rows: &mut u64) -> anyhow::Result<()> {
@@ -273,9 +282,10 @@ pub fn print(args: &Args, w: &Workload, runs: &[RunResult], base: &Baselines) {
     for (enc, rate) in &base.parse {
         println!("| parse ceiling, {} (decode only, one core) | {} ev/s per core |", enc.name(), int(rate.per_cpu_sec()));
     }
-    if let Some(d) = &base.direct_insert {
+    for (enc, d) in &base.direct_insert {
         println!(
-            "| direct insert into the same ClickHouse engine (`ClickHouseStore::write`, {} rows per batch, {DIRECT_CONCURRENCY} in flight) | {} rows/s |",
+            "| direct insert of the {} rows into the same ClickHouse engine (`ClickHouseStore::write`, {} rows per batch, {DIRECT_CONCURRENCY} in flight) | {} rows/s |",
+            enc.name(),
             int(DIRECT_BATCH_ROWS as f64),
             int(d.per_wall_sec())
         );
@@ -284,7 +294,7 @@ pub fn print(args: &Args, w: &Workload, runs: &[RunResult], base: &Baselines) {
     println!("| backend | encoding | per server core ÷ parse ceiling | stored ev/s ÷ direct insert | drain ev/s ÷ direct insert |\n|---|---|--:|--:|--:|");
     for r in runs {
         let parse = base.parse.iter().find(|(e, _)| *e == r.encoding).map(|(_, p)| r.per_core() / p.per_cpu_sec());
-        let (direct, drain) = match (r.backend, &base.direct_insert) {
+        let (direct, drain) = match (r.backend, base.direct_for(r.encoding)) {
             (Backend::ClickHouse, Some(d)) => {
                 (format!("{:.2}", r.stored_eps() / d.per_wall_sec()), r.drain_eps.map_or("–".into(), |e| format!("{:.2}", e / d.per_wall_sec())))
             }
@@ -303,7 +313,7 @@ pub fn print(args: &Args, w: &Workload, runs: &[RunResult], base: &Baselines) {
                 verdict(r.per_core() >= TARGET_PER_CORE && r.drained)
             ),
             Backend::ClickHouse => {
-                if let Some(d) = &base.direct_insert {
+                if let Some(d) = base.direct_for(r.encoding) {
                     let under_load = r.stored_eps() / d.per_wall_sec();
                     let drain = r.drain_eps.map(|e| e / d.per_wall_sec());
                     println!(

@@ -91,16 +91,32 @@ fn stream_base(labels: Vec<(String, String)>, limits: &DecodeLimits) -> Result<R
     if labels.len() > limits.max_labels {
         return Err(RejectReason::TooManyLabels);
     }
-    let labels: Vec<(String, String)> = labels.into_iter().map(|(k, v)| (checks::scrub(k), checks::scrub(v))).collect();
-    let get = |names: &[&str]| -> Option<String> { names.iter().find_map(|n| labels.iter().find(|(k, v)| k == n && !v.is_empty()).map(|(_, v)| v.clone())) };
-    let severity = ["level", "severity", "detected_level"].iter().find_map(|n| labels.iter().find(|(k, _)| k == n).and_then(|(_, v)| Severity::parse(v)));
+    let mut labels: Vec<(String, String)> = labels.into_iter().map(|(k, v)| (checks::scrub(k), checks::scrub(v))).collect();
+    let get = |labels: &[(String, String)], names: &[&str]| -> Option<(String, String)> {
+        names.iter().find_map(|n| labels.iter().find(|(k, v)| k == n && !v.is_empty()).cloned())
+    };
+    let level = ["level", "severity", "detected_level"]
+        .iter()
+        .find_map(|n| labels.iter().find(|(k, _)| k == n).and_then(|(k, v)| Severity::parse(v).map(|s| (k.clone(), s))));
+    let (namespace, pod, container, node, stream) = (
+        get(&labels, &["namespace"]),
+        get(&labels, &["pod", "pod_name"]),
+        get(&labels, &["container", "container_name"]),
+        get(&labels, &["node", "node_name", "host"]),
+        get(&labels, &["stream"]),
+    );
+    // A label that became a column is not kept again as an attribute: the column holds it
+    // (and the Loki API gives it back under its usual name).
+    let consumed: Vec<String> =
+        [&namespace, &pod, &container, &node, &stream].into_iter().flatten().map(|(k, _)| k.clone()).chain(level.as_ref().map(|(k, _)| k.clone())).collect();
+    labels.retain(|(k, _)| !consumed.contains(k));
     let mut base = RawLog {
-        namespace: get(&["namespace"]),
-        pod: get(&["pod", "pod_name"]),
-        container: get(&["container", "container_name"]),
-        node: get(&["node", "node_name", "host"]),
-        stream: get(&["stream"]),
-        severity,
+        namespace: namespace.map(|(_, v)| v),
+        pod: pod.map(|(_, v)| v),
+        container: container.map(|(_, v)| v),
+        node: node.map(|(_, v)| v),
+        stream: stream.map(|(_, v)| v),
+        severity: level.map(|(_, s)| s),
         ..RawLog::default()
     };
     base.labels = labels;
