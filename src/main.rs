@@ -110,6 +110,8 @@ fn load(common: &Common, listen: Option<String>) -> anyhow::Result<config::Confi
 }
 
 fn main() -> ExitCode {
+    // One process-wide TLS provider (ring) for every outbound HTTPS client (OIDC keys, kube).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { common, listen } => load(&common, listen).and_then(serve::run),

@@ -39,7 +39,7 @@ impl FakeKube {
     }
 
     async fn post(&self, path: &str, body: Value) {
-        let r = reqwest::Client::new().post(format!("{}{path}", self.url)).json(&body).send().await.expect("control");
+        let r = super::client().post(format!("{}{path}", self.url)).json(&body).send().await.expect("control");
         assert!(r.status().is_success());
     }
 
@@ -52,7 +52,7 @@ impl FakeKube {
     }
 
     pub async fn stats(&self) -> Value {
-        reqwest::get(format!("{}/_control/stats", self.url)).await.expect("stats").json().await.expect("json")
+        super::client().get(format!("{}/_control/stats", self.url)).send().await.expect("stats").json().await.expect("json")
     }
 
     /// The `[auth]` configuration that points workspace `ws` at this server.
