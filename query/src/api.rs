@@ -15,10 +15,11 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use schemas::LogRecord;
 use schemas::{ApiError, ErrorCode};
 use serde_json::{Value, json};
 use storage::search::Matcher;
-use storage::{Cursor, LogFilters, LogLine, LogSearch, Store, StoreError};
+use storage::{Cursor, LogFilters, LogSearch, Store, StoreError};
 
 use crate::params::{Params, decode_cursor, encode_cursor};
 use crate::syntax;
@@ -180,7 +181,7 @@ fn rfc3339(ns: i64) -> String {
         .unwrap_or_default()
 }
 
-fn line_json(l: &LogLine, m: &Matcher) -> Value {
+fn line_json(l: &LogRecord, m: &Matcher) -> Value {
     let attributes: serde_json::Map<String, Value> = l.attributes.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
     json!({
         "timestamp": rfc3339(l.timestamp_ns),
@@ -192,7 +193,7 @@ fn line_json(l: &LogLine, m: &Matcher) -> Value {
         "container": l.container,
         "node": l.node,
         "stream": l.stream,
-        "level": l.severity,
+        "level": l.severity.as_str(),
         "message": l.message,
         "trace_id": l.trace_id,
         "attributes": attributes,
@@ -231,7 +232,7 @@ async fn search_inner(state: &QueryState, headers: &HeaderMap, raw: Option<&str>
 
 /// The cursor after `lines`: the oldest timestamp returned, and how many rows at it the
 /// caller has now seen (counting those an earlier page already skipped).
-fn next_cursor(prev: Option<Cursor>, lines: &[LogLine]) -> Option<Cursor> {
+fn next_cursor(prev: Option<Cursor>, lines: &[LogRecord]) -> Option<Cursor> {
     let last = lines.last()?.timestamp_ns;
     let here = lines.iter().filter(|l| l.timestamp_ns == last).count() as u32;
     let before = prev.filter(|c| c.timestamp_ns == last).map_or(0, |c| c.skip);

@@ -20,7 +20,7 @@ use std::pin::Pin;
 
 use arrow::record_batch::RecordBatch;
 use schemas::{Rows, Table};
-pub use search::{Cursor, HistogramBucket, LogFilters, LogLine, LogSearch, Term};
+pub use search::{Cursor, HistogramBucket, LogFilters, LogSearch, Term};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -99,7 +99,7 @@ pub trait Store: Send + Sync + 'static {
     fn migrate(&self) -> BoxFuture<'_, Result<(), StoreError>>;
     fn write<'a>(&'a self, batch: &'a WriteBatch) -> BoxFuture<'a, Result<(), StoreError>>;
     fn scan<'a>(&'a self, request: &'a ScanRequest) -> BoxFuture<'a, Result<Vec<RecordBatch>, StoreError>>;
-    fn search<'a>(&'a self, query: &'a LogSearch) -> BoxFuture<'a, Result<Vec<LogLine>, StoreError>>;
+    fn search<'a>(&'a self, query: &'a LogSearch) -> BoxFuture<'a, Result<Vec<schemas::LogRecord>, StoreError>>;
     /// Counts per `step_ns` bucket (aligned to `query.from_ns`) and severity.
     fn histogram<'a>(&'a self, query: &'a LogSearch, step_ns: i64) -> BoxFuture<'a, Result<Vec<HistogramBucket>, StoreError>>;
     /// Background upkeep (compaction, retention). Cheap when there is nothing to do.

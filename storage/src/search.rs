@@ -5,8 +5,10 @@
 //! ignoring ASCII case; a regex is RE2 syntax (linear time, no backreferences), matched
 //! case-sensitively unless it starts with `(?i)`; an exclusion matches when its term does not.
 //! Order: timestamp descending, then pod, then message, then trace id (so pages are stable).
+//! Results are the stored rows themselves ([`LogRecord`]).
 
 use auth::TenantScope;
+use schemas::LogRecord;
 
 /// A search term.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,28 +53,9 @@ pub struct LogSearch {
     pub cursor: Option<Cursor>,
 }
 
-/// One stored line, as search returns it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct LogLine {
-    pub timestamp_ns: i64,
-    pub workspace: String,
-    pub project: String,
-    pub application: String,
-    pub pod: String,
-    pub container: String,
-    pub node: String,
-    pub stream: String,
-    pub severity: String,
-    pub message: String,
-    pub trace_id: String,
-    pub attributes: Vec<(String, String)>,
-}
-
-impl LogLine {
-    /// The order of results: newest first, then pod, message, trace id.
-    pub fn order(a: &LogLine, b: &LogLine) -> std::cmp::Ordering {
-        b.timestamp_ns.cmp(&a.timestamp_ns).then_with(|| a.pod.cmp(&b.pod)).then_with(|| a.message.cmp(&b.message)).then_with(|| a.trace_id.cmp(&b.trace_id))
-    }
+/// The order of search results: newest first, then pod, message, trace id (stable pages).
+pub fn newest_first(a: &LogRecord, b: &LogRecord) -> std::cmp::Ordering {
+    b.timestamp_ns.cmp(&a.timestamp_ns).then_with(|| a.pod.cmp(&b.pod)).then_with(|| a.message.cmp(&b.message)).then_with(|| a.trace_id.cmp(&b.trace_id))
 }
 
 /// Counts per time bucket and severity.

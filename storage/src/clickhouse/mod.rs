@@ -16,7 +16,7 @@ use schemas::migrations::{self, DdlTarget, Identifier, Retention};
 use schemas::{AuditRecord, LogRecord, MetricSample, Rows, Severity, SystemRecord, Table};
 use serde::{Deserialize, Serialize};
 
-use crate::search::{HistogramBucket, LogLine, LogSearch};
+use crate::search::{HistogramBucket, LogSearch};
 use crate::{BoxFuture, ScanRequest, Store, StoreError, WriteBatch};
 
 mod search;
@@ -207,7 +207,7 @@ impl Store for ClickHouseStore {
         })
     }
 
-    fn search<'a>(&'a self, query: &'a LogSearch) -> BoxFuture<'a, Result<Vec<LogLine>, StoreError>> {
+    fn search<'a>(&'a self, query: &'a LogSearch) -> BoxFuture<'a, Result<Vec<LogRecord>, StoreError>> {
         Box::pin(self.search_lines(query))
     }
 

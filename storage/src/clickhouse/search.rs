@@ -5,25 +5,11 @@
 use clickhouse::Row;
 use serde::Deserialize;
 
-use super::{ClickHouseStore, timed};
-use crate::StoreError;
-use crate::search::{HistogramBucket, LogLine, LogSearch, Term};
+use schemas::LogRecord;
 
-#[derive(Row, Deserialize)]
-struct LineOut {
-    timestamp: i64,
-    workspace: String,
-    project: String,
-    application: String,
-    pod: String,
-    container: String,
-    node: String,
-    stream: String,
-    severity: String,
-    message: String,
-    trace_id: String,
-    attributes: Vec<(String, String)>,
-}
+use super::{ClickHouseStore, LogOut, timed};
+use crate::StoreError;
+use crate::search::{HistogramBucket, LogSearch, Term};
 
 #[derive(Row, Deserialize)]
 struct BucketOut {
@@ -116,7 +102,7 @@ impl ClickHouseStore {
         query
     }
 
-    pub(super) async fn search_lines(&self, q: &LogSearch) -> Result<Vec<LogLine>, StoreError> {
+    pub(super) async fn search_lines(&self, q: &LogSearch) -> Result<Vec<LogRecord>, StoreError> {
         if q.scope.table() != schemas::Table::Logs || q.scope.is_empty() {
             return Ok(Vec::new());
         }
@@ -129,11 +115,10 @@ impl ClickHouseStore {
         }
         params.push(("limit".into(), P::U64(q.limit as u64 + skip)));
         let sql = format!(
-            "SELECT timestamp, workspace, project, application, pod, container, node, stream, severity, message, trace_id, attributes \
-             FROM {} WHERE {cond} ORDER BY timestamp DESC, pod, message, trace_id LIMIT {{limit:UInt64}}",
+            "SELECT ?fields FROM {} WHERE {cond} ORDER BY timestamp DESC, pod, message, trace_id LIMIT {{limit:UInt64}}",
             self.table(schemas::Table::Logs)
         );
-        let rows = timed(self.bind(&sql, params).fetch_all::<LineOut>()).await?;
+        let rows = timed(self.bind(&sql, params).fetch_all::<LogOut>()).await?;
         let mut skipped = 0u64;
         let cursor_ts = q.cursor.map(|c| c.timestamp_ns);
         let mut out = Vec::with_capacity(rows.len());
@@ -142,20 +127,7 @@ impl ClickHouseStore {
                 skipped += 1;
                 continue;
             }
-            out.push(LogLine {
-                timestamp_ns: r.timestamp,
-                workspace: r.workspace,
-                project: r.project,
-                application: r.application,
-                pod: r.pod,
-                container: r.container,
-                node: r.node,
-                stream: r.stream,
-                severity: r.severity,
-                message: r.message,
-                trace_id: r.trace_id,
-                attributes: r.attributes,
-            });
+            out.push(r.into_record());
         }
         out.truncate(q.limit);
         Ok(out)

@@ -37,7 +37,7 @@ use schemas::migrations::Retention;
 use schemas::records::PartitionKey;
 use tokio::sync::RwLock;
 
-use crate::search::{HistogramBucket, LogLine, LogSearch};
+use crate::search::{HistogramBucket, LogSearch};
 use crate::{BoxFuture, ScanRequest, Store, StoreError, WriteBatch};
 
 mod search;
@@ -269,7 +269,7 @@ impl Store for Arc<EmbeddedStore> {
         })
     }
 
-    fn search<'a>(&'a self, query: &'a LogSearch) -> BoxFuture<'a, Result<Vec<LogLine>, StoreError>> {
+    fn search<'a>(&'a self, query: &'a LogSearch) -> BoxFuture<'a, Result<Vec<schemas::LogRecord>, StoreError>> {
         let (this, query) = (self.clone(), query.clone());
         Box::pin(async move {
             let _shared = this.files.read().await;

@@ -14,7 +14,9 @@ use schemas::Table;
 
 use super::{DirKey, EmbeddedStore, NS_PER_DAY, each_stored_batch, escape};
 use crate::StoreError;
-use crate::search::{HistogramBucket, LogLine, LogSearch, Matcher};
+use schemas::{LogRecord, Severity};
+
+use crate::search::{HistogramBucket, LogSearch, Matcher, newest_first};
 
 /// Collected matches are trimmed back to the page size once they pass this many pages' worth.
 const TRIM_FACTOR: usize = 4;
@@ -44,11 +46,11 @@ impl EmbeddedStore {
         Ok(())
     }
 
-    pub(super) fn search_blocking(&self, q: &LogSearch) -> Result<Vec<LogLine>, StoreError> {
+    pub(super) fn search_blocking(&self, q: &LogSearch) -> Result<Vec<LogRecord>, StoreError> {
         let matcher = Matcher::new(&q.terms).map_err(StoreError::Rejected)?;
         let want = q.limit + q.cursor.map_or(0, |c| c.skip as usize);
-        let mut out: Vec<LogLine> = Vec::new();
-        let mut floor: Option<LogLine> = None;
+        let mut out: Vec<LogRecord> = Vec::new();
+        let mut floor: Option<LogRecord> = None;
         self.each_batch(q, |batch| {
             let c = Columns::of(batch)?;
             for i in 0..batch.num_rows() {
@@ -59,19 +61,19 @@ impl EmbeddedStore {
                     continue;
                 }
                 let line = c.line(i, ts);
-                if floor.as_ref().is_some_and(|f| LogLine::order(&line, f).is_ge()) {
+                if floor.as_ref().is_some_and(|f| newest_first(&line, f).is_ge()) {
                     continue;
                 }
                 out.push(line);
                 if out.len() >= want.max(1) * TRIM_FACTOR {
-                    out.sort_by(LogLine::order);
+                    out.sort_by(newest_first);
                     out.truncate(want);
                     floor = out.last().cloned();
                 }
             }
             Ok(())
         })?;
-        out.sort_by(LogLine::order);
+        out.sort_by(newest_first);
         out.truncate(want);
         if let Some(cur) = q.cursor {
             // Pass over the rows at the cursor's timestamp that the previous page returned.
@@ -109,6 +111,7 @@ impl EmbeddedStore {
 /// The columns of a `logs` batch, by name.
 struct Columns<'a> {
     ts: &'a arrow::array::PrimitiveArray<TimestampNanosecondType>,
+    observed: &'a arrow::array::PrimitiveArray<TimestampNanosecondType>,
     org: &'a StringArray,
     workspace: &'a StringArray,
     project: &'a StringArray,
@@ -120,6 +123,7 @@ struct Columns<'a> {
     severity: &'a StringArray,
     message: &'a StringArray,
     trace_id: &'a StringArray,
+    span_id: &'a StringArray,
     attributes: &'a MapArray,
 }
 
@@ -131,6 +135,9 @@ impl<'a> Columns<'a> {
         };
         Ok(Columns {
             ts: col("timestamp")?.as_primitive_opt::<TimestampNanosecondType>().ok_or_else(|| StoreError::Unavailable("timestamp column type".into()))?,
+            observed: col("observed_timestamp")?
+                .as_primitive_opt::<TimestampNanosecondType>()
+                .ok_or_else(|| StoreError::Unavailable("observed_timestamp column type".into()))?,
             org: s("org_id")?,
             workspace: s("workspace")?,
             project: s("project")?,
@@ -142,6 +149,7 @@ impl<'a> Columns<'a> {
             severity: s("severity")?,
             message: s("message")?,
             trace_id: s("trace_id")?,
+            span_id: s("span_id")?,
             attributes: col("attributes")?.as_map_opt().ok_or_else(|| StoreError::Unavailable("attributes column type".into()))?,
         })
     }
@@ -165,7 +173,7 @@ impl<'a> Columns<'a> {
         ok.then_some(ts)
     }
 
-    fn line(&self, i: usize, ts: i64) -> LogLine {
+    fn line(&self, i: usize, ts: i64) -> LogRecord {
         let mut attributes = Vec::new();
         if !self.attributes.is_null(i) {
             let entry = self.attributes.value(i);
@@ -174,8 +182,10 @@ impl<'a> Columns<'a> {
                 attributes.push((keys.value(j).to_owned(), if values.is_null(j) { String::new() } else { values.value(j).to_owned() }));
             }
         }
-        LogLine {
+        LogRecord {
             timestamp_ns: ts,
+            observed_ns: self.observed.value(i),
+            org_id: self.s(self.org, i).to_owned(),
             workspace: self.s(self.workspace, i).to_owned(),
             project: self.s(self.project, i).to_owned(),
             application: self.s(self.application, i).to_owned(),
@@ -183,9 +193,10 @@ impl<'a> Columns<'a> {
             container: self.s(self.container, i).to_owned(),
             node: self.s(self.node, i).to_owned(),
             stream: self.s(self.stream, i).to_owned(),
-            severity: self.s(self.severity, i).to_owned(),
+            severity: Severity::parse(self.s(self.severity, i)).unwrap_or_default(),
             message: self.s(self.message, i).to_owned(),
             trace_id: self.s(self.trace_id, i).to_owned(),
+            span_id: self.s(self.span_id, i).to_owned(),
             attributes,
         }
     }
