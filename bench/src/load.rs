@@ -130,14 +130,7 @@ pub async fn peak(target: &Target, connections: usize, duration: Duration, start
             out
         });
     }
-    let mut total = Outcome::default();
-    while let Some(r) = set.join_next().await {
-        if let Ok(o) = r {
-            total.merge(o);
-        }
-    }
-    total.elapsed = start.elapsed();
-    total
+    joined(set, start).await
 }
 
 /// Sends every body exactly once over `connections` connections, retrying a body after a
@@ -167,6 +160,11 @@ pub async fn once(target: &Target, connections: usize) -> Outcome {
             }
         });
     }
+    joined(set, start).await
+}
+
+/// Every worker's outcome merged, timed from `start`.
+async fn joined(mut set: JoinSet<Outcome>, start: Instant) -> Outcome {
     let mut total = Outcome::default();
     while let Some(r) = set.join_next().await {
         if let Ok(o) = r {
