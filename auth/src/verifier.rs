@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{AuthSettings, DEV_ISSUER, IssuerMode};
 use crate::dev_issuer::DevIssuer;
 use crate::jwks::Jwks;
-use crate::{AuthError, Identity};
+use crate::{AuthError, Identity, now_secs};
 
 /// Longer tokens are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -48,10 +48,6 @@ impl std::fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenVerifier").field("issuer", &self.inner.issuer).finish_non_exhaustive()
     }
-}
-
-pub(crate) fn now_secs() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 impl TokenVerifier {

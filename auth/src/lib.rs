@@ -46,3 +46,8 @@ pub use policy::{Authorizer, BoxFuture, Gate, MAX_SCOPE_WORKSPACES, StaticGrant,
 pub use sar::{KubernetesAuthConfig, SubjectAccessReviewer, WorkspaceApiServer};
 pub use scope::{Namespaces, TenantScope, WorkspaceGrant};
 pub use verifier::{MAX_TOKEN_BYTES, TokenVerifier};
+
+/// Unix seconds now.
+pub(crate) fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}

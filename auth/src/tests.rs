@@ -74,7 +74,7 @@ fn oidc_verifier(idp: &Idp, tweak: impl FnOnce(&mut AuthConfig), tweak_settings:
 }
 
 fn now() -> i64 {
-    crate::verifier::now_secs()
+    crate::now_secs()
 }
 
 fn claims(idp: &Idp) -> Value {

@@ -10,7 +10,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde_json::json;
 
 use crate::config::DEV_ISSUER;
-use crate::verifier::now_secs;
+use crate::now_secs;
 
 pub struct DevIssuer {
     secret: Vec<u8>,
