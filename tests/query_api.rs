@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::ingest_api::post_logs;
 use crate::support::fixtures::{Source, ndjson, vector_events};
@@ -195,6 +195,38 @@ async fn scoped_search(server: Server) {
     }
     assert_eq!(seen.len(), 100, "{seen:?}");
     assert_eq!(seen.iter().collect::<BTreeSet<_>>().len(), 100, "no row twice");
+
+    // Context around a hit: earlier lines and the hit onwards, in time order, same pod, in scope.
+    let (_, body) = get(&server, "/api/v1/logs/search?since=1h&limit=1000&project=shop", Some(&alice), &[]).await;
+    let lines = body["lines"].as_array().unwrap();
+    let hit = &lines[30];
+    let (ts, pod) = (hit["timestamp_ns"].as_str().unwrap(), hit["pod"].as_str().unwrap());
+    let (s, ctx) = get(&server, &format!("/api/v1/logs/context?timestamp={ts}&pod={pod}&project=shop&before=5&after=5"), Some(&alice), &[]).await;
+    assert_eq!(s, 200, "{ctx}");
+    let stamps = |k: &str| -> Vec<i64> { ctx[k].as_array().unwrap().iter().map(|l| l["timestamp_ns"].as_str().unwrap().parse().unwrap()).collect() };
+    let (before, after) = (stamps("before"), stamps("after"));
+    let t: i64 = ts.parse().unwrap();
+    assert_eq!((before.len(), after.len()), (5, 5), "{ctx}");
+    assert!(before.windows(2).all(|w| w[0] <= w[1]) && after.windows(2).all(|w| w[0] <= w[1]), "time order: {ctx}");
+    assert!(before.iter().all(|b| *b < t) && after.iter().all(|a| *a >= t), "{ctx}");
+    assert_eq!(ctx["after"][0]["message"], hit["message"], "the hit comes first after");
+    let expected_before: Vec<i64> = lines[31..36].iter().rev().map(|l| l["timestamp_ns"].as_str().unwrap().parse().unwrap()).collect();
+    assert_eq!(before, expected_before, "the five lines just before the hit");
+    for k in ["before", "after"] {
+        for l in ctx[k].as_array().unwrap() {
+            assert_eq!((l["workspace"].as_str(), l["pod"].as_str()), (Some("ws-a"), Some(pod)), "{l}");
+        }
+    }
+    // Another organisation asking about the same moment sees only its own lines.
+    let (s, other) = get(&server, &format!("/api/v1/logs/context?timestamp={ts}&before=50&after=50"), Some(&gary), &[]).await;
+    assert_eq!(s, 200, "{other}");
+    for k in ["before", "after"] {
+        assert!(prefixes(&json!({ "lines": other[k] })).is_subset(&BTreeSet::from(["g".into()])), "{other}");
+    }
+    let (s, body) = get(&server, "/api/v1/logs/context?before=5", Some(&alice), &[]).await;
+    assert_eq!((s, body["error"]["code"].as_str()), (400, Some("invalid_query")), "{body}");
+    let (s, body) = get(&server, &format!("/api/v1/logs/context?timestamp={ts}&before=501"), Some(&alice), &[]).await;
+    assert_eq!((s, body["error"]["code"].as_str()), (400, Some("limit_exceeded")), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

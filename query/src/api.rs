@@ -111,7 +111,11 @@ impl Drop for Slot {
 }
 
 pub fn router(state: QueryState) -> Router {
-    Router::new().route("/api/v1/logs/search", get(search)).route("/api/v1/logs/histogram", get(histogram)).with_state(state)
+    Router::new()
+        .route("/api/v1/logs/search", get(search))
+        .route("/api/v1/logs/histogram", get(histogram))
+        .route("/api/v1/logs/context", get(context))
+        .with_state(state)
 }
 
 fn now_ns() -> i64 {
@@ -142,16 +146,21 @@ async fn log_search(state: &QueryState, headers: &HeaderMap, p: &Params, limit: 
     let workspaces = p.list("workspace")?;
     let projects = p.list("project")?;
     let scope = state.gate.logs(&id, workspaces.as_ref(), projects.as_ref()).await.map_err(ApiError::from)?;
+    let filters = filters(p, projects)?;
+    let cursor = p.one("cursor").map(decode_cursor).transpose()?;
+    Ok((id, LogSearch { scope, from_ns, to_ns, filters, terms, limit, cursor, oldest_first: false }))
+}
+
+/// The equality filters of a request.
+fn filters(p: &Params, projects: Option<BTreeSet<String>>) -> Result<LogFilters, ApiError> {
     let list = |k: &str| -> Result<Vec<String>, ApiError> { Ok(p.list(k)?.map(|s| s.into_iter().collect()).unwrap_or_default()) };
-    let filters = LogFilters {
-        projects: projects.map(|s: BTreeSet<String>| s.into_iter().collect()).unwrap_or_default(),
+    Ok(LogFilters {
+        projects: projects.map(|s| s.into_iter().collect()).unwrap_or_default(),
         applications: list("application")?,
         pods: list("pod")?,
         containers: list("container")?,
         severities: list("level")?,
-    };
-    let cursor = p.one("cursor").map(decode_cursor).transpose()?;
-    Ok((id, LogSearch { scope, from_ns, to_ns, filters, terms, limit, cursor }))
+    })
 }
 
 fn store_error(e: StoreError) -> ApiError {
@@ -276,5 +285,53 @@ async fn histogram_inner(state: &QueryState, headers: &HeaderMap, raw: Option<&s
         "step_seconds": step as f64 / 1e9,
         "buckets": by_start.into_iter().map(|(s, counts)| json!({ "start": rfc3339(s), "start_ns": s.to_string(), "counts": counts })).collect::<Vec<_>>(),
         "totals": totals,
+    }))
+}
+
+/// Most lines on either side of a hit.
+pub const MAX_CONTEXT_LINES: usize = 500;
+/// How far from the hit context looks.
+const CONTEXT_WINDOW_NS: i64 = 3_600_000_000_000;
+
+async fn context(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+    match context_inner(&state, &headers, raw.as_deref()).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The lines just before `timestamp` and from it on (the hit first), both in time order, with
+/// the request's filters (usually the hit's `pod` and `container`) and scope.
+async fn context_inner(state: &QueryState, headers: &HeaderMap, raw: Option<&str>) -> Result<Value, ApiError> {
+    let p = Params::parse(raw)?;
+    let id = state.identify(headers).await?;
+    let ts = p.time("timestamp")?.ok_or_else(|| ApiError::new(ErrorCode::InvalidQuery, "`timestamp` (the hit's `timestamp_ns`) is required"))?;
+    let (before, after) = (p.usize("before")?.unwrap_or(20), p.usize("after")?.unwrap_or(20));
+    if before > MAX_CONTEXT_LINES || after > MAX_CONTEXT_LINES {
+        return Err(ApiError::new(ErrorCode::LimitExceeded, format!("`before` and `after` may be at most {MAX_CONTEXT_LINES}")));
+    }
+    let workspaces = p.list("workspace")?;
+    let projects = p.list("project")?;
+    let scope = state.gate.logs(&id, workspaces.as_ref(), projects.as_ref()).await.map_err(ApiError::from)?;
+    let filters = filters(&p, projects)?;
+    let _slot = state.slot(id.user())?;
+    let earlier = LogSearch {
+        scope: scope.clone(),
+        from_ns: ts.saturating_sub(CONTEXT_WINDOW_NS),
+        to_ns: ts,
+        filters: filters.clone(),
+        terms: Vec::new(),
+        limit: before.max(1),
+        cursor: None,
+        oldest_first: false,
+    };
+    let later = LogSearch { from_ns: ts, to_ns: ts.saturating_add(CONTEXT_WINDOW_NS), limit: after.max(1), oldest_first: true, ..earlier.clone() };
+    let mut b = if before == 0 { Vec::new() } else { with_timeout(state, state.store.search(&earlier)).await? };
+    let a = if after == 0 { Vec::new() } else { with_timeout(state, state.store.search(&later)).await? };
+    b.reverse();
+    let none = Matcher::new(&[]).map_err(|m| ApiError::new(ErrorCode::Internal, m))?;
+    Ok(json!({
+        "before": b.iter().map(|l| line_json(l, &none)).collect::<Vec<_>>(),
+        "after": a.iter().map(|l| line_json(l, &none)).collect::<Vec<_>>(),
     }))
 }

@@ -49,13 +49,20 @@ pub struct LogSearch {
     pub terms: Vec<Term>,
     /// At most this many rows (newest first).
     pub limit: usize,
-    /// Continue from a previous page.
+    /// Continue from a previous page (newest-first searches only).
     pub cursor: Option<Cursor>,
+    /// The oldest `limit` rows, oldest first, instead of the newest (the lines after a hit).
+    pub oldest_first: bool,
 }
 
 /// The order of search results: newest first, then pod, message, trace id (stable pages).
 pub fn newest_first(a: &LogRecord, b: &LogRecord) -> std::cmp::Ordering {
     b.timestamp_ns.cmp(&a.timestamp_ns).then_with(|| a.pod.cmp(&b.pod)).then_with(|| a.message.cmp(&b.message)).then_with(|| a.trace_id.cmp(&b.trace_id))
+}
+
+/// The order of [`LogSearch::oldest_first`] results: exactly the reverse of [`newest_first`].
+pub fn oldest_first(a: &LogRecord, b: &LogRecord) -> std::cmp::Ordering {
+    newest_first(b, a)
 }
 
 /// Counts per time bucket and severity.

@@ -107,6 +107,9 @@ impl ClickHouseStore {
             return Ok(Vec::new());
         }
         validate_terms(&q.terms)?;
+        if q.oldest_first && q.cursor.is_some() {
+            return Err(StoreError::Rejected("a cursor pages newest-first searches only".into()));
+        }
         let (mut cond, mut params) = conditions(q);
         let skip = q.cursor.map_or(0, |c| u64::from(c.skip));
         if let Some(c) = q.cursor {
@@ -115,8 +118,9 @@ impl ClickHouseStore {
         }
         params.push(("limit".into(), P::U64(q.limit as u64 + skip)));
         let sql = format!(
-            "SELECT ?fields FROM {} WHERE {cond} ORDER BY timestamp DESC, pod, message, trace_id LIMIT {{limit:UInt64}}",
-            self.table(schemas::Table::Logs)
+            "SELECT ?fields FROM {} WHERE {cond} ORDER BY {} LIMIT {{limit:UInt64}}",
+            self.table(schemas::Table::Logs),
+            if q.oldest_first { "timestamp ASC, pod DESC, message DESC, trace_id DESC" } else { "timestamp DESC, pod, message, trace_id" }
         );
         let rows = timed(self.bind(&sql, params).fetch_all::<LogOut>()).await?;
         let mut skipped = 0u64;

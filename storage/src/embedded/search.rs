@@ -16,7 +16,7 @@ use super::{DirKey, EmbeddedStore, NS_PER_DAY, each_stored_batch, escape};
 use crate::StoreError;
 use schemas::{LogRecord, Severity};
 
-use crate::search::{HistogramBucket, LogSearch, Matcher, newest_first};
+use crate::search::{HistogramBucket, LogSearch, Matcher, newest_first, oldest_first};
 
 /// Collected matches are trimmed back to the page size once they pass this many pages' worth.
 const TRIM_FACTOR: usize = 4;
@@ -48,6 +48,10 @@ impl EmbeddedStore {
 
     pub(super) fn search_blocking(&self, q: &LogSearch) -> Result<Vec<LogRecord>, StoreError> {
         let matcher = Matcher::new(&q.terms).map_err(StoreError::Rejected)?;
+        if q.oldest_first && q.cursor.is_some() {
+            return Err(StoreError::Rejected("a cursor pages newest-first searches only".into()));
+        }
+        let order = if q.oldest_first { oldest_first } else { newest_first };
         let want = q.limit + q.cursor.map_or(0, |c| c.skip as usize);
         let mut out: Vec<LogRecord> = Vec::new();
         let mut floor: Option<LogRecord> = None;
@@ -61,19 +65,19 @@ impl EmbeddedStore {
                     continue;
                 }
                 let line = c.line(i, ts);
-                if floor.as_ref().is_some_and(|f| newest_first(&line, f).is_ge()) {
+                if floor.as_ref().is_some_and(|f| order(&line, f).is_ge()) {
                     continue;
                 }
                 out.push(line);
                 if out.len() >= want.max(1) * TRIM_FACTOR {
-                    out.sort_by(newest_first);
+                    out.sort_by(order);
                     out.truncate(want);
                     floor = out.last().cloned();
                 }
             }
             Ok(())
         })?;
-        out.sort_by(newest_first);
+        out.sort_by(order);
         out.truncate(want);
         if let Some(cur) = q.cursor {
             // Pass over the rows at the cursor's timestamp that the previous page returned.
