@@ -263,21 +263,9 @@ impl Rows {
         Ok(())
     }
 
-    /// The partition (tenant, UTC day) each row belongs to, in row order. Partitions drive both
-    /// the embedded store's directory layout and how ClickHouse inserts are split.
-    pub fn partition_keys(&self) -> Vec<PartitionKey> {
-        const NS_PER_DAY: i64 = 86_400 * 1_000_000_000;
-        const MS_PER_DAY: i64 = 86_400 * 1_000;
-        match self {
-            Rows::Logs(v) => v.iter().map(|r| PartitionKey::new(&r.org_id, &r.workspace, r.timestamp_ns.div_euclid(NS_PER_DAY))).collect(),
-            Rows::AuditLogs(v) => v.iter().map(|r| PartitionKey::new(&r.org_id, "", r.timestamp_ns.div_euclid(NS_PER_DAY))).collect(),
-            Rows::SystemLogs(v) => v.iter().map(|r| PartitionKey::new("", "", r.timestamp_ns.div_euclid(NS_PER_DAY))).collect(),
-            Rows::Metrics(v) => v.iter().map(|r| PartitionKey::new(&r.org_id, &r.workspace, r.timestamp_ms.div_euclid(MS_PER_DAY))).collect(),
-        }
-    }
-
-    /// The partition of row `i`, borrowed: (organisation, workspace, day), ordered as
-    /// [`PartitionKey`] orders.
+    /// The partition (tenant, UTC day) of row `i`, borrowed: (organisation, workspace, day),
+    /// ordered as [`PartitionKey`] orders. Partitions drive both the embedded store's directory
+    /// layout and how ClickHouse inserts are split.
     fn partition_of(&self, i: usize) -> PartitionRef<'_> {
         const NS_PER_DAY: i64 = 86_400 * 1_000_000_000;
         const MS_PER_DAY: i64 = 86_400 * 1_000;
