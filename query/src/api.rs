@@ -10,11 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use auth::{Gate, Identity, TokenVerifier};
-use axum::Router;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, header};
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Json, Router};
 use schemas::LogRecord;
 use schemas::{ApiError, ErrorCode};
 use serde_json::{Value, json};
@@ -123,7 +122,8 @@ fn now_ns() -> i64 {
 }
 
 /// The parts of a request every log endpoint shares, checked, with the authorised scope.
-async fn log_search(state: &QueryState, headers: &HeaderMap, p: &Params, limit: usize) -> Result<(Arc<Identity>, LogSearch), ApiError> {
+/// Also returns the compiled terms (for highlights), so the search text is compiled once here.
+async fn log_search(state: &QueryState, headers: &HeaderMap, p: &Params, limit: usize) -> Result<(Arc<Identity>, LogSearch, Matcher), ApiError> {
     let id = state.identify(headers).await?;
     let to_ns = p.time("to")?.unwrap_or_else(now_ns);
     let from_ns = match (p.time("from")?, p.duration_ns("since")?) {
@@ -142,13 +142,13 @@ async fn log_search(state: &QueryState, headers: &HeaderMap, p: &Params, limit: 
         ));
     }
     let terms = syntax::parse(p.one("q").unwrap_or("")).map_err(|m| ApiError::new(ErrorCode::InvalidQuery, m))?;
-    Matcher::new(&terms).map_err(|m| ApiError::new(ErrorCode::InvalidQuery, m))?;
+    let matcher = Matcher::new(&terms).map_err(|m| ApiError::new(ErrorCode::InvalidQuery, m))?;
     let workspaces = p.list("workspace")?;
     let projects = p.list("project")?;
     let scope = state.gate.logs(&id, workspaces.as_ref(), projects.as_ref()).await.map_err(ApiError::from)?;
     let filters = filters(p, projects)?;
     let cursor = p.one("cursor").map(decode_cursor).transpose()?;
-    Ok((id, LogSearch { scope, from_ns, to_ns, filters, terms, limit, cursor, oldest_first: false }))
+    Ok((id, LogSearch { scope, from_ns, to_ns, filters, terms, limit, cursor, oldest_first: false }, matcher))
 }
 
 /// The equality filters of a request.
@@ -210,33 +210,26 @@ fn line_json(l: &LogRecord, m: &Matcher) -> Value {
     })
 }
 
-async fn search(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
-    match search_inner(&state, &headers, raw.as_deref()).await {
-        Ok(v) => axum::Json(v).into_response(),
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn search_inner(state: &QueryState, headers: &HeaderMap, raw: Option<&str>) -> Result<Value, ApiError> {
+async fn search(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+    let (state, headers, raw) = (&state, &headers, raw.as_deref());
     let started = Instant::now();
     let p = Params::parse(raw)?;
     let limit = p.usize("limit")?.unwrap_or(state.limits.default_lines);
     if limit == 0 || limit > state.limits.max_lines {
         return Err(ApiError::new(ErrorCode::LimitExceeded, format!("`limit` must be 1..={}", state.limits.max_lines)));
     }
-    let (id, q) = log_search(state, headers, &p, limit).await?;
+    let (id, q, matcher) = log_search(state, headers, &p, limit).await?;
     let _slot = state.slot(id.user())?;
     let lines = with_timeout(state, state.store.search(&q)).await?;
-    let matcher = Matcher::new(&q.terms).map_err(|m| ApiError::new(ErrorCode::InvalidQuery, m))?;
     let next = (lines.len() == limit).then(|| next_cursor(q.cursor, &lines)).flatten();
-    Ok(json!({
+    Ok(Json(json!({
         "lines": lines.iter().map(|l| line_json(l, &matcher)).collect::<Vec<_>>(),
         "next_cursor": next.map(encode_cursor),
         "from": rfc3339(q.from_ns),
         "to": rfc3339(q.to_ns),
         "workspaces": q.scope.workspaces(),
         "stats": { "lines": lines.len(), "duration_ms": started.elapsed().as_secs_f64() * 1e3 },
-    }))
+    })))
 }
 
 /// The cursor after `lines`: the oldest timestamp returned, and how many rows at it the
@@ -248,16 +241,10 @@ fn next_cursor(prev: Option<Cursor>, lines: &[LogRecord]) -> Option<Cursor> {
     Some(Cursor { timestamp_ns: last, skip: before + here })
 }
 
-async fn histogram(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
-    match histogram_inner(&state, &headers, raw.as_deref()).await {
-        Ok(v) => axum::Json(v).into_response(),
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn histogram_inner(state: &QueryState, headers: &HeaderMap, raw: Option<&str>) -> Result<Value, ApiError> {
+async fn histogram(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+    let (state, headers, raw) = (&state, &headers, raw.as_deref());
     let p = Params::parse(raw)?;
-    let (id, q) = log_search(state, headers, &p, 1).await?;
+    let (id, q, _) = log_search(state, headers, &p, 1).await?;
     let range = q.to_ns - q.from_ns;
     let step = match p.duration_ns("step")? {
         Some(s) => s,
@@ -281,11 +268,11 @@ async fn histogram_inner(state: &QueryState, headers: &HeaderMap, raw: Option<&s
         let t = totals.get(&b.severity).and_then(Value::as_u64).unwrap_or(0) + b.count;
         totals.insert(b.severity, json!(t));
     }
-    Ok(json!({
+    Ok(Json(json!({
         "step_seconds": step as f64 / 1e9,
         "buckets": by_start.into_iter().map(|(s, counts)| json!({ "start": rfc3339(s), "start_ns": s.to_string(), "counts": counts })).collect::<Vec<_>>(),
         "totals": totals,
-    }))
+    })))
 }
 
 /// Most lines on either side of a hit.
@@ -293,16 +280,10 @@ pub const MAX_CONTEXT_LINES: usize = 500;
 /// How far from the hit context looks.
 const CONTEXT_WINDOW_NS: i64 = 3_600_000_000_000;
 
-async fn context(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
-    match context_inner(&state, &headers, raw.as_deref()).await {
-        Ok(v) => axum::Json(v).into_response(),
-        Err(e) => e.into_response(),
-    }
-}
-
 /// The lines just before `timestamp` and from it on (the hit first), both in time order, with
 /// the request's filters (usually the hit's `pod` and `container`) and scope.
-async fn context_inner(state: &QueryState, headers: &HeaderMap, raw: Option<&str>) -> Result<Value, ApiError> {
+async fn context(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+    let (state, headers, raw) = (&state, &headers, raw.as_deref());
     let p = Params::parse(raw)?;
     let id = state.identify(headers).await?;
     let ts = p.time("timestamp")?.ok_or_else(|| ApiError::new(ErrorCode::InvalidQuery, "`timestamp` (the hit's `timestamp_ns`) is required"))?;
@@ -330,8 +311,8 @@ async fn context_inner(state: &QueryState, headers: &HeaderMap, raw: Option<&str
     let a = if after == 0 { Vec::new() } else { with_timeout(state, state.store.search(&later)).await? };
     b.reverse();
     let none = Matcher::new(&[]).map_err(|m| ApiError::new(ErrorCode::Internal, m))?;
-    Ok(json!({
+    Ok(Json(json!({
         "before": b.iter().map(|l| line_json(l, &none)).collect::<Vec<_>>(),
         "after": a.iter().map(|l| line_json(l, &none)).collect::<Vec<_>>(),
-    }))
+    })))
 }
