@@ -65,6 +65,14 @@ async fn workload_logs_are_authorised_per_namespace_by_the_workspaces_api_server
         get(&server, "/api/v1/logs/search?since=1h&project=shop", Some(&alice), &[]).await;
     }
     assert_eq!(kube.stats().await["reviews"].as_u64().unwrap(), before, "decisions are cached");
+    // Without named projects, the workspace's namespaces are listed once, not per request.
+    get(&server, "/api/v1/logs/search?since=1h", Some(&alice), &[]).await;
+    let lists = kube.stats().await["lists"].as_u64().unwrap();
+    assert!(lists >= 1);
+    for _ in 0..3 {
+        get(&server, "/api/v1/logs/search?since=1h", Some(&alice), &[]).await;
+    }
+    assert_eq!(kube.stats().await["lists"].as_u64().unwrap(), lists, "namespace lists are cached");
 
     // Revoked: within the allow TTL (1 s here) the next query is denied.
     kube.set_rules(json!([{ "groups": ["sre"], "namespaces": ["*"] }])).await;

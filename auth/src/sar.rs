@@ -10,9 +10,11 @@
 //!   namespace. A revoked RoleBinding takes effect within `allow_ttl`.
 //! - With no namespaces named, a cluster-wide review (`namespace` empty) is asked first; if it
 //!   is denied, the workspace's namespaces are listed (with the data plane's own credential
-//!   for that API server: names only) and each is reviewed, at most `max_namespaces`.
+//!   for that API server: names only, cached as long as an allowed decision) and each is
+//!   reviewed, at most `max_namespaces`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -83,6 +85,8 @@ impl moka::Expiry<DecisionKey, bool> for ByOutcome {
 pub struct SubjectAccessReviewer {
     clients: BTreeMap<String, kube::Client>,
     cache: moka::future::Cache<DecisionKey, bool>,
+    /// Each workspace's namespace names, kept as long as an allowed decision.
+    namespace_lists: moka::future::Cache<String, Arc<Vec<String>>>,
     timeout: Duration,
     max_namespaces: usize,
 }
@@ -120,7 +124,15 @@ impl SubjectAccessReviewer {
             .max_capacity(config.cache_entries.max(1))
             .expire_after(ByOutcome { allow: Duration::from_secs(config.allow_ttl_secs), deny: Duration::from_secs(config.deny_ttl_secs) })
             .build();
-        Ok(SubjectAccessReviewer { clients, cache, timeout: Duration::from_millis(config.timeout_ms.max(1)), max_namespaces: config.max_namespaces.max(1) })
+        let namespace_lists =
+            moka::future::Cache::builder().max_capacity(clients.len().max(1) as u64).time_to_live(Duration::from_secs(config.allow_ttl_secs.max(1))).build();
+        Ok(SubjectAccessReviewer {
+            clients,
+            cache,
+            namespace_lists,
+            timeout: Duration::from_millis(config.timeout_ms.max(1)),
+            max_namespaces: config.max_namespaces.max(1),
+        })
     }
 
     async fn allowed(&self, client: &kube::Client, id: &Identity, workspace: &str, namespace: &str) -> Result<bool, AuthError> {
@@ -159,13 +171,18 @@ impl SubjectAccessReviewer {
         Ok(allowed)
     }
 
-    async fn namespaces_of(&self, client: &kube::Client, workspace: &str) -> Result<Vec<String>, AuthError> {
+    async fn namespaces_of(&self, client: &kube::Client, workspace: &str) -> Result<Arc<Vec<String>>, AuthError> {
+        if let Some(hit) = self.namespace_lists.get(workspace).await {
+            return Ok(hit);
+        }
         let api: Api<Namespace> = Api::all(client.clone());
         let list = tokio::time::timeout(self.timeout, api.list(&ListParams::default().limit(self.max_namespaces as u32)))
             .await
             .map_err(|_| AuthError::Unavailable(format!("listing namespaces of {workspace}: timed out")))?
             .map_err(|e| AuthError::Unavailable(format!("listing namespaces of {workspace}: {e}")))?;
-        Ok(list.items.into_iter().filter_map(|n| n.metadata.name).take(self.max_namespaces).collect())
+        let names: Arc<Vec<String>> = Arc::new(list.items.into_iter().filter_map(|n| n.metadata.name).take(self.max_namespaces).collect());
+        self.namespace_lists.insert(workspace.to_owned(), names.clone()).await;
+        Ok(names)
     }
 }
 
@@ -182,7 +199,7 @@ impl Authorizer for SubjectAccessReviewer {
                     if self.allowed(client, id, workspace, "").await? {
                         return Ok(Namespaces::All);
                     }
-                    self.namespaces_of(client, workspace).await?
+                    self.namespaces_of(client, workspace).await?.to_vec()
                 }
             };
             // A few reviews at a time; any failure denies the whole request (fail closed).
