@@ -96,17 +96,26 @@ impl EmbeddedStore {
 
     pub(super) fn histogram_blocking(&self, q: &LogSearch, step_ns: i64) -> Result<Vec<HistogramBucket>, StoreError> {
         let matcher = Matcher::new(&q.terms).map_err(StoreError::Rejected)?;
-        let mut counts: HashMap<(i64, String), u64> = HashMap::new();
+        // By severity first, so a row costs a lookup by `&str`, not a new key string.
+        let mut counts: HashMap<String, HashMap<i64, u64>> = HashMap::new();
         self.each_batch(q, |batch| {
             let c = Columns::of(batch)?;
             for i in 0..batch.num_rows() {
                 let Some(ts) = c.matches(i, q, &matcher) else { continue };
                 let start = q.from_ns + (ts - q.from_ns).div_euclid(step_ns) * step_ns;
-                *counts.entry((start, c.s(c.severity, i).to_owned())).or_default() += 1;
+                let severity = c.s(c.severity, i);
+                let per_bucket = match counts.get_mut(severity) {
+                    Some(m) => m,
+                    None => counts.entry(severity.to_owned()).or_default(),
+                };
+                *per_bucket.entry(start).or_default() += 1;
             }
             Ok(())
         })?;
-        let mut out: Vec<HistogramBucket> = counts.into_iter().map(|((start_ns, severity), count)| HistogramBucket { start_ns, severity, count }).collect();
+        let mut out: Vec<HistogramBucket> = counts
+            .into_iter()
+            .flat_map(|(severity, buckets)| buckets.into_iter().map(move |(start_ns, count)| HistogramBucket { start_ns, severity: severity.clone(), count }))
+            .collect();
         out.sort_by(|a, b| a.start_ns.cmp(&b.start_ns).then_with(|| a.severity.cmp(&b.severity)));
         Ok(out)
     }
