@@ -106,6 +106,7 @@ fn load(common: &Common, listen: Option<String>) -> anyhow::Result<config::Confi
         c.listen = l;
     }
     c.ingest.validate()?;
+    c.auth.validate(&c.data_dir).map_err(anyhow::Error::msg)?;
     Ok(c)
 }
 

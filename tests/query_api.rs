@@ -240,6 +240,19 @@ async fn search_is_scoped_to_the_callers_tenants_on_clickhouse() {
     scoped_search(Server::start(ServerOptions { clickhouse_url: Some(ch.url()), ..Default::default() })).await;
 }
 
+#[test]
+fn config_check_names_a_wrong_auth_key() {
+    let out = Command::new(env!("CARGO_BIN_EXE_dataplane"))
+        .args(["config", "check"])
+        .env("DATAPLANE_AUTH__ISSUER", "https://login.example.com")
+        .env("DATAPLANE_AUTH__ALGORITHMS", r#"["none"]"#)
+        .output()
+        .expect("dataplane config check");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("auth.algorithms"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_and_bad_queries_get_clear_errors() {
     let server = Server::start(ServerOptions::default());
