@@ -10,5 +10,6 @@ mod bad_input;
 mod clickhouse_backend;
 mod durability;
 mod ingest_api;
+mod loki_api;
 mod query_api;
 mod shippers;

@@ -133,11 +133,29 @@ impl Gate {
     /// exists); unnamed ones the caller may not read are simply left out. Naming projects none
     /// of which the caller may read is `Forbidden` too.
     pub async fn logs(&self, id: &Identity, workspaces: Option<&BTreeSet<String>>, projects: Option<&BTreeSet<String>>) -> Result<TenantScope, AuthError> {
-        let named = workspaces.is_some();
         let candidates: Vec<String> = match workspaces {
             Some(w) => w.iter().cloned().collect(),
             None => id.workspaces.iter().cloned().collect(),
         };
+        self.logs_of(id, candidates, workspaces.is_some(), true, projects).await
+    }
+
+    /// Workload logs of the token's workspaces that `keep` accepts (a query language's
+    /// matchers on the workspace label). Workspaces the caller may not read are left out, never
+    /// refused, so a pattern reveals nothing about which exist.
+    pub async fn logs_matching(&self, id: &Identity, keep: impl Fn(&str) -> bool, projects: Option<&BTreeSet<String>>) -> Result<TenantScope, AuthError> {
+        let candidates: Vec<String> = id.workspaces.iter().filter(|w| keep(w)).cloned().collect();
+        self.logs_of(id, candidates, false, false, projects).await
+    }
+
+    async fn logs_of(
+        &self,
+        id: &Identity,
+        candidates: Vec<String>,
+        named: bool,
+        refuse_projects: bool,
+        projects: Option<&BTreeSet<String>>,
+    ) -> Result<TenantScope, AuthError> {
         if candidates.len() > MAX_SCOPE_WORKSPACES {
             return Err(AuthError::Forbidden(format!("at most {MAX_SCOPE_WORKSPACES} workspaces per query; name the ones you need")));
         }
@@ -155,7 +173,7 @@ impl Gate {
             }
             grants.push(WorkspaceGrant { workspace: ws, namespaces: ns });
         }
-        if grants.is_empty() && projects.is_some() {
+        if grants.is_empty() && projects.is_some() && refuse_projects {
             return Err(AuthError::Forbidden("no permission to read logs in these projects".into()));
         }
         Ok(TenantScope { table: Table::Logs, user: id.user.clone(), org_id: Some(id.org_id.clone()), grants: Some(grants) })

@@ -39,11 +39,25 @@ pub struct QueryLimits {
     pub timeout_secs: u64,
     /// Most histogram buckets.
     pub max_buckets: usize,
+    /// Most stored lines one LogQL query may read through its pipeline (lines storage could
+    /// not filter itself); past it the query is refused with advice to narrow it.
+    pub max_scan_lines: usize,
+    /// Most series a LogQL metric query, `series` or `index/volume` may return.
+    pub max_series: usize,
 }
 
 impl Default for QueryLimits {
     fn default() -> Self {
-        QueryLimits { max_range_secs: 31 * 86_400, max_lines: 5_000, default_lines: 100, max_concurrent_per_user: 8, timeout_secs: 30, max_buckets: 2_000 }
+        QueryLimits {
+            max_range_secs: 31 * 86_400,
+            max_lines: 5_000,
+            default_lines: 100,
+            max_concurrent_per_user: 8,
+            timeout_secs: 30,
+            max_buckets: 2_000,
+            max_scan_lines: 1_000_000,
+            max_series: 1_000,
+        }
     }
 }
 
@@ -77,7 +91,7 @@ impl QueryState {
     }
 
     /// A slot among the user's concurrent queries, released when dropped.
-    fn slot(&self, user: &str) -> Result<Slot, ApiError> {
+    pub(crate) fn slot(&self, user: &str) -> Result<Slot, ApiError> {
         let mut running = self.running.lock().map_err(|_| ApiError::new(ErrorCode::Internal, "query slots poisoned"))?;
         let n = running.entry(user.to_owned()).or_default();
         if *n >= self.limits.max_concurrent_per_user {
@@ -91,7 +105,7 @@ impl QueryState {
     }
 }
 
-struct Slot {
+pub(crate) struct Slot {
     running: Arc<Mutex<HashMap<String, usize>>>,
     user: String,
 }
@@ -111,13 +125,14 @@ impl Drop for Slot {
 
 pub fn router(state: QueryState) -> Router {
     Router::new()
+        .merge(crate::loki::routes())
         .route("/api/v1/logs/search", get(search))
         .route("/api/v1/logs/histogram", get(histogram))
         .route("/api/v1/logs/context", get(context))
         .with_state(state)
 }
 
-fn now_ns() -> i64 {
+pub(crate) fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
@@ -163,7 +178,7 @@ fn filters(p: &Params, projects: Option<BTreeSet<String>>) -> Result<LogFilters,
     })
 }
 
-fn store_error(e: StoreError) -> ApiError {
+pub(crate) fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::Rejected(m) => {
             tracing::info!(error = %m, "storage refused a query");
@@ -176,7 +191,7 @@ fn store_error(e: StoreError) -> ApiError {
     }
 }
 
-async fn with_timeout<T>(state: &QueryState, f: impl Future<Output = Result<T, StoreError>>) -> Result<T, ApiError> {
+pub(crate) async fn with_timeout<T>(state: &QueryState, f: impl Future<Output = Result<T, StoreError>>) -> Result<T, ApiError> {
     // Dropping the storage future on timeout cancels the backend query.
     match tokio::time::timeout(Duration::from_secs(state.limits.timeout_secs.max(1)), f).await {
         Ok(r) => r.map_err(store_error),
@@ -184,7 +199,7 @@ async fn with_timeout<T>(state: &QueryState, f: impl Future<Output = Result<T, S
     }
 }
 
-fn rfc3339(ns: i64) -> String {
+pub fn rfc3339(ns: i64) -> String {
     chrono::DateTime::from_timestamp(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32)
         .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string())
         .unwrap_or_default()
@@ -234,7 +249,7 @@ async fn search(State(state): State<QueryState>, headers: HeaderMap, RawQuery(ra
 
 /// The cursor after `lines`: the oldest timestamp returned, and how many rows at it the
 /// caller has now seen (counting those an earlier page already skipped).
-fn next_cursor(prev: Option<Cursor>, lines: &[LogRecord]) -> Option<Cursor> {
+pub(crate) fn next_cursor(prev: Option<Cursor>, lines: &[LogRecord]) -> Option<Cursor> {
     let last = lines.last()?.timestamp_ns;
     let here = lines.iter().filter(|l| l.timestamp_ns == last).count() as u32;
     let before = prev.filter(|c| c.timestamp_ns == last).map_or(0, |c| c.skip);

@@ -8,10 +8,14 @@
 //!    applies it again itself (the second wall).
 //!
 //! [`api`] serves the dashboard's JSON API; [`syntax`] parses its search text; [`params`]
-//! reads times, durations, lists and cursors. Grafana's Loki API comes next.
+//! reads times, durations, lists and cursors. [`loki`] serves Grafana's Loki datasource and
+//! Logs Drilldown over [`logql`]; [`patterns`] groups lines into templates.
 
 pub mod api;
+pub mod logql;
+pub mod loki;
 pub mod params;
+pub mod patterns;
 pub mod syntax;
 
 pub use api::{QueryLimits, QueryState, router};

@@ -27,6 +27,11 @@ impl Params {
         self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
     }
 
+    /// Every non-empty value of a repeated `key`, in order.
+    pub fn all(&self, key: &str) -> Vec<&str> {
+        self.0.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty()).collect()
+    }
+
     /// Every value of `key` (repeated keys and comma-separated values), `None` when absent.
     pub fn list(&self, key: &str) -> Result<Option<BTreeSet<String>>, ApiError> {
         let values: BTreeSet<String> =

@@ -13,8 +13,10 @@ use schemas::LogRecord;
 /// A search term.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Term {
-    /// Substring, ASCII case-insensitive.
+    /// Substring, ASCII case-insensitive (the dashboard's words and phrases).
     Contains(String),
+    /// Substring, case-sensitive (LogQL's `|=`).
+    Exact(String),
     /// RE2 regular expression.
     Regex(String),
     Not(Box<Term>),
@@ -30,8 +32,9 @@ pub struct LogFilters {
     pub severities: Vec<String>,
 }
 
-/// Where a page starts: rows strictly older than `timestamp_ns`, plus the first `skip` rows
-/// at exactly `timestamp_ns` already returned are passed over.
+/// Where a page starts: rows strictly older than `timestamp_ns` (strictly newer for an
+/// oldest-first search), plus the first `skip` rows at exactly `timestamp_ns` already returned
+/// are passed over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
     pub timestamp_ns: i64,
@@ -49,7 +52,7 @@ pub struct LogSearch {
     pub terms: Vec<Term>,
     /// At most this many rows (newest first).
     pub limit: usize,
-    /// Continue from a previous page (newest-first searches only).
+    /// Continue from a previous page.
     pub cursor: Option<Cursor>,
     /// The oldest `limit` rows, oldest first, instead of the newest (the lines after a hit).
     pub oldest_first: bool,
@@ -73,6 +76,25 @@ pub struct HistogramBucket {
     pub count: u64,
 }
 
+/// Entries and message bytes of one stream (a distinct set of the stream columns) in one time
+/// bucket: what label listings, series, index statistics, volumes and simple LogQL metric
+/// queries are answered from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StreamCount {
+    /// Bucket start (aligned to the query's `from_ns`), or `from_ns` when not bucketed.
+    pub start_ns: i64,
+    pub workspace: String,
+    pub project: String,
+    pub application: String,
+    pub pod: String,
+    pub container: String,
+    pub node: String,
+    pub stream: String,
+    pub severity: String,
+    pub entries: u64,
+    pub bytes: u64,
+}
+
 /// A compiled matcher for terms, used by the embedded store and by anything that filters lines
 /// in memory (live tail). Regexes are compiled with a size limit.
 pub struct Matcher {
@@ -81,6 +103,7 @@ pub struct Matcher {
 
 enum Compiled {
     Contains(Vec<u8>),
+    Exact(String),
     Regex(regex::Regex),
 }
 
@@ -97,6 +120,7 @@ impl Matcher {
             };
             let c = match inner {
                 Term::Contains(s) => Compiled::Contains(s.to_ascii_lowercase().into_bytes()),
+                Term::Exact(s) => Compiled::Exact(s.clone()),
                 Term::Regex(r) => Compiled::Regex(
                     regex::RegexBuilder::new(r)
                         .size_limit(REGEX_SIZE_LIMIT)
@@ -124,7 +148,8 @@ impl Matcher {
                     let needle = std::str::from_utf8(needle).unwrap_or_default();
                     out.extend(lower.match_indices(needle).map(|(i, m)| (i, i + m.len())).take(64));
                 }
-                Compiled::Contains(_) => {}
+                Compiled::Exact(needle) if !needle.is_empty() => out.extend(message.match_indices(needle.as_str()).map(|(i, m)| (i, i + m.len())).take(64)),
+                Compiled::Contains(_) | Compiled::Exact(_) => {}
                 Compiled::Regex(r) => out.extend(r.find_iter(message).filter(|m| !m.is_empty()).map(|m| (m.start(), m.end())).take(64)),
             }
         }
@@ -137,6 +162,7 @@ impl Matcher {
         self.terms.iter().all(|(negated, c)| {
             let hit = match c {
                 Compiled::Contains(needle) => contains_ignore_ascii_case(message.as_bytes(), needle),
+                Compiled::Exact(needle) => message.contains(needle.as_str()),
                 Compiled::Regex(r) => r.is_match(message),
             };
             hit != *negated

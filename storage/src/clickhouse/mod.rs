@@ -211,6 +211,10 @@ impl Store for ClickHouseStore {
         Box::pin(self.search_lines(query))
     }
 
+    fn streams<'a>(&'a self, query: &'a LogSearch, step_ns: Option<i64>) -> BoxFuture<'a, Result<Vec<crate::StreamCount>, StoreError>> {
+        Box::pin(self.stream_counts(query, step_ns))
+    }
+
     fn histogram<'a>(&'a self, query: &'a LogSearch, step_ns: i64) -> BoxFuture<'a, Result<Vec<HistogramBucket>, StoreError>> {
         Box::pin(self.histogram_buckets(query, step_ns))
     }

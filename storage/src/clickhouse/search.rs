@@ -9,7 +9,22 @@ use schemas::LogRecord;
 
 use super::{ClickHouseStore, LogOut, timed};
 use crate::StoreError;
-use crate::search::{HistogramBucket, LogSearch, Term};
+use crate::search::{HistogramBucket, LogSearch, StreamCount, Term};
+
+#[derive(Row, Deserialize)]
+struct StreamOut {
+    start: i64,
+    workspace: String,
+    project: String,
+    application: String,
+    pod: String,
+    container: String,
+    node: String,
+    stream: String,
+    severity: String,
+    entries: u64,
+    bytes: u64,
+}
 
 #[derive(Row, Deserialize)]
 struct BucketOut {
@@ -76,10 +91,11 @@ fn conditions(q: &LogSearch) -> (String, Vec<(String, P)>) {
         let name = format!("t{i}");
         let cond = match inner {
             Term::Contains(_) => format!("positionCaseInsensitive(message, {{{name}:String}}) > 0"),
+            Term::Exact(_) => format!("position(message, {{{name}:String}}) > 0"),
             _ => format!("match(message, {{{name}:String}})"),
         };
         let value = match inner {
-            Term::Contains(s) | Term::Regex(s) => s.clone(),
+            Term::Contains(s) | Term::Exact(s) | Term::Regex(s) => s.clone(),
             Term::Not(_) => String::new(),
         };
         sql.push_str(&if negated { format!(" AND NOT {cond}") } else { format!(" AND {cond}") });
@@ -107,13 +123,14 @@ impl ClickHouseStore {
             return Ok(Vec::new());
         }
         validate_terms(&q.terms)?;
-        if q.oldest_first && q.cursor.is_some() {
-            return Err(StoreError::Rejected("a cursor pages newest-first searches only".into()));
-        }
         let (mut cond, mut params) = conditions(q);
         let skip = q.cursor.map_or(0, |c| u64::from(c.skip));
         if let Some(c) = q.cursor {
-            cond.push_str(" AND timestamp <= fromUnixTimestamp64Nano({cursor:Int64})");
+            cond.push_str(if q.oldest_first {
+                " AND timestamp >= fromUnixTimestamp64Nano({cursor:Int64})"
+            } else {
+                " AND timestamp <= fromUnixTimestamp64Nano({cursor:Int64})"
+            });
             params.push(("cursor".into(), P::I64(c.timestamp_ns)));
         }
         params.push(("limit".into(), P::U64(q.limit as u64 + skip)));
@@ -151,6 +168,41 @@ impl ClickHouseStore {
         );
         let rows = timed(self.bind(&sql, params).fetch_all::<BucketOut>()).await?;
         Ok(rows.into_iter().map(|r| HistogramBucket { start_ns: r.start, severity: r.severity, count: r.count }).collect())
+    }
+}
+
+impl ClickHouseStore {
+    pub(super) async fn stream_counts(&self, q: &LogSearch, step_ns: Option<i64>) -> Result<Vec<StreamCount>, StoreError> {
+        if q.scope.table() != schemas::Table::Logs || q.scope.is_empty() {
+            return Ok(Vec::new());
+        }
+        validate_terms(&q.terms)?;
+        let (cond, mut params) = conditions(q);
+        params.push(("step".into(), P::I64(step_ns.unwrap_or(i64::MAX).max(1))));
+        let sql = format!(
+            "SELECT {{from:Int64}} + intDiv(toUnixTimestamp64Nano(timestamp) - {{from:Int64}}, {{step:Int64}}) * {{step:Int64}} AS start, \
+             workspace, project, application, pod, container, node, stream, severity, count() AS entries, sum(length(message)) AS bytes \
+             FROM {} WHERE {cond} GROUP BY start, workspace, project, application, pod, container, node, stream, severity \
+             ORDER BY start, workspace, project, application, pod, container, node, stream, severity",
+            self.table(schemas::Table::Logs)
+        );
+        let rows = timed(self.bind(&sql, params).fetch_all::<StreamOut>()).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| StreamCount {
+                start_ns: r.start,
+                workspace: r.workspace,
+                project: r.project,
+                application: r.application,
+                pod: r.pod,
+                container: r.container,
+                node: r.node,
+                stream: r.stream,
+                severity: r.severity,
+                entries: r.entries,
+                bytes: r.bytes,
+            })
+            .collect())
     }
 }
 

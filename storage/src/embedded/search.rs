@@ -16,7 +16,7 @@ use super::{DirKey, EmbeddedStore, NS_PER_DAY, each_stored_batch, escape};
 use crate::StoreError;
 use schemas::{LogRecord, Severity};
 
-use crate::search::{HistogramBucket, LogSearch, Matcher, newest_first, oldest_first};
+use crate::search::{HistogramBucket, LogSearch, Matcher, StreamCount, newest_first, oldest_first};
 
 /// Collected matches are trimmed back to the page size once they pass this many pages' worth.
 const TRIM_FACTOR: usize = 4;
@@ -48,9 +48,6 @@ impl EmbeddedStore {
 
     pub(super) fn search_blocking(&self, q: &LogSearch) -> Result<Vec<LogRecord>, StoreError> {
         let matcher = Matcher::new(&q.terms).map_err(StoreError::Rejected)?;
-        if q.oldest_first && q.cursor.is_some() {
-            return Err(StoreError::Rejected("a cursor pages newest-first searches only".into()));
-        }
         let order = if q.oldest_first { oldest_first } else { newest_first };
         let want = q.limit + q.cursor.map_or(0, |c| c.skip as usize);
         let mut out: Vec<LogRecord> = Vec::new();
@@ -60,7 +57,7 @@ impl EmbeddedStore {
             for i in 0..batch.num_rows() {
                 let Some(ts) = c.matches(i, q, &matcher) else { continue };
                 if let Some(cur) = q.cursor
-                    && ts > cur.timestamp_ns
+                    && (if q.oldest_first { ts < cur.timestamp_ns } else { ts > cur.timestamp_ns })
                 {
                     continue;
                 }
@@ -117,6 +114,71 @@ impl EmbeddedStore {
             .flat_map(|(severity, buckets)| buckets.into_iter().map(move |(start_ns, count)| HistogramBucket { start_ns, severity: severity.clone(), count }))
             .collect();
         out.sort_by(|a, b| a.start_ns.cmp(&b.start_ns).then_with(|| a.severity.cmp(&b.severity)));
+        Ok(out)
+    }
+}
+
+impl EmbeddedStore {
+    pub(super) fn streams_blocking(&self, q: &LogSearch, step_ns: Option<i64>) -> Result<Vec<StreamCount>, StoreError> {
+        let matcher = Matcher::new(&q.terms).map_err(StoreError::Rejected)?;
+        let step = step_ns.unwrap_or(i64::MAX).max(1);
+        // Column values are interned, so a row costs lookups by `&str`, not new strings.
+        let mut names: HashMap<String, u32> = HashMap::new();
+        let mut by_id: Vec<String> = Vec::new();
+        let mut counts: HashMap<(i64, [u32; 8]), (u64, u64)> = HashMap::new();
+        self.each_batch(q, |batch| {
+            let c = Columns::of(batch)?;
+            for i in 0..batch.num_rows() {
+                let Some(ts) = c.matches(i, q, &matcher) else { continue };
+                let start = q.from_ns + (ts - q.from_ns).div_euclid(step) * step;
+                let key = [c.workspace, c.project, c.application, c.pod, c.container, c.node, c.stream, c.severity].map(|a| {
+                    let v = c.s(a, i);
+                    match names.get(v) {
+                        Some(id) => *id,
+                        None => {
+                            let id = by_id.len() as u32;
+                            by_id.push(v.to_owned());
+                            names.insert(v.to_owned(), id);
+                            id
+                        }
+                    }
+                });
+                let e = counts.entry((start, key)).or_default();
+                e.0 += 1;
+                e.1 += c.s(c.message, i).len() as u64;
+            }
+            Ok(())
+        })?;
+        let name = |id: u32| by_id[id as usize].clone();
+        let mut out: Vec<StreamCount> = counts
+            .into_iter()
+            .map(|((start_ns, [w, p, a, pod, c, n, st, sev]), (entries, bytes))| StreamCount {
+                start_ns,
+                workspace: name(w),
+                project: name(p),
+                application: name(a),
+                pod: name(pod),
+                container: name(c),
+                node: name(n),
+                stream: name(st),
+                severity: name(sev),
+                entries,
+                bytes,
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (a.start_ns, &a.workspace, &a.project, &a.application, &a.pod, &a.container, &a.node, &a.stream, &a.severity).cmp(&(
+                b.start_ns,
+                &b.workspace,
+                &b.project,
+                &b.application,
+                &b.pod,
+                &b.container,
+                &b.node,
+                &b.stream,
+                &b.severity,
+            ))
+        });
         Ok(out)
     }
 }

@@ -1,0 +1,316 @@
+//! Metric queries evaluated over per-series counts in time buckets.
+//!
+//! Each range function's log query is read once into [`Buckets`] (entries and bytes per series
+//! per bucket), laid out by [`layout`] so every window `(t - range - offset, t - offset]` of
+//! every step `t` is a whole number of buckets. Storage can count streams per bucket itself
+//! (when the pipeline is line filters only), or rows are bucketed as they come through the
+//! pipeline; the evaluation after that is the same.
+
+use std::collections::BTreeMap;
+
+use super::labels::Labels;
+use super::{AggOp, BinOp, Grouping, MetricExpr, RangeFn};
+
+/// The evaluation times: `start`, `start + step`, … up to and including `end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Steps {
+    pub start: i64,
+    pub end: i64,
+    pub step: i64,
+}
+
+impl Steps {
+    pub fn len(&self) -> usize {
+        ((self.end - self.start) / self.step.max(1) + 1) as usize
+    }
+    pub fn is_empty(&self) -> bool {
+        self.end < self.start
+    }
+    pub fn at(&self, k: usize) -> i64 {
+        self.start + k as i64 * self.step
+    }
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// Where the buckets for one range function start, how wide each is, and how many there are.
+/// Bucket `j` covers `[origin + j*width, origin + (j+1)*width)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub origin: i64,
+    pub width: i64,
+    pub count: usize,
+}
+
+impl Layout {
+    /// The read's time range: `[origin, origin + count*width)`.
+    pub fn to_ns(&self) -> i64 {
+        self.origin + self.count as i64 * self.width
+    }
+    pub fn bucket(&self, ts: i64) -> Option<usize> {
+        if ts < self.origin {
+            return None;
+        }
+        let j = ((ts - self.origin) / self.width) as usize;
+        (j < self.count).then_some(j)
+    }
+}
+
+/// The bucket layout for a range of `range_ns` with `offset_ns` at `steps`.
+pub fn layout(steps: &Steps, range_ns: i64, offset_ns: i64) -> Layout {
+    let step = if steps.len() > 1 { steps.step } else { range_ns };
+    let width = gcd(range_ns, step).max(1);
+    let origin = steps.start - range_ns - offset_ns + 1;
+    let span = (steps.end - steps.start) + range_ns;
+    Layout { origin, width, count: (span / width) as usize }
+}
+
+/// Entries and bytes per series per bucket, for one range function.
+#[derive(Debug, Clone, Default)]
+pub struct Buckets {
+    pub series: BTreeMap<Labels, Vec<(u64, u64)>>,
+}
+
+impl Buckets {
+    pub fn add(&mut self, layout: &Layout, labels: Labels, ts: i64, bytes: u64) {
+        let Some(j) = layout.bucket(ts) else { return };
+        let v = self.series.entry(labels).or_insert_with(|| vec![(0, 0); layout.count]);
+        v[j].0 += 1;
+        v[j].1 += bytes;
+    }
+    pub fn add_count(&mut self, layout: &Layout, labels: Labels, start_ns: i64, entries: u64, bytes: u64) {
+        let Some(j) = layout.bucket(start_ns) else { return };
+        let v = self.series.entry(labels).or_insert_with(|| vec![(0, 0); layout.count]);
+        v[j].0 += entries;
+        v[j].1 += bytes;
+    }
+}
+
+/// Values per step; `None` where a series has no point.
+pub type Matrix = Vec<(Labels, Vec<Option<f64>>)>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Scalar(f64),
+    Vector(Matrix),
+}
+
+/// Evaluates `e` at `steps`; `inputs` holds one [`Buckets`] per range function, in the order
+/// of [`MetricExpr::logs`].
+pub fn eval(e: &MetricExpr, steps: &Steps, inputs: &mut std::vec::IntoIter<Buckets>, max_series: usize) -> Result<Value, String> {
+    let v = match e {
+        MetricExpr::Number(n) => Value::Scalar(*n),
+        MetricExpr::Vector(n) => Value::Vector(vec![(Labels::new(), vec![Some(*n); steps.len()])]),
+        MetricExpr::Range { func, range_ns, offset_ns, .. } => {
+            let b = inputs.next().ok_or("internal: a range function without its input")?;
+            Value::Vector(range(*func, b, steps, *range_ns, *offset_ns))
+        }
+        MetricExpr::Agg { op, grouping, param, inner } => match eval(inner, steps, inputs, max_series)? {
+            Value::Scalar(_) => return Err("aggregations need a vector, not a number".into()),
+            Value::Vector(m) => Value::Vector(aggregate(*op, grouping.as_ref(), *param, m, steps.len())),
+        },
+        MetricExpr::Binary { op, lhs, rhs } => {
+            let l = eval(lhs, steps, inputs, max_series)?;
+            let r = eval(rhs, steps, inputs, max_series)?;
+            binary(*op, l, r)
+        }
+    };
+    if let Value::Vector(m) = &v
+        && m.len() > max_series
+    {
+        return Err(format!("the query returns more than {max_series} series; aggregate it (sum by …) or narrow the selector"));
+    }
+    Ok(v)
+}
+
+fn range(func: RangeFn, b: Buckets, steps: &Steps, range_ns: i64, offset_ns: i64) -> Matrix {
+    let l = layout(steps, range_ns, offset_ns);
+    let per_window = (range_ns / l.width) as usize;
+    let secs = range_ns as f64 / 1e9;
+    let mut out = Vec::with_capacity(b.series.len());
+    for (labels, buckets) in b.series {
+        // Prefix sums, so each window is two lookups.
+        let mut prefix = Vec::with_capacity(buckets.len() + 1);
+        prefix.push((0u64, 0u64));
+        for (e, by) in &buckets {
+            let (pe, pb) = prefix[prefix.len() - 1];
+            prefix.push((pe + e, pb + by));
+        }
+        let mut values = Vec::with_capacity(steps.len());
+        let mut any = false;
+        for k in 0..steps.len() {
+            let first = ((steps.at(k) - steps.start) / l.width) as usize;
+            let last = (first + per_window).min(buckets.len());
+            let (entries, bytes) = (prefix[last].0 - prefix[first.min(last)].0, prefix[last].1 - prefix[first.min(last)].1);
+            let v = (entries > 0).then(|| match func {
+                RangeFn::CountOverTime => entries as f64,
+                RangeFn::Rate => entries as f64 / secs,
+                RangeFn::BytesOverTime => bytes as f64,
+                RangeFn::BytesRate => bytes as f64 / secs,
+            });
+            any |= v.is_some();
+            values.push(v);
+        }
+        if any {
+            out.push((labels, values));
+        }
+    }
+    out
+}
+
+fn group_key(labels: &Labels, g: Option<&Grouping>) -> Labels {
+    match g {
+        None => Labels::new(),
+        Some(Grouping { without: false, labels: keep }) => labels.iter().filter(|(k, _)| keep.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
+        Some(Grouping { without: true, labels: drop }) => labels.iter().filter(|(k, _)| !drop.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
+    }
+}
+
+fn aggregate(op: AggOp, g: Option<&Grouping>, param: Option<f64>, m: Matrix, n: usize) -> Matrix {
+    let mut groups: BTreeMap<Labels, Matrix> = BTreeMap::new();
+    for (labels, values) in m {
+        groups.entry(group_key(&labels, g)).or_default().push((labels, values));
+    }
+    let mut out: Matrix = Vec::new();
+    if matches!(op, AggOp::Topk | AggOp::Bottomk) {
+        let k = param.unwrap_or(1.0) as usize;
+        let mut kept: BTreeMap<Labels, Vec<Option<f64>>> = BTreeMap::new();
+        for members in groups.values() {
+            for step in 0..n {
+                let mut present: Vec<(usize, f64)> = members.iter().enumerate().filter_map(|(i, (_, v))| v[step].map(|x| (i, x))).collect();
+                present.sort_by(|a, b| {
+                    let o = a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal);
+                    if op == AggOp::Topk { o.reverse() } else { o }
+                });
+                for (i, x) in present.into_iter().take(k) {
+                    let (labels, _) = &members[i];
+                    kept.entry(labels.clone()).or_insert_with(|| vec![None; n])[step] = Some(x);
+                }
+            }
+        }
+        return kept.into_iter().collect();
+    }
+    for (key, members) in groups {
+        let mut values = Vec::with_capacity(n);
+        for step in 0..n {
+            let xs: Vec<f64> = members.iter().filter_map(|(_, v)| v[step]).collect();
+            values.push((!xs.is_empty()).then(|| match op {
+                AggOp::Sum => xs.iter().sum(),
+                AggOp::Avg => xs.iter().sum::<f64>() / xs.len() as f64,
+                AggOp::Min => xs.iter().copied().fold(f64::INFINITY, f64::min),
+                AggOp::Max => xs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                AggOp::Count => xs.len() as f64,
+                AggOp::Topk | AggOp::Bottomk => unreachable!("handled above"),
+            }));
+        }
+        if values.iter().any(Option::is_some) {
+            out.push((key, values));
+        }
+    }
+    out
+}
+
+fn apply(op: BinOp, a: f64, b: f64) -> f64 {
+    match op {
+        BinOp::Add => a + b,
+        BinOp::Sub => a - b,
+        BinOp::Mul => a * b,
+        BinOp::Div => a / b,
+        BinOp::Mod => a % b,
+        BinOp::Pow => a.powf(b),
+    }
+}
+
+fn binary(op: BinOp, l: Value, r: Value) -> Value {
+    match (l, r) {
+        (Value::Scalar(a), Value::Scalar(b)) => Value::Scalar(apply(op, a, b)),
+        (Value::Vector(m), Value::Scalar(b)) => {
+            Value::Vector(m.into_iter().map(|(l, v)| (l, v.into_iter().map(|x| x.map(|a| apply(op, a, b))).collect())).collect())
+        }
+        (Value::Scalar(a), Value::Vector(m)) => {
+            Value::Vector(m.into_iter().map(|(l, v)| (l, v.into_iter().map(|x| x.map(|b| apply(op, a, b))).collect())).collect())
+        }
+        (Value::Vector(lm), Value::Vector(rm)) => {
+            // One-to-one matching on identical label sets.
+            let right: BTreeMap<Labels, Vec<Option<f64>>> = rm.into_iter().collect();
+            Value::Vector(
+                lm.into_iter()
+                    .filter_map(|(labels, lv)| {
+                        let rv = right.get(&labels)?;
+                        let v: Vec<Option<f64>> = lv.iter().zip(rv).map(|(a, b)| Some(apply(op, (*a)?, (*b)?))).collect();
+                        v.iter().any(Option::is_some).then_some((labels, v))
+                    })
+                    .collect(),
+            )
+        }
+    }
+}
+
+/// A sample value as Loki writes it (Go's shortest `'f'` formatting, `+Inf`, `NaN`).
+pub fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
+    } else {
+        format!("{v}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn windows_are_left_open_and_right_closed() {
+        const S: i64 = 1_000_000_000;
+        // Steps at 60 s and 120 s, range 60 s: windows (0, 60] and (60, 120].
+        let steps = Steps { start: 60 * S, end: 120 * S, step: 60 * S };
+        let l = layout(&steps, 60 * S, 0);
+        let mut b = Buckets::default();
+        for ts in [0, 1, 60, 61, 120, 121] {
+            b.add(&l, labels(&[("pod", "a")]), ts * S, 10);
+        }
+        let m = range(RangeFn::CountOverTime, b.clone(), &steps, 60 * S, 0);
+        assert_eq!(m[0].1, vec![Some(2.0), Some(2.0)], "0 s and 121 s fall outside; 1,60 and 61,120 inside");
+        let r = range(RangeFn::BytesRate, b, &steps, 60 * S, 0);
+        assert_eq!(r[0].1, vec![Some(20.0 / 60.0), Some(20.0 / 60.0)]);
+        // A range longer than the step overlaps windows: gcd-wide buckets.
+        let l = layout(&steps, 90 * S, 0);
+        assert_eq!(l.width, 30 * S);
+    }
+
+    #[test]
+    fn aggregations_and_arithmetic() {
+        let m: Matrix = vec![
+            (labels(&[("level", "error"), ("pod", "a")]), vec![Some(1.0), None]),
+            (labels(&[("level", "error"), ("pod", "b")]), vec![Some(3.0), Some(2.0)]),
+            (labels(&[("level", "info"), ("pod", "a")]), vec![Some(5.0), Some(1.0)]),
+        ];
+        let by_level = Grouping { without: false, labels: vec!["level".into()] };
+        let s = aggregate(AggOp::Sum, Some(&by_level), None, m.clone(), 2);
+        assert_eq!(s, vec![(labels(&[("level", "error")]), vec![Some(4.0), Some(2.0)]), (labels(&[("level", "info")]), vec![Some(5.0), Some(1.0)])]);
+        let without_pod = Grouping { without: true, labels: vec!["pod".into()] };
+        assert_eq!(aggregate(AggOp::Max, Some(&without_pod), None, m.clone(), 2)[0].1, vec![Some(3.0), Some(2.0)]);
+        assert_eq!(aggregate(AggOp::Avg, None, None, m.clone(), 2)[0].1, vec![Some(3.0), Some(1.5)]);
+        assert_eq!(aggregate(AggOp::Count, None, None, m.clone(), 2)[0].1, vec![Some(3.0), Some(2.0)]);
+        let top = aggregate(AggOp::Topk, None, Some(1.0), m.clone(), 2);
+        assert_eq!(
+            top,
+            vec![(labels(&[("level", "error"), ("pod", "b")]), vec![None, Some(2.0)]), (labels(&[("level", "info"), ("pod", "a")]), vec![Some(5.0), None])]
+        );
+        let Value::Vector(d) = binary(BinOp::Div, Value::Vector(s.clone()), Value::Scalar(2.0)) else { panic!() };
+        assert_eq!(d[0].1, vec![Some(2.0), Some(1.0)]);
+        let Value::Vector(r) = binary(BinOp::Div, Value::Vector(s.clone()), Value::Vector(s[..1].to_vec())) else { panic!() };
+        assert_eq!(r, vec![(labels(&[("level", "error")]), vec![Some(1.0), Some(1.0)])], "only matching label sets pair up");
+        assert_eq!(format_value(1.0 / 0.0), "+Inf");
+        assert_eq!(format_value(2.0), "2");
+        assert_eq!(format_value(0.25), "0.25");
+    }
+}

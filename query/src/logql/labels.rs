@@ -1,0 +1,88 @@
+//! The labels a stored row shows to LogQL. Stream labels come from columns (never from
+//! anything the shipper wrote into the line or its attributes); attributes are structured
+//! metadata, under names made valid for LogQL and renamed when they would shadow a stream
+//! label, so an attribute can never pose as a row's workspace or project.
+
+use std::collections::BTreeMap;
+
+use schemas::LogRecord;
+use storage::StreamCount;
+
+/// Stream labels, in the order they are listed.
+pub const STREAM_LABELS: [&str; 9] = ["workspace", "project", "application", "pod", "container", "node", "stream", "level", "service_name"];
+
+pub type Labels = BTreeMap<String, String>;
+
+/// Loki's `service_name`: the application, else the container, else `unknown_service`.
+fn service_name<'a>(application: &'a str, container: &'a str) -> &'a str {
+    if !application.is_empty() {
+        application
+    } else if !container.is_empty() {
+        container
+    } else {
+        "unknown_service"
+    }
+}
+
+fn put(out: &mut Labels, k: &str, v: &str) {
+    // Loki never shows an empty label.
+    if !v.is_empty() {
+        out.insert(k.to_owned(), v.to_owned());
+    }
+}
+
+/// The stream labels of a stored stream.
+pub fn of_stream(s: &StreamCount) -> Labels {
+    let mut out = Labels::new();
+    for (k, v) in [
+        ("workspace", s.workspace.as_str()),
+        ("project", &s.project),
+        ("application", &s.application),
+        ("pod", &s.pod),
+        ("container", &s.container),
+        ("node", &s.node),
+        ("stream", &s.stream),
+        ("level", &s.severity),
+        ("service_name", service_name(&s.application, &s.container)),
+    ] {
+        put(&mut out, k, v);
+    }
+    out
+}
+
+/// The stream labels of a row, then its attributes as structured metadata.
+pub fn of_record(r: &LogRecord) -> Labels {
+    let mut out = Labels::new();
+    for (k, v) in [
+        ("workspace", r.workspace.as_str()),
+        ("project", &r.project),
+        ("application", &r.application),
+        ("pod", &r.pod),
+        ("container", &r.container),
+        ("node", &r.node),
+        ("stream", &r.stream),
+        ("level", r.severity.as_str()),
+        ("service_name", service_name(&r.application, &r.container)),
+    ] {
+        put(&mut out, k, v);
+    }
+    for (k, v) in &r.attributes {
+        let name = extracted_name(&sanitize(k));
+        put(&mut out, &name, v);
+    }
+    out
+}
+
+/// A label name Loki accepts: `[a-zA-Z_][a-zA-Z0-9_]*`, other characters as `_`.
+pub fn sanitize(key: &str) -> String {
+    let mut s: String = key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) {
+        s.insert(0, '_');
+    }
+    s
+}
+
+/// The name an extracted label gets: its own, or with `_extracted` when it is a stream label's.
+pub fn extracted_name(name: &str) -> String {
+    if STREAM_LABELS.contains(&name) { format!("{name}_extracted") } else { name.to_owned() }
+}

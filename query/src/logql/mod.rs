@@ -1,0 +1,189 @@
+//! LogQL, the subset people write (and Grafana's Loki datasource and Logs Drilldown send):
+//!
+//! - stream selectors `{label="v", other!="w", re=~"a|b", nre!~"c.*"}` over the stream labels
+//!   ([`labels::STREAM_LABELS`]);
+//! - line filters `|= "text"`, `!= "text"`, `|~ "re"`, `!~ "re"`, with `or` alternatives;
+//! - the parsers `json` (with optional `label="path"` extractions) and `logfmt`;
+//! - label filters: strings (`= != =~ !~`), numbers (`== != > >= < <=`), `and`, `or`, commas,
+//!   parentheses;
+//! - `line_format "{{.label}} …"` (field references and `__line__`), `drop`, `keep`;
+//! - metric queries: `count_over_time`, `rate`, `bytes_over_time`, `bytes_rate` over
+//!   `[range]` (with `offset`), `sum`/`avg`/`min`/`max`/`count`/`topk`/`bottomk` `by`/`without`,
+//!   arithmetic between them and with numbers, and `vector(n)` (Grafana's health check).
+//!
+//! Anything else is a parse error naming what is not supported: a clear 400, never a query
+//! that silently means something else. Semantics follow Loki's documentation: label matchers'
+//! regexes are anchored, line filters' are not; extracted labels that collide with a stream
+//! label get an `_extracted` suffix; a failed parse sets `__error__`.
+//!
+//! Tenancy is not expressed here at all: the caller's scope travels beside the query (see
+//! [`crate::loki`]), and a matcher on `workspace` or `project` can only narrow it.
+
+pub mod eval;
+pub mod labels;
+pub mod parse;
+pub mod pipeline;
+
+pub use parse::parse;
+
+/// A label matcher in a stream selector or a `drop`/`keep` stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matcher {
+    pub name: String,
+    pub op: MatchOp,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchOp {
+    Eq,
+    Ne,
+    Re,
+    Nre,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineOp {
+    Contains,
+    NotContains,
+    Regex,
+    NotRegex,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+/// A label filter expression.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LabelPred {
+    And(Box<LabelPred>, Box<LabelPred>),
+    Or(Box<LabelPred>, Box<LabelPred>),
+    Str(Matcher),
+    Num { name: String, op: CmpOp, value: f64 },
+}
+
+/// One piece of a `line_format` template.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TemplatePart {
+    Text(String),
+    /// `{{.name}}`
+    Label(String),
+    /// `{{__line__}}`
+    Line,
+    /// `{{__timestamp__}}`, RFC 3339
+    Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stage {
+    /// Alternatives joined by `or`: the line passes if any of them holds (for the negative
+    /// operators, if none of them is found).
+    Line {
+        op: LineOp,
+        values: Vec<String>,
+    },
+    /// `json`, with `label="path"` extractions (all top-level and nested fields when empty).
+    Json(Vec<(String, String)>),
+    Logfmt,
+    Labels(LabelPred),
+    LineFormat(Vec<TemplatePart>),
+    /// Names alone, or matchers (drop only the labels whose value matches).
+    Drop(Vec<Matcher>),
+    Keep(Vec<Matcher>),
+}
+
+/// A log query: a stream selector and its pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogExpr {
+    pub selector: Vec<Matcher>,
+    pub stages: Vec<Stage>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeFn {
+    CountOverTime,
+    Rate,
+    BytesOverTime,
+    BytesRate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggOp {
+    Sum,
+    Avg,
+    Min,
+    Max,
+    Count,
+    Topk,
+    Bottomk,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grouping {
+    pub without: bool,
+    pub labels: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+    Pow,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetricExpr {
+    Range {
+        func: RangeFn,
+        log: LogExpr,
+        range_ns: i64,
+        offset_ns: i64,
+    },
+    Agg {
+        op: AggOp,
+        grouping: Option<Grouping>,
+        param: Option<f64>,
+        inner: Box<MetricExpr>,
+    },
+    Binary {
+        op: BinOp,
+        lhs: Box<MetricExpr>,
+        rhs: Box<MetricExpr>,
+    },
+    /// A bare number (a scalar).
+    Number(f64),
+    /// `vector(n)`: one series with no labels.
+    Vector(f64),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    Log(LogExpr),
+    Metric(MetricExpr),
+}
+
+impl MetricExpr {
+    /// Every log query the metric query reads, in order.
+    pub fn logs(&self) -> Vec<&LogExpr> {
+        match self {
+            MetricExpr::Range { log, .. } => vec![log],
+            MetricExpr::Agg { inner, .. } => inner.logs(),
+            MetricExpr::Binary { lhs, rhs, .. } => {
+                let mut v = lhs.logs();
+                v.extend(rhs.logs());
+                v
+            }
+            MetricExpr::Number(_) | MetricExpr::Vector(_) => Vec::new(),
+        }
+    }
+}

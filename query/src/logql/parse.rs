@@ -1,0 +1,636 @@
+//! The LogQL parser: a lexer and a recursive-descent parser with PromQL's operator precedence.
+//! Errors say where and what was expected; unsupported constructs are named as such.
+
+use super::*;
+
+/// Queries longer than this are refused before parsing.
+pub const MAX_QUERY_BYTES: usize = 64 * 1024;
+/// Nesting deeper than this (parentheses, aggregations) is refused.
+const MAX_DEPTH: usize = 64;
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Ident(String),
+    Str(String),
+    Num(f64),
+    /// A duration literal like `5m`, in nanoseconds.
+    Dur(i64),
+    Sym(&'static str),
+}
+
+const SYMBOLS: [&str; 25] =
+    ["|=", "|~", "!=", "!~", "=~", "==", ">=", "<=", "{", "}", "(", ")", "[", "]", ",", "|", "=", ">", "<", "+", "-", "*", "/", "%", "^"];
+
+fn lex(src: &str) -> Result<Vec<(usize, Tok)>, String> {
+    if src.len() > MAX_QUERY_BYTES {
+        return Err(format!("the query is longer than {MAX_QUERY_BYTES} bytes"));
+    }
+    let b = src.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c.is_ascii_whitespace() {
+            i += 1;
+            continue;
+        }
+        if c == b'#' {
+            // A comment runs to the end of the line.
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
+            }
+            continue;
+        }
+        let start = i;
+        if c == b'"' {
+            let mut s = String::new();
+            i += 1;
+            loop {
+                let Some(&ch) = b.get(i) else { return Err(format!("unterminated string starting at {}", start + 1)) };
+                match ch {
+                    b'"' => {
+                        i += 1;
+                        break;
+                    }
+                    b'\\' => {
+                        let esc = *b.get(i + 1).ok_or_else(|| format!("unterminated string starting at {}", start + 1))?;
+                        s.push(match esc {
+                            b'n' => '\n',
+                            b't' => '\t',
+                            b'r' => '\r',
+                            b'\\' => '\\',
+                            b'"' => '"',
+                            b'\'' => '\'',
+                            other => return Err(format!("unknown escape `\\{}` at {}", other as char, i + 1)),
+                        });
+                        i += 2;
+                    }
+                    _ => {
+                        let ch = src[i..].chars().next().ok_or("bad text")?;
+                        s.push(ch);
+                        i += ch.len_utf8();
+                    }
+                }
+            }
+            out.push((start, Tok::Str(s)));
+            continue;
+        }
+        if c == b'`' {
+            let end = src[i + 1..].find('`').ok_or_else(|| format!("unterminated raw string starting at {}", start + 1))?;
+            out.push((start, Tok::Str(src[i + 1..i + 1 + end].to_owned())));
+            i += end + 2;
+            continue;
+        }
+        if c.is_ascii_digit() || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) {
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.') {
+                i += 1;
+            }
+            let text = &src[start..i];
+            if let Ok(n) = text.parse::<f64>() {
+                out.push((start, Tok::Num(n)));
+            } else if let Some(d) = crate::params::parse_duration_ns(text).filter(|_| text.ends_with(|c: char| c.is_ascii_alphabetic())) {
+                out.push((start, Tok::Dur(d)));
+            } else {
+                return Err(format!("`{text}` at {} is neither a number nor a duration (like 5m)", start + 1));
+            }
+            continue;
+        }
+        if c.is_ascii_alphabetic() || c == b'_' {
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'.') {
+                i += 1;
+            }
+            out.push((start, Tok::Ident(src[start..i].to_owned())));
+            continue;
+        }
+        match SYMBOLS.iter().find(|s| src[i..].starts_with(**s)) {
+            Some(s) => {
+                out.push((start, Tok::Sym(s)));
+                i += s.len();
+            }
+            None => return Err(format!("unexpected character `{}` at {}", src[i..].chars().next().unwrap_or('?'), start + 1)),
+        }
+    }
+    Ok(out)
+}
+
+struct Parser {
+    toks: Vec<(usize, Tok)>,
+    pos: usize,
+    depth: usize,
+}
+
+/// Parses a LogQL query.
+pub fn parse(src: &str) -> Result<Expr, String> {
+    let mut p = Parser { toks: lex(src)?, pos: 0, depth: 0 };
+    if p.toks.is_empty() {
+        return Err("the query is empty".into());
+    }
+    let e = if p.starts_log() { Expr::Log(p.log_expr()?) } else { Expr::Metric(p.binary(0)?) };
+    if p.pos < p.toks.len() {
+        return Err(format!("unexpected {} at {}", p.describe(), p.at()));
+    }
+    Ok(e)
+}
+
+fn binop(sym: &str) -> Option<(BinOp, u8)> {
+    Some(match sym {
+        "+" => (BinOp::Add, 1),
+        "-" => (BinOp::Sub, 1),
+        "*" => (BinOp::Mul, 2),
+        "/" => (BinOp::Div, 2),
+        "%" => (BinOp::Mod, 2),
+        "^" => (BinOp::Pow, 3),
+        _ => return None,
+    })
+}
+
+impl Parser {
+    fn peek(&self) -> Option<&Tok> {
+        self.toks.get(self.pos).map(|(_, t)| t)
+    }
+    fn at(&self) -> usize {
+        self.toks.get(self.pos).map_or_else(|| self.toks.last().map_or(0, |(p, _)| *p) + 1, |(p, _)| *p + 1)
+    }
+    fn describe(&self) -> String {
+        match self.peek() {
+            None => "end of query".into(),
+            Some(Tok::Ident(s)) => format!("`{s}`"),
+            Some(Tok::Str(s)) => format!("string \"{s}\""),
+            Some(Tok::Num(n)) => format!("number {n}"),
+            Some(Tok::Dur(_)) => "a duration".into(),
+            Some(Tok::Sym(s)) => format!("`{s}`"),
+        }
+    }
+    fn next(&mut self) -> Option<Tok> {
+        let t = self.toks.get(self.pos).map(|(_, t)| t.clone());
+        self.pos += 1;
+        t
+    }
+    fn is_sym(&self, s: &str) -> bool {
+        matches!(self.peek(), Some(Tok::Sym(x)) if *x == s)
+    }
+    fn is_ident(&self, s: &str) -> bool {
+        matches!(self.peek(), Some(Tok::Ident(x)) if x == s)
+    }
+    fn eat_sym(&mut self, s: &str) -> bool {
+        let hit = self.is_sym(s);
+        if hit {
+            self.pos += 1;
+        }
+        hit
+    }
+    fn expect_sym(&mut self, s: &str) -> Result<(), String> {
+        if self.eat_sym(s) { Ok(()) } else { Err(format!("expected `{s}` at {}, found {}", self.at(), self.describe())) }
+    }
+    fn ident(&mut self, what: &str) -> Result<String, String> {
+        match self.peek() {
+            Some(Tok::Ident(s)) => {
+                let s = s.clone();
+                self.pos += 1;
+                Ok(s)
+            }
+            _ => Err(format!("expected {what} at {}, found {}", self.at(), self.describe())),
+        }
+    }
+    fn string(&mut self, what: &str) -> Result<String, String> {
+        match self.peek() {
+            Some(Tok::Str(s)) => {
+                let s = s.clone();
+                self.pos += 1;
+                Ok(s)
+            }
+            _ => Err(format!("expected {what} (a quoted string) at {}, found {}", self.at(), self.describe())),
+        }
+    }
+    fn enter(&mut self) -> Result<(), String> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH { Err(format!("the query nests deeper than {MAX_DEPTH} levels")) } else { Ok(()) }
+    }
+    fn starts_log(&self) -> bool {
+        self.is_sym("{")
+    }
+
+    fn selector(&mut self) -> Result<Vec<Matcher>, String> {
+        self.expect_sym("{")?;
+        let mut out = Vec::new();
+        if self.eat_sym("}") {
+            return Ok(out);
+        }
+        loop {
+            out.push(self.matcher(true)?);
+            if self.eat_sym("}") {
+                return Ok(out);
+            }
+            self.expect_sym(",")?;
+        }
+    }
+
+    /// `name op "value"`.
+    fn matcher(&mut self, require_op: bool) -> Result<Matcher, String> {
+        let name = self.ident("a label name")?;
+        let op = match self.peek() {
+            Some(Tok::Sym("=")) => MatchOp::Eq,
+            Some(Tok::Sym("!=")) => MatchOp::Ne,
+            Some(Tok::Sym("=~")) => MatchOp::Re,
+            Some(Tok::Sym("!~")) => MatchOp::Nre,
+            _ if !require_op => return Ok(Matcher { name, op: MatchOp::Re, value: ".*".into() }),
+            _ => return Err(format!("expected one of `= != =~ !~` after `{name}` at {}, found {}", self.at(), self.describe())),
+        };
+        self.pos += 1;
+        let value = self.string("a label value")?;
+        Ok(Matcher { name, op, value })
+    }
+
+    fn log_expr(&mut self) -> Result<LogExpr, String> {
+        let selector = self.selector()?;
+        let mut stages = Vec::new();
+        loop {
+            let op = match self.peek() {
+                Some(Tok::Sym("|=")) => LineOp::Contains,
+                Some(Tok::Sym("!=")) => LineOp::NotContains,
+                Some(Tok::Sym("|~")) => LineOp::Regex,
+                Some(Tok::Sym("!~")) => LineOp::NotRegex,
+                Some(Tok::Sym("|")) => {
+                    self.pos += 1;
+                    stages.push(self.stage()?);
+                    continue;
+                }
+                _ => break,
+            };
+            self.pos += 1;
+            if let Some(Tok::Ident(f)) = self.peek() {
+                return Err(format!("line filter function `{f}` is not supported; use a quoted string or regex"));
+            }
+            let mut values = vec![self.string("a line filter")?];
+            while self.is_ident("or") {
+                self.pos += 1;
+                values.push(self.string("a line filter")?);
+            }
+            stages.push(Stage::Line { op, values });
+        }
+        Ok(LogExpr { selector, stages })
+    }
+
+    fn stage(&mut self) -> Result<Stage, String> {
+        let Some(Tok::Ident(name)) = self.peek().cloned() else {
+            return Err(format!("expected a pipeline stage after `|` at {}, found {}", self.at(), self.describe()));
+        };
+        // A label filter starts with a label name followed by an operator.
+        let followed_by_op = matches!(self.toks.get(self.pos + 1), Some((_, Tok::Sym(s))) if ["=", "!=", "=~", "!~", "==", ">", ">=", "<", "<="].contains(s));
+        if followed_by_op {
+            return Ok(Stage::Labels(self.label_or()?));
+        }
+        self.pos += 1;
+        match name.as_str() {
+            "json" => {
+                let mut params = Vec::new();
+                while let Some(Tok::Ident(label)) = self.peek().cloned() {
+                    self.pos += 1;
+                    let path = if self.eat_sym("=") { self.string("a JSON path")? } else { label.clone() };
+                    params.push((label, path));
+                    if !self.eat_sym(",") {
+                        break;
+                    }
+                }
+                Ok(Stage::Json(params))
+            }
+            "logfmt" => {
+                if self.is_sym("-") {
+                    return Err("logfmt flags are not supported".into());
+                }
+                if matches!(self.peek(), Some(Tok::Ident(_))) && !self.is_ident("or") {
+                    return Err("logfmt extraction parameters are not supported; use `| logfmt` and label filters".into());
+                }
+                Ok(Stage::Logfmt)
+            }
+            "line_format" => Ok(Stage::LineFormat(template(&self.string("a line_format template")?)?)),
+            "drop" | "keep" => {
+                let mut list = Vec::new();
+                loop {
+                    let m = self.matcher(false)?;
+                    list.push(m);
+                    if !self.eat_sym(",") {
+                        break;
+                    }
+                }
+                Ok(if name == "drop" { Stage::Drop(list) } else { Stage::Keep(list) })
+            }
+            "unwrap" => Err("`unwrap` and the range functions over unwrapped values are not supported".into()),
+            other => Err(format!("pipeline stage `{other}` is not supported (supported: json, logfmt, line_format, drop, keep, label filters, line filters)")),
+        }
+    }
+
+    fn label_or(&mut self) -> Result<LabelPred, String> {
+        let mut l = self.label_and()?;
+        while self.is_ident("or") {
+            self.pos += 1;
+            l = LabelPred::Or(Box::new(l), Box::new(self.label_and()?));
+        }
+        Ok(l)
+    }
+    fn label_and(&mut self) -> Result<LabelPred, String> {
+        let mut l = self.label_atom()?;
+        loop {
+            if self.is_ident("and") || (self.is_sym(",") && matches!(self.toks.get(self.pos + 1), Some((_, Tok::Ident(_))))) {
+                self.pos += 1;
+                l = LabelPred::And(Box::new(l), Box::new(self.label_atom()?));
+            } else if matches!(self.peek(), Some(Tok::Ident(_))) && !self.is_ident("or") {
+                // `| a="x" b="y"` (juxtaposition) means `and` too.
+                l = LabelPred::And(Box::new(l), Box::new(self.label_atom()?));
+            } else {
+                return Ok(l);
+            }
+        }
+    }
+    fn label_atom(&mut self) -> Result<LabelPred, String> {
+        if self.eat_sym("(") {
+            self.enter()?;
+            let e = self.label_or()?;
+            self.expect_sym(")")?;
+            self.depth -= 1;
+            return Ok(e);
+        }
+        let name = self.ident("a label name")?;
+        let op = match self.next() {
+            Some(Tok::Sym(s)) => s,
+            _ => return Err(format!("expected a comparison after `{name}`")),
+        };
+        match (op, self.peek().cloned()) {
+            (op @ ("=" | "!=" | "=~" | "!~"), Some(Tok::Str(value))) => {
+                self.pos += 1;
+                let op = match op {
+                    "=" => MatchOp::Eq,
+                    "!=" => MatchOp::Ne,
+                    "=~" => MatchOp::Re,
+                    _ => MatchOp::Nre,
+                };
+                Ok(LabelPred::Str(Matcher { name, op, value }))
+            }
+            (op, Some(Tok::Num(value))) => {
+                self.pos += 1;
+                let op = match op {
+                    "==" | "=" => CmpOp::Eq,
+                    "!=" => CmpOp::Ne,
+                    ">" => CmpOp::Gt,
+                    ">=" => CmpOp::Ge,
+                    "<" => CmpOp::Lt,
+                    "<=" => CmpOp::Le,
+                    other => return Err(format!("`{other}` cannot compare with a number")),
+                };
+                Ok(LabelPred::Num { name, op, value })
+            }
+            (_, Some(Tok::Dur(_))) => Err("duration and byte-size label filters are not supported; compare with a plain number".into()),
+            (op, _) => Err(format!("expected a value after `{name} {op}` at {}, found {}", self.at(), self.describe())),
+        }
+    }
+
+    /// Binary expressions by precedence climbing (`+ -` < `* / %` < `^`, `^` right-assoc).
+    fn binary(&mut self, min_prec: u8) -> Result<MetricExpr, String> {
+        self.enter()?;
+        let mut lhs = self.unary()?;
+        while let Some((op, prec)) = match self.peek() {
+            Some(Tok::Sym(s)) => binop(s),
+            _ => None,
+        } {
+            if prec < min_prec {
+                break;
+            }
+            self.pos += 1;
+            if self.is_ident("bool") || self.is_ident("on") || self.is_ident("ignoring") || self.is_ident("group_left") || self.is_ident("group_right") {
+                return Err(format!("{} in binary operations is not supported", self.describe()));
+            }
+            let next_min = if op == BinOp::Pow { prec } else { prec + 1 };
+            let rhs = self.binary(next_min)?;
+            lhs = MetricExpr::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs) };
+        }
+        for cmp in ["==", "!=", ">", "<", ">=", "<="] {
+            if self.is_sym(cmp) {
+                return Err(format!("comparison operator `{cmp}` between metric queries is not supported"));
+            }
+        }
+        if self.is_ident("and") || self.is_ident("or") || self.is_ident("unless") {
+            return Err(format!("set operator {} is not supported", self.describe()));
+        }
+        self.depth -= 1;
+        Ok(lhs)
+    }
+
+    fn unary(&mut self) -> Result<MetricExpr, String> {
+        if self.eat_sym("-") {
+            let e = self.unary()?;
+            return Ok(MetricExpr::Binary { op: BinOp::Mul, lhs: Box::new(MetricExpr::Number(-1.0)), rhs: Box::new(e) });
+        }
+        if self.eat_sym("+") {
+            return self.unary();
+        }
+        match self.peek().cloned() {
+            Some(Tok::Num(n)) => {
+                self.pos += 1;
+                Ok(MetricExpr::Number(n))
+            }
+            Some(Tok::Sym("(")) => {
+                self.pos += 1;
+                let e = self.binary(0)?;
+                self.expect_sym(")")?;
+                Ok(e)
+            }
+            Some(Tok::Ident(name)) => {
+                self.pos += 1;
+                self.call(&name)
+            }
+            Some(Tok::Sym("{")) => Err("a log query cannot be used as a metric; wrap it in a range function like count_over_time({…}[5m])".into()),
+            _ => Err(format!("expected a metric expression at {}, found {}", self.at(), self.describe())),
+        }
+    }
+
+    fn grouping(&mut self) -> Result<Option<Grouping>, String> {
+        let without = if self.is_ident("by") {
+            false
+        } else if self.is_ident("without") {
+            true
+        } else {
+            return Ok(None);
+        };
+        self.pos += 1;
+        self.expect_sym("(")?;
+        let mut labels = Vec::new();
+        if !self.eat_sym(")") {
+            loop {
+                labels.push(self.ident("a label name")?);
+                if self.eat_sym(")") {
+                    break;
+                }
+                self.expect_sym(",")?;
+            }
+        }
+        Ok(Some(Grouping { without, labels }))
+    }
+
+    fn call(&mut self, name: &str) -> Result<MetricExpr, String> {
+        let range_fn = match name {
+            "count_over_time" => Some(RangeFn::CountOverTime),
+            "rate" => Some(RangeFn::Rate),
+            "bytes_over_time" => Some(RangeFn::BytesOverTime),
+            "bytes_rate" => Some(RangeFn::BytesRate),
+            _ => None,
+        };
+        if let Some(func) = range_fn {
+            self.expect_sym("(")?;
+            let log = self.log_expr()?;
+            self.expect_sym("[")?;
+            let range_ns = match self.next() {
+                Some(Tok::Dur(d)) if d > 0 => d,
+                _ => return Err("expected a range like [5m] after the log query".into()),
+            };
+            self.expect_sym("]")?;
+            let offset_ns = if self.is_ident("offset") {
+                self.pos += 1;
+                match self.next() {
+                    Some(Tok::Dur(d)) => d,
+                    _ => return Err("expected a duration after `offset`".into()),
+                }
+            } else {
+                0
+            };
+            self.expect_sym(")")?;
+            if self.is_ident("by") || self.is_ident("without") {
+                return Err(format!("grouping on `{name}` is not supported; group with an aggregation like sum by (…)"));
+            }
+            return Ok(MetricExpr::Range { func, log, range_ns, offset_ns });
+        }
+        let agg = match name {
+            "sum" => Some(AggOp::Sum),
+            "avg" => Some(AggOp::Avg),
+            "min" => Some(AggOp::Min),
+            "max" => Some(AggOp::Max),
+            "count" => Some(AggOp::Count),
+            "topk" => Some(AggOp::Topk),
+            "bottomk" => Some(AggOp::Bottomk),
+            _ => None,
+        };
+        if let Some(op) = agg {
+            let mut grouping = self.grouping()?;
+            self.expect_sym("(")?;
+            let param = if matches!(op, AggOp::Topk | AggOp::Bottomk) {
+                let Some(Tok::Num(k)) = self.next() else { return Err(format!("`{name}` needs a number first, like {name}(5, …)")) };
+                if k < 1.0 || k.fract() != 0.0 {
+                    return Err(format!("`{name}`'s parameter must be a whole number of at least 1"));
+                }
+                self.expect_sym(",")?;
+                Some(k)
+            } else {
+                None
+            };
+            let inner = self.binary(0)?;
+            self.expect_sym(")")?;
+            if grouping.is_none() {
+                grouping = self.grouping()?;
+            }
+            return Ok(MetricExpr::Agg { op, grouping, param, inner: Box::new(inner) });
+        }
+        if name == "vector" {
+            self.expect_sym("(")?;
+            let Some(Tok::Num(n)) = self.next() else { return Err("`vector` takes a number".into()) };
+            self.expect_sym(")")?;
+            return Ok(MetricExpr::Vector(n));
+        }
+        Err(format!(
+            "`{name}` is not supported (supported: count_over_time, rate, bytes_over_time, bytes_rate, sum, avg, min, max, count, topk, bottomk, vector)"
+        ))
+    }
+}
+
+/// A `line_format` template: text with `{{.label}}`, `{{__line__}}` and `{{__timestamp__}}`.
+fn template(src: &str) -> Result<Vec<TemplatePart>, String> {
+    let mut out = Vec::new();
+    let mut rest = src;
+    while let Some(open) = rest.find("{{") {
+        if open > 0 {
+            out.push(TemplatePart::Text(rest[..open].to_owned()));
+        }
+        let close = rest[open..].find("}}").ok_or("line_format: `{{` without `}}`")? + open;
+        let inner = rest[open + 2..close].trim().trim_start_matches('-').trim_end_matches('-').trim();
+        out.push(match inner {
+            "__line__" => TemplatePart::Line,
+            "__timestamp__" => TemplatePart::Timestamp,
+            s if s.starts_with('.') && s.len() > 1 && s[1..].chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => TemplatePart::Label(s[1..].to_owned()),
+            other => return Err(format!("line_format: `{{{{{other}}}}}` is not supported (use {{{{.label}}}}, {{{{__line__}}}} or {{{{__timestamp__}}}})")),
+        });
+        rest = &rest[close + 2..];
+    }
+    if !rest.is_empty() {
+        out.push(TemplatePart::Text(rest.to_owned()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(name: &str, op: MatchOp, value: &str) -> Matcher {
+        Matcher { name: name.into(), op, value: value.into() }
+    }
+
+    #[test]
+    fn log_queries_parse() {
+        let e = parse(r#"{project="shop", pod=~"api-.*"} |= "error" or "fatal" != `timeout` | json | status >= 500 and method="GET" | line_format "{{.pod}}: {{__line__}}" | drop trace_id"#).unwrap();
+        let Expr::Log(l) = e else { panic!("not a log query") };
+        assert_eq!(l.selector, vec![m("project", MatchOp::Eq, "shop"), m("pod", MatchOp::Re, "api-.*")]);
+        assert_eq!(l.stages[0], Stage::Line { op: LineOp::Contains, values: vec!["error".into(), "fatal".into()] });
+        assert_eq!(l.stages[1], Stage::Line { op: LineOp::NotContains, values: vec!["timeout".into()] });
+        assert_eq!(l.stages[2], Stage::Json(vec![]));
+        assert_eq!(
+            l.stages[3],
+            Stage::Labels(LabelPred::And(
+                Box::new(LabelPred::Num { name: "status".into(), op: CmpOp::Ge, value: 500.0 }),
+                Box::new(LabelPred::Str(m("method", MatchOp::Eq, "GET")))
+            ))
+        );
+        assert_eq!(l.stages[4], Stage::LineFormat(vec![TemplatePart::Label("pod".into()), TemplatePart::Text(": ".into()), TemplatePart::Line]));
+        assert_eq!(l.stages[5], Stage::Drop(vec![m("trace_id", MatchOp::Re, ".*")]));
+    }
+
+    #[test]
+    fn metric_queries_parse_with_precedence() {
+        let e = parse(r#"sum by (level) (count_over_time({project="shop"} |= "x" [5m])) / 2 + 1"#).unwrap();
+        let Expr::Metric(MetricExpr::Binary { op: BinOp::Add, lhs, .. }) = e else { panic!("expected + at the top: {e:?}") };
+        let MetricExpr::Binary { op: BinOp::Div, lhs: agg, .. } = *lhs else { panic!("expected /") };
+        let MetricExpr::Agg { op: AggOp::Sum, grouping: Some(g), inner, .. } = *agg else { panic!("expected sum by") };
+        assert_eq!(g.labels, vec!["level"]);
+        assert!(matches!(*inner, MetricExpr::Range { func: RangeFn::CountOverTime, range_ns: 300_000_000_000, .. }));
+        // Grouping after the arguments, topk, offset, vector literals.
+        assert!(matches!(
+            parse("sum(rate({a=\"b\"}[1m] offset 5m)) without (pod)").unwrap(),
+            Expr::Metric(MetricExpr::Agg { grouping: Some(Grouping { without: true, .. }), .. })
+        ));
+        assert!(matches!(parse("topk(3, bytes_rate({a=\"b\"}[30s]))").unwrap(), Expr::Metric(MetricExpr::Agg { op: AggOp::Topk, param: Some(3.0), .. })));
+        assert!(matches!(parse("vector(1)+vector(1)").unwrap(), Expr::Metric(MetricExpr::Binary { .. })));
+    }
+
+    #[test]
+    fn unsupported_and_malformed_queries_are_named() {
+        for (q, needle) in [
+            ("", "empty"),
+            ("{a=\"b\"", "expected"),
+            ("{a=b}", "quoted string"),
+            ("{a=\"b\"} | regexp \"(?P<x>.)\"", "not supported"),
+            ("{a=\"b\"} | unwrap latency", "not supported"),
+            ("sum_over_time({a=\"b\"}[1m])", "not supported"),
+            ("count_over_time({a=\"b\"}[1m]) > 5", "not supported"),
+            ("count_over_time({a=\"b\"}[1m]) or vector(1)", "not supported"),
+            ("count_over_time({a=\"b\"})", "`[`"),
+            ("{a=\"b\"} |= ip(\"1.2.3.4\")", "not supported"),
+            ("{a=\"b\"} | line_format \"{{ printf .x }}\"", "not supported"),
+            ("{a=\"b\"} | x > 5s", "not supported"),
+            ("\"unterminated", "unterminated"),
+            ("{a=\"\\q\"}", "escape"),
+        ] {
+            let e = parse(q).expect_err(q);
+            assert!(e.contains(needle), "{q}: {e}");
+        }
+        let deep = format!("{}vector(1){}", "(".repeat(500), ")".repeat(500));
+        assert!(parse(&deep).unwrap_err().contains("nests"));
+        assert!(parse(&"a".repeat(MAX_QUERY_BYTES + 1)).unwrap_err().contains("longer"));
+    }
+}

@@ -1,0 +1,502 @@
+//! A log query compiled: the stream selector, the pipeline stages with their regexes built
+//! (size-limited), and what of it storage can apply itself (pushdown).
+
+use std::collections::BTreeSet;
+
+use regex::{Regex, RegexBuilder};
+use storage::search::REGEX_SIZE_LIMIT;
+use storage::{LogFilters, Term};
+
+use super::labels::{Labels, STREAM_LABELS, extracted_name, sanitize};
+use super::{CmpOp, LabelPred, LineOp, LogExpr, MatchOp, Matcher, Stage, TemplatePart};
+
+fn regex(pattern: &str, anchored: bool) -> Result<Regex, String> {
+    let p = if anchored { format!("^(?:{pattern})$") } else { pattern.to_owned() };
+    RegexBuilder::new(&p).size_limit(REGEX_SIZE_LIMIT).dfa_size_limit(REGEX_SIZE_LIMIT).build().map_err(|e| format!("regex `{pattern}`: {e}"))
+}
+
+/// A label matcher ready to test values (an absent label has the value "").
+pub struct LabelMatch {
+    pub name: String,
+    op: MatchOp,
+    value: String,
+    re: Option<Regex>,
+}
+
+impl LabelMatch {
+    pub fn new(m: &Matcher) -> Result<LabelMatch, String> {
+        let re = matches!(m.op, MatchOp::Re | MatchOp::Nre).then(|| regex(&m.value, true)).transpose()?;
+        Ok(LabelMatch { name: m.name.clone(), op: m.op, value: m.value.clone(), re })
+    }
+
+    pub fn is_eq(&self) -> bool {
+        self.op == MatchOp::Eq
+    }
+
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+
+    pub fn matches(&self, v: &str) -> bool {
+        match (self.op, &self.re) {
+            (MatchOp::Eq, _) => v == self.value,
+            (MatchOp::Ne, _) => v != self.value,
+            (MatchOp::Re, Some(r)) => r.is_match(v),
+            (MatchOp::Nre, Some(r)) => !r.is_match(v),
+            _ => false,
+        }
+    }
+}
+
+enum Pred {
+    And(Box<Pred>, Box<Pred>),
+    Or(Box<Pred>, Box<Pred>),
+    Str(LabelMatch),
+    Num { name: String, op: CmpOp, value: f64 },
+}
+
+impl Pred {
+    fn new(p: &LabelPred) -> Result<Pred, String> {
+        Ok(match p {
+            LabelPred::And(a, b) => Pred::And(Box::new(Pred::new(a)?), Box::new(Pred::new(b)?)),
+            LabelPred::Or(a, b) => Pred::Or(Box::new(Pred::new(a)?), Box::new(Pred::new(b)?)),
+            LabelPred::Str(m) => Pred::Str(LabelMatch::new(m)?),
+            LabelPred::Num { name, op, value } => Pred::Num { name: name.clone(), op: *op, value: *value },
+        })
+    }
+
+    /// `Err` names a label whose value is not a number (Loki's `LabelFilterErr`).
+    fn eval(&self, l: &Labels) -> Result<bool, String> {
+        Ok(match self {
+            Pred::And(a, b) => a.eval(l)? && b.eval(l)?,
+            Pred::Or(a, b) => a.eval(l)? || b.eval(l)?,
+            Pred::Str(m) => m.matches(l.get(&m.name).map_or("", String::as_str)),
+            Pred::Num { name, op, value } => {
+                let Some(v) = l.get(name) else { return Ok(false) };
+                let Ok(x) = v.trim().parse::<f64>() else { return Err(name.clone()) };
+                match op {
+                    CmpOp::Eq => x == *value,
+                    CmpOp::Ne => x != *value,
+                    CmpOp::Gt => x > *value,
+                    CmpOp::Ge => x >= *value,
+                    CmpOp::Lt => x < *value,
+                    CmpOp::Le => x <= *value,
+                }
+            }
+        })
+    }
+}
+
+enum Step {
+    Line { op: LineOp, values: Vec<String>, regexes: Vec<Regex> },
+    Json(Vec<(String, Vec<PathPart>)>),
+    Logfmt,
+    Labels(Pred),
+    LineFormat(Vec<TemplatePart>),
+    Drop(Vec<LabelMatch>),
+    Keep(Vec<LabelMatch>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum PathPart {
+    Key(String),
+    Index(usize),
+}
+
+/// `a.b[0]["c d"]` into its parts.
+fn json_path(path: &str) -> Result<Vec<PathPart>, String> {
+    let mut out = Vec::new();
+    let mut rest = path.trim();
+    let bad = || format!("json: `{path}` is not a path like a.b[0] or a[\"b\"]");
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('[') {
+            let close = r.find(']').ok_or_else(bad)?;
+            let inner = r[..close].trim();
+            if let Some(q) = inner.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+                out.push(PathPart::Key(q.to_owned()));
+            } else {
+                out.push(PathPart::Index(inner.parse().map_err(|_| bad())?));
+            }
+            rest = &r[close + 1..];
+        } else {
+            let r = rest.strip_prefix('.').unwrap_or(rest);
+            let end = r.find(['.', '[']).unwrap_or(r.len());
+            if end == 0 {
+                return Err(bad());
+            }
+            out.push(PathPart::Key(r[..end].to_owned()));
+            rest = &r[end..];
+        }
+    }
+    if out.is_empty() { Err(bad()) } else { Ok(out) }
+}
+
+/// One entry going through the pipeline.
+pub struct Entry {
+    pub timestamp_ns: i64,
+    pub line: String,
+    pub labels: Labels,
+    /// Labels that are structured metadata (attributes), not stream or extracted labels.
+    pub metadata: BTreeSet<String>,
+}
+
+impl Entry {
+    /// The labels a metric series is keyed by: stream and extracted labels, without
+    /// structured metadata.
+    pub fn series_labels(mut self) -> Labels {
+        for k in &self.metadata {
+            self.labels.remove(k);
+        }
+        self.labels
+    }
+}
+
+/// A compiled log query.
+pub struct Pipeline {
+    selector: Vec<LabelMatch>,
+    steps: Vec<Step>,
+    /// How many leading steps are line filters storage applies exactly.
+    pushed: usize,
+}
+
+impl Pipeline {
+    pub fn new(e: &LogExpr) -> Result<Pipeline, String> {
+        let selector = e.selector.iter().map(LabelMatch::new).collect::<Result<Vec<_>, _>>()?;
+        let mut steps = Vec::new();
+        for s in &e.stages {
+            steps.push(match s {
+                Stage::Line { op, values } => {
+                    let regexes = if matches!(op, LineOp::Regex | LineOp::NotRegex) {
+                        values.iter().map(|v| regex(v, false)).collect::<Result<_, _>>()?
+                    } else {
+                        Vec::new()
+                    };
+                    Step::Line { op: *op, values: values.clone(), regexes }
+                }
+                Stage::Json(params) => Step::Json(params.iter().map(|(l, p)| Ok((l.clone(), json_path(p)?))).collect::<Result<_, String>>()?),
+                Stage::Logfmt => Step::Logfmt,
+                Stage::Labels(p) => Step::Labels(Pred::new(p)?),
+                Stage::LineFormat(t) => Step::LineFormat(t.clone()),
+                Stage::Drop(m) => Step::Drop(m.iter().map(LabelMatch::new).collect::<Result<_, _>>()?),
+                Stage::Keep(m) => Step::Keep(m.iter().map(LabelMatch::new).collect::<Result<_, _>>()?),
+            });
+        }
+        let pushed = steps.iter().take_while(|s| matches!(s, Step::Line { values, .. } if values.len() == 1)).count();
+        Ok(Pipeline { selector, steps, pushed })
+    }
+
+    /// Whether every stage is a line filter storage applies itself (counts per stream then
+    /// answer metric queries exactly).
+    pub fn only_pushed(&self) -> bool {
+        self.pushed == self.steps.len()
+    }
+
+    /// The line filters storage can apply exactly, as search terms.
+    pub fn terms(&self) -> Vec<Term> {
+        self.steps[..self.pushed]
+            .iter()
+            .filter_map(|s| match s {
+                Step::Line { op, values, .. } => {
+                    let v = values[0].clone();
+                    Some(match op {
+                        LineOp::Contains => Term::Exact(v),
+                        LineOp::NotContains => Term::Not(Box::new(Term::Exact(v))),
+                        LineOp::Regex => Term::Regex(v),
+                        LineOp::NotRegex => Term::Not(Box::new(Term::Regex(v))),
+                    })
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Equality matchers on columns storage filters by.
+    pub fn filters(&self) -> LogFilters {
+        let mut f = LogFilters::default();
+        for m in &self.selector {
+            if m.op != MatchOp::Eq {
+                continue;
+            }
+            let list = match m.name.as_str() {
+                "project" => &mut f.projects,
+                "application" => &mut f.applications,
+                "pod" => &mut f.pods,
+                "container" => &mut f.containers,
+                "level" => &mut f.severities,
+                _ => continue,
+            };
+            if list.is_empty() {
+                list.push(m.value.clone());
+            } else if list[0] != m.value {
+                // Two different values for one label: nothing matches. Keep both; the
+                // selector check below refuses every row.
+                list.push(m.value.clone());
+            }
+        }
+        f
+    }
+
+    /// The selector's matchers on `name` (the query's tenancy hints, which only narrow).
+    pub fn matchers_on(&self, name: &str) -> Vec<&LabelMatch> {
+        self.selector.iter().filter(|m| m.name == name).collect()
+    }
+
+    /// Whether a stream's labels pass the selector (labels other than stream labels are
+    /// absent in a selector, as in Loki).
+    pub fn selects(&self, stream: &Labels) -> bool {
+        self.selector.iter().all(|m| {
+            let v = if STREAM_LABELS.contains(&m.name.as_str()) { stream.get(&m.name).map_or("", String::as_str) } else { "" };
+            m.matches(v)
+        })
+    }
+
+    /// Runs the stages; `false` when the entry is filtered out. The selector is checked by
+    /// the caller ([`Pipeline::selects`]) on the stream labels first.
+    pub fn process(&self, e: &mut Entry) -> bool {
+        for step in &self.steps {
+            match step {
+                Step::Line { op, values, regexes } => {
+                    let hit = match op {
+                        LineOp::Contains | LineOp::NotContains => values.iter().any(|v| e.line.contains(v.as_str())),
+                        LineOp::Regex | LineOp::NotRegex => regexes.iter().any(|r| r.is_match(&e.line)),
+                    };
+                    if hit != matches!(op, LineOp::Contains | LineOp::Regex) {
+                        return false;
+                    }
+                }
+                Step::Json(params) => json(e, params),
+                Step::Logfmt => logfmt(e),
+                Step::Labels(p) => match p.eval(&e.labels) {
+                    Ok(true) => {}
+                    Ok(false) => return false,
+                    Err(name) => {
+                        e.labels.insert("__error__".into(), "LabelFilterErr".into());
+                        e.labels.insert("__error_details__".into(), format!("label `{name}` is not a number"));
+                    }
+                },
+                Step::LineFormat(t) => {
+                    let mut out = String::new();
+                    for part in t {
+                        match part {
+                            TemplatePart::Text(s) => out.push_str(s),
+                            TemplatePart::Label(l) => out.push_str(e.labels.get(l).map_or("", String::as_str)),
+                            TemplatePart::Line => out.push_str(&e.line),
+                            TemplatePart::Timestamp => out.push_str(&crate::api::rfc3339(e.timestamp_ns)),
+                        }
+                    }
+                    e.line = out;
+                }
+                Step::Drop(ms) => e.labels.retain(|k, v| !ms.iter().any(|m| &m.name == k && m.matches(v))),
+                Step::Keep(ms) => e.labels.retain(|k, v| ms.iter().any(|m| &m.name == k && m.matches(v))),
+            }
+        }
+        true
+    }
+}
+
+/// Sets an extracted label. An empty value is no label (Loki drops empty labels).
+fn set(e: &mut Entry, key: &str, value: String) {
+    let name = extracted_name(&sanitize(key));
+    e.metadata.remove(&name);
+    if value.is_empty() {
+        e.labels.remove(&name);
+    } else {
+        e.labels.insert(name, value);
+    }
+}
+
+fn scalar(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        serde_json::Value::Null => Some(String::new()),
+        _ => None,
+    }
+}
+
+fn flatten(e: &mut Entry, prefix: &str, v: &serde_json::Map<String, serde_json::Value>) {
+    for (k, v) in v {
+        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}_{k}") };
+        match v {
+            serde_json::Value::Object(o) => flatten(e, &key, o),
+            // Loki skips arrays unless a path asks for an element.
+            serde_json::Value::Array(_) => {}
+            other => {
+                if let Some(s) = scalar(other) {
+                    set(e, &key, s);
+                }
+            }
+        }
+    }
+}
+
+fn json(e: &mut Entry, params: &[(String, Vec<PathPart>)]) {
+    let parsed: Result<serde_json::Value, _> = serde_json::from_str(&e.line);
+    let Ok(serde_json::Value::Object(obj)) = parsed else {
+        e.labels.insert("__error__".into(), "JSONParserErr".into());
+        e.labels.insert("__error_details__".into(), "the line is not a JSON object".into());
+        return;
+    };
+    if params.is_empty() {
+        flatten(e, "", &obj);
+        return;
+    }
+    let root = serde_json::Value::Object(obj);
+    for (label, path) in params {
+        let mut cur = Some(&root);
+        for part in path {
+            cur = match (cur, part) {
+                (Some(serde_json::Value::Object(o)), PathPart::Key(k)) => o.get(k),
+                (Some(serde_json::Value::Array(a)), PathPart::Index(i)) => a.get(*i),
+                _ => None,
+            };
+        }
+        let value = match cur {
+            Some(v @ (serde_json::Value::Object(_) | serde_json::Value::Array(_))) => v.to_string(),
+            Some(v) => scalar(v).unwrap_or_default(),
+            None => String::new(),
+        };
+        set(e, label, value);
+    }
+}
+
+/// logfmt: `key=value`, `key="quoted \" value"`, bare `key` (an empty value).
+fn logfmt(e: &mut Entry) {
+    let line = std::mem::take(&mut e.line);
+    let b = line.as_bytes();
+    let mut i = 0;
+    let mut ok = true;
+    while i < b.len() {
+        while i < b.len() && b[i] == b' ' {
+            i += 1;
+        }
+        let ks = i;
+        while i < b.len() && b[i] != b'=' && b[i] != b' ' {
+            if b[i] == b'"' {
+                ok = false;
+            }
+            i += 1;
+        }
+        let key = &line[ks..i];
+        if key.is_empty() {
+            if i < b.len() {
+                ok = false;
+                i += 1;
+            }
+            continue;
+        }
+        let mut value = String::new();
+        if i < b.len() && b[i] == b'=' {
+            i += 1;
+            if i < b.len() && b[i] == b'"' {
+                i += 1;
+                let mut closed = false;
+                while i < b.len() {
+                    match b[i] {
+                        b'"' => {
+                            closed = true;
+                            i += 1;
+                            break;
+                        }
+                        b'\\' if i + 1 < b.len() => {
+                            value.push(match b[i + 1] {
+                                b'n' => '\n',
+                                b't' => '\t',
+                                c => c as char,
+                            });
+                            i += 2;
+                        }
+                        _ => {
+                            let ch = line[i..].chars().next().unwrap_or(' ');
+                            value.push(ch);
+                            i += ch.len_utf8();
+                        }
+                    }
+                }
+                ok &= closed;
+            } else {
+                let vs = i;
+                while i < b.len() && b[i] != b' ' {
+                    i += 1;
+                }
+                value.push_str(&line[vs..i]);
+            }
+        }
+        set(e, key, value);
+    }
+    e.line = line;
+    if !ok {
+        e.labels.insert("__error__".into(), "LogfmtParserErr".into());
+        e.labels.insert("__error_details__".into(), "the line is not valid logfmt".into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logql::{Expr, parse};
+
+    fn run(q: &str, line: &str) -> Option<(String, Labels)> {
+        let Ok(Expr::Log(l)) = parse(q) else { panic!("{q}") };
+        let p = Pipeline::new(&l).unwrap();
+        let mut labels = Labels::new();
+        labels.insert("pod".into(), "api-1".into());
+        let mut e = Entry { timestamp_ns: 0, line: line.into(), labels, metadata: BTreeSet::new() };
+        p.process(&mut e).then_some((e.line, e.labels))
+    }
+
+    #[test]
+    fn stages_follow_loki_semantics() {
+        // Line filters are case-sensitive; `or` alternatives; negations need none to match.
+        assert!(run(r#"{a="b"} |= "Err""#, "an Err here").is_some());
+        assert!(run(r#"{a="b"} |= "err""#, "an Err here").is_none());
+        assert!(run(r#"{a="b"} |= "x" or "Err""#, "an Err here").is_some());
+        assert!(run(r#"{a="b"} != "x" or "Err""#, "an Err here").is_none());
+        assert!(run(r#"{a="b"} |~ "E[a-z]+""#, "an Err here").is_some());
+        // json: nested keys joined with `_`, arrays skipped, stream-label collisions renamed.
+        let (_, l) = run(r#"{a="b"} | json"#, r#"{"status":503,"req":{"method":"GET"},"tags":[1],"pod":"evil","ok":true}"#).unwrap();
+        assert_eq!(l.get("status").map(String::as_str), Some("503"));
+        assert_eq!(l.get("req_method").map(String::as_str), Some("GET"));
+        assert_eq!(l.get("pod").map(String::as_str), Some("api-1"));
+        assert_eq!(l.get("pod_extracted").map(String::as_str), Some("evil"));
+        assert_eq!(l.get("ok").map(String::as_str), Some("true"));
+        assert!(!l.contains_key("tags"));
+        let (_, l) = run(r#"{a="b"} | json m="req.method", first="tags[0]""#, r#"{"req":{"method":"PUT"},"tags":["x"]}"#).unwrap();
+        assert_eq!((l["m"].as_str(), l["first"].as_str()), ("PUT", "x"));
+        // A line that is not JSON is kept, marked with __error__, and `__error__=""` drops it.
+        assert_eq!(run(r#"{a="b"} | json"#, "plain").unwrap().1["__error__"], "JSONParserErr");
+        assert!(run(r#"{a="b"} | json | __error__="""#, "plain").is_none());
+        // logfmt, numeric filters, and/or, line_format, drop/keep.
+        let line = r#"level=warn msg="slow call" dur=1.5 status=500"#;
+        assert!(run(r#"{a="b"} | logfmt | status >= 500 and dur > 1"#, line).is_some());
+        assert!(run(r#"{a="b"} | logfmt | status < 500 or msg="fast""#, line).is_none());
+        assert!(run(r#"{a="b"} | logfmt | msg=~"slow.*""#, line).is_some());
+        assert!(run(r#"{a="b"} | logfmt | msg=~"slow""#, line).is_none(), "label regexes are anchored");
+        let (out, l) = run(r#"{a="b"} | logfmt | line_format "{{.pod}} {{.msg}} ({{.missing}})" | drop dur, status"#, line).unwrap();
+        assert_eq!(out, "api-1 slow call ()");
+        assert!(!l.contains_key("dur") && !l.contains_key("status") && l.contains_key("msg"));
+        let (_, l) = run(r#"{a="b"} | logfmt | keep pod, level_extracted"#, line).unwrap();
+        assert_eq!(l.keys().collect::<Vec<_>>(), vec!["level_extracted", "pod"]);
+        // A non-numeric value in a numeric filter is a LabelFilterErr, not a silent match.
+        assert_eq!(run(r#"{a="b"} | logfmt | msg > 3"#, line).unwrap().1["__error__"], "LabelFilterErr");
+        assert_eq!(run(r#"{a="b"} | logfmt"#, r#"a="unclosed"#).unwrap().1["__error__"], "LogfmtParserErr");
+    }
+
+    #[test]
+    fn pushdown_is_exact() {
+        let Ok(Expr::Log(l)) = parse(r#"{project="shop", pod=~"a.*"} |= "x" !~ "y+" |= "a" or "b" | json |= "z""#) else { panic!() };
+        let p = Pipeline::new(&l).unwrap();
+        assert_eq!(p.terms(), vec![Term::Exact("x".into()), Term::Not(Box::new(Term::Regex("y+".into())))]);
+        assert_eq!(p.filters().projects, vec!["shop".to_owned()]);
+        assert!(p.filters().pods.is_empty());
+        assert!(!p.only_pushed());
+        assert!(
+            Pipeline::new(&match parse(r#"{a="b"} |~ "(a""#).unwrap() {
+                Expr::Log(l) => l,
+                _ => unreachable!(),
+            })
+            .is_err()
+        );
+    }
+}

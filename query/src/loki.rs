@@ -1,0 +1,745 @@
+//! Grafana's Loki datasource and Logs Drilldown: the Loki HTTP API over the stored logs.
+//!
+//! Every endpoint takes GET parameters or a POST form body, with Loki's conventions (times as
+//! Unix seconds, milliseconds or nanoseconds, or RFC 3339; `since`; `step` as a duration or
+//! seconds; `direction`; `limit`), and answers Loki's JSON. Errors carry a top-level
+//! `message` (what Grafana shows) beside the stable `error.code`.
+//!
+//! Tenancy: identity comes from the bearer token only (`X-Scope-OrgID` is ignored). A query's
+//! matchers on `workspace` choose among the token's workspaces, those on `project` among the
+//! namespaces the caller may read; they can only narrow what [`auth::Gate`] allowed, and
+//! storage applies the scope again itself.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use auth::{Identity, TenantScope};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use schemas::{ApiError, ErrorCode, LogRecord};
+use serde_json::{Value, json};
+use storage::{LogSearch, StreamCount};
+
+use crate::api::{QueryState, next_cursor, now_ns, store_error};
+use crate::logql::eval::{self, Buckets, Steps};
+use crate::logql::labels::{self, Labels, STREAM_LABELS};
+use crate::logql::pipeline::{Entry, Pipeline};
+use crate::logql::{Expr, LogExpr, MetricExpr};
+use crate::params::{Params, parse_duration_ns};
+use crate::patterns;
+
+/// The Loki version Grafana's feature detection is told (`status/buildinfo`).
+pub const COMPATIBLE_LOKI_VERSION: &str = "3.4.0";
+/// Rows read from storage per page while a pipeline filters them.
+const PAGE: usize = 2_000;
+/// Most points per series in a range query (Loki's limit).
+const MAX_POINTS: i64 = 11_000;
+/// Lines sampled for `detected_fields` and `patterns` when the request does not say.
+const SAMPLE_LINES: usize = 1_000;
+
+pub fn routes() -> Router<QueryState> {
+    let r = Router::new();
+    let r = r.route("/loki/api/v1/query_range", get(query_range).post(query_range));
+    let r = r.route("/loki/api/v1/query", get(query).post(query));
+    let r = r.route("/loki/api/v1/labels", get(label_names).post(label_names));
+    let r = r.route("/loki/api/v1/label/{name}/values", get(label_values).post(label_values));
+    let r = r.route("/loki/api/v1/series", get(series).post(series));
+    let r = r.route("/loki/api/v1/index/stats", get(index_stats).post(index_stats));
+    let r = r.route("/loki/api/v1/index/volume", get(volume).post(volume));
+    let r = r.route("/loki/api/v1/index/volume_range", get(volume_range).post(volume_range));
+    let r = r.route("/loki/api/v1/detected_labels", get(detected_labels).post(detected_labels));
+    let r = r.route("/loki/api/v1/detected_fields", get(detected_fields).post(detected_fields));
+    let r = r.route("/loki/api/v1/detected_field/{name}/values", get(detected_field_values).post(detected_field_values));
+    let r = r.route("/loki/api/v1/patterns", get(patterns_handler).post(patterns_handler));
+    let r = r.route("/loki/api/v1/drilldown-limits", get(drilldown_limits));
+    r.route("/loki/api/v1/status/buildinfo", get(buildinfo))
+}
+
+/// An [`ApiError`] in the shape Grafana's Loki client reads (`message`), code kept.
+pub struct LokiError(pub ApiError);
+
+impl From<ApiError> for LokiError {
+    fn from(e: ApiError) -> LokiError {
+        LokiError(e)
+    }
+}
+
+impl IntoResponse for LokiError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = json!({ "status": "error", "message": e.message, "error": { "code": e.code.as_str(), "message": e.message } });
+        let mut r = (status, axum::Json(body)).into_response();
+        if let Some(v) = e.retry_after_secs().and_then(|s| header::HeaderValue::from_str(&s.to_string()).ok()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        r
+    }
+}
+
+type Reply = Result<axum::Json<Value>, LokiError>;
+
+fn invalid(m: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::InvalidQuery, m)
+}
+
+/// The query string and, for a form POST, the body: Grafana sends either.
+fn params(raw: Option<&str>, headers: &HeaderMap, body: &Bytes) -> Result<Params, ApiError> {
+    let form = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if body.is_empty() || !form {
+        return Params::parse(raw);
+    }
+    let body = std::str::from_utf8(body).map_err(|_| invalid("the form body is not UTF-8"))?;
+    Params::parse(Some(&match raw {
+        Some(q) if !q.is_empty() => format!("{q}&{body}"),
+        _ => body.to_owned(),
+    }))
+}
+
+/// `start`/`end` (or `since`), checked against the range limit. Defaults: the last hour.
+fn time_range(state: &QueryState, p: &Params) -> Result<(i64, i64), ApiError> {
+    let end = p.time("end")?.unwrap_or_else(now_ns);
+    let start = match (p.time("start")?, p.duration_ns("since")?) {
+        (Some(s), _) => s,
+        (None, Some(since)) => end.saturating_sub(since),
+        (None, None) => end.saturating_sub(3_600_000_000_000),
+    };
+    if start > end {
+        return Err(invalid("`start` must not be after `end`"));
+    }
+    let max = i64::try_from(state.limits.max_range_secs).unwrap_or(i64::MAX).saturating_mul(1_000_000_000);
+    if end - start > max {
+        return Err(ApiError::new(
+            ErrorCode::LimitExceeded,
+            format!("the query covers more than {} hours; narrow `start`/`end`", state.limits.max_range_secs / 3600),
+        ));
+    }
+    Ok((start, end))
+}
+
+fn parse_logql(p: &Params, key: &str) -> Result<Expr, ApiError> {
+    let q = p.one(key).ok_or_else(|| invalid(format!("`{key}` (a LogQL query) is required")))?;
+    crate::logql::parse(q).map_err(|m| invalid(format!("parse error: {m}")))
+}
+
+/// A log query (a selector with its pipeline), or a clear error for a metric query.
+fn log_query(p: &Params, key: &str) -> Result<Option<LogExpr>, ApiError> {
+    if p.one(key).is_none() {
+        return Ok(None);
+    }
+    match parse_logql(p, key)? {
+        Expr::Log(l) => Ok(Some(l)),
+        Expr::Metric(_) => Err(invalid(format!("`{key}` must be a log stream selector like {{project=\"shop\"}}, not a metric query"))),
+    }
+}
+
+fn compile(l: &LogExpr) -> Result<Pipeline, ApiError> {
+    Pipeline::new(l).map_err(invalid)
+}
+
+/// The scope one pipeline's selector asks for, authorised: the token's workspaces its
+/// `workspace` matchers accept, and the namespaces its `project` equality names.
+async fn scope_for(state: &QueryState, id: &Identity, pl: Option<&Pipeline>) -> Result<TenantScope, ApiError> {
+    let ws: Vec<_> = pl.map(|p| p.matchers_on("workspace")).unwrap_or_default();
+    let projects: Option<BTreeSet<String>> =
+        pl.and_then(|p| p.matchers_on("project").into_iter().find(|m| m.is_eq()).map(|m| BTreeSet::from([m.value().to_owned()])));
+    state.gate.logs_matching(id, |w| ws.iter().all(|m| m.matches(w)), projects.as_ref()).await.map_err(ApiError::from)
+}
+
+fn search(scope: TenantScope, from_ns: i64, to_ns: i64, pl: Option<&Pipeline>, oldest_first: bool) -> LogSearch {
+    LogSearch {
+        scope,
+        from_ns,
+        to_ns,
+        filters: pl.map(Pipeline::filters).unwrap_or_default(),
+        terms: pl.map(Pipeline::terms).unwrap_or_default(),
+        limit: PAGE,
+        cursor: None,
+        oldest_first,
+    }
+}
+
+/// What a scan read, for `stats`.
+#[derive(Default)]
+struct Scanned {
+    lines: u64,
+    bytes: u64,
+}
+
+/// Reads `q` page by page, calling `each` for every row until it returns `false` or storage
+/// has no more. Past `max_scan_lines` the query is refused rather than answered in part.
+async fn scan(state: &QueryState, mut q: LogSearch, mut each: impl FnMut(LogRecord) -> bool) -> Result<Scanned, ApiError> {
+    let mut seen = Scanned::default();
+    loop {
+        let page = state.store.search(&q).await.map_err(store_error)?;
+        let (n, next) = (page.len(), next_cursor(q.cursor, &page));
+        for r in page {
+            seen.lines += 1;
+            seen.bytes += r.message.len() as u64;
+            if !each(r) {
+                return Ok(seen);
+            }
+        }
+        if n < q.limit {
+            return Ok(seen);
+        }
+        if seen.lines as usize >= state.limits.max_scan_lines {
+            return Err(ApiError::new(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "the query's pipeline had to read more than {} lines; narrow the time range or the selector, or move line filters (|= \"…\") before parsers",
+                    state.limits.max_scan_lines
+                ),
+            ));
+        }
+        q.cursor = next;
+    }
+}
+
+/// Runs `f` under the query timeout and the user's concurrency limit.
+async fn bounded<T>(state: &QueryState, id: &Identity, f: impl Future<Output = Result<T, ApiError>>) -> Result<T, ApiError> {
+    let _slot = state.slot(id.user())?;
+    match tokio::time::timeout(Duration::from_secs(state.limits.timeout_secs.max(1)), f).await {
+        Ok(r) => r,
+        Err(_) => Err(ApiError::new(ErrorCode::QueryTimeout, format!("the query ran past {} s and was cancelled; narrow it", state.limits.timeout_secs))),
+    }
+}
+
+fn secs(ns: i64) -> Value {
+    let s = ns as f64 / 1e9;
+    if ns % 1_000_000_000 == 0 { json!(ns / 1_000_000_000) } else { json!(s) }
+}
+
+fn stats(started: Instant, s: &Scanned, returned: usize) -> Value {
+    let t = started.elapsed().as_secs_f64();
+    json!({ "summary": {
+        "bytesProcessedPerSecond": (s.bytes as f64 / t.max(1e-9)) as u64,
+        "linesProcessedPerSecond": (s.lines as f64 / t.max(1e-9)) as u64,
+        "totalBytesProcessed": s.bytes,
+        "totalLinesProcessed": s.lines,
+        "execTime": t,
+        "queueTime": 0,
+        "subqueries": 0,
+        "totalEntriesReturned": returned,
+        "totalPostFilterLines": returned,
+    }})
+}
+
+/// A log query's entries: at most `limit`, newest first (`backward`) or oldest first.
+async fn streams(state: &QueryState, id: &Identity, l: &LogExpr, from: i64, to: i64, limit: usize, forward: bool) -> Result<(Value, Scanned, usize), ApiError> {
+    let pl = compile(l)?;
+    let scope = scope_for(state, id, Some(&pl)).await?;
+    let mut out: BTreeMap<Labels, Vec<(i64, String)>> = BTreeMap::new();
+    let mut taken = 0;
+    let scanned = scan(state, search(scope, from, to, Some(&pl), forward), |r| {
+        let labels = labels::of_record(&r);
+        if !pl.selects(&labels) {
+            return true;
+        }
+        let metadata = r.attributes.iter().map(|(k, _)| labels::extracted_name(&labels::sanitize(k))).collect();
+        let mut e = Entry { timestamp_ns: r.timestamp_ns, line: r.message, labels, metadata };
+        if pl.process(&mut e) {
+            out.entry(e.labels).or_default().push((e.timestamp_ns, e.line));
+            taken += 1;
+        }
+        taken < limit
+    })
+    .await?;
+    let result: Vec<Value> = out
+        .into_iter()
+        .map(|(labels, values)| json!({ "stream": labels, "values": values.into_iter().map(|(ts, line)| json!([ts.to_string(), line])).collect::<Vec<_>>() }))
+        .collect();
+    Ok((Value::Array(result), scanned, taken))
+}
+
+/// The buckets of one range function's log query.
+async fn range_input(state: &QueryState, id: &Identity, l: &LogExpr, layout: &eval::Layout, scanned: &mut Scanned) -> Result<Buckets, ApiError> {
+    let pl = compile(l)?;
+    let scope = scope_for(state, id, Some(&pl)).await?;
+    let mut q = search(scope, layout.origin, layout.to_ns(), Some(&pl), false);
+    let mut b = Buckets::default();
+    if pl.only_pushed() {
+        // Storage counts entries and bytes per stream and bucket itself.
+        for s in state.store.streams(&q, Some(layout.width)).await.map_err(store_error)? {
+            let labels = labels::of_stream(&s);
+            scanned.lines += s.entries;
+            scanned.bytes += s.bytes;
+            if pl.selects(&labels) {
+                b.add_count(layout, labels, s.start_ns, s.entries, s.bytes);
+            }
+        }
+    } else {
+        q.limit = PAGE;
+        let s = scan(state, q, |r| {
+            let labels = labels::of_record(&r);
+            if !pl.selects(&labels) {
+                return true;
+            }
+            let metadata = r.attributes.iter().map(|(k, _)| labels::extracted_name(&labels::sanitize(k))).collect();
+            let mut e = Entry { timestamp_ns: r.timestamp_ns, line: r.message, labels, metadata };
+            if pl.process(&mut e) {
+                let (ts, bytes) = (e.timestamp_ns, e.line.len() as u64);
+                b.add(layout, e.series_labels(), ts, bytes);
+            }
+            true
+        })
+        .await?;
+        scanned.lines += s.lines;
+        scanned.bytes += s.bytes;
+    }
+    if let Some(err) = b.series.keys().find_map(|l| l.get("__error__")) {
+        return Err(invalid(format!("pipeline error: `{err}` on some lines; add | __error__=\"\" to leave out lines that fail to parse")));
+    }
+    if b.series.len() > state.limits.max_series {
+        return Err(ApiError::new(
+            ErrorCode::LimitExceeded,
+            format!("the query has more than {} series; aggregate it (sum by …) or narrow the selector", state.limits.max_series),
+        ));
+    }
+    Ok(b)
+}
+
+/// Evaluates a metric query at `steps`.
+async fn metric(state: &QueryState, id: &Identity, m: &MetricExpr, steps: &Steps) -> Result<(eval::Value, Scanned), ApiError> {
+    let mut inputs = Vec::new();
+    let mut scanned = Scanned::default();
+    collect_inputs(state, id, m, steps, &mut inputs, &mut scanned).await?;
+    let v = eval::eval(m, steps, &mut inputs.into_iter(), state.limits.max_series).map_err(|e| ApiError::new(ErrorCode::LimitExceeded, e))?;
+    Ok((v, scanned))
+}
+
+async fn collect_inputs(
+    state: &QueryState,
+    id: &Identity,
+    m: &MetricExpr,
+    steps: &Steps,
+    out: &mut Vec<Buckets>,
+    scanned: &mut Scanned,
+) -> Result<(), ApiError> {
+    let mut stack = vec![m];
+    // Depth-first, left to right: the order `MetricExpr::logs` and `eval` use.
+    let mut ordered = Vec::new();
+    while let Some(e) = stack.pop() {
+        match e {
+            MetricExpr::Range { log, range_ns, offset_ns, .. } => ordered.push((log, *range_ns, *offset_ns)),
+            MetricExpr::Agg { inner, .. } => stack.push(inner),
+            MetricExpr::Binary { lhs, rhs, .. } => {
+                stack.push(rhs);
+                stack.push(lhs);
+            }
+            MetricExpr::Number(_) | MetricExpr::Vector(_) => {}
+        }
+    }
+    for (log, range_ns, offset_ns) in ordered {
+        let layout = eval::layout(steps, range_ns, offset_ns);
+        if layout.count > 200_000 {
+            return Err(ApiError::new(ErrorCode::LimitExceeded, "the range and step give too many points; make the range a multiple of the step"));
+        }
+        out.push(range_input(state, id, log, &layout, scanned).await?);
+    }
+    Ok(())
+}
+
+fn direction_forward(p: &Params) -> Result<bool, ApiError> {
+    match p.one("direction").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("backward") => Ok(false),
+        Some("forward") => Ok(true),
+        Some(other) => Err(invalid(format!("`direction` must be forward or backward, not `{other}`"))),
+    }
+}
+
+fn limit(state: &QueryState, p: &Params) -> Result<usize, ApiError> {
+    let l = p.usize("limit")?.unwrap_or(100);
+    if l == 0 || l > state.limits.max_lines {
+        return Err(ApiError::new(ErrorCode::LimitExceeded, format!("`limit` must be 1..={}", state.limits.max_lines)));
+    }
+    Ok(l)
+}
+
+fn matrix_json(m: eval::Matrix, steps: &Steps) -> Value {
+    Value::Array(
+        m.into_iter()
+            .map(|(labels, values)| {
+                let points: Vec<Value> =
+                    values.into_iter().enumerate().filter_map(|(k, v)| v.map(|v| json!([secs(steps.at(k)), eval::format_value(v)]))).collect();
+                json!({ "metric": labels, "values": points })
+            })
+            .collect(),
+    )
+}
+
+async fn query_range(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
+    let started = Instant::now();
+    let p = params(raw.as_deref(), &headers, &body)?;
+    let id = state.identify(&headers).await?;
+    let (start, end) = time_range(&state, &p)?;
+    let expr = parse_logql(&p, "query")?;
+    let data = bounded(&state, &id, async {
+        match expr {
+            Expr::Log(l) => {
+                let (result, scanned, n) = streams(&state, &id, &l, start, end, limit(&state, &p)?, direction_forward(&p)?).await?;
+                Ok(json!({ "resultType": "streams", "result": result, "stats": stats(started, &scanned, n) }))
+            }
+            Expr::Metric(m) => {
+                let step = match p.one("step") {
+                    Some(s) => parse_duration_ns(s).ok_or_else(|| invalid(format!("`step`: `{s}` is not a duration or a number of seconds")))?,
+                    None => ((end - start) / 250 / 1_000_000_000).max(1) * 1_000_000_000,
+                };
+                if (end - start) / step > MAX_POINTS {
+                    return Err(ApiError::new(
+                        ErrorCode::LimitExceeded,
+                        format!("exceeded maximum resolution of {MAX_POINTS} points per series; increase `step`"),
+                    ));
+                }
+                let steps = Steps { start, end, step };
+                let (v, scanned) = metric(&state, &id, &m, &steps).await?;
+                let m = match v {
+                    eval::Value::Vector(m) => m,
+                    eval::Value::Scalar(x) => vec![(Labels::new(), vec![Some(x); steps.len()])],
+                };
+                let n = m.len();
+                Ok(json!({ "resultType": "matrix", "result": matrix_json(m, &steps), "stats": stats(started, &scanned, n) }))
+            }
+        }
+    })
+    .await?;
+    Ok(axum::Json(json!({ "status": "success", "data": data })))
+}
+
+async fn query(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
+    let started = Instant::now();
+    let p = params(raw.as_deref(), &headers, &body)?;
+    let id = state.identify(&headers).await?;
+    let time = p.time("time")?.unwrap_or_else(now_ns);
+    let expr = parse_logql(&p, "query")?;
+    let data = bounded(&state, &id, async {
+        match expr {
+            Expr::Log(_) => Err(invalid("log queries are not supported as an instant query; use query_range")),
+            Expr::Metric(m) => {
+                let steps = Steps { start: time, end: time, step: 1 };
+                let (v, scanned) = metric(&state, &id, &m, &steps).await?;
+                Ok(match v {
+                    eval::Value::Scalar(x) => {
+                        json!({ "resultType": "scalar", "result": [secs(time), eval::format_value(x)], "stats": stats(started, &scanned, 1) })
+                    }
+                    eval::Value::Vector(m) => {
+                        let n = m.len();
+                        let result: Vec<Value> = m
+                            .into_iter()
+                            .filter_map(|(labels, v)| {
+                                v.first().copied().flatten().map(|x| json!({ "metric": labels, "value": [secs(time), eval::format_value(x)] }))
+                            })
+                            .collect();
+                        json!({ "resultType": "vector", "result": result, "stats": stats(started, &scanned, n) })
+                    }
+                })
+            }
+        }
+    })
+    .await?;
+    Ok(axum::Json(json!({ "status": "success", "data": data })))
+}
+
+/// The streams (with entries and bytes) in range, matching an optional selector, in scope.
+async fn stream_list(
+    state: &QueryState,
+    id: &Identity,
+    sel: Option<&LogExpr>,
+    from: i64,
+    to: i64,
+    step: Option<i64>,
+) -> Result<Vec<(StreamCount, Labels)>, ApiError> {
+    let pl = sel.map(compile).transpose()?;
+    let scope = scope_for(state, id, pl.as_ref()).await?;
+    let mut q = search(scope, from, to, pl.as_ref(), false);
+    // Index endpoints answer from the selector only, as Loki's index does.
+    q.terms.clear();
+    let list = state.store.streams(&q, step).await.map_err(store_error)?;
+    Ok(list
+        .into_iter()
+        .map(|s| {
+            let l = labels::of_stream(&s);
+            (s, l)
+        })
+        .filter(|(_, l)| pl.as_ref().is_none_or(|p| p.selects(l)))
+        .collect())
+}
+
+async fn label_names(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
+    let p = params(raw.as_deref(), &headers, &body)?;
+    let id = state.identify(&headers).await?;
+    let (start, end) = time_range(&state, &p)?;
+    let sel = log_query(&p, "query")?;
+    let list = bounded(&state, &id, stream_list(&state, &id, sel.as_ref(), start, end.saturating_add(1), None)).await?;
+    let names: BTreeSet<&str> = list.iter().flat_map(|(_, l)| l.keys().map(String::as_str)).collect();
+    Ok(axum::Json(json!({ "status": "success", "data": names })))
+}
+
+async fn label_values(State(state): State<QueryState>, Path(name): Path<String>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
+    let p = params(raw.as_deref(), &headers, &body)?;
+    let id = state.identify(&headers).await?;
+    let (start, end) = time_range(&state, &p)?;
+    let sel = log_query(&p, "query")?;
+    let list = bounded(&state, &id, stream_list(&state, &id, sel.as_ref(), start, end.saturating_add(1), None)).await?;
+    let values: BTreeSet<&str> = list.iter().filter_map(|(_, l)| l.get(&name).map(String::as_str)).collect();
+    Ok(axum::Json(json!({ "status": "success", "data": values })))
+}
+
+async fn series(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
+    let p = params(raw.as_deref(), &headers, &body)?;
+    let id = state.identify(&headers).await?;
+    let (start, end) = time_range(&state, &p)?;
+    let selectors: Vec<&str> = p.all("match[]").into_iter().chain(p.all("match")).collect();
+    if selectors.is_empty() {
+        return Err(invalid("at least one `match[]` selector is required").into());
+    }
+    let mut out: BTreeSet<Labels> = BTreeSet::new();
+    for s in selectors {
+        let Expr::Log(l) = crate::logql::parse(s).map_err(|m| invalid(format!("match[]: {m}")))? else {
+            return Err(invalid("match[] must be a stream selector").into());
+        };
+        let list = bounded(&state, &id, stream_list(&state, &id, Some(&l), start, end.saturating_add(1), None)).await?;
+        out.extend(list.into_iter().map(|(_, l)| l));
+        if out.len() > state.limits.max_series {
+            return Err(ApiError::new(ErrorCode::LimitExceeded, format!("more than {} series match; narrow the selectors", state.limits.max_series)).into());
+        }
+    }
+    Ok(axum::Json(json!({ "status": "success", "data": out })))
+}
+
+async fn index_stats(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
+    let p = params(raw.as_deref(), &headers, &body)?;
+    let id = state.identify(&headers).await?;
+    let (start, end) = time_range(&state, &p)?;
+    let sel = log_query(&p, "query")?;
+    let list = bounded(&state, &id, stream_list(&state, &id, sel.as_ref(), start, end.saturating_add(1), None)).await?;
+    let streams = list.len();
+    let (entries, bytes) = list.iter().fold((0u64, 0u64), |(e, b), (s, _)| (e + s.entries, b + s.bytes));
+    // Storage has no chunks; each stream counts as one.
+    Ok(axum::Json(json!({ "streams": streams, "chunks": streams, "entries": entries, "bytes": bytes })))
+}
+
+/// The labels `index/volume` groups by: `targetLabels`, else those the selector names (Loki's
+/// default), else `service_name`.
+fn volume_labels(p: &Params, sel: &LogExpr) -> Vec<String> {
+    if let Some(t) = p.one("targetLabels") {
+        return t.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+    }
+    let named: Vec<String> = sel.selector.iter().map(|m| m.name.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    if named.is_empty() { vec!["service_name".into()] } else { named }
+}
+
+async fn volumes(state: &QueryState, headers: &HeaderMap, p: &Params, step: Option<i64>) -> Result<(Vec<(Labels, BTreeMap<i64, u64>)>, i64, i64), ApiError> {
+    let id = state.identify(headers).await?;
+    let (start, end) = time_range(state, p)?;
+    let sel = log_query(p, "query")?.ok_or_else(|| invalid("`query` (a stream selector) is required"))?;
+    let by = volume_labels(p, &sel);
+    let series_level = p.one("aggregateBy") == Some("series");
+    let list = bounded(state, &id, stream_list(state, &id, Some(&sel), start, end.saturating_add(1), step)).await?;
+    let mut groups: BTreeMap<Labels, BTreeMap<i64, u64>> = BTreeMap::new();
+    for (s, l) in list {
+        let key: Labels = if series_level { l } else { l.into_iter().filter(|(k, _)| by.contains(k)).collect() };
+        *groups.entry(key).or_default().entry(s.start_ns).or_default() += s.bytes;
+    }
+    let mut out: Vec<(Labels, BTreeMap<i64, u64>)> = groups.into_iter().collect();
+    out.sort_by_key(|(_, v)| std::cmp::Reverse(v.values().sum::<u64>()));
+    out.truncate(p.usize("limit")?.unwrap_or(100).min(state.limits.max_series));
+    Ok((out, start, end))
+}
+
+async fn volume(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
+    let p = params(raw.as_deref(), &headers, &body)?;
+    let (groups, _, end) = volumes(&state, &headers, &p, None).await?;
+    let result: Vec<Value> = groups.into_iter().map(|(l, v)| json!({ "metric": l, "value": [secs(end), v.values().sum::<u64>().to_string()] })).collect();
+    Ok(axum::Json(json!({ "status": "success", "data": { "resultType": "vector", "result": result } })))
+}
+
+async fn volume_range(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
+    let p = params(raw.as_deref(), &headers, &body)?;
+    let (start, end) = time_range(&state, &p)?;
+    let step = match p.one("step") {
+        Some(s) => parse_duration_ns(s).ok_or_else(|| invalid(format!("`step`: `{s}` is not a duration")))?,
+        None => ((end - start) / 250 / 1_000_000_000).max(1) * 1_000_000_000,
+    };
+    if (end - start) / step > MAX_POINTS {
+        return Err(ApiError::new(ErrorCode::LimitExceeded, format!("exceeded maximum resolution of {MAX_POINTS} points per series; increase `step`")).into());
+    }
+    let (groups, _, _) = volumes(&state, &headers, &p, Some(step)).await?;
+    let result: Vec<Value> = groups
+        .into_iter()
+        .map(|(l, v)| json!({ "metric": l, "values": v.into_iter().map(|(t, b)| json!([secs(t), b.to_string()])).collect::<Vec<_>>() }))
+        .collect();
+    Ok(axum::Json(json!({ "status": "success", "data": { "resultType": "matrix", "result": result } })))
+}
+
+async fn detected_labels(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
+    let p = params(raw.as_deref(), &headers, &body)?;
+    let id = state.identify(&headers).await?;
+    let (start, end) = time_range(&state, &p)?;
+    let sel = log_query(&p, "query")?;
+    let list = bounded(&state, &id, stream_list(&state, &id, sel.as_ref(), start, end.saturating_add(1), None)).await?;
+    let mut values: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (_, l) in &list {
+        for (k, v) in l {
+            values.entry(k.as_str()).or_default().insert(v.as_str());
+        }
+    }
+    let out: Vec<Value> = STREAM_LABELS.iter().filter_map(|k| values.get(k).map(|v| json!({ "label": k, "cardinality": v.len() }))).collect();
+    Ok(axum::Json(json!({ "detectedLabels": out })))
+}
+
+/// The type Loki reports for a field's values.
+fn field_type(values: &BTreeSet<String>) -> &'static str {
+    let all = |f: fn(&str) -> bool| values.iter().all(|v| f(v));
+    if all(|v| v.parse::<i64>().is_ok()) {
+        "int"
+    } else if all(|v| v.parse::<f64>().is_ok()) {
+        "float"
+    } else if all(|v| v == "true" || v == "false") {
+        "boolean"
+    } else if all(|v| parse_duration_ns(v).is_some() && v.ends_with(|c: char| c.is_ascii_alphabetic())) {
+        "duration"
+    } else {
+        "string"
+    }
+}
+
+/// Fields in a sample of the query's lines: what `json` and `logfmt` would extract, and the
+/// structured metadata, each with its values.
+async fn sample_fields(state: &QueryState, headers: &HeaderMap, p: &Params) -> Result<BTreeMap<String, (BTreeSet<&'static str>, BTreeSet<String>)>, ApiError> {
+    use crate::logql::{Stage, parse};
+    let id = state.identify(headers).await?;
+    let (start, end) = time_range(state, p)?;
+    let l = log_query(p, "query")?.ok_or_else(|| invalid("`query` (a LogQL log query) is required"))?;
+    let n = p.usize("line_limit")?.or(p.usize("limit")?).unwrap_or(SAMPLE_LINES).clamp(1, state.limits.max_lines);
+    let (json_pl, logfmt_pl) = {
+        let with = |stage: Stage| -> Result<Pipeline, ApiError> {
+            let Ok(Expr::Log(mut e)) = parse("{}") else { return Err(ApiError::new(ErrorCode::Internal, "empty selector")) };
+            e.stages.push(stage);
+            compile(&e)
+        };
+        (with(Stage::Json(Vec::new()))?, with(Stage::Logfmt)?)
+    };
+    let (result, _, _) = bounded(state, &id, streams(state, &id, &l, start, end, n, false)).await?;
+    let mut fields: BTreeMap<String, (BTreeSet<&'static str>, BTreeSet<String>)> = BTreeMap::new();
+    let base: BTreeSet<&str> = STREAM_LABELS.into_iter().collect();
+    for stream in result.as_array().into_iter().flatten() {
+        let stream_labels: Labels = serde_json::from_value(stream["stream"].clone()).unwrap_or_default();
+        for (k, v) in &stream_labels {
+            if !base.contains(k.as_str()) && !k.starts_with("__") {
+                let f = fields.entry(k.clone()).or_default();
+                f.1.insert(v.clone());
+            }
+        }
+        for entry in stream["values"].as_array().into_iter().flatten() {
+            let line = entry[1].as_str().unwrap_or_default();
+            for (parser, pl) in [("json", &json_pl), ("logfmt", &logfmt_pl)] {
+                let mut e = Entry { timestamp_ns: 0, line: line.to_owned(), labels: Labels::new(), metadata: BTreeSet::new() };
+                pl.process(&mut e);
+                if e.labels.contains_key("__error__") {
+                    continue;
+                }
+                for (k, v) in e.labels {
+                    let f = fields.entry(k).or_default();
+                    f.0.insert(parser);
+                    if f.1.len() < 1_000 {
+                        f.1.insert(v);
+                    }
+                }
+            }
+        }
+    }
+    Ok(fields)
+}
+
+async fn detected_fields(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
+    let p = params(raw.as_deref(), &headers, &body)?;
+    let fields = sample_fields(&state, &headers, &p).await?;
+    let limit = p.usize("field_limit")?.unwrap_or(1_000);
+    let out: Vec<Value> = fields
+        .iter()
+        .take(limit)
+        .map(|(k, (parsers, values))| json!({ "label": k, "type": field_type(values), "cardinality": values.len(), "parsers": if parsers.is_empty() { Value::Null } else { json!(parsers) } }))
+        .collect();
+    Ok(axum::Json(json!({ "fields": out, "limit": limit })))
+}
+
+async fn detected_field_values(State(state): State<QueryState>, Path(name): Path<String>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
+    let p = params(raw.as_deref(), &headers, &body)?;
+    let fields = sample_fields(&state, &headers, &p).await?;
+    let values: Vec<&String> = fields.get(&name).map(|(_, v)| v.iter().collect()).unwrap_or_default();
+    Ok(axum::Json(json!({ "values": values })))
+}
+
+async fn patterns_handler(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
+    let p = params(raw.as_deref(), &headers, &body)?;
+    let id = state.identify(&headers).await?;
+    let (start, end) = time_range(&state, &p)?;
+    let l = log_query(&p, "query")?.ok_or_else(|| invalid("`query` (a LogQL log query) is required"))?;
+    let step = match p.one("step") {
+        Some(s) => parse_duration_ns(s).ok_or_else(|| invalid(format!("`step`: `{s}` is not a duration")))?,
+        None => ((end - start) / 100).max(1_000_000_000),
+    };
+    let n = p.usize("line_limit")?.unwrap_or(state.limits.max_lines).clamp(1, state.limits.max_lines);
+    let (result, _, _) = bounded(&state, &id, streams(&state, &id, &l, start, end, n, false)).await?;
+    let lines: Vec<(i64, &str)> = result
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["values"].as_array().into_iter().flatten())
+        .filter_map(|e| Some((e[0].as_str()?.parse().ok()?, e[1].as_str()?)))
+        .collect();
+    let groups = patterns::group(lines, start, step, 50);
+    let data: Vec<Value> = groups
+        .into_iter()
+        .map(|g| json!({ "pattern": g.pattern, "samples": g.samples.into_iter().map(|(t, c)| json!([t / 1_000_000_000, c])).collect::<Vec<_>>() }))
+        .collect();
+    Ok(axum::Json(json!({ "status": "success", "data": data })))
+}
+
+async fn drilldown_limits(State(state): State<QueryState>, headers: HeaderMap) -> Reply {
+    state.identify(&headers).await?;
+    let l = &state.limits;
+    Ok(axum::Json(json!({
+        "limits": {
+            "discover_log_levels": true,
+            "discover_service_name": ["application", "container"],
+            "log_level_fields": ["level"],
+            "max_entries_limit_per_query": l.max_lines,
+            "max_query_length": format!("{}h", l.max_range_secs / 3600),
+            "max_query_series": l.max_series,
+            "query_timeout": format!("{}s", l.timeout_secs),
+            "retention_period": "0s",
+            "volume_enabled": true,
+            "volume_max_series": l.max_series,
+            "pattern_persistence_enabled": false,
+        },
+        "pattern_ingester_enabled": true,
+        "version": COMPATIBLE_LOKI_VERSION,
+    })))
+}
+
+async fn buildinfo() -> axum::Json<Value> {
+    axum::Json(
+        json!({ "version": COMPATIBLE_LOKI_VERSION, "revision": env!("CARGO_PKG_VERSION"), "branch": "", "buildUser": "", "buildDate": "", "goVersion": "" }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_types_follow_the_values() {
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(field_type(&set(&["1", "200"])), "int");
+        assert_eq!(field_type(&set(&["1", "2.5"])), "float");
+        assert_eq!(field_type(&set(&["true", "false"])), "boolean");
+        assert_eq!(field_type(&set(&["35ms", "1s"])), "duration");
+        assert_eq!(field_type(&set(&["GET", "1"])), "string");
+    }
+}

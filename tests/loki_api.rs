@@ -1,0 +1,482 @@
+//! Grafana's Loki API over HTTP, on both backends: LogQL answers compared with an oracle that
+//! applies Loki's documented semantics to the fixture rows, every endpoint Grafana and Logs
+//! Drilldown call, and the tenant wall under hostile LogQL.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value, json};
+
+use crate::ingest_api::post_logs;
+use crate::query_api::token;
+use crate::support::fixtures::{Source, loghub_lines, ndjson, now_ns, vector_event};
+use crate::support::{ClickHouse, Server, ServerOptions, TOKEN_ALL, client, eventually};
+
+const S: i64 = 1_000_000_000;
+
+/// One fixture row as the oracle sees it.
+#[derive(Clone, Debug)]
+struct Row {
+    tenant: char,
+    pod: String,
+    ts: i64,
+    level: &'static str,
+    line: String,
+    /// `json`, `logfmt` or `plain`.
+    kind: &'static str,
+    status: u32,
+}
+
+/// Rows for four tenants, 10 s apart from `t0`: acme/ws-a/shop (`a`, two pods), acme/ws-a/billing
+/// (`b`), acme/ws-b/web (`c`), and globex/ws-a/shop (`g`, same workspace, project and pod names
+/// as `a`). A third of the lines are JSON, a third logfmt, a third Loghub text; every line
+/// carries `tenant=<x>` so a leak shows in the text.
+fn rows(t0: i64) -> Vec<(Source, Row)> {
+    let loghub = loghub_lines();
+    let mut out = Vec::new();
+    for (tenant, org, ws, project, n) in
+        [('a', "acme", "ws-a", "shop", 36), ('b', "acme", "ws-a", "billing", 18), ('c', "acme", "ws-b", "web", 12), ('g', "globex", "ws-a", "shop", 24)]
+    {
+        for i in 0..n {
+            let (app, pod) = if i % 2 == 0 { ("api", "api-1") } else { ("worker", "worker-1") };
+            let status = if i % 4 == 0 { 500 } else { 200 };
+            let (kind, line, level) = match i % 3 {
+                // A JSON field named like a tenancy label must not pose as one.
+                0 => (
+                    "json",
+                    json!({ "msg": format!("tenant={tenant} request done"), "status": status, "method": "GET", "latency_ms": i, "workspace": "ws-b" })
+                        .to_string(),
+                    if status == 500 { "error" } else { "info" },
+                ),
+                1 => ("logfmt", format!("tenant={tenant} msg=\"slow call\" dur={}.5 status={status}", i % 5), "warn"),
+                _ => ("plain", format!("tenant={tenant} {}", loghub[i % loghub.len()]), "info"),
+            };
+            let src = Source { org: Some(org.into()), workspace: Some(ws.into()), project: project.into(), app: app.into(), pod: pod.into() };
+            out.push((src, Row { tenant, pod: pod.into(), ts: t0 + i as i64 * 10 * S, level, line, kind, status }));
+        }
+    }
+    out
+}
+
+async fn load(server: &Server, t0: i64) -> Vec<Row> {
+    let rows = rows(t0);
+    let events: Vec<Value> = rows
+        .iter()
+        .map(|(src, r)| {
+            let mut e = vector_event(src, "x", "", r.ts);
+            e["message"] = json!(r.line);
+            e["level"] = json!(r.level);
+            e
+        })
+        .collect();
+    let (s, body) = post_logs(server, TOKEN_ALL, ndjson(&events), None).await;
+    assert_eq!(s, 200, "{body}");
+    let root = token(server, "root", "acme", &["ws-a", "ws-b"], &[]);
+    let gary = token(server, "gary", "globex", &["ws-a"], &[]);
+    for (tok, want) in [(root, 66), (gary, 24)] {
+        eventually(60, "fixture rows queryable", || {
+            let tok = tok.clone();
+            async move {
+                let (_, b) = loki(server, "/loki/api/v1/index/stats", &tok, &[("query", "{}"), ("start", &(t0 - 60 * S).to_string())]).await;
+                b["entries"].as_u64() == Some(want)
+            }
+        })
+        .await;
+    }
+    rows.into_iter().map(|(_, r)| r).collect()
+}
+
+/// GET with Loki parameters.
+async fn loki(server: &Server, path: &str, tok: &str, params: &[(&str, &str)]) -> (u16, Value) {
+    let resp = client().get(server.url(&format!("{path}?{}", qs(params)))).bearer_auth(tok).send().await.expect("send");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+fn qs(params: &[(&str, &str)]) -> String {
+    serde_urlencoded::to_string(params).expect("encode")
+}
+
+/// Every `tenant=<x>` in a response.
+fn tenants_in(v: &Value) -> BTreeSet<char> {
+    let text = v.to_string();
+    text.match_indices("tenant=").filter_map(|(i, _)| text[i + 7..].chars().next()).collect()
+}
+
+/// The entries of a `streams` result: (stream labels, timestamp, line).
+fn entries(body: &Value) -> Vec<(BTreeMap<String, String>, i64, String)> {
+    let mut out = Vec::new();
+    for s in body["data"]["result"].as_array().unwrap_or(&Vec::new()) {
+        let labels: BTreeMap<String, String> = serde_json::from_value(s["stream"].clone()).unwrap();
+        for v in s["values"].as_array().unwrap() {
+            out.push((labels.clone(), v[0].as_str().unwrap().parse().unwrap(), v[1].as_str().unwrap().to_owned()));
+        }
+    }
+    out
+}
+
+/// A matrix result as series labels → (seconds, value) points.
+fn matrix(body: &Value) -> BTreeMap<BTreeMap<String, String>, Vec<(i64, f64)>> {
+    assert_eq!(body["data"]["resultType"], "matrix", "{body}");
+    body["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let labels = serde_json::from_value(s["metric"].clone()).unwrap();
+            let points = s["values"].as_array().unwrap().iter().map(|p| (p[0].as_i64().unwrap(), p[1].as_str().unwrap().parse().unwrap())).collect();
+            (labels, points)
+        })
+        .collect()
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+async fn loki_api(server: Server) {
+    // Minute-aligned, well inside the last hour.
+    let t0 = (now_ns() - 30 * 60 * S) / (60 * S) * (60 * S);
+    let all = load(&server, t0).await;
+    let alice = token(&server, "alice", "acme", &["ws-a"], &[]);
+    let (start, end) = ((t0 - 60 * S).to_string(), (t0 + 10 * 60 * S).to_string());
+    let range = |q: &'static str| -> Vec<(&'static str, String)> {
+        vec![("query", q.to_owned()), ("start", start.clone()), ("end", end.clone()), ("limit", "1000".into())]
+    };
+    let ask = |params: Vec<(&'static str, String)>| {
+        let alice = alice.clone();
+        let server = &server;
+        async move {
+            let p: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            loki(server, "/loki/api/v1/query_range", &alice, &p).await
+        }
+    };
+    let visible: Vec<&Row> = all.iter().filter(|r| r.tenant == 'a' || r.tenant == 'b').collect();
+    let shop: Vec<&Row> = all.iter().filter(|r| r.tenant == 'a').collect();
+
+    // Log queries against the oracle.
+    type Pred = Box<dyn Fn(&Row) -> bool>;
+    let cases: Vec<(&'static str, Pred)> = vec![
+        (r#"{project="shop"}"#, Box::new(|r: &Row| r.tenant == 'a')),
+        (r#"{workspace="ws-a"}"#, Box::new(|r: &Row| r.tenant == 'a' || r.tenant == 'b')),
+        (r#"{project=~"shop|billing", pod="api-1"}"#, Box::new(|r: &Row| (r.tenant == 'a' || r.tenant == 'b') && r.pod == "api-1")),
+        (r#"{project!="shop"}"#, Box::new(|r: &Row| r.tenant == 'b')),
+        (r#"{project="shop"} |= "slow call""#, Box::new(|r: &Row| r.tenant == 'a' && r.line.contains("slow call"))),
+        // Line filters are case-sensitive.
+        (r#"{project="shop"} |= "SLOW CALL""#, Box::new(|r: &Row| r.tenant == 'a' && r.line.contains("SLOW CALL"))),
+        (
+            r#"{project="shop"} != "tenant=a msg" |~ "request|slow""#,
+            Box::new(|r: &Row| r.tenant == 'a' && !r.line.contains("tenant=a msg") && (r.line.contains("request") || r.line.contains("slow"))),
+        ),
+        (r#"{project="shop"} | json | status >= 500"#, Box::new(|r: &Row| r.tenant == 'a' && r.kind == "json" && r.status >= 500)),
+        (
+            r#"{project="shop"} | logfmt | dur > 2 and status == 200"#,
+            Box::new(|r: &Row| {
+                r.tenant == 'a' && r.kind == "logfmt" && r.status == 200 && r.line.contains("dur=") && {
+                    let d: f64 = r.line.split("dur=").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+                    d > 2.0
+                }
+            }),
+        ),
+        (r#"{project="shop"} | json | __error__="""#, Box::new(|r: &Row| r.tenant == 'a' && r.kind == "json")),
+        (r#"{project="shop"} | level="error""#, Box::new(|r: &Row| r.tenant == 'a' && r.level == "error")),
+        // The JSON field `workspace` becomes `workspace_extracted`; the stream label is ws-a.
+        (r#"{project="shop"} | json | workspace="ws-b""#, Box::new(|_: &Row| false)),
+        (r#"{project="shop"} | json | workspace_extracted="ws-b""#, Box::new(|r: &Row| r.tenant == 'a' && r.kind == "json")),
+    ];
+    for (q, want) in &cases {
+        let (s, body) = ask(range(q)).await;
+        assert_eq!(s, 200, "{q}: {body}");
+        assert_eq!(body["status"], "success");
+        assert_eq!(body["data"]["resultType"], "streams");
+        let got: BTreeSet<(i64, String)> = entries(&body).into_iter().map(|(_, t, l)| (t, l)).collect();
+        let expected: BTreeSet<(i64, String)> = all.iter().filter(|r| want(r)).map(|r| (r.ts, r.line.clone())).collect();
+        assert_eq!(got, expected, "{q}");
+        assert!(tenants_in(&body).is_subset(&BTreeSet::from(['a', 'b'])), "{q} leaked: {body}");
+    }
+
+    // Stream labels come from columns; direction and limit; line_format; drop.
+    let (_, body) = ask(range(r#"{project="shop", pod="api-1"}"#)).await;
+    let e = entries(&body);
+    let l = &e[0].0;
+    assert_eq!((l["workspace"].as_str(), l["project"].as_str(), l["application"].as_str(), l["service_name"].as_str()), ("ws-a", "shop", "api", "api"));
+    assert!(e.iter().all(|(l, _, _)| l["pod"] == "api-1" && l["container"] == "app"));
+    let mut p = range(r#"{project="shop"}"#);
+    p[3].1 = "5".into();
+    let (_, back) = ask(p.clone()).await;
+    let newest: Vec<i64> = shop.iter().map(|r| r.ts).rev().take(5).collect();
+    let mut got: Vec<i64> = entries(&back).iter().map(|(_, t, _)| *t).collect();
+    got.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(got, newest, "backward: the newest five");
+    p.push(("direction", "forward".into()));
+    let (_, fwd) = ask(p).await;
+    let mut got: Vec<i64> = entries(&fwd).iter().map(|(_, t, _)| *t).collect();
+    got.sort_unstable();
+    assert_eq!(got, shop.iter().map(|r| r.ts).take(5).collect::<Vec<_>>(), "forward: the oldest five");
+    // Forward paging through a pipeline that filters most rows (pages past the first).
+    let (_, body) = ask(vec![
+        ("query", r#"{workspace="ws-a"} | json | status >= 500"#.into()),
+        ("start", start.clone()),
+        ("end", end.clone()),
+        ("limit", "4".into()),
+        ("direction", "forward".into()),
+    ])
+    .await;
+    let mut want: Vec<i64> = visible.iter().filter(|r| r.kind == "json" && r.status >= 500).map(|r| r.ts).collect();
+    want.sort_unstable();
+    let mut got: Vec<i64> = entries(&body).iter().map(|(_, t, _)| *t).collect();
+    got.sort_unstable();
+    assert_eq!(got, want[..4.min(want.len())].to_vec());
+    let (_, body) = ask(range(r#"{project="shop"} | json | line_format "{{.method}} {{.status}} {{.pod}}" | drop latency_ms"#)).await;
+    let e = entries(&body);
+    assert!(e.iter().any(|(_, _, line)| line == "GET 500 api-1"), "{body}");
+    assert!(e.iter().all(|(l, _, _)| !l.contains_key("latency_ms")) && e.iter().any(|(l, _, _)| l.contains_key("method")), "{body}");
+
+    // Metric queries: counts per minute by level, against the oracle ((t - 1m, t] windows).
+    let mp = |q: &'static str, step: &str| {
+        vec![("query", q.to_owned()), ("start", t0.to_string()), ("end", (t0 + 6 * 60 * S).to_string()), ("step", step.to_owned())]
+    };
+    let (s, body) = ask(mp(r#"sum by (level) (count_over_time({workspace="ws-a"}[1m]))"#, "60s")).await;
+    assert_eq!(s, 200, "{body}");
+    let m = matrix(&body);
+    let mut want: BTreeMap<BTreeMap<String, String>, Vec<(i64, f64)>> = BTreeMap::new();
+    for k in 0..=6 {
+        let t = t0 + k * 60 * S;
+        let mut by: BTreeMap<&str, f64> = BTreeMap::new();
+        for r in visible.iter().filter(|r| r.ts > t - 60 * S && r.ts <= t) {
+            *by.entry(r.level).or_default() += 1.0;
+        }
+        for (level, n) in by {
+            want.entry(labels(&[("level", level)])).or_default().push((t / S, n));
+        }
+    }
+    assert_eq!(m, want, "{body}");
+    // The same through the pipeline path (a parser stage), which must agree.
+    let (_, body) = ask(mp(r#"sum by (level) (count_over_time({workspace="ws-a"} | logfmt | drop __error__, __error_details__ [1m]))"#, "60s")).await;
+    assert_eq!(matrix(&body), want, "pipeline and storage counts agree: {body}");
+    // rate, bytes_over_time, topk, arithmetic, a range longer than the step.
+    let (_, body) = ask(mp(r#"sum(rate({project="shop"}[2m]))"#, "60s")).await;
+    for (t, v) in matrix(&body).values().next().unwrap() {
+        let n = shop.iter().filter(|r| r.ts > t * S - 120 * S && r.ts <= t * S).count() as f64;
+        assert!((v - n / 120.0).abs() < 1e-9, "rate at {t}: {v} vs {n}/120");
+    }
+    let (_, body) = ask(mp(r#"sum by (pod) (bytes_over_time({project="shop"}[1m]))"#, "60s")).await;
+    for (l, points) in matrix(&body) {
+        for (t, v) in points {
+            let b: usize = shop.iter().filter(|r| r.pod == l["pod"] && r.ts > t * S - 60 * S && r.ts <= t * S).map(|r| r.line.len()).sum();
+            assert_eq!(v, b as f64, "{l:?} at {t}");
+        }
+    }
+    let (_, body) = ask(mp(r#"topk(1, sum by (pod) (count_over_time({workspace="ws-a"}[10m]))) * 2"#, "120s")).await;
+    let m = matrix(&body);
+    for points in m.values() {
+        for (t, v) in points {
+            let per_pod = |pod: &str| visible.iter().filter(|r| r.pod == pod && r.ts > t * S - 600 * S && r.ts <= t * S).count() as f64;
+            assert_eq!(*v, 2.0 * per_pod("api-1").max(per_pod("worker-1")), "at {t}: {body}");
+        }
+    }
+    // Instant queries, including Grafana's health check.
+    let at = (t0 + 5 * 60 * S).to_string();
+    let (s, body) =
+        loki(&server, "/loki/api/v1/query", &alice, &[("query", r#"count_over_time({project="shop"} | json | __error__="" [5m])"#), ("time", &at)]).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["data"]["resultType"], "vector");
+    let total: f64 = body["data"]["result"].as_array().unwrap().iter().map(|v| v["value"][1].as_str().unwrap().parse::<f64>().unwrap()).sum();
+    let t = t0 + 5 * 60 * S;
+    assert_eq!(total, shop.iter().filter(|r| r.kind == "json" && r.ts > t - 300 * S && r.ts <= t).count() as f64);
+    let (s, body) = loki(&server, "/loki/api/v1/query", &alice, &[("query", "vector(1)+vector(1)")]).await;
+    assert_eq!((s, body["data"]["result"][0]["value"][1].as_str()), (200, Some("2")), "{body}");
+    // A metric over lines that fail to parse is an error, as in Loki, with the way out named.
+    let (s, body) = ask(mp(r#"count_over_time({project="shop"} | json [1m])"#, "60s")).await;
+    assert_eq!((s, body["error"]["code"].as_str()), (400, Some("invalid_query")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("__error__"), "{body}");
+
+    // Index and Drilldown endpoints.
+    let win = [("start", start.as_str()), ("end", end.as_str())];
+    let (s, body) = loki(&server, "/loki/api/v1/labels", &alice, &win).await;
+    assert_eq!(s, 200, "{body}");
+    let names: Vec<&str> = body["data"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(["workspace", "project", "pod", "level", "service_name"].iter().all(|n| names.contains(n)), "{body}");
+    let (_, body) = loki(&server, "/loki/api/v1/label/project/values", &alice, &win).await;
+    assert_eq!(body["data"], json!(["billing", "shop"]));
+    let (_, body) = loki(&server, "/loki/api/v1/label/workspace/values", &alice, &win).await;
+    assert_eq!(body["data"], json!(["ws-a"]));
+    let (_, body) = loki(&server, "/loki/api/v1/label/pod/values", &alice, &[("query", r#"{project="billing"}"#), ("start", &start), ("end", &end)]).await;
+    assert_eq!(body["data"], json!(["api-1", "worker-1"]));
+    let (_, body) = loki(
+        &server,
+        "/loki/api/v1/series",
+        &alice,
+        &[("match[]", r#"{project="shop"}"#), ("match[]", r#"{pod="worker-1"}"#), ("start", &start), ("end", &end)],
+    )
+    .await;
+    let series: BTreeSet<(String, String)> =
+        body["data"].as_array().unwrap().iter().map(|s| (s["project"].as_str().unwrap().to_owned(), s["pod"].as_str().unwrap().to_owned())).collect();
+    assert_eq!(series.iter().map(|(p, _)| p.as_str()).collect::<BTreeSet<_>>(), BTreeSet::from(["billing", "shop"]), "{body}");
+    assert!(!series.contains(&("billing".into(), "api-1".into())));
+    let (_, body) = loki(&server, "/loki/api/v1/index/stats", &alice, &[("query", r#"{project="shop"}"#), ("start", &start), ("end", &end)]).await;
+    assert_eq!(body["entries"].as_u64(), Some(shop.len() as u64));
+    assert_eq!(body["bytes"].as_u64(), Some(shop.iter().map(|r| r.line.len() as u64).sum()));
+    let (_, body) = loki(
+        &server,
+        "/loki/api/v1/index/volume",
+        &alice,
+        &[("query", r#"{workspace="ws-a"}"#), ("targetLabels", "project"), ("start", &start), ("end", &end)],
+    )
+    .await;
+    let vols: BTreeMap<String, u64> = body["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["metric"]["project"].as_str().unwrap().to_owned(), v["value"][1].as_str().unwrap().parse().unwrap()))
+        .collect();
+    let bytes = |t: char| all.iter().filter(|r| r.tenant == t).map(|r| r.line.len() as u64).sum::<u64>();
+    assert_eq!(vols, BTreeMap::from([("billing".into(), bytes('b')), ("shop".into(), bytes('a'))]), "{body}");
+    let (_, body) =
+        loki(&server, "/loki/api/v1/index/volume_range", &alice, &[("query", r#"{project="shop"}"#), ("step", "60s"), ("start", &start), ("end", &end)]).await;
+    let total: u64 = body["data"]["result"][0]["values"].as_array().unwrap().iter().map(|p| p[1].as_str().unwrap().parse::<u64>().unwrap()).sum();
+    assert_eq!(total, bytes('a'), "{body}");
+    let (_, body) = loki(&server, "/loki/api/v1/detected_labels", &alice, &[("query", "{}"), ("start", &start), ("end", &end)]).await;
+    let card: BTreeMap<String, u64> =
+        body["detectedLabels"].as_array().unwrap().iter().map(|l| (l["label"].as_str().unwrap().to_owned(), l["cardinality"].as_u64().unwrap())).collect();
+    assert_eq!((card.get("project"), card.get("pod"), card.get("workspace")), (Some(&2), Some(&2), Some(&1)), "{body}");
+    let (_, body) = loki(&server, "/loki/api/v1/detected_fields", &alice, &[("query", r#"{project="shop"}"#), ("start", &start), ("end", &end)]).await;
+    let fields: BTreeMap<String, Value> = body["fields"].as_array().unwrap().iter().map(|f| (f["label"].as_str().unwrap().to_owned(), f.clone())).collect();
+    assert_eq!(fields["status"]["type"], "int", "{body}");
+    assert_eq!(fields["dur"]["type"], "float", "{body}");
+    assert!(fields["method"]["parsers"].as_array().unwrap().contains(&json!("json")), "{body}");
+    let (_, body) =
+        loki(&server, "/loki/api/v1/detected_field/status/values", &alice, &[("query", r#"{project="shop"}"#), ("start", &start), ("end", &end)]).await;
+    assert_eq!(body["values"], json!(["200", "500"]), "{body}");
+    let (_, body) = loki(&server, "/loki/api/v1/patterns", &alice, &[("query", r#"{project="shop"}"#), ("start", &start), ("end", &end)]).await;
+    let counted: u64 = body["data"].as_array().unwrap().iter().flat_map(|p| p["samples"].as_array().unwrap().iter().map(|s| s[1].as_u64().unwrap())).sum();
+    assert_eq!(counted, shop.len() as u64, "{body}");
+    assert!(body["data"].as_array().unwrap().iter().any(|p| p["pattern"].as_str().unwrap().contains("slow call")), "{body}");
+    assert!(!tenants_in(&body).contains(&'g'), "{body}");
+    let (s, body) = loki(&server, "/loki/api/v1/drilldown-limits", &alice, &[]).await;
+    assert_eq!(s, 200);
+    assert!(body["limits"]["retention_period"].is_string() && body["version"].is_string() && body["pattern_ingester_enabled"].is_boolean(), "{body}");
+    let (s, body) = loki(&server, "/loki/api/v1/status/buildinfo", &alice, &[]).await;
+    assert!(s == 200 && body["version"].is_string(), "{body}");
+
+    // POST with a form body, as Grafana sends it when configured for POST.
+    let resp = client()
+        .post(server.url("/loki/api/v1/query_range"))
+        .bearer_auth(&alice)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(qs(&[("query", r#"{project="shop"} |= "slow call""#), ("start", &start), ("end", &end), ("limit", "1000")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(entries(&body).len(), shop.iter().filter(|r| r.kind == "logfmt").count());
+
+    // The tenant wall: hostile LogQL and headers never reach another tenant's rows, counts or
+    // label values, on every endpoint.
+    let hostile = [
+        r#"{workspace=~".*"}"#,
+        r#"{workspace=~".+", project=~".+"}"#,
+        r#"{workspace!="ws-a"}"#,
+        r#"{workspace="ws-b"}"#,
+        r#"{workspace=~"ws-a|ws-b"}"#,
+        r#"{project="web"}"#,
+        r#"{project=~".*"} |~ ".*""#,
+        r#"{workspace="ws-a\") OR 1=1 --"}"#,
+        r#"{project="shop' OR '1'='1"}"#,
+        r#"{org_id="globex"}"#,
+        r#"{project="shop"} | json | workspace=~".*""#,
+        "{}",
+    ];
+    let headers = [("x-scope-orgid", "globex"), ("impersonate-user", "root"), ("impersonate-group", "system:masters")];
+    for q in hostile {
+        for (path, extra) in [
+            ("/loki/api/v1/query_range", vec![("limit", "1000")]),
+            ("/loki/api/v1/labels", vec![]),
+            ("/loki/api/v1/label/project/values", vec![]),
+            ("/loki/api/v1/label/workspace/values", vec![]),
+            ("/loki/api/v1/index/stats", vec![]),
+            ("/loki/api/v1/index/volume", vec![]),
+            ("/loki/api/v1/detected_labels", vec![]),
+            ("/loki/api/v1/patterns", vec![]),
+        ] {
+            let mut params = vec![("query", q), ("start", start.as_str()), ("end", end.as_str())];
+            params.extend(extra);
+            let mut req = client().get(server.url(&format!("{path}?{}", qs(&params)))).bearer_auth(&alice);
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            let resp = req.send().await.unwrap();
+            let s = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap();
+            assert!(s == 200 || s == 400, "{path} {q}: {s} {body}");
+            assert!(tenants_in(&body).is_subset(&BTreeSet::from(['a', 'b'])), "{path} {q} leaked: {body}");
+            let text = body.to_string();
+            for other in ["\"web\"", "ws-b\"]", "globex"] {
+                if path.contains("values") || path.contains("labels") {
+                    assert!(!text.contains(other), "{path} {q} shows {other}: {text}");
+                }
+            }
+            if path.ends_with("stats") && s == 200 {
+                assert!(body["entries"].as_u64().unwrap() <= visible.len() as u64, "{q}: counted other tenants: {body}");
+            }
+            if path.ends_with("query_range") && s == 200 {
+                for (l, _, _) in entries(&body) {
+                    assert_eq!(l["workspace"], "ws-a", "{q}");
+                    assert!(l["project"] == "shop" || l["project"] == "billing", "{q}");
+                }
+            }
+        }
+        let metric = format!("sum(count_over_time({q}[10m]))");
+        let (s, body) = ask(vec![("query", metric), ("start", t0.to_string()), ("end", (t0 + 10 * 60 * S).to_string()), ("step", "60s".into())]).await;
+        if s == 200 {
+            for (_, points) in matrix(&body) {
+                assert!(points.iter().all(|(_, v)| *v <= visible.len() as f64), "{q}: counted other tenants: {body}");
+            }
+        }
+    }
+    // Another organisation's user with the same workspace name sees only its own rows.
+    let gary = token(&server, "gary", "globex", &["ws-a"], &[]);
+    let (_, body) =
+        loki(&server, "/loki/api/v1/query_range", &gary, &[("query", r#"{project="shop"}"#), ("start", &start), ("end", &end), ("limit", "1000")]).await;
+    assert_eq!(tenants_in(&body), BTreeSet::from(['g']), "{body}");
+    assert_eq!(entries(&body).len(), 24);
+
+    // Bad requests get a 400 with a message Grafana shows and a stable code.
+    for (q, code) in [
+        (r#"{project="shop""#, "invalid_query"),
+        (r#"{project="shop"} | regexp "(?P<x>\\w+)""#, "invalid_query"),
+        (r#"sum_over_time({project="shop"} | unwrap latency_ms [1m])"#, "invalid_query"),
+        (r#"{project=~"(\\w{100}){100}"}"#, "invalid_query"),
+        (r#"{project="shop"} |~ "(a""#, "invalid_query"),
+    ] {
+        let (s, body) = ask(range(q)).await;
+        assert_eq!((s, body["error"]["code"].as_str()), (400, Some(code)), "{q}: {body}");
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    }
+    let (s, body) = ask(vec![
+        ("query", r#"count_over_time({project="shop"}[1m])"#.into()),
+        ("start", t0.to_string()),
+        ("end", (t0 + 86_400 * S).to_string()),
+        ("step", "1s".into()),
+    ])
+    .await;
+    assert_eq!((s, body["error"]["code"].as_str()), (400, Some("limit_exceeded")), "{body}");
+    let (s, body) = loki(&server, "/loki/api/v1/query", &alice, &[("query", r#"{project="shop"}"#)]).await;
+    assert_eq!(s, 400, "{body}");
+    let (s, body) = loki(&server, "/loki/api/v1/series", &alice, &[]).await;
+    assert_eq!(s, 400, "{body}");
+    let (s, body) = loki(&server, "/loki/api/v1/labels", "not-a-token", &[]).await;
+    assert_eq!((s, body["error"]["code"].as_str()), (401, Some("unauthenticated")), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loki_api_on_the_embedded_store() {
+    loki_api(Server::start(ServerOptions::default())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loki_api_on_clickhouse() {
+    let ch = ClickHouse::start();
+    loki_api(Server::start(ServerOptions { clickhouse_url: Some(ch.url()), ..Default::default() })).await;
+}
