@@ -99,7 +99,7 @@ pub fn development_token(config: &Config, claims: &auth::DevClaims) -> anyhow::R
 }
 
 /// The query side: token verification, authorisation and the dashboard API.
-fn query_router(config: &Config, listen: SocketAddr, store: Arc<dyn Store>) -> anyhow::Result<Router> {
+fn query_router(config: &Config, listen: SocketAddr, store: Arc<dyn Store>, audit: Arc<dyn query::audit::AuditSink>) -> anyhow::Result<Router> {
     let settings = config.auth.validate(&config.data_dir).map_err(anyhow::Error::msg)?;
     if matches!(settings.mode, auth::IssuerMode::Development { .. }) && !listen.ip().is_loopback() {
         bail!("auth.issuer: not set, so the development issuer would be used; a server listening beyond loopback needs an OIDC issuer");
@@ -113,7 +113,22 @@ fn query_router(config: &Config, listen: SocketAddr, store: Arc<dyn Store>) -> a
     };
     let gate = auth::Gate::new(authorizer, settings.operator_role.clone(), settings.audit_roles.clone());
     let verifier = auth::TokenVerifier::new(settings).map_err(|e| anyhow::anyhow!("auth: {e}"))?;
-    Ok(query::router(query::QueryState::new(verifier, gate, store, config.query.clone())))
+    Ok(query::router(query::QueryState::new(verifier, gate, store, config.query.clone()).with_audit(audit)))
+}
+
+/// Audit records of queries go through the ingest pipeline: durable in the write-ahead log,
+/// then stored like any other row. Submitting runs beside the answer, never in front of it.
+struct PipelineAudit(Pipeline);
+
+impl query::audit::AuditSink for PipelineAudit {
+    fn record(&self, record: schemas::AuditRecord) {
+        let pipeline = self.0.clone();
+        tokio::spawn(async move {
+            if let Err(e) = pipeline.submit(schemas::Rows::AuditLogs(vec![record])).await {
+                tracing::warn!(error = %e, "an audit record could not be logged");
+            }
+        });
+    }
 }
 
 /// A development credential for a loopback server with none configured: allowed every
@@ -194,7 +209,10 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(Ops { pipeline: pipeline.clone(), registry });
-    let app = ingest::http::router(state.clone()).merge(query_router(&config, listen, store.clone())?).merge(ops).fallback(not_found);
+    let app = ingest::http::router(state.clone())
+        .merge(query_router(&config, listen, store.clone(), Arc::new(PipelineAudit(pipeline.clone())))?)
+        .merge(ops)
+        .fallback(not_found);
 
     let main_listener = TcpListener::bind(listen).await.with_context(|| format!("listen: cannot bind {listen}"))?;
     let main_addr = main_listener.local_addr()?;

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod audit_api;
 mod authorization;
 mod bad_input;
 mod clickhouse_backend;

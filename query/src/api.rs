@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use storage::search::Matcher;
 use storage::{Cursor, LogFilters, LogSearch, Store, StoreError};
 
+use crate::audit::AuditSink;
 use crate::params::{Params, decode_cursor, encode_cursor};
 use crate::syntax;
 
@@ -67,12 +68,31 @@ pub struct QueryState {
     pub gate: Gate,
     pub store: Arc<dyn Store>,
     pub limits: QueryLimits,
+    /// Where every query's audit record goes (none: not recorded).
+    pub audit: Option<Arc<dyn AuditSink>>,
     running: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl QueryState {
     pub fn new(verifier: TokenVerifier, gate: Gate, store: Arc<dyn Store>, limits: QueryLimits) -> QueryState {
-        QueryState { verifier, gate, store, limits, running: Arc::new(Mutex::new(HashMap::new())) }
+        QueryState { verifier, gate, store, limits, audit: None, running: Arc::new(Mutex::new(HashMap::new())) }
+    }
+
+    pub fn with_audit(mut self, sink: Arc<dyn AuditSink>) -> QueryState {
+        self.audit = Some(sink);
+        self
+    }
+
+    /// Runs `f` as `id`'s request `action` for `query`, and writes its audit record.
+    pub(crate) async fn audited<T>(
+        &self,
+        id: &Identity,
+        action: &str,
+        query: &str,
+        f: impl Future<Output = Result<T, ApiError>>,
+        rows: impl Fn(&T) -> u64,
+    ) -> Result<T, ApiError> {
+        crate::audit::run(self.audit.as_ref(), crate::audit::Request { id, initiated_by: "user", action, query }, f, rows).await
     }
 
     /// The identity of the request's bearer token.
@@ -129,6 +149,7 @@ pub fn router(state: QueryState) -> Router {
         .route("/api/v1/logs/search", get(search))
         .route("/api/v1/logs/histogram", get(histogram))
         .route("/api/v1/logs/context", get(context))
+        .route("/api/v1/audit/search", get(crate::audit::search))
         .with_state(state)
 }
 
@@ -138,8 +159,7 @@ pub(crate) fn now_ns() -> i64 {
 
 /// The parts of a request every log endpoint shares, checked, with the authorised scope.
 /// Also returns the compiled terms (for highlights), so the search text is compiled once here.
-async fn log_search(state: &QueryState, headers: &HeaderMap, p: &Params, limit: usize) -> Result<(Arc<Identity>, LogSearch, Matcher), ApiError> {
-    let id = state.identify(headers).await?;
+async fn log_search(state: &QueryState, id: &Identity, p: &Params, limit: usize) -> Result<(LogSearch, Matcher), ApiError> {
     let to_ns = p.time("to")?.unwrap_or_else(now_ns);
     let from_ns = match (p.time("from")?, p.duration_ns("since")?) {
         (Some(f), _) => f,
@@ -160,10 +180,11 @@ async fn log_search(state: &QueryState, headers: &HeaderMap, p: &Params, limit: 
     let matcher = Matcher::new(&terms).map_err(|m| ApiError::new(ErrorCode::InvalidQuery, m))?;
     let workspaces = p.list("workspace")?;
     let projects = p.list("project")?;
-    let scope = state.gate.logs(&id, workspaces.as_ref(), projects.as_ref()).await.map_err(ApiError::from)?;
+    let scope = state.gate.logs(id, workspaces.as_ref(), projects.as_ref()).await.map_err(ApiError::from)?;
+    crate::audit::covered(&scope);
     let filters = filters(p, projects)?;
     let cursor = p.one("cursor").map(decode_cursor).transpose()?;
-    Ok((id, LogSearch { scope, from_ns, to_ns, filters, terms, limit, cursor, oldest_first: false }, matcher))
+    Ok((LogSearch { scope, from_ns, to_ns, filters, terms, limit, cursor, oldest_first: false }, matcher))
 }
 
 /// The equality filters of a request.
@@ -226,25 +247,37 @@ fn line_json(l: &LogRecord, m: &Matcher) -> Value {
 }
 
 async fn search(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
-    let (state, headers, raw) = (&state, &headers, raw.as_deref());
+    let (state, raw) = (&state, raw.as_deref());
     let started = Instant::now();
     let p = Params::parse(raw)?;
-    let limit = p.usize("limit")?.unwrap_or(state.limits.default_lines);
-    if limit == 0 || limit > state.limits.max_lines {
-        return Err(ApiError::new(ErrorCode::LimitExceeded, format!("`limit` must be 1..={}", state.limits.max_lines)));
-    }
-    let (id, q, matcher) = log_search(state, headers, &p, limit).await?;
-    let _slot = state.slot(id.user())?;
-    let lines = with_timeout(state, state.store.search(&q)).await?;
-    let next = (lines.len() == limit).then(|| next_cursor(q.cursor, &lines)).flatten();
-    Ok(Json(json!({
-        "lines": lines.iter().map(|l| line_json(l, &matcher)).collect::<Vec<_>>(),
-        "next_cursor": next.map(encode_cursor),
-        "from": rfc3339(q.from_ns),
-        "to": rfc3339(q.to_ns),
-        "workspaces": q.scope.workspaces(),
-        "stats": { "lines": lines.len(), "duration_ms": started.elapsed().as_secs_f64() * 1e3 },
-    })))
+    let id = state.identify(&headers).await?;
+    let body = state
+        .audited(
+            &id,
+            "logs.search",
+            raw.unwrap_or(""),
+            async {
+                let limit = p.usize("limit")?.unwrap_or(state.limits.default_lines);
+                if limit == 0 || limit > state.limits.max_lines {
+                    return Err(ApiError::new(ErrorCode::LimitExceeded, format!("`limit` must be 1..={}", state.limits.max_lines)));
+                }
+                let (q, matcher) = log_search(state, &id, &p, limit).await?;
+                let _slot = state.slot(id.user())?;
+                let lines = with_timeout(state, state.store.search(&q)).await?;
+                let next = (lines.len() == limit).then(|| next_cursor(q.cursor, &lines)).flatten();
+                Ok(json!({
+                    "lines": lines.iter().map(|l| line_json(l, &matcher)).collect::<Vec<_>>(),
+                    "next_cursor": next.map(encode_cursor),
+                    "from": rfc3339(q.from_ns),
+                    "to": rfc3339(q.to_ns),
+                    "workspaces": q.scope.workspaces(),
+                    "stats": { "lines": lines.len(), "duration_ms": started.elapsed().as_secs_f64() * 1e3 },
+                }))
+            },
+            |v| v["lines"].as_array().map_or(0, |a| a.len() as u64),
+        )
+        .await?;
+    Ok(Json(body))
 }
 
 /// The cursor after `lines`: the oldest timestamp returned, and how many rows at it the
@@ -257,9 +290,18 @@ pub(crate) fn next_cursor(prev: Option<Cursor>, lines: &[LogRecord]) -> Option<C
 }
 
 async fn histogram(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
-    let (state, headers, raw) = (&state, &headers, raw.as_deref());
-    let p = Params::parse(raw)?;
-    let (id, q, _) = log_search(state, headers, &p, 1).await?;
+    let p = Params::parse(raw.as_deref())?;
+    let id = state.identify(&headers).await?;
+    let body = state
+        .audited(&id, "logs.histogram", raw.as_deref().unwrap_or(""), histogram_body(&state, &id, &p), |v| {
+            v["totals"].as_object().map_or(0, |t| t.values().filter_map(Value::as_u64).sum())
+        })
+        .await?;
+    Ok(Json(body))
+}
+
+async fn histogram_body(state: &QueryState, id: &Identity, p: &Params) -> Result<Value, ApiError> {
+    let (q, _) = log_search(state, id, p, 1).await?;
     let range = q.to_ns - q.from_ns;
     let step = match p.duration_ns("step")? {
         Some(s) => s,
@@ -283,11 +325,11 @@ async fn histogram(State(state): State<QueryState>, headers: HeaderMap, RawQuery
         let t = totals.get(&b.severity).and_then(Value::as_u64).unwrap_or(0) + b.count;
         totals.insert(b.severity, json!(t));
     }
-    Ok(Json(json!({
+    Ok(json!({
         "step_seconds": step as f64 / 1e9,
         "buckets": by_start.into_iter().map(|(s, counts)| json!({ "start": rfc3339(s), "start_ns": s.to_string(), "counts": counts })).collect::<Vec<_>>(),
         "totals": totals,
-    })))
+    }))
 }
 
 /// Most lines on either side of a hit.
@@ -298,9 +340,17 @@ const CONTEXT_WINDOW_NS: i64 = 3_600_000_000_000;
 /// The lines just before `timestamp` and from it on (the hit first), both in time order, with
 /// the request's filters (usually the hit's `pod` and `container`) and scope.
 async fn context(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
-    let (state, headers, raw) = (&state, &headers, raw.as_deref());
-    let p = Params::parse(raw)?;
-    let id = state.identify(headers).await?;
+    let p = Params::parse(raw.as_deref())?;
+    let id = state.identify(&headers).await?;
+    let body = state
+        .audited(&id, "logs.context", raw.as_deref().unwrap_or(""), context_body(&state, &id, &p), |v| {
+            (v["before"].as_array().map_or(0, Vec::len) + v["after"].as_array().map_or(0, Vec::len)) as u64
+        })
+        .await?;
+    Ok(Json(body))
+}
+
+async fn context_body(state: &QueryState, id: &Identity, p: &Params) -> Result<Value, ApiError> {
     let ts = p.time("timestamp")?.ok_or_else(|| ApiError::new(ErrorCode::InvalidQuery, "`timestamp` (the hit's `timestamp_ns`) is required"))?;
     let (before, after) = (p.usize("before")?.unwrap_or(20), p.usize("after")?.unwrap_or(20));
     if before > MAX_CONTEXT_LINES || after > MAX_CONTEXT_LINES {
@@ -308,8 +358,9 @@ async fn context(State(state): State<QueryState>, headers: HeaderMap, RawQuery(r
     }
     let workspaces = p.list("workspace")?;
     let projects = p.list("project")?;
-    let scope = state.gate.logs(&id, workspaces.as_ref(), projects.as_ref()).await.map_err(ApiError::from)?;
-    let filters = filters(&p, projects)?;
+    let scope = state.gate.logs(id, workspaces.as_ref(), projects.as_ref()).await.map_err(ApiError::from)?;
+    crate::audit::covered(&scope);
+    let filters = filters(p, projects)?;
     let _slot = state.slot(id.user())?;
     let earlier = LogSearch {
         scope: scope.clone(),
@@ -326,8 +377,8 @@ async fn context(State(state): State<QueryState>, headers: HeaderMap, RawQuery(r
     let a = if after == 0 { Vec::new() } else { with_timeout(state, state.store.search(&later)).await? };
     b.reverse();
     let none = Matcher::new(&[]).map_err(|m| ApiError::new(ErrorCode::Internal, m))?;
-    Ok(Json(json!({
+    Ok(json!({
         "before": b.iter().map(|l| line_json(l, &none)).collect::<Vec<_>>(),
         "after": a.iter().map(|l| line_json(l, &none)).collect::<Vec<_>>(),
-    })))
+    }))
 }

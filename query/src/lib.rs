@@ -12,6 +12,7 @@
 //! Logs Drilldown over [`logql`]; [`patterns`] groups lines into templates.
 
 pub mod api;
+pub mod audit;
 pub mod logql;
 pub mod loki;
 pub mod params;

@@ -147,7 +147,9 @@ async fn scope_for(state: &QueryState, id: &Identity, pl: Option<&Pipeline>) -> 
     let ws: Vec<_> = pl.map(|p| p.matchers_on("workspace")).unwrap_or_default();
     let projects: Option<BTreeSet<String>> =
         pl.and_then(|p| p.matchers_on("project").into_iter().find(|m| m.is_eq()).map(|m| BTreeSet::from([m.value().to_owned()])));
-    state.gate.logs_matching(id, |w| ws.iter().all(|m| m.matches(w)), projects.as_ref()).await.map_err(ApiError::from)
+    let scope = state.gate.logs_matching(id, |w| ws.iter().all(|m| m.matches(w)), projects.as_ref()).await.map_err(ApiError::from)?;
+    crate::audit::covered(&scope);
+    Ok(scope)
 }
 
 fn search(scope: TenantScope, from_ns: i64, to_ns: i64, pl: Option<&Pipeline>, oldest_first: bool) -> LogSearch {
@@ -200,13 +202,28 @@ async fn scan(state: &QueryState, mut q: LogSearch, mut each: impl FnMut(LogReco
     }
 }
 
-/// Runs `f` under the query timeout and the user's concurrency limit.
-async fn bounded<T>(state: &QueryState, id: &Identity, f: impl Future<Output = Result<T, ApiError>>) -> Result<T, ApiError> {
-    let _slot = state.slot(id.user())?;
-    match tokio::time::timeout(Duration::from_secs(state.limits.timeout_secs.max(1)), f).await {
-        Ok(r) => r,
-        Err(_) => Err(ApiError::new(ErrorCode::QueryTimeout, format!("the query ran past {} s and was cancelled; narrow it", state.limits.timeout_secs))),
-    }
+/// Runs `f` as request `action` for `query`: under the query timeout and the user's
+/// concurrency limit, and audited (`rows` counts what it returned).
+async fn bounded<T>(
+    state: &QueryState,
+    id: &Identity,
+    action: &str,
+    query: &str,
+    f: impl Future<Output = Result<T, ApiError>>,
+    rows: impl Fn(&T) -> u64,
+) -> Result<T, ApiError> {
+    let run = async {
+        let _slot = state.slot(id.user())?;
+        match tokio::time::timeout(Duration::from_secs(state.limits.timeout_secs.max(1)), f).await {
+            Ok(r) => r,
+            Err(_) => Err(ApiError::new(ErrorCode::QueryTimeout, format!("the query ran past {} s and was cancelled; narrow it", state.limits.timeout_secs))),
+        }
+    };
+    state.audited(id, action, query, run, rows).await
+}
+
+fn entries_returned(v: &Value) -> u64 {
+    v["stats"]["summary"]["totalEntriesReturned"].as_u64().unwrap_or(0)
 }
 
 fn secs(ns: i64) -> Value {
@@ -378,34 +395,42 @@ async fn query_range(State(state): State<QueryState>, headers: HeaderMap, RawQue
     let id = state.identify(&headers).await?;
     let (start, end) = time_range(&state, &p)?;
     let expr = parse_logql(&p, "query")?;
-    let data = bounded(&state, &id, async {
-        match expr {
-            Expr::Log(l) => {
-                let (result, scanned, n) = streams(&state, &id, &l, start, end, limit(&state, &p)?, direction_forward(&p)?).await?;
-                Ok(json!({ "resultType": "streams", "result": result, "stats": stats(started, &scanned, n) }))
-            }
-            Expr::Metric(m) => {
-                let step = match p.one("step") {
-                    Some(s) => parse_duration_ns(s).ok_or_else(|| invalid(format!("`step`: `{s}` is not a duration or a number of seconds")))?,
-                    None => ((end - start) / 250 / 1_000_000_000).max(1) * 1_000_000_000,
-                };
-                if (end - start) / step > MAX_POINTS {
-                    return Err(ApiError::new(
-                        ErrorCode::LimitExceeded,
-                        format!("exceeded maximum resolution of {MAX_POINTS} points per series; increase `step`"),
-                    ));
+    let text = p.one("query").unwrap_or_default();
+    let data = bounded(
+        &state,
+        &id,
+        "loki.query_range",
+        text,
+        async {
+            match expr {
+                Expr::Log(l) => {
+                    let (result, scanned, n) = streams(&state, &id, &l, start, end, limit(&state, &p)?, direction_forward(&p)?).await?;
+                    Ok(json!({ "resultType": "streams", "result": result, "stats": stats(started, &scanned, n) }))
                 }
-                let steps = Steps { start, end, step };
-                let (v, scanned) = metric(&state, &id, &m, &steps).await?;
-                let m = match v {
-                    eval::Value::Vector(m) => m,
-                    eval::Value::Scalar(x) => vec![(Labels::new(), vec![Some(x); steps.len()])],
-                };
-                let n = m.len();
-                Ok(json!({ "resultType": "matrix", "result": matrix_json(m, &steps), "stats": stats(started, &scanned, n) }))
+                Expr::Metric(m) => {
+                    let step = match p.one("step") {
+                        Some(s) => parse_duration_ns(s).ok_or_else(|| invalid(format!("`step`: `{s}` is not a duration or a number of seconds")))?,
+                        None => ((end - start) / 250 / 1_000_000_000).max(1) * 1_000_000_000,
+                    };
+                    if (end - start) / step > MAX_POINTS {
+                        return Err(ApiError::new(
+                            ErrorCode::LimitExceeded,
+                            format!("exceeded maximum resolution of {MAX_POINTS} points per series; increase `step`"),
+                        ));
+                    }
+                    let steps = Steps { start, end, step };
+                    let (v, scanned) = metric(&state, &id, &m, &steps).await?;
+                    let m = match v {
+                        eval::Value::Vector(m) => m,
+                        eval::Value::Scalar(x) => vec![(Labels::new(), vec![Some(x); steps.len()])],
+                    };
+                    let n = m.len();
+                    Ok(json!({ "resultType": "matrix", "result": matrix_json(m, &steps), "stats": stats(started, &scanned, n) }))
+                }
             }
-        }
-    })
+        },
+        entries_returned,
+    )
     .await?;
     Ok(axum::Json(json!({ "status": "success", "data": data })))
 }
@@ -416,30 +441,38 @@ async fn query(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw
     let id = state.identify(&headers).await?;
     let time = p.time("time")?.unwrap_or_else(now_ns);
     let expr = parse_logql(&p, "query")?;
-    let data = bounded(&state, &id, async {
-        match expr {
-            Expr::Log(_) => Err(invalid("log queries are not supported as an instant query; use query_range")),
-            Expr::Metric(m) => {
-                let steps = Steps { start: time, end: time, step: 1 };
-                let (v, scanned) = metric(&state, &id, &m, &steps).await?;
-                Ok(match v {
-                    eval::Value::Scalar(x) => {
-                        json!({ "resultType": "scalar", "result": [secs(time), eval::format_value(x)], "stats": stats(started, &scanned, 1) })
-                    }
-                    eval::Value::Vector(m) => {
-                        let n = m.len();
-                        let result: Vec<Value> = m
-                            .into_iter()
-                            .filter_map(|(labels, v)| {
-                                v.first().copied().flatten().map(|x| json!({ "metric": labels, "value": [secs(time), eval::format_value(x)] }))
-                            })
-                            .collect();
-                        json!({ "resultType": "vector", "result": result, "stats": stats(started, &scanned, n) })
-                    }
-                })
+    let text = p.one("query").unwrap_or_default();
+    let data = bounded(
+        &state,
+        &id,
+        "loki.query",
+        text,
+        async {
+            match expr {
+                Expr::Log(_) => Err(invalid("log queries are not supported as an instant query; use query_range")),
+                Expr::Metric(m) => {
+                    let steps = Steps { start: time, end: time, step: 1 };
+                    let (v, scanned) = metric(&state, &id, &m, &steps).await?;
+                    Ok(match v {
+                        eval::Value::Scalar(x) => {
+                            json!({ "resultType": "scalar", "result": [secs(time), eval::format_value(x)], "stats": stats(started, &scanned, 1) })
+                        }
+                        eval::Value::Vector(m) => {
+                            let n = m.len();
+                            let result: Vec<Value> = m
+                                .into_iter()
+                                .filter_map(|(labels, v)| {
+                                    v.first().copied().flatten().map(|x| json!({ "metric": labels, "value": [secs(time), eval::format_value(x)] }))
+                                })
+                                .collect();
+                            json!({ "resultType": "vector", "result": result, "stats": stats(started, &scanned, n) })
+                        }
+                    })
+                }
             }
-        }
-    })
+        },
+        entries_returned,
+    )
     .await?;
     Ok(axum::Json(json!({ "status": "success", "data": data })))
 }
@@ -474,7 +507,15 @@ async fn label_names(State(state): State<QueryState>, headers: HeaderMap, RawQue
     let id = state.identify(&headers).await?;
     let (start, end) = time_range(&state, &p)?;
     let sel = log_query(&p, "query")?;
-    let list = bounded(&state, &id, stream_list(&state, &id, sel.as_ref(), start, end.saturating_add(1), None)).await?;
+    let list = bounded(
+        &state,
+        &id,
+        "loki.labels",
+        p.one("query").unwrap_or_default(),
+        stream_list(&state, &id, sel.as_ref(), start, end.saturating_add(1), None),
+        |l| l.len() as u64,
+    )
+    .await?;
     let names: BTreeSet<&str> = list.iter().flat_map(|(_, l)| l.keys().map(String::as_str)).collect();
     Ok(axum::Json(json!({ "status": "success", "data": names })))
 }
@@ -484,7 +525,15 @@ async fn label_values(State(state): State<QueryState>, Path(name): Path<String>,
     let id = state.identify(&headers).await?;
     let (start, end) = time_range(&state, &p)?;
     let sel = log_query(&p, "query")?;
-    let list = bounded(&state, &id, stream_list(&state, &id, sel.as_ref(), start, end.saturating_add(1), None)).await?;
+    let list = bounded(
+        &state,
+        &id,
+        "loki.label_values",
+        p.one("query").unwrap_or_default(),
+        stream_list(&state, &id, sel.as_ref(), start, end.saturating_add(1), None),
+        |l| l.len() as u64,
+    )
+    .await?;
     let values: BTreeSet<&str> = list.iter().filter_map(|(_, l)| l.get(&name).map(String::as_str)).collect();
     Ok(axum::Json(json!({ "status": "success", "data": values })))
 }
@@ -497,17 +546,28 @@ async fn series(State(state): State<QueryState>, headers: HeaderMap, RawQuery(ra
     if selectors.is_empty() {
         return Err(invalid("at least one `match[]` selector is required").into());
     }
-    let mut out: BTreeSet<Labels> = BTreeSet::new();
-    for s in selectors {
-        let Expr::Log(l) = crate::logql::parse(s).map_err(|m| invalid(format!("match[]: {m}")))? else {
-            return Err(invalid("match[] must be a stream selector").into());
-        };
-        let list = bounded(&state, &id, stream_list(&state, &id, Some(&l), start, end.saturating_add(1), None)).await?;
-        out.extend(list.into_iter().map(|(_, l)| l));
-        if out.len() > state.limits.max_series {
-            return Err(ApiError::new(ErrorCode::LimitExceeded, format!("more than {} series match; narrow the selectors", state.limits.max_series)).into());
-        }
-    }
+    let text = selectors.join(" ");
+    let out = bounded(
+        &state,
+        &id,
+        "loki.series",
+        &text,
+        async {
+            let mut out: BTreeSet<Labels> = BTreeSet::new();
+            for s in &selectors {
+                let Expr::Log(l) = crate::logql::parse(s).map_err(|m| invalid(format!("match[]: {m}")))? else {
+                    return Err(invalid("match[] must be a stream selector"));
+                };
+                out.extend(stream_list(&state, &id, Some(&l), start, end.saturating_add(1), None).await?.into_iter().map(|(_, l)| l));
+                if out.len() > state.limits.max_series {
+                    return Err(ApiError::new(ErrorCode::LimitExceeded, format!("more than {} series match; narrow the selectors", state.limits.max_series)));
+                }
+            }
+            Ok(out)
+        },
+        |o| o.len() as u64,
+    )
+    .await?;
     Ok(axum::Json(json!({ "status": "success", "data": out })))
 }
 
@@ -516,7 +576,15 @@ async fn index_stats(State(state): State<QueryState>, headers: HeaderMap, RawQue
     let id = state.identify(&headers).await?;
     let (start, end) = time_range(&state, &p)?;
     let sel = log_query(&p, "query")?;
-    let list = bounded(&state, &id, stream_list(&state, &id, sel.as_ref(), start, end.saturating_add(1), None)).await?;
+    let list = bounded(
+        &state,
+        &id,
+        "loki.index_stats",
+        p.one("query").unwrap_or_default(),
+        stream_list(&state, &id, sel.as_ref(), start, end.saturating_add(1), None),
+        |l| l.len() as u64,
+    )
+    .await?;
     let streams = list.len();
     let (entries, bytes) = list.iter().fold((0u64, 0u64), |(e, b), (s, _)| (e + s.entries, b + s.bytes));
     // Storage has no chunks; each stream counts as one.
@@ -539,7 +607,11 @@ async fn volumes(state: &QueryState, headers: &HeaderMap, p: &Params, step: Opti
     let sel = log_query(p, "query")?.ok_or_else(|| invalid("`query` (a stream selector) is required"))?;
     let by = volume_labels(p, &sel);
     let series_level = p.one("aggregateBy") == Some("series");
-    let list = bounded(state, &id, stream_list(state, &id, Some(&sel), start, end.saturating_add(1), step)).await?;
+    let action = if step.is_some() { "loki.volume_range" } else { "loki.volume" };
+    let list = bounded(state, &id, action, p.one("query").unwrap_or_default(), stream_list(state, &id, Some(&sel), start, end.saturating_add(1), step), |l| {
+        l.len() as u64
+    })
+    .await?;
     let mut groups: BTreeMap<Labels, BTreeMap<i64, u64>> = BTreeMap::new();
     for (s, l) in list {
         let key: Labels = if series_level { l } else { l.into_iter().filter(|(k, _)| by.contains(k)).collect() };
@@ -581,7 +653,15 @@ async fn detected_labels(State(state): State<QueryState>, headers: HeaderMap, Ra
     let id = state.identify(&headers).await?;
     let (start, end) = time_range(&state, &p)?;
     let sel = log_query(&p, "query")?;
-    let list = bounded(&state, &id, stream_list(&state, &id, sel.as_ref(), start, end.saturating_add(1), None)).await?;
+    let list = bounded(
+        &state,
+        &id,
+        "loki.detected_labels",
+        p.one("query").unwrap_or_default(),
+        stream_list(&state, &id, sel.as_ref(), start, end.saturating_add(1), None),
+        |l| l.len() as u64,
+    )
+    .await?;
     let mut values: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for (_, l) in &list {
         for (k, v) in l {
@@ -624,7 +704,8 @@ async fn sample_fields(state: &QueryState, headers: &HeaderMap, p: &Params) -> R
         };
         (with(Stage::Json(Vec::new()))?, with(Stage::Logfmt)?)
     };
-    let (result, _, _) = bounded(state, &id, streams(state, &id, &l, start, end, n, false)).await?;
+    let (result, _, _) =
+        bounded(state, &id, "loki.detected_fields", p.one("query").unwrap_or_default(), streams(state, &id, &l, start, end, n, false), |r| r.2 as u64).await?;
     let mut fields: BTreeMap<String, (BTreeSet<&'static str>, BTreeSet<String>)> = BTreeMap::new();
     let base: BTreeSet<&str> = STREAM_LABELS.into_iter().collect();
     for stream in result.as_array().into_iter().flatten() {
@@ -685,7 +766,8 @@ async fn patterns_handler(State(state): State<QueryState>, headers: HeaderMap, R
         None => ((end - start) / 100).max(1_000_000_000),
     };
     let n = p.usize("line_limit")?.unwrap_or(state.limits.max_lines).clamp(1, state.limits.max_lines);
-    let (result, _, _) = bounded(&state, &id, streams(&state, &id, &l, start, end, n, false)).await?;
+    let (result, _, _) =
+        bounded(&state, &id, "loki.patterns", p.one("query").unwrap_or_default(), streams(&state, &id, &l, start, end, n, false), |r| r.2 as u64).await?;
     let lines: Vec<(i64, &str)> = result
         .as_array()
         .into_iter()

@@ -159,7 +159,7 @@ impl ClickHouseStore {
 
     async fn scan_rows(&self, req: &ScanRequest) -> Result<Rows, StoreError> {
         let (convert, from, to) = match req.table {
-            Table::Logs => ("fromUnixTimestamp64Nano", req.from_ns, req.to_ns),
+            Table::Logs | Table::AuditLogs => ("fromUnixTimestamp64Nano", req.from_ns, req.to_ns),
             // Millisecond rows: `ts_ms * 1e6 >= from_ns` exactly when `ts_ms >= ceil(from_ns / 1e6)`.
             Table::Metrics => ("fromUnixTimestamp64Milli", ceil_div(req.from_ns, 1_000_000), ceil_div(req.to_ns, 1_000_000)),
             other => return Err(StoreError::Rejected(format!("scan of {} not supported yet", other.name()))),
@@ -185,6 +185,7 @@ impl ClickHouseStore {
         };
         Ok(match req.table {
             Table::Logs => Rows::Logs(timed(query(&sql).fetch_all::<LogOut>()).await?.into_iter().map(LogOut::into_record).collect()),
+            Table::AuditLogs => Rows::AuditLogs(timed(query(&sql).fetch_all::<AuditOut>()).await?.into_iter().map(AuditOut::into_record).collect()),
             _ => Rows::Metrics(timed(query(&sql).fetch_all::<MetricOut>()).await?.into_iter().map(MetricOut::into_record).collect()),
         })
     }
@@ -439,6 +440,38 @@ impl LogOut {
             attributes: r.attributes,
             trace_id: r.trace_id,
             span_id: r.span_id,
+        }
+    }
+}
+
+#[derive(Row, Deserialize)]
+struct AuditOut {
+    timestamp: i64,
+    org_id: String,
+    workspace: String,
+    actor: String,
+    initiated_by: String,
+    action: String,
+    resource: String,
+    outcome: String,
+    message: String,
+    attributes: Vec<(String, String)>,
+}
+
+impl AuditOut {
+    fn into_record(self) -> schemas::AuditRecord {
+        let r = self;
+        schemas::AuditRecord {
+            timestamp_ns: r.timestamp,
+            org_id: r.org_id,
+            workspace: r.workspace,
+            actor: r.actor,
+            initiated_by: r.initiated_by,
+            action: r.action,
+            resource: r.resource,
+            outcome: r.outcome,
+            message: r.message,
+            attributes: r.attributes,
         }
     }
 }
