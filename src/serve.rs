@@ -14,7 +14,6 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use ingest::config::CredentialConfig;
 use ingest::http::{ApiError, IngestState};
@@ -260,11 +259,12 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     };
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let graceful = Arc::new(GracefulShutdown::new());
+    // Every connection task holds a clone; when the last is gone, every connection has ended.
+    let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<()>(1);
     let header_timeout = Duration::from_secs(config.header_timeout_secs.max(1));
     let mut accept_loops = Vec::new();
     for (listener, router) in listeners {
-        accept_loops.push(tokio::spawn(accept_loop(listener, router, header_timeout, shutdown_rx.clone(), graceful.clone())));
+        accept_loops.push(tokio::spawn(accept_loop(listener, router, header_timeout, shutdown_rx.clone(), open_tx.clone())));
     }
 
     shutdown_signal().await;
@@ -273,8 +273,8 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     for l in accept_loops {
         let _ = l.await;
     }
-    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    drop(open_tx);
+    if tokio::time::timeout(grace, open_rx.recv()).await.is_err() {
         tracing::warn!("shutdown: in-flight requests did not finish within the grace period");
     }
     tracing::info!(unstored = pipeline.unstored_records(), "shutdown: storing buffered rows");
@@ -302,7 +302,15 @@ async fn migrate_until_applied(store: &dyn Store) {
     }
 }
 
-async fn accept_loop(listener: TcpListener, router: Router, header_timeout: Duration, mut shutdown: watch::Receiver<bool>, graceful: Arc<GracefulShutdown>) {
+/// Serves each accepted connection in its own task until shutdown, then lets in-flight
+/// requests finish (`open` is held by every connection task).
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    header_timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    open: tokio::sync::mpsc::Sender<()>,
+) {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -319,10 +327,21 @@ async fn accept_loop(listener: TcpListener, router: Router, header_timeout: Dura
                 let connection = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(header_timeout)
-                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
-                let connection = graceful.watch(connection);
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()))
+                    // WebSocket (Loki's live tail) takes the connection over after the handshake.
+                    .with_upgrades();
+                let (mut stop, open) = (shutdown.clone(), open.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = connection.await {
+                    let _open = open;
+                    let mut connection = std::pin::pin!(connection);
+                    let ended = tokio::select! {
+                        r = connection.as_mut() => r,
+                        _ = async { let _ = stop.wait_for(|s| *s).await.map(|_| ()); } => {
+                            connection.as_mut().graceful_shutdown();
+                            connection.as_mut().await
+                        }
+                    };
+                    if let Err(e) = ended {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                 });

@@ -14,3 +14,4 @@ mod ingest_api;
 mod loki_api;
 mod query_api;
 mod shippers;
+mod tail_api;

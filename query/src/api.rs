@@ -45,6 +45,8 @@ pub struct QueryLimits {
     pub max_scan_lines: usize,
     /// Most series a LogQL metric query, `series` or `index/volume` may return.
     pub max_series: usize,
+    /// A live tail ends after this long (the client reconnects to go on).
+    pub max_tail_secs: u64,
 }
 
 impl Default for QueryLimits {
@@ -58,6 +60,7 @@ impl Default for QueryLimits {
             max_buckets: 2_000,
             max_scan_lines: 1_000_000,
             max_series: 1_000,
+            max_tail_secs: 3_600,
         }
     }
 }
@@ -149,6 +152,7 @@ pub fn router(state: QueryState) -> Router {
         .route("/api/v1/logs/search", get(search))
         .route("/api/v1/logs/histogram", get(histogram))
         .route("/api/v1/logs/context", get(context))
+        .route("/api/v1/logs/tail", get(crate::tail::dashboard))
         .route("/api/v1/audit/search", get(crate::audit::search))
         .with_state(state)
 }
@@ -185,6 +189,11 @@ async fn log_search(state: &QueryState, id: &Identity, p: &Params, limit: usize)
     let filters = filters(p, projects)?;
     let cursor = p.one("cursor").map(decode_cursor).transpose()?;
     Ok((LogSearch { scope, from_ns, to_ns, filters, terms, limit, cursor, oldest_first: false }, matcher))
+}
+
+/// The search a live tail follows (its time range is the follower's).
+pub(crate) async fn tail_search(state: &QueryState, id: &Identity, p: &Params) -> Result<(LogSearch, Matcher), ApiError> {
+    log_search(state, id, p, 1).await
 }
 
 /// The equality filters of a request.
@@ -226,7 +235,7 @@ pub fn rfc3339(ns: i64) -> String {
         .unwrap_or_default()
 }
 
-fn line_json(l: &LogRecord, m: &Matcher) -> Value {
+pub(crate) fn line_json(l: &LogRecord, m: &Matcher) -> Value {
     let attributes: serde_json::Map<String, Value> = l.attributes.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
     json!({
         "timestamp": rfc3339(l.timestamp_ns),

@@ -18,5 +18,6 @@ pub mod loki;
 pub mod params;
 pub mod patterns;
 pub mod syntax;
+pub mod tail;
 
 pub use api::{QueryLimits, QueryState, router};

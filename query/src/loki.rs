@@ -56,6 +56,7 @@ pub fn routes() -> Router<QueryState> {
     let r = r.route("/loki/api/v1/detected_field/{name}/values", get(detected_field_values).post(detected_field_values));
     let r = r.route("/loki/api/v1/patterns", get(patterns_handler).post(patterns_handler));
     let r = r.route("/loki/api/v1/drilldown-limits", get(drilldown_limits));
+    let r = r.route("/loki/api/v1/tail", get(crate::tail::loki));
     r.route("/loki/api/v1/status/buildinfo", get(buildinfo))
 }
 
@@ -246,6 +247,28 @@ fn stats(started: Instant, s: &Scanned, returned: usize) -> Value {
     }})
 }
 
+/// A stored row through `pl`: `None` when the selector or a stage leaves it out.
+fn entry_of(pl: &Pipeline, r: LogRecord) -> Option<Entry> {
+    let labels = labels::of_record(&r);
+    if !pl.selects(&labels) {
+        return None;
+    }
+    let metadata = r.attributes.iter().map(|(k, _)| labels::extracted_name(&labels::sanitize(k))).collect();
+    let mut e = Entry { timestamp_ns: r.timestamp_ns, line: r.message, labels, metadata };
+    pl.process(&mut e).then_some(e)
+}
+
+/// Rows through `pl`, as (labels, timestamp, line), in their order.
+pub(crate) fn run_pipeline(pl: &Pipeline, rows: Vec<LogRecord>) -> Vec<(Labels, i64, String)> {
+    rows.into_iter().filter_map(|r| entry_of(pl, r)).map(|e| (e.labels, e.timestamp_ns, e.line)).collect()
+}
+
+/// The search a live tail of `pl` follows, from `start`, in scope now.
+pub(crate) async fn tail_search(state: &QueryState, id: &Identity, pl: &Pipeline, start: i64) -> Result<LogSearch, ApiError> {
+    let scope = scope_for(state, id, Some(pl)).await?;
+    Ok(search(scope, start, now_ns(), Some(pl), false))
+}
+
 /// A log query's entries: at most `limit`, newest first (`backward`) or oldest first.
 async fn streams(state: &QueryState, id: &Identity, l: &LogExpr, from: i64, to: i64, limit: usize, forward: bool) -> Result<(Value, Scanned, usize), ApiError> {
     let pl = compile(l)?;
@@ -253,13 +276,7 @@ async fn streams(state: &QueryState, id: &Identity, l: &LogExpr, from: i64, to: 
     let mut out: BTreeMap<Labels, Vec<(i64, String)>> = BTreeMap::new();
     let mut taken = 0;
     let scanned = scan(state, search(scope, from, to, Some(&pl), forward), |r| {
-        let labels = labels::of_record(&r);
-        if !pl.selects(&labels) {
-            return true;
-        }
-        let metadata = r.attributes.iter().map(|(k, _)| labels::extracted_name(&labels::sanitize(k))).collect();
-        let mut e = Entry { timestamp_ns: r.timestamp_ns, line: r.message, labels, metadata };
-        if pl.process(&mut e) {
+        if let Some(e) = entry_of(&pl, r) {
             out.entry(e.labels).or_default().push((e.timestamp_ns, e.line));
             taken += 1;
         }
@@ -292,13 +309,7 @@ async fn range_input(state: &QueryState, id: &Identity, l: &LogExpr, layout: &ev
     } else {
         q.limit = PAGE;
         let s = scan(state, q, |r| {
-            let labels = labels::of_record(&r);
-            if !pl.selects(&labels) {
-                return true;
-            }
-            let metadata = r.attributes.iter().map(|(k, _)| labels::extracted_name(&labels::sanitize(k))).collect();
-            let mut e = Entry { timestamp_ns: r.timestamp_ns, line: r.message, labels, metadata };
-            if pl.process(&mut e) {
+            if let Some(e) = entry_of(&pl, r) {
                 let (ts, bytes) = (e.timestamp_ns, e.line.len() as u64);
                 b.add(layout, e.series_labels(), ts, bytes);
             }

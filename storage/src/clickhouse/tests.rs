@@ -247,6 +247,13 @@ async fn scans_apply_every_filter() {
             assert_eq!(got[0], schemas::arrow_schema::to_record_batch(&Rows::Metrics(vec![sample.clone()])).expect("arrow"));
         }
     }
-    let req = ScanRequest { table: Table::AuditLogs, org_id: None, workspaces: None, from_ns: 0, to_ns: 1 };
+    // Audit rows scan by organisation; system logs are not read through scan.
+    let audit =
+        |org: &str| schemas::AuditRecord { timestamp_ns: base, org_id: org.into(), actor: "alice".into(), action: "logs.search".into(), ..Default::default() };
+    store.write(&batch(3, Rows::AuditLogs(vec![audit("o1"), audit("o2")]))).await.expect("write audit");
+    let req = ScanRequest { table: Table::AuditLogs, org_id: Some("o1".into()), workspaces: None, from_ns: base, to_ns: base + 1 };
+    let got = store.scan(&req).await.expect("scan audit");
+    assert_eq!(got[0], schemas::arrow_schema::to_record_batch(&Rows::AuditLogs(vec![audit("o1")])).expect("arrow"));
+    let req = ScanRequest { table: Table::SystemLogs, org_id: None, workspaces: None, from_ns: 0, to_ns: 1 };
     assert!(matches!(store.scan(&req).await, Err(StoreError::Rejected(_))));
 }
