@@ -275,6 +275,15 @@ async fn loki_api(server: Server) {
             assert_eq!(*v, 2.0 * per_pod("api-1").max(per_pod("worker-1")), "at {t}: {body}");
         }
     }
+    // `count` counts streams, so storage must not merge them first (only `sum` may).
+    let (_, body) = ask(mp(r#"count by (level) (count_over_time({project="shop"}[10m]))"#, "120s")).await;
+    for (l, points) in matrix(&body) {
+        for (t, v) in points {
+            let streams: BTreeSet<&str> =
+                shop.iter().filter(|r| r.level == l["level"] && r.ts > t * S - 600 * S && r.ts <= t * S).map(|r| r.pod.as_str()).collect();
+            assert_eq!(v, streams.len() as f64, "{l:?} at {t}: {body}");
+        }
+    }
     // Instant queries, including Grafana's health check.
     let at = (t0 + 5 * 60 * S).to_string();
     let (s, body) =

@@ -109,7 +109,11 @@ pub struct Server {
 
 impl Server {
     pub fn start(binary: &Path, clickhouse_url: Option<&str>) -> anyhow::Result<Server> {
-        let tmp = tempfile::Builder::new().prefix("ingest-bench-").tempdir()?;
+        Server::start_in(binary, clickhouse_url, tempfile::Builder::new().prefix("bench-").tempdir()?)
+    }
+
+    /// Like [`Server::start`], on a data directory prepared beforehand (stored rows in it).
+    pub fn start_in(binary: &Path, clickhouse_url: Option<&str>, tmp: tempfile::TempDir) -> anyhow::Result<Server> {
         let data_dir = tmp.path().to_owned();
         let storage = match clickhouse_url {
             Some(url) => format!("[storage]\nbackend = \"clickhouse\"\n[storage.clickhouse]\nurl = \"{url}\"\n"),

@@ -22,13 +22,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use schemas::{ApiError, ErrorCode, LogRecord};
 use serde_json::{Value, json};
-use storage::{LogSearch, StreamCount};
+use storage::{LogSearch, StreamColumns, StreamCount};
 
 use crate::api::{QueryState, next_cursor, now_ns, store_error};
 use crate::logql::eval::{self, Buckets, Steps};
 use crate::logql::labels::{self, Labels, STREAM_LABELS};
 use crate::logql::pipeline::{Entry, Pipeline};
-use crate::logql::{Expr, LogExpr, MetricExpr};
+use crate::logql::{AggOp, Expr, LogExpr, MetricExpr};
 use crate::params::{Params, parse_duration_ns};
 use crate::patterns;
 
@@ -291,14 +291,21 @@ async fn streams(state: &QueryState, id: &Identity, l: &LogExpr, from: i64, to: 
 }
 
 /// The buckets of one range function's log query.
-async fn range_input(state: &QueryState, id: &Identity, l: &LogExpr, layout: &eval::Layout, scanned: &mut Scanned) -> Result<Buckets, ApiError> {
+async fn range_input(
+    state: &QueryState,
+    id: &Identity,
+    l: &LogExpr,
+    layout: &eval::Layout,
+    columns: StreamColumns,
+    scanned: &mut Scanned,
+) -> Result<Buckets, ApiError> {
     let pl = compile(l)?;
     let scope = scope_for(state, id, Some(&pl)).await?;
     let mut q = search(scope, layout.origin, layout.to_ns(), Some(&pl), false);
     let mut b = Buckets::default();
     if pl.only_pushed() {
         // Storage counts entries and bytes per stream and bucket itself.
-        for s in state.store.streams(&q, Some(layout.width)).await.map_err(store_error)? {
+        for s in state.store.streams(&q, Some(layout.width), columns).await.map_err(store_error)? {
             let labels = labels::of_stream(&s);
             scanned.lines += s.entries;
             scanned.bytes += s.bytes;
@@ -348,28 +355,53 @@ async fn collect_inputs(
     out: &mut Vec<Buckets>,
     scanned: &mut Scanned,
 ) -> Result<(), ApiError> {
-    let mut stack = vec![m];
-    // Depth-first, left to right: the order `MetricExpr::logs` and `eval` use.
     let mut ordered = Vec::new();
-    while let Some(e) = stack.pop() {
-        match e {
-            MetricExpr::Range { log, range_ns, offset_ns, .. } => ordered.push((log, *range_ns, *offset_ns)),
-            MetricExpr::Agg { inner, .. } => stack.push(inner),
-            MetricExpr::Binary { lhs, rhs, .. } => {
-                stack.push(rhs);
-                stack.push(lhs);
-            }
-            MetricExpr::Number(_) | MetricExpr::Vector(_) => {}
-        }
-    }
-    for (log, range_ns, offset_ns) in ordered {
+    plan(m, None, &mut ordered);
+    for (log, range_ns, offset_ns, columns) in ordered {
         let layout = eval::layout(steps, range_ns, offset_ns);
         if layout.count > 200_000 {
             return Err(ApiError::new(ErrorCode::LimitExceeded, "the range and step give too many points; make the range a multiple of the step"));
         }
-        out.push(range_input(state, id, log, &layout, scanned).await?);
+        out.push(range_input(state, id, log, &layout, columns, scanned).await?);
     }
     Ok(())
+}
+
+/// The stream columns a label needs.
+fn label_columns(c: StreamColumns, label: &str) -> StreamColumns {
+    match label {
+        "level" => c.with("severity"),
+        "service_name" => c.with("application").with("container"),
+        other => c.with(other),
+    }
+}
+
+/// The range functions of `e`, depth-first and left to right (the order `eval` reads them),
+/// each with the stream columns storage must group by. A sum (by stream labels) straight over
+/// a range function needs only the selector's and the grouping's columns, since summing
+/// before or after grouping is the same; anything else needs every stream.
+fn plan<'a>(e: &'a MetricExpr, parent: Option<&'a MetricExpr>, out: &mut Vec<(&'a LogExpr, i64, i64, StreamColumns)>) {
+    match e {
+        MetricExpr::Range { log, range_ns, offset_ns, .. } => {
+            let columns = match parent {
+                Some(MetricExpr::Agg { op: AggOp::Sum, grouping, .. }) if grouping.as_ref().is_none_or(|g| !g.without) => {
+                    let mut c = log.selector.iter().fold(StreamColumns::NONE, |c, m| label_columns(c, &m.name));
+                    for l in grouping.iter().flat_map(|g| &g.labels) {
+                        c = label_columns(c, l);
+                    }
+                    c
+                }
+                _ => StreamColumns::ALL,
+            };
+            out.push((log, *range_ns, *offset_ns, columns));
+        }
+        MetricExpr::Agg { inner, .. } => plan(inner, Some(e), out),
+        MetricExpr::Binary { lhs, rhs, .. } => {
+            plan(lhs, Some(e), out);
+            plan(rhs, Some(e), out);
+        }
+        MetricExpr::Number(_) | MetricExpr::Vector(_) => {}
+    }
 }
 
 fn direction_forward(p: &Params) -> Result<bool, ApiError> {
@@ -502,7 +534,7 @@ async fn stream_list(
     let mut q = search(scope, from, to, pl.as_ref(), false);
     // Index endpoints answer from the selector only, as Loki's index does.
     q.terms.clear();
-    let list = state.store.streams(&q, step).await.map_err(store_error)?;
+    let list = state.store.streams(&q, step, StreamColumns::ALL).await.map_err(store_error)?;
     Ok(list
         .into_iter()
         .map(|s| {

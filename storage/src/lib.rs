@@ -20,7 +20,7 @@ use std::pin::Pin;
 
 use arrow::record_batch::RecordBatch;
 use schemas::{Rows, Table};
-pub use search::{Cursor, HistogramBucket, LogFilters, LogSearch, StreamCount, Term};
+pub use search::{Cursor, HistogramBucket, LogFilters, LogSearch, StreamColumns, StreamCount, Term};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -103,8 +103,9 @@ pub trait Store: Send + Sync + 'static {
     /// Counts per `step_ns` bucket (aligned to `query.from_ns`) and severity.
     fn histogram<'a>(&'a self, query: &'a LogSearch, step_ns: i64) -> BoxFuture<'a, Result<Vec<HistogramBucket>, StoreError>>;
     /// Entries and bytes per stream (and per `step_ns` bucket aligned to `query.from_ns`, when
-    /// given), for rows matching the query. Sorted by bucket, then stream columns.
-    fn streams<'a>(&'a self, query: &'a LogSearch, step_ns: Option<i64>) -> BoxFuture<'a, Result<Vec<StreamCount>, StoreError>>;
+    /// given), for rows matching the query, grouped by the stream columns in `columns` (the
+    /// others are empty). Sorted by bucket, then stream columns.
+    fn streams<'a>(&'a self, query: &'a LogSearch, step_ns: Option<i64>, columns: StreamColumns) -> BoxFuture<'a, Result<Vec<StreamCount>, StoreError>>;
     /// Background upkeep (compaction, retention). Cheap when there is nothing to do.
     fn maintain(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async { Ok(()) })

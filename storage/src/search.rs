@@ -95,6 +95,29 @@ pub struct StreamCount {
     pub bytes: u64,
 }
 
+/// Which stream columns [`crate::Store::streams`] groups by; the others come back empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamColumns(pub u8);
+
+impl StreamColumns {
+    /// The stream columns, in [`StreamCount`]'s order.
+    pub const NAMES: [&'static str; 8] = ["workspace", "project", "application", "pod", "container", "node", "stream", "severity"];
+    pub const ALL: StreamColumns = StreamColumns(0xff);
+    pub const NONE: StreamColumns = StreamColumns(0);
+
+    /// The column called `name` (one of [`StreamColumns::NAMES`]) added.
+    pub fn with(self, name: &str) -> StreamColumns {
+        match Self::NAMES.iter().position(|n| *n == name) {
+            Some(i) => StreamColumns(self.0 | (1 << i)),
+            None => self,
+        }
+    }
+
+    pub fn has(self, i: usize) -> bool {
+        self.0 & (1 << i) != 0
+    }
+}
+
 /// A compiled matcher for terms, used by the embedded store and by anything that filters lines
 /// in memory (live tail). Regexes are compiled with a size limit.
 pub struct Matcher {

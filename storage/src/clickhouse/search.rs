@@ -9,19 +9,19 @@ use schemas::LogRecord;
 
 use super::{ClickHouseStore, LogOut, timed};
 use crate::StoreError;
-use crate::search::{HistogramBucket, LogSearch, StreamCount, Term};
+use crate::search::{HistogramBucket, LogSearch, StreamColumns, StreamCount, Term};
 
 #[derive(Row, Deserialize)]
 struct StreamOut {
     start: i64,
-    workspace: String,
-    project: String,
-    application: String,
-    pod: String,
-    container: String,
-    node: String,
-    stream: String,
-    severity: String,
+    c_workspace: String,
+    c_project: String,
+    c_application: String,
+    c_pod: String,
+    c_container: String,
+    c_node: String,
+    c_stream: String,
+    c_severity: String,
     entries: u64,
     bytes: u64,
 }
@@ -63,9 +63,15 @@ fn conditions(q: &LogSearch) -> (String, Vec<(String, P)>) {
                 }
             }
         }
+        // The first `has` repeats what the disjunction implies so the primary key (org_id,
+        // workspace, …) prunes by workspace: ClickHouse cannot prune through the OR.
+        let mut every: Vec<String> = grants.iter().map(|g| g.workspace().to_owned()).collect();
+        every.sort();
+        every.dedup();
         sql.push_str(
-            " AND (has({scope_ws:Array(String)}, workspace) OR arrayExists((w, p) -> w = workspace AND p = project, {scope_nw:Array(String)}, {scope_np:Array(String)}))",
+            " AND has({scope_every:Array(String)}, workspace) AND (has({scope_ws:Array(String)}, workspace) OR arrayExists((w, p) -> w = workspace AND p = project, {scope_nw:Array(String)}, {scope_np:Array(String)}))",
         );
+        params.push(("scope_every".into(), P::Strs(every)));
         params.push(("scope_ws".into(), P::Strs(all)));
         params.push(("scope_nw".into(), P::Strs(ns_w)));
         params.push(("scope_np".into(), P::Strs(ns_p)));
@@ -172,18 +178,28 @@ impl ClickHouseStore {
 }
 
 impl ClickHouseStore {
-    pub(super) async fn stream_counts(&self, q: &LogSearch, step_ns: Option<i64>) -> Result<Vec<StreamCount>, StoreError> {
+    pub(super) async fn stream_counts(&self, q: &LogSearch, step_ns: Option<i64>, columns: StreamColumns) -> Result<Vec<StreamCount>, StoreError> {
         if q.scope.table() != schemas::Table::Logs || q.scope.is_empty() {
             return Ok(Vec::new());
         }
         validate_terms(&q.terms)?;
         let (cond, mut params) = conditions(q);
         params.push(("step".into(), P::I64(step_ns.unwrap_or(i64::MAX).max(1))));
+        // Column names are fixed here; only which of them are grouped by varies.
+        let (mut select, mut group) = (String::new(), String::from("start"));
+        for (i, name) in StreamColumns::NAMES.iter().enumerate() {
+            // Aliases differ from the column names, so WHERE still reads the columns.
+            if columns.has(i) {
+                select.push_str(&format!("{name} AS c_{name}, "));
+                group.push_str(&format!(", c_{name}"));
+            } else {
+                select.push_str(&format!("'' AS c_{name}, "));
+            }
+        }
         let sql = format!(
             "SELECT {{from:Int64}} + intDiv(toUnixTimestamp64Nano(timestamp) - {{from:Int64}}, {{step:Int64}}) * {{step:Int64}} AS start, \
-             workspace, project, application, pod, container, node, stream, severity, count() AS entries, sum(length(message)) AS bytes \
-             FROM {} WHERE {cond} GROUP BY start, workspace, project, application, pod, container, node, stream, severity \
-             ORDER BY start, workspace, project, application, pod, container, node, stream, severity",
+             {select}count() AS entries, sum(length(message)) AS bytes \
+             FROM {} WHERE {cond} GROUP BY {group} ORDER BY {group}",
             self.table(schemas::Table::Logs)
         );
         let rows = timed(self.bind(&sql, params).fetch_all::<StreamOut>()).await?;
@@ -191,14 +207,14 @@ impl ClickHouseStore {
             .into_iter()
             .map(|r| StreamCount {
                 start_ns: r.start,
-                workspace: r.workspace,
-                project: r.project,
-                application: r.application,
-                pod: r.pod,
-                container: r.container,
-                node: r.node,
-                stream: r.stream,
-                severity: r.severity,
+                workspace: r.c_workspace,
+                project: r.c_project,
+                application: r.c_application,
+                pod: r.c_pod,
+                container: r.c_container,
+                node: r.c_node,
+                stream: r.c_stream,
+                severity: r.c_severity,
                 entries: r.entries,
                 bytes: r.bytes,
             })

@@ -287,12 +287,17 @@ impl Store for Arc<EmbeddedStore> {
         })
     }
 
-    fn streams<'a>(&'a self, query: &'a LogSearch, step_ns: Option<i64>) -> BoxFuture<'a, Result<Vec<crate::StreamCount>, StoreError>> {
+    fn streams<'a>(
+        &'a self,
+        query: &'a LogSearch,
+        step_ns: Option<i64>,
+        columns: crate::StreamColumns,
+    ) -> BoxFuture<'a, Result<Vec<crate::StreamCount>, StoreError>> {
         let (this, query) = (self.clone(), query.clone());
         Box::pin(async move {
             let _shared = this.files.read().await;
             let inner = this.clone();
-            spawn_blocking(move || inner.streams_blocking(&query, step_ns)).await
+            spawn_blocking(move || inner.streams_blocking(&query, step_ns, columns)).await
         })
     }
 

@@ -16,7 +16,7 @@ use super::{DirKey, EmbeddedStore, NS_PER_DAY, each_stored_batch, escape};
 use crate::StoreError;
 use schemas::{LogRecord, Severity};
 
-use crate::search::{HistogramBucket, LogSearch, Matcher, StreamCount, newest_first, oldest_first};
+use crate::search::{HistogramBucket, LogSearch, Matcher, StreamColumns, StreamCount, newest_first, oldest_first};
 
 /// Collected matches are trimmed back to the page size once they pass this many pages' worth.
 const TRIM_FACTOR: usize = 4;
@@ -119,19 +119,25 @@ impl EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    pub(super) fn streams_blocking(&self, q: &LogSearch, step_ns: Option<i64>) -> Result<Vec<StreamCount>, StoreError> {
+    pub(super) fn streams_blocking(&self, q: &LogSearch, step_ns: Option<i64>, columns: StreamColumns) -> Result<Vec<StreamCount>, StoreError> {
         let matcher = Matcher::new(&q.terms).map_err(StoreError::Rejected)?;
         let step = step_ns.unwrap_or(i64::MAX).max(1);
         // Column values are interned, so a row costs lookups by `&str`, not new strings.
-        let mut names: HashMap<String, u32> = HashMap::new();
-        let mut by_id: Vec<String> = Vec::new();
+        // Id 0 is the empty value, which columns not grouped by get.
+        let mut names: HashMap<String, u32> = HashMap::from([(String::new(), 0)]);
+        let mut by_id: Vec<String> = vec![String::new()];
         let mut counts: HashMap<(i64, [u32; 8]), (u64, u64)> = HashMap::new();
         self.each_batch(q, |batch| {
             let c = Columns::of(batch)?;
             for i in 0..batch.num_rows() {
                 let Some(ts) = c.matches(i, q, &matcher) else { continue };
                 let start = q.from_ns + (ts - q.from_ns).div_euclid(step) * step;
+                let mut col = 0;
                 let key = [c.workspace, c.project, c.application, c.pod, c.container, c.node, c.stream, c.severity].map(|a| {
+                    col += 1;
+                    if !columns.has(col - 1) {
+                        return 0;
+                    }
                     let v = c.s(a, i);
                     match names.get(v) {
                         Some(id) => *id,
