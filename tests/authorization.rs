@@ -11,7 +11,7 @@ use crate::ingest_api::post_logs;
 use crate::query_api::{get, ids, token, token_with_groups};
 use crate::support::fixtures::{Source, ndjson, vector_events};
 use crate::support::kube::FakeKube;
-use crate::support::{Server, ServerOptions, TOKEN_ALL, eventually};
+use crate::support::{ClickHouse, Server, ServerOptions, TOKEN_ALL, eventually};
 
 fn prefixes(body: &Value) -> BTreeSet<String> {
     ids(body).iter().map(|i| i.split('-').next().unwrap_or("").to_owned()).collect()
@@ -19,8 +19,19 @@ fn prefixes(body: &Value) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workload_logs_are_authorised_per_namespace_by_the_workspaces_api_server() {
+    authorised_per_namespace(None).await;
+}
+
+/// On ClickHouse too: a grant of some namespaces only is its own shape of SQL there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workload_logs_are_authorised_per_namespace_on_clickhouse() {
+    let ch = ClickHouse::start();
+    authorised_per_namespace(Some(&ch)).await;
+}
+
+async fn authorised_per_namespace(ch: Option<&ClickHouse>) {
     let kube = FakeKube::start(&["shop", "billing"], json!([{ "user": "alice", "namespaces": ["shop"] }, { "groups": ["sre"], "namespaces": ["*"] }]));
-    let server = Server::start(ServerOptions { extra_toml: kube.auth_toml("ws-a", 1), ..Default::default() });
+    let server = Server::start(ServerOptions { extra_toml: kube.auth_toml("ws-a", 1), clickhouse_url: ch.map(ClickHouse::url), ..Default::default() });
     for (src, p, n) in
         [(Source::new("acme", "ws-a", "shop"), "s", 20), (Source::new("acme", "ws-a", "billing"), "b", 10), (Source::new("acme", "ws-b", "web"), "w", 5)]
     {

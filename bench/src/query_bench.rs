@@ -158,8 +158,9 @@ struct Question {
 }
 
 enum Engine {
-    /// The embedded store in this process: the same Parquet files, no HTTP, token or JSON.
-    Embedded { store: Arc<EmbeddedStore>, scope: auth::TenantScope },
+    /// A store in this process: for the embedded store the same Parquet files, for ClickHouse
+    /// the production client's SQL; no HTTP server, token, authorisation or JSON.
+    Store { store: Arc<dyn Store>, scope: auth::TenantScope },
     /// Hand-written SQL to the same ClickHouse engine over its HTTP interface.
     ClickHouse { adapter: Adapter },
 }
@@ -169,11 +170,14 @@ struct Measured {
     api: (f64, f64),
     engine: (f64, f64),
     rows: (usize, usize),
+    /// ClickHouse only: the production store's own query in this process (p50), which
+    /// separates the SQL the store writes from what the HTTP layer adds.
+    store_p50: Option<f64>,
 }
 
 async fn engine_call(engine: &Engine, client: &reqwest::Client, q: &Question, ws: &str, org: &str, from: i64, to: i64) -> anyhow::Result<usize> {
     match engine {
-        Engine::Embedded { store, scope } => {
+        Engine::Store { store, scope } => {
             let base = LogSearch {
                 scope: scope.clone(),
                 from_ns: from,
@@ -193,7 +197,8 @@ async fn engine_call(engine: &Engine, client: &reqwest::Client, q: &Question, ws
                 "histogram" => store.histogram(&base, STEP_NS).await?.len(),
                 _ => {
                     let q = LogSearch { from_ns: from - STEP_NS + 1, to_ns: to + 1, ..base };
-                    let s = store.streams(&q, Some(STEP_NS), storage::StreamColumns::NONE.with("severity")).await?;
+                    let by = storage::StreamsBy { step_ns: Some(STEP_NS), columns: storage::StreamColumns::NONE.with("severity"), bytes: false };
+                    let s = store.streams(&q, by).await?;
                     s.iter().map(|c| (c.start_ns, c.severity.clone())).collect::<BTreeSet<_>>().len()
                 }
             })
@@ -225,7 +230,17 @@ async fn engine_call(engine: &Engine, client: &reqwest::Client, q: &Question, ws
     }
 }
 
-async fn measure(server: &Server, engine: &Engine, token: &str, a: &Args, ws: &str, org: &str, end: i64) -> anyhow::Result<Vec<Measured>> {
+#[allow(clippy::too_many_arguments)]
+async fn measure(
+    server: &Server,
+    engine: &Engine,
+    also: Option<&Engine>,
+    token: &str,
+    a: &Args,
+    ws: &str,
+    org: &str,
+    end: i64,
+) -> anyhow::Result<Vec<Measured>> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;
     let (from, to) = (end - DAY_NS, end);
     let enc = |s: &str| serde_urlencoded::to_string([("v", s)]).unwrap_or_default()[2..].to_owned();
@@ -252,7 +267,7 @@ async fn measure(server: &Server, engine: &Engine, token: &str, a: &Args, ws: &s
     ];
     let mut out = Vec::new();
     for q in &questions {
-        let (mut api, mut eng) = (Vec::new(), Vec::new());
+        let (mut api, mut eng, mut direct) = (Vec::new(), Vec::new(), Vec::new());
         let (mut rows_api, mut rows_eng) = (0, 0);
         for i in 0..a.runs + 3 {
             let t = Instant::now();
@@ -267,10 +282,16 @@ async fn measure(server: &Server, engine: &Engine, token: &str, a: &Args, ws: &s
             let t = Instant::now();
             rows_eng = engine_call(engine, &client, q, ws, org, from, to).await?;
             let eng_ms = t.elapsed().as_secs_f64() * 1e3;
+            let t = Instant::now();
+            if let Some(e) = also {
+                engine_call(e, &client, q, ws, org, from, to).await?;
+            }
+            let direct_ms = t.elapsed().as_secs_f64() * 1e3;
             // The first three are warm-up (the question hot, as the target asks).
             if i >= 3 {
                 api.push(api_ms);
                 eng.push(eng_ms);
+                direct.push(direct_ms);
             }
         }
         out.push(Measured {
@@ -278,6 +299,7 @@ async fn measure(server: &Server, engine: &Engine, token: &str, a: &Args, ws: &s
             api: (quantile(&mut api, 0.5), quantile(&mut api, 0.95)),
             engine: (quantile(&mut eng, 0.5), quantile(&mut eng, 0.95)),
             rows: (rows_api, rows_eng),
+            store_p50: also.map(|_| quantile(&mut direct, 0.5)),
         });
     }
     Ok(out)
@@ -294,7 +316,7 @@ fn report(backend: &str, a: &Args, load_secs: f64, results: &[Measured], baselin
     for m in results {
         let added = m.api.0 - m.engine.0;
         println!(
-            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} / {} |",
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} / {} | {} |",
             m.name,
             m.api.0,
             m.api.1,
@@ -303,7 +325,8 @@ fn report(backend: &str, a: &Args, load_secs: f64, results: &[Measured], baselin
             m.api.0 / m.engine.0.max(1e-9),
             added,
             m.rows.0,
-            m.rows.1
+            m.rows.1,
+            m.store_p50.map_or("–".to_owned(), |v| format!("{v:.2}"))
         );
         if m.rows.0 != m.rows.1 {
             println!("  MISMATCH: the API and the engine disagree on {}", m.name);
@@ -327,7 +350,7 @@ async fn run_backend(backend: &'static str, a: &Args, lines: &[String]) -> anyho
     let target_ws = a.workspaces / 2 + 7;
     let (ws, org) = (ws_of(target_ws % a.workspaces), org_of(target_ws % a.workspaces));
     eprintln!("{backend}: loading {} rows", a.rows);
-    let (server, engine, load_secs, baseline) = match backend {
+    let (server, engine, also, load_secs, baseline) = match backend {
         "embedded" => {
             let root = tmp.path().join("store");
             let store =
@@ -337,14 +360,11 @@ async fn run_backend(backend: &'static str, a: &Args, lines: &[String]) -> anyho
             store.maintain().await.map_err(|e| anyhow::anyhow!("{e}"))?;
             let server = Server::start_in(&a.dataplane, None, tmp)?;
             let token = token(&server, &a.dataplane, &org, &ws)?;
-            let settings = auth::AuthConfig::default().validate(&server.data_dir).map_err(anyhow::Error::msg)?;
-            let verifier = auth::TokenVerifier::new(settings)?;
-            let id = verifier.verify(&token, None).await?;
-            let gate = auth::Gate::new(Arc::new(auth::StaticPolicy::members_read_all()), "platform-operator", Vec::new());
-            let scope = gate.logs(&id, Some(&BTreeSet::from([ws.clone()])), None).await?;
+            let scope = scope_for(&server, &token, &ws).await?;
             (
                 server,
-                Engine::Embedded { store: Arc::new(EmbeddedStore::open_for_reading(EmbeddedConfig::new(&root))), scope },
+                Engine::Store { store: Arc::new(Arc::new(EmbeddedStore::open_for_reading(EmbeddedConfig::new(&root)))), scope },
+                None,
                 secs,
                 "the same search through `EmbeddedStore` in this process (the same Parquet files and scan, without HTTP, token, authorisation and JSON)",
             )
@@ -367,13 +387,29 @@ async fn run_backend(backend: &'static str, a: &Args, lines: &[String]) -> anyho
             eprintln!("  merging parts");
             let _ = adapter.sql(&client, "OPTIMIZE TABLE hexabase.logs FINAL").await;
             let server = Server::start_in(&a.dataplane, Some(&adapter.url), tmp)?;
-            (server, Engine::ClickHouse { adapter }, secs, "hand-written SQL for the same question, sent to the same ClickHouse engine over its HTTP interface")
+            let scope = scope_for(&server, &token(&server, &a.dataplane, &org, &ws)?, &ws).await?;
+            let direct = Engine::Store { store: Arc::new(store), scope };
+            (
+                server,
+                Engine::ClickHouse { adapter },
+                Some(direct),
+                secs,
+                "hand-written SQL for the same question, sent to the same ClickHouse engine over its HTTP interface",
+            )
         }
     };
     let token = token(&server, &a.dataplane, &org, &ws)?;
     eprintln!("  measuring");
-    let results = measure(&server, &engine, &token, a, &ws, &org, end).await?;
+    let results = measure(&server, &engine, also.as_ref(), &token, a, &ws, &org, end).await?;
     Ok(report(backend, a, load_secs, &results, baseline))
+}
+
+/// The scope the server would give `token` for `ws` (the same issuer secret and policy).
+async fn scope_for(server: &Server, token: &str, ws: &str) -> anyhow::Result<auth::TenantScope> {
+    let settings = auth::AuthConfig::default().validate(&server.data_dir).map_err(anyhow::Error::msg)?;
+    let id = auth::TokenVerifier::new(settings)?.verify(token, None).await?;
+    let gate = auth::Gate::new(Arc::new(auth::StaticPolicy::members_read_all()), "platform-operator", Vec::new());
+    Ok(gate.logs(&id, Some(&BTreeSet::from([ws.to_owned()])), None).await?)
 }
 
 /// A token of the server's development issuer (`dataplane token`).

@@ -22,13 +22,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use schemas::{ApiError, ErrorCode, LogRecord};
 use serde_json::{Value, json};
-use storage::{LogSearch, StreamColumns, StreamCount};
+use storage::{LogSearch, StreamColumns, StreamCount, StreamsBy};
 
 use crate::api::{QueryState, next_cursor, now_ns, store_error};
 use crate::logql::eval::{self, Buckets, Steps};
 use crate::logql::labels::{self, Labels, STREAM_LABELS};
 use crate::logql::pipeline::{Entry, Pipeline};
-use crate::logql::{AggOp, Expr, LogExpr, MetricExpr};
+use crate::logql::{AggOp, Expr, LogExpr, MetricExpr, RangeFn};
 use crate::params::{Params, parse_duration_ns};
 use crate::patterns;
 
@@ -297,6 +297,7 @@ async fn range_input(
     l: &LogExpr,
     layout: &eval::Layout,
     columns: StreamColumns,
+    bytes: bool,
     scanned: &mut Scanned,
 ) -> Result<Buckets, ApiError> {
     let pl = compile(l)?;
@@ -305,7 +306,7 @@ async fn range_input(
     let mut b = Buckets::default();
     if pl.only_pushed() {
         // Storage counts entries and bytes per stream and bucket itself.
-        for s in state.store.streams(&q, Some(layout.width), columns).await.map_err(store_error)? {
+        for s in state.store.streams(&q, StreamsBy { step_ns: Some(layout.width), columns, bytes }).await.map_err(store_error)? {
             let labels = labels::of_stream(&s);
             scanned.lines += s.entries;
             scanned.bytes += s.bytes;
@@ -357,12 +358,12 @@ async fn collect_inputs(
 ) -> Result<(), ApiError> {
     let mut ordered = Vec::new();
     plan(m, None, &mut ordered);
-    for (log, range_ns, offset_ns, columns) in ordered {
+    for (log, range_ns, offset_ns, columns, bytes) in ordered {
         let layout = eval::layout(steps, range_ns, offset_ns);
         if layout.count > 200_000 {
             return Err(ApiError::new(ErrorCode::LimitExceeded, "the range and step give too many points; make the range a multiple of the step"));
         }
-        out.push(range_input(state, id, log, &layout, columns, scanned).await?);
+        out.push(range_input(state, id, log, &layout, columns, bytes, scanned).await?);
     }
     Ok(())
 }
@@ -380,9 +381,13 @@ fn label_columns(c: StreamColumns, label: &str) -> StreamColumns {
 /// each with the stream columns storage must group by. A sum (by stream labels) straight over
 /// a range function needs only the selector's and the grouping's columns, since summing
 /// before or after grouping is the same; anything else needs every stream.
-fn plan<'a>(e: &'a MetricExpr, parent: Option<&'a MetricExpr>, out: &mut Vec<(&'a LogExpr, i64, i64, StreamColumns)>) {
+/// What [`plan`] gives for one range function: its log query, range, offset, the columns to
+/// group by and whether it needs message bytes.
+type Planned<'a> = (&'a LogExpr, i64, i64, StreamColumns, bool);
+
+fn plan<'a>(e: &'a MetricExpr, parent: Option<&'a MetricExpr>, out: &mut Vec<Planned<'a>>) {
     match e {
-        MetricExpr::Range { log, range_ns, offset_ns, .. } => {
+        MetricExpr::Range { func, log, range_ns, offset_ns } => {
             let columns = match parent {
                 Some(MetricExpr::Agg { op: AggOp::Sum, grouping, .. }) if grouping.as_ref().is_none_or(|g| !g.without) => {
                     let mut c = log.selector.iter().fold(StreamColumns::NONE, |c, m| label_columns(c, &m.name));
@@ -393,7 +398,7 @@ fn plan<'a>(e: &'a MetricExpr, parent: Option<&'a MetricExpr>, out: &mut Vec<(&'
                 }
                 _ => StreamColumns::ALL,
             };
-            out.push((log, *range_ns, *offset_ns, columns));
+            out.push((log, *range_ns, *offset_ns, columns, matches!(func, RangeFn::BytesOverTime | RangeFn::BytesRate)));
         }
         MetricExpr::Agg { inner, .. } => plan(inner, Some(e), out),
         MetricExpr::Binary { lhs, rhs, .. } => {
@@ -534,7 +539,7 @@ async fn stream_list(
     let mut q = search(scope, from, to, pl.as_ref(), false);
     // Index endpoints answer from the selector only, as Loki's index does.
     q.terms.clear();
-    let list = state.store.streams(&q, step, StreamColumns::ALL).await.map_err(store_error)?;
+    let list = state.store.streams(&q, StreamsBy { step_ns: step, ..StreamsBy::ALL }).await.map_err(store_error)?;
     Ok(list
         .into_iter()
         .map(|s| {

@@ -20,7 +20,7 @@ use std::pin::Pin;
 
 use arrow::record_batch::RecordBatch;
 use schemas::{Rows, Table};
-pub use search::{Cursor, HistogramBucket, LogFilters, LogSearch, StreamColumns, StreamCount, Term};
+pub use search::{Cursor, HistogramBucket, LogFilters, LogSearch, StreamColumns, StreamCount, StreamsBy, Term};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -102,10 +102,10 @@ pub trait Store: Send + Sync + 'static {
     fn search<'a>(&'a self, query: &'a LogSearch) -> BoxFuture<'a, Result<Vec<schemas::LogRecord>, StoreError>>;
     /// Counts per `step_ns` bucket (aligned to `query.from_ns`) and severity.
     fn histogram<'a>(&'a self, query: &'a LogSearch, step_ns: i64) -> BoxFuture<'a, Result<Vec<HistogramBucket>, StoreError>>;
-    /// Entries and bytes per stream (and per `step_ns` bucket aligned to `query.from_ns`, when
-    /// given), for rows matching the query, grouped by the stream columns in `columns` (the
-    /// others are empty). Sorted by bucket, then stream columns.
-    fn streams<'a>(&'a self, query: &'a LogSearch, step_ns: Option<i64>, columns: StreamColumns) -> BoxFuture<'a, Result<Vec<StreamCount>, StoreError>>;
+    /// Entries (and message bytes, when `by.bytes`; else 0) per stream, grouped by the stream
+    /// columns `by.columns` (the others are empty) and, with `by.step_ns`, per bucket aligned to
+    /// `query.from_ns`, for rows matching the query. Sorted by bucket, then stream columns.
+    fn streams<'a>(&'a self, query: &'a LogSearch, by: StreamsBy) -> BoxFuture<'a, Result<Vec<StreamCount>, StoreError>>;
     /// Background upkeep (compaction, retention). Cheap when there is nothing to do.
     fn maintain(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async { Ok(()) })

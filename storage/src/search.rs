@@ -118,6 +118,21 @@ impl StreamColumns {
     }
 }
 
+/// How [`crate::Store::streams`] counts: per bucket of `step_ns` (aligned to the query's
+/// `from_ns`) or over the whole range, grouped by `columns`, and whether to add up message
+/// bytes (reading every message costs; counting entries does not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamsBy {
+    pub step_ns: Option<i64>,
+    pub columns: StreamColumns,
+    pub bytes: bool,
+}
+
+impl StreamsBy {
+    /// Every stream over the whole range, with bytes (label listings, index statistics).
+    pub const ALL: StreamsBy = StreamsBy { step_ns: None, columns: StreamColumns::ALL, bytes: true };
+}
+
 /// A compiled matcher for terms, used by the embedded store and by anything that filters lines
 /// in memory (live tail). Regexes are compiled with a size limit.
 pub struct Matcher {

@@ -241,7 +241,8 @@ class Handler(BaseHTTPRequestHandler):
             query += "\n" + rest.decode("utf-8", "surrogateescape")
         conn = self.connect(args, settings, params)
         try:
-            res = conn.query(query, fmt)
+            # Query parameters go to the engine as parameters (`{name:Type}`), as a server takes them.
+            res = conn.query(query, fmt, params=params) if params else conn.query(query, fmt)
         except Exception as e:  # chdb raises its own types; all carry ClickHouse's text
             raise ChError(e) from None
         finally:
@@ -270,7 +271,7 @@ class Handler(BaseHTTPRequestHandler):
     def stream_insert(self, head, fmt, inline, chunks, args, settings, params):
         conn = None
         try:
-            conn = self.connect(args, settings, params)
+            conn = self.connect(args, settings, params, as_settings=True)
             ins = conn.send_insert(head, fmt)
             buf = bytearray(inline.encode("utf-8", "surrogateescape"))
             for c in chunks:
@@ -316,13 +317,14 @@ class Handler(BaseHTTPRequestHandler):
 
     # ---- engine ---------------------------------------------------------------------------
 
-    def connect(self, args, settings, params):
+    def connect(self, args, settings, params, as_settings=False):
         """A fresh connection per request so that settings and parameters never leak."""
         conn = chdb.connect(self.server.data)
         try:
             if args.get("database"):
                 conn.query("USE " + quote_name(args["database"]), "TabSeparated")
-            for name, value in list(settings.items()) + [("param_" + k, v) for k, v in params.items()]:
+            # Inserts stream through `send_insert`, which takes no parameters: set them instead.
+            for name, value in list(settings.items()) + ([("param_" + k, v) for k, v in params.items()] if as_settings else []):
                 if not NAME.match(name):
                     continue
                 try:

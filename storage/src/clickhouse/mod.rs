@@ -212,13 +212,8 @@ impl Store for ClickHouseStore {
         Box::pin(self.search_lines(query))
     }
 
-    fn streams<'a>(
-        &'a self,
-        query: &'a LogSearch,
-        step_ns: Option<i64>,
-        columns: crate::StreamColumns,
-    ) -> BoxFuture<'a, Result<Vec<crate::StreamCount>, StoreError>> {
-        Box::pin(self.stream_counts(query, step_ns, columns))
+    fn streams<'a>(&'a self, query: &'a LogSearch, by: crate::StreamsBy) -> BoxFuture<'a, Result<Vec<crate::StreamCount>, StoreError>> {
+        Box::pin(self.stream_counts(query, by))
     }
 
     fn histogram<'a>(&'a self, query: &'a LogSearch, step_ns: i64) -> BoxFuture<'a, Result<Vec<HistogramBucket>, StoreError>> {

@@ -9,7 +9,7 @@ use schemas::LogRecord;
 
 use super::{ClickHouseStore, LogOut, timed};
 use crate::StoreError;
-use crate::search::{HistogramBucket, LogSearch, StreamColumns, StreamCount, Term};
+use crate::search::{HistogramBucket, LogSearch, StreamColumns, StreamCount, StreamsBy, Term};
 
 #[derive(Row, Deserialize)]
 struct StreamOut {
@@ -63,18 +63,33 @@ fn conditions(q: &LogSearch) -> (String, Vec<(String, P)>) {
                 }
             }
         }
-        // The first `has` repeats what the disjunction implies so the primary key (org_id,
-        // workspace, …) prunes by workspace: ClickHouse cannot prune through the OR.
+        // The shape depends on which kinds of grant the scope has, never on their values.
+        // The first `has` names every workspace, so the primary key (org_id, workspace, …)
+        // prunes by workspace (ClickHouse cannot prune through an OR).
         let mut every: Vec<String> = grants.iter().map(|g| g.workspace().to_owned()).collect();
         every.sort();
         every.dedup();
-        sql.push_str(
-            " AND has({scope_every:Array(String)}, workspace) AND (has({scope_ws:Array(String)}, workspace) OR arrayExists((w, p) -> w = workspace AND p = project, {scope_nw:Array(String)}, {scope_np:Array(String)}))",
-        );
+        sql.push_str(" AND has({scope_every:Array(String)}, workspace)");
         params.push(("scope_every".into(), P::Strs(every)));
-        params.push(("scope_ws".into(), P::Strs(all)));
-        params.push(("scope_nw".into(), P::Strs(ns_w)));
-        params.push(("scope_np".into(), P::Strs(ns_p)));
+        match (all.is_empty(), ns_w.is_empty()) {
+            // Whole workspaces only: `scope_every` says it all.
+            (false, true) => {}
+            // Namespaces only.
+            (true, false) => {
+                sql.push_str(" AND arrayExists((w, p) -> w = workspace AND p = project, {scope_nw:Array(String)}, {scope_np:Array(String)})");
+                params.push(("scope_nw".into(), P::Strs(ns_w)));
+                params.push(("scope_np".into(), P::Strs(ns_p)));
+            }
+            // Both, or nothing at all (an empty scope matches no row either way).
+            _ => {
+                sql.push_str(
+                    " AND (has({scope_ws:Array(String)}, workspace) OR arrayExists((w, p) -> w = workspace AND p = project, {scope_nw:Array(String)}, {scope_np:Array(String)}))",
+                );
+                params.push(("scope_ws".into(), P::Strs(all)));
+                params.push(("scope_nw".into(), P::Strs(ns_w)));
+                params.push(("scope_np".into(), P::Strs(ns_p)));
+            }
+        }
     }
     let f = &q.filters;
     for (name, column, values) in [
@@ -178,7 +193,8 @@ impl ClickHouseStore {
 }
 
 impl ClickHouseStore {
-    pub(super) async fn stream_counts(&self, q: &LogSearch, step_ns: Option<i64>, columns: StreamColumns) -> Result<Vec<StreamCount>, StoreError> {
+    pub(super) async fn stream_counts(&self, q: &LogSearch, by: StreamsBy) -> Result<Vec<StreamCount>, StoreError> {
+        let (step_ns, columns) = (by.step_ns, by.columns);
         if q.scope.table() != schemas::Table::Logs || q.scope.is_empty() {
             return Ok(Vec::new());
         }
@@ -198,8 +214,9 @@ impl ClickHouseStore {
         }
         let sql = format!(
             "SELECT {{from:Int64}} + intDiv(toUnixTimestamp64Nano(timestamp) - {{from:Int64}}, {{step:Int64}}) * {{step:Int64}} AS start, \
-             {select}count() AS entries, sum(length(message)) AS bytes \
+             {select}count() AS entries, {} AS bytes \
              FROM {} WHERE {cond} GROUP BY {group} ORDER BY {group}",
+            if by.bytes { "sum(length(message))" } else { "toUInt64(0)" },
             self.table(schemas::Table::Logs)
         );
         let rows = timed(self.bind(&sql, params).fetch_all::<StreamOut>()).await?;

@@ -287,17 +287,12 @@ impl Store for Arc<EmbeddedStore> {
         })
     }
 
-    fn streams<'a>(
-        &'a self,
-        query: &'a LogSearch,
-        step_ns: Option<i64>,
-        columns: crate::StreamColumns,
-    ) -> BoxFuture<'a, Result<Vec<crate::StreamCount>, StoreError>> {
+    fn streams<'a>(&'a self, query: &'a LogSearch, by: crate::StreamsBy) -> BoxFuture<'a, Result<Vec<crate::StreamCount>, StoreError>> {
         let (this, query) = (self.clone(), query.clone());
         Box::pin(async move {
             let _shared = this.files.read().await;
             let inner = this.clone();
-            spawn_blocking(move || inner.streams_blocking(&query, step_ns, columns)).await
+            spawn_blocking(move || inner.streams_blocking(&query, by)).await
         })
     }
 

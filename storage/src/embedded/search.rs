@@ -16,7 +16,7 @@ use super::{DirKey, EmbeddedStore, NS_PER_DAY, each_stored_batch, escape};
 use crate::StoreError;
 use schemas::{LogRecord, Severity};
 
-use crate::search::{HistogramBucket, LogSearch, Matcher, StreamColumns, StreamCount, newest_first, oldest_first};
+use crate::search::{HistogramBucket, LogSearch, Matcher, StreamCount, StreamsBy, newest_first, oldest_first};
 
 /// Collected matches are trimmed back to the page size once they pass this many pages' worth.
 const TRIM_FACTOR: usize = 4;
@@ -119,7 +119,8 @@ impl EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    pub(super) fn streams_blocking(&self, q: &LogSearch, step_ns: Option<i64>, columns: StreamColumns) -> Result<Vec<StreamCount>, StoreError> {
+    pub(super) fn streams_blocking(&self, q: &LogSearch, by: StreamsBy) -> Result<Vec<StreamCount>, StoreError> {
+        let (step_ns, columns) = (by.step_ns, by.columns);
         let matcher = Matcher::new(&q.terms).map_err(StoreError::Rejected)?;
         let step = step_ns.unwrap_or(i64::MAX).max(1);
         // Column values are interned, so a row costs lookups by `&str`, not new strings.
@@ -151,7 +152,9 @@ impl EmbeddedStore {
                 });
                 let e = counts.entry((start, key)).or_default();
                 e.0 += 1;
-                e.1 += c.s(c.message, i).len() as u64;
+                if by.bytes {
+                    e.1 += c.s(c.message, i).len() as u64;
+                }
             }
             Ok(())
         })?;
