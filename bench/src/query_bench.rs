@@ -309,9 +309,9 @@ fn report(backend: &str, a: &Args, load_secs: f64, results: &[Measured], baselin
     println!("\n## {backend}: {} rows in {} workspaces over 24 h (loaded in {load_secs:.0} s), {} hot runs each\n", a.rows, a.workspaces, a.runs);
     println!("Baseline: {baseline}.\n");
     println!(
-        "| question (one workspace, 24 h) | API p50 ms | API p95 ms | engine p50 ms | engine p95 ms | API ÷ engine (p50) | added ms (p50) | rows API / engine |"
+        "| question (one workspace, 24 h) | API p50 ms | API p95 ms | engine p50 ms | engine p95 ms | API ÷ engine (p50) | added ms (p50) | rows API / engine | store in-process p50 ms |"
     );
-    println!("|---|--:|--:|--:|--:|--:|--:|--:|");
+    println!("|---|--:|--:|--:|--:|--:|--:|--:|--:|");
     let mut ok = true;
     for m in results {
         let added = m.api.0 - m.engine.0;
