@@ -113,6 +113,7 @@ fn load(common: &Common, listen: Option<String>) -> anyhow::Result<config::Confi
 fn main() -> ExitCode {
     // One process-wide TLS provider (ring) for every outbound HTTPS client (OIDC keys, kube).
     let _ = rustls::crypto::ring::default_provider().install_default();
+    auth::jwt_crypto::install();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { common, listen } => load(&common, listen).and_then(serve::run),

@@ -80,6 +80,7 @@ impl DevIssuer {
         if let (Some((name, value)), Some(map)) = (&c.binding, claims.as_object_mut()) {
             map.insert(name.clone(), json!(value));
         }
+        crate::jwt_crypto::install();
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(&self.secret))
     }
 }

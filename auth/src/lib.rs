@@ -30,6 +30,7 @@ mod dev_issuer;
 mod error;
 mod identity;
 mod jwks;
+pub mod jwt_crypto;
 mod policy;
 mod sar;
 mod scope;

@@ -88,6 +88,7 @@ fn sign(alg: Algorithm, kid: Option<&str>, pem: &[u8], claims: &Value) -> String
         Algorithm::ES256 => EncodingKey::from_ec_pem(pem).unwrap(),
         _ => EncodingKey::from_rsa_pem(pem).unwrap(),
     };
+    crate::jwt_crypto::install();
     jsonwebtoken::encode(&h, claims, &key).unwrap()
 }
 
@@ -125,6 +126,7 @@ async fn forged_tokens_are_refused() {
     // HS256 keyed with the issuer's public key (algorithm confusion).
     let mut h = Header::new(Algorithm::HS256);
     h.kid = Some("k1".into());
+    crate::jwt_crypto::install();
     let confused = jsonwebtoken::encode(&h, &good, &EncodingKey::from_secret(RSA1_PUB)).unwrap();
     rejected(v.verify(&confused, None).await);
     // Signed by a key the issuer never published, under the issuer's kid.

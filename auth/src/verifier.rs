@@ -4,8 +4,10 @@
 //! from the development issuer's own secret), signature with the issuer's key for the `kid`,
 //! then `exp`, `nbf`, `iss` and `aud` (all of `exp`, `iss`, `aud` required), then the claims
 //! that make an identity (user and organisation must be present). Verified tokens are cached
-//! by their SHA-256 until they expire (at most five minutes), so a repeat costs a hash and a
-//! map lookup; the binding cookie is still checked on every request.
+//! until they expire (at most five minutes): keyed by a keyed hash of the token's last bytes
+//! (the signature), and a hit counts only when the whole cached token equals the presented
+//! one, so a repeat costs a short hash, a lookup and a comparison, and a hash collision can
+//! only ever cost a verification. The binding cookie is still checked on every request.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -31,12 +33,27 @@ enum Keys {
     Oidc(Box<Jwks>),
 }
 
+/// A verified token and who it names.
+struct Verified {
+    token: Box<str>,
+    identity: Arc<Identity>,
+}
+
 struct Inner {
     keys: Keys,
     issuer: String,
     settings: AuthSettings,
-    cache: moka::sync::Cache<[u8; 32], Arc<Identity>>,
+    cache: moka::sync::Cache<u64, Arc<Verified>>,
+    /// Keys the cache's hash with per-process randomness.
+    hasher: std::hash::RandomState,
+    /// The claim checks for each accepted algorithm, built once.
+    validations: Vec<(Algorithm, Validation)>,
 }
+
+/// How many trailing bytes of a token key the cache (within the signature, high in entropy).
+const KEY_BYTES: usize = 48;
+/// The cache's budget counts tokens as this many bytes each on average.
+const TOKEN_BUDGET_BYTES: u64 = 1024;
 
 /// Verifies bearer tokens. Cheap to clone.
 #[derive(Clone)]
@@ -54,6 +71,7 @@ impl TokenVerifier {
     /// Builds the verifier for the configured issuer. The development issuer's secret is
     /// created under the data directory when missing.
     pub fn new(settings: AuthSettings) -> Result<TokenVerifier, AuthError> {
+        crate::jwt_crypto::install();
         let (keys, issuer) = match &settings.mode {
             IssuerMode::Development { secret_file } => {
                 let issuer = DevIssuer::load_or_create(secret_file, &settings.audience).map_err(|e| AuthError::KeysUnavailable(e.to_string()))?;
@@ -61,8 +79,29 @@ impl TokenVerifier {
             }
             IssuerMode::Oidc(o) => (Keys::Oidc(Box::new(Jwks::new(o.clone())?)), o.issuer.clone()),
         };
-        let cache = moka::sync::Cache::builder().max_capacity(settings.token_cache_entries).time_to_live(CACHE_TTL).build();
-        Ok(TokenVerifier { inner: Arc::new(Inner { keys, issuer, settings, cache }) })
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(settings.token_cache_entries.saturating_mul(TOKEN_BUDGET_BYTES))
+            .weigher(|_, v: &Arc<Verified>| u32::try_from(v.token.len() + 64).unwrap_or(u32::MAX))
+            .time_to_live(CACHE_TTL)
+            .build();
+        let algorithms = match &settings.mode {
+            IssuerMode::Development { .. } => vec![Algorithm::HS256],
+            IssuerMode::Oidc(o) => o.algorithms.clone(),
+        };
+        let validations = algorithms
+            .into_iter()
+            .map(|alg| {
+                let mut v = Validation::new(alg);
+                v.set_issuer(&[issuer.as_str()]);
+                v.set_audience(&[settings.audience.as_str()]);
+                v.set_required_spec_claims(&["exp", "iss", "aud"]);
+                v.leeway = settings.leeway.as_secs();
+                v.validate_exp = true;
+                v.validate_nbf = true;
+                (alg, v)
+            })
+            .collect();
+        Ok(TokenVerifier { inner: Arc::new(Inner { keys, issuer, settings, cache, hasher: std::hash::RandomState::new(), validations }) })
     }
 
     pub fn settings(&self) -> &AuthSettings {
@@ -78,18 +117,18 @@ impl TokenVerifier {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::Invalid("token too long".into()));
         }
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let key = std::hash::BuildHasher::hash_one(&self.inner.hasher, &token.as_bytes()[token.len().saturating_sub(KEY_BYTES)..]);
         let leeway = self.inner.settings.leeway.as_secs() as i64;
-        let identity = match self.inner.cache.get(&digest) {
-            Some(id) => id,
+        let identity = match self.inner.cache.get(&key).filter(|v| *v.token == *token) {
+            Some(v) => v.identity.clone(),
             None => {
-                let id = Arc::new(self.verify_uncached(token).await?);
-                self.inner.cache.insert(digest, id.clone());
-                id
+                let identity = Arc::new(self.verify_uncached(token).await?);
+                self.inner.cache.insert(key, Arc::new(Verified { token: token.into(), identity: identity.clone() }));
+                identity
             }
         };
         if identity.expires_at + leeway < now_secs() {
-            self.inner.cache.invalidate(&digest);
+            self.inner.cache.invalidate(&key);
             return Err(AuthError::Expired);
         }
         self.check_binding(&identity, cookie_header)?;
@@ -129,14 +168,14 @@ impl TokenVerifier {
                 jwks.key(header.kid.as_deref(), header.alg).await?
             }
         };
-        let mut v = Validation::new(header.alg);
-        v.set_issuer(&[self.inner.issuer.as_str()]);
-        v.set_audience(&[self.inner.settings.audience.as_str()]);
-        v.set_required_spec_claims(&["exp", "iss", "aud"]);
-        v.leeway = self.inner.settings.leeway.as_secs();
-        v.validate_exp = true;
-        v.validate_nbf = true;
-        let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key, &v).map_err(|e| match e.kind() {
+        let v = self
+            .inner
+            .validations
+            .iter()
+            .find(|(a, _)| *a == header.alg)
+            .map(|(_, v)| v)
+            .ok_or_else(|| AuthError::Invalid(format!("algorithm {:?} is not allowed", header.alg)))?;
+        let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key, v).map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
             _ => AuthError::Invalid(e.to_string()),
         })?;

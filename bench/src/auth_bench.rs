@@ -73,6 +73,7 @@ fn main() -> anyhow::Result<()> {
         eprintln!("warning: auth-bench is a debug build; run it with --release");
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
+    auth::jwt_crypto::install();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
         let issuer = identity_provider().await?;
