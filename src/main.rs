@@ -75,6 +75,8 @@ enum Command {
         #[arg(long, default_value = "1h")]
         ttl: String,
     },
+    /// Print the OpenAPI document of the HTTP API.
+    Openapi,
     /// Check or print the effective configuration.
     Config {
         #[command(subcommand)]
@@ -125,6 +127,7 @@ fn main() -> ExitCode {
             println!("{}", serve::development_token(&c, &claims)?);
             Ok(())
         }),
+        Command::Openapi => serde_json::to_string_pretty(&schemas::openapi::document()).map(|s| println!("{s}")).map_err(Into::into),
         Command::Config { action: ConfigAction::Check { common } } => load(&common, None).map(|_| println!("configuration is valid")),
         Command::Config { action: ConfigAction::Print { common } } => load(&common, None).and_then(|c| {
             print!("{}", toml::to_string_pretty(&config::redacted(&c))?);

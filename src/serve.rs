@@ -207,6 +207,7 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         .route("/healthz", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(|| async { axum::Json(schemas::openapi::document()) }))
         .with_state(Ops { pipeline: pipeline.clone(), registry });
     let app = ingest::http::router(state.clone())
         .merge(query_router(&config, listen, store.clone(), Arc::new(PipelineAudit(pipeline.clone())))?)

@@ -12,6 +12,7 @@ mod clickhouse_backend;
 mod durability;
 mod ingest_api;
 mod loki_api;
+mod openapi_doc;
 mod query_api;
 mod shippers;
 mod tail_api;

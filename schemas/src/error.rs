@@ -43,6 +43,26 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    pub const ALL: [ErrorCode; 17] = [
+        ErrorCode::Unauthenticated,
+        ErrorCode::Forbidden,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::LineTooLong,
+        ErrorCode::MalformedBody,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::BadRequest,
+        ErrorCode::NothingAccepted,
+        ErrorCode::Backpressure,
+        ErrorCode::Unavailable,
+        ErrorCode::Timeout,
+        ErrorCode::NotFound,
+        ErrorCode::InvalidQuery,
+        ErrorCode::LimitExceeded,
+        ErrorCode::TooManyQueries,
+        ErrorCode::QueryTimeout,
+        ErrorCode::Internal,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::Unauthenticated => "unauthenticated",

@@ -8,6 +8,7 @@
 //!   write-ahead log. It is total: any byte string decodes to rows or to an error, never a panic.
 //! - [`migrations`]: numbered ClickHouse DDL, single-node and cluster forms.
 //! - [`ErrorCode`]: the stable error codes clients see, each with its HTTP status.
+//! - `openapi` (feature `http`): the OpenAPI document of the HTTP API.
 //!
 //! ```
 //! use schemas::{LogRecord, Rows, codec};
@@ -20,6 +21,8 @@ pub mod arrow_schema;
 pub mod codec;
 mod error;
 pub mod migrations;
+#[cfg(feature = "http")]
+pub mod openapi;
 pub mod records;
 
 pub use error::{ApiError, ErrorCode};
