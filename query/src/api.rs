@@ -164,15 +164,7 @@ pub(crate) fn now_ns() -> i64 {
 /// The parts of a request every log endpoint shares, checked, with the authorised scope.
 /// Also returns the compiled terms (for highlights), so the search text is compiled once here.
 async fn log_search(state: &QueryState, id: &Identity, p: &Params, limit: usize) -> Result<(LogSearch, Matcher), ApiError> {
-    let to_ns = p.time("to")?.unwrap_or_else(now_ns);
-    let from_ns = match (p.time("from")?, p.duration_ns("since")?) {
-        (Some(f), _) => f,
-        (None, Some(since)) => to_ns.saturating_sub(since),
-        (None, None) => to_ns.saturating_sub(3_600_000_000_000),
-    };
-    if from_ns >= to_ns {
-        return Err(ApiError::new(ErrorCode::InvalidQuery, "`from` must be before `to`"));
-    }
+    let (from_ns, to_ns) = p.range("from", "to", 3_600_000_000_000, false)?;
     let max_range = i64::try_from(state.limits.max_range_secs).unwrap_or(i64::MAX).saturating_mul(1_000_000_000);
     if to_ns.saturating_sub(from_ns) > max_range {
         return Err(ApiError::new(

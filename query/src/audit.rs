@@ -134,15 +134,7 @@ async fn search_body(state: &crate::QueryState, id: &Identity, p: &crate::params
     use schemas::ErrorCode;
 
     let scope = state.gate.audit(id).map_err(ApiError::from)?;
-    let to_ns = p.time("to")?.unwrap_or_else(crate::api::now_ns);
-    let from_ns = match (p.time("from")?, p.duration_ns("since")?) {
-        (Some(f), _) => f,
-        (None, Some(s)) => to_ns.saturating_sub(s),
-        (None, None) => to_ns.saturating_sub(86_400_000_000_000),
-    };
-    if from_ns >= to_ns {
-        return Err(ApiError::new(ErrorCode::InvalidQuery, "`from` must be before `to`"));
-    }
+    let (from_ns, to_ns) = p.range("from", "to", 86_400_000_000_000, false)?;
     let limit = p.usize("limit")?.unwrap_or(state.limits.default_lines);
     if limit == 0 || limit > state.limits.max_lines {
         return Err(ApiError::new(ErrorCode::LimitExceeded, format!("`limit` must be 1..={}", state.limits.max_lines)));

@@ -103,15 +103,7 @@ fn params(raw: Option<&str>, headers: &HeaderMap, body: &Bytes) -> Result<Params
 
 /// `start`/`end` (or `since`), checked against the range limit. Defaults: the last hour.
 fn time_range(state: &QueryState, p: &Params) -> Result<(i64, i64), ApiError> {
-    let end = p.time("end")?.unwrap_or_else(now_ns);
-    let start = match (p.time("start")?, p.duration_ns("since")?) {
-        (Some(s), _) => s,
-        (None, Some(since)) => end.saturating_sub(since),
-        (None, None) => end.saturating_sub(3_600_000_000_000),
-    };
-    if start > end {
-        return Err(invalid("`start` must not be after `end`"));
-    }
+    let (start, end) = p.range("start", "end", 3_600_000_000_000, true)?;
     let max = i64::try_from(state.limits.max_range_secs).unwrap_or(i64::MAX).saturating_mul(1_000_000_000);
     if end - start > max {
         return Err(ApiError::new(
@@ -550,38 +542,27 @@ async fn stream_list(
         .collect())
 }
 
-async fn label_names(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
-    let p = params(raw.as_deref(), &headers, &body)?;
-    let id = state.identify(&headers).await?;
-    let (start, end) = time_range(&state, &p)?;
+/// The streams an index endpoint answers from: in range, matching the optional `query`
+/// selector, in scope; audited as `action`.
+async fn index_streams(state: &QueryState, headers: &HeaderMap, raw: Option<&str>, body: &Bytes, action: &str) -> Result<Vec<(StreamCount, Labels)>, ApiError> {
+    let p = params(raw, headers, body)?;
+    let id = state.identify(headers).await?;
+    let (start, end) = time_range(state, &p)?;
     let sel = log_query(&p, "query")?;
-    let list = bounded(
-        &state,
-        &id,
-        "loki.labels",
-        p.one("query").unwrap_or_default(),
-        stream_list(&state, &id, sel.as_ref(), start, end.saturating_add(1), None),
-        |l| l.len() as u64,
-    )
-    .await?;
+    bounded(state, &id, action, p.one("query").unwrap_or_default(), stream_list(state, &id, sel.as_ref(), start, end.saturating_add(1), None), |l| {
+        l.len() as u64
+    })
+    .await
+}
+
+async fn label_names(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
+    let list = index_streams(&state, &headers, raw.as_deref(), &body, "loki.labels").await?;
     let names: BTreeSet<&str> = list.iter().flat_map(|(_, l)| l.keys().map(String::as_str)).collect();
     Ok(axum::Json(json!({ "status": "success", "data": names })))
 }
 
 async fn label_values(State(state): State<QueryState>, Path(name): Path<String>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
-    let p = params(raw.as_deref(), &headers, &body)?;
-    let id = state.identify(&headers).await?;
-    let (start, end) = time_range(&state, &p)?;
-    let sel = log_query(&p, "query")?;
-    let list = bounded(
-        &state,
-        &id,
-        "loki.label_values",
-        p.one("query").unwrap_or_default(),
-        stream_list(&state, &id, sel.as_ref(), start, end.saturating_add(1), None),
-        |l| l.len() as u64,
-    )
-    .await?;
+    let list = index_streams(&state, &headers, raw.as_deref(), &body, "loki.label_values").await?;
     let values: BTreeSet<&str> = list.iter().filter_map(|(_, l)| l.get(&name).map(String::as_str)).collect();
     Ok(axum::Json(json!({ "status": "success", "data": values })))
 }
@@ -620,19 +601,7 @@ async fn series(State(state): State<QueryState>, headers: HeaderMap, RawQuery(ra
 }
 
 async fn index_stats(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
-    let p = params(raw.as_deref(), &headers, &body)?;
-    let id = state.identify(&headers).await?;
-    let (start, end) = time_range(&state, &p)?;
-    let sel = log_query(&p, "query")?;
-    let list = bounded(
-        &state,
-        &id,
-        "loki.index_stats",
-        p.one("query").unwrap_or_default(),
-        stream_list(&state, &id, sel.as_ref(), start, end.saturating_add(1), None),
-        |l| l.len() as u64,
-    )
-    .await?;
+    let list = index_streams(&state, &headers, raw.as_deref(), &body, "loki.index_stats").await?;
     let streams = list.len();
     let (entries, bytes) = list.iter().fold((0u64, 0u64), |(e, b), (s, _)| (e + s.entries, b + s.bytes));
     // Storage has no chunks; each stream counts as one.
@@ -697,19 +666,7 @@ async fn volume_range(State(state): State<QueryState>, headers: HeaderMap, RawQu
 }
 
 async fn detected_labels(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
-    let p = params(raw.as_deref(), &headers, &body)?;
-    let id = state.identify(&headers).await?;
-    let (start, end) = time_range(&state, &p)?;
-    let sel = log_query(&p, "query")?;
-    let list = bounded(
-        &state,
-        &id,
-        "loki.detected_labels",
-        p.one("query").unwrap_or_default(),
-        stream_list(&state, &id, sel.as_ref(), start, end.saturating_add(1), None),
-        |l| l.len() as u64,
-    )
-    .await?;
+    let list = index_streams(&state, &headers, raw.as_deref(), &body, "loki.detected_labels").await?;
     let mut values: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for (_, l) in &list {
         for (k, v) in l {

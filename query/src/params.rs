@@ -49,6 +49,23 @@ impl Params {
         parse_time(v).map(Some).ok_or_else(|| invalid(format!("`{key}`: `{v}` is not a time (use RFC 3339 like 2026-11-23T09:00:00Z, or Unix nanoseconds)")))
     }
 
+    /// A time range from `from_key`/`to_key`, or `since` before the end; the end defaults to
+    /// now and the start to `default_ns` before it. Ends before its start are refused (equal
+    /// ends too, unless `allow_empty`).
+    pub fn range(&self, from_key: &str, to_key: &str, default_ns: i64, allow_empty: bool) -> Result<(i64, i64), ApiError> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
+        let to = self.time(to_key)?.unwrap_or(now);
+        let from = match (self.time(from_key)?, self.duration_ns("since")?) {
+            (Some(f), _) => f,
+            (None, Some(since)) => to.saturating_sub(since),
+            (None, None) => to.saturating_sub(default_ns),
+        };
+        if from > to || (from == to && !allow_empty) {
+            return Err(invalid(format!("`{from_key}` must be before `{to_key}`")));
+        }
+        Ok((from, to))
+    }
+
     pub fn duration_ns(&self, key: &str) -> Result<Option<i64>, ApiError> {
         let Some(v) = self.one(key) else { return Ok(None) };
         parse_duration_ns(v).map(Some).ok_or_else(|| invalid(format!("`{key}`: `{v}` is not a duration (like 30s, 5m, 1h)")))

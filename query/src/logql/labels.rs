@@ -31,41 +31,24 @@ fn put(out: &mut Labels, k: &str, v: &str) {
     }
 }
 
-/// The stream labels of a stored stream.
-pub fn of_stream(s: &StreamCount) -> Labels {
+/// The stream labels of the stream columns, in `StreamColumns::NAMES` order.
+fn stream_labels(c: [&str; 8]) -> Labels {
     let mut out = Labels::new();
-    for (k, v) in [
-        ("workspace", s.workspace.as_str()),
-        ("project", &s.project),
-        ("application", &s.application),
-        ("pod", &s.pod),
-        ("container", &s.container),
-        ("node", &s.node),
-        ("stream", &s.stream),
-        ("level", &s.severity),
-        ("service_name", service_name(&s.application, &s.container)),
-    ] {
+    for (k, v) in STREAM_LABELS.iter().zip(c) {
         put(&mut out, k, v);
     }
+    put(&mut out, "service_name", service_name(c[2], c[4]));
     out
+}
+
+/// The stream labels of a stored stream.
+pub fn of_stream(s: &StreamCount) -> Labels {
+    stream_labels([&s.workspace, &s.project, &s.application, &s.pod, &s.container, &s.node, &s.stream, &s.severity])
 }
 
 /// The stream labels of a row, then its attributes as structured metadata.
 pub fn of_record(r: &LogRecord) -> Labels {
-    let mut out = Labels::new();
-    for (k, v) in [
-        ("workspace", r.workspace.as_str()),
-        ("project", &r.project),
-        ("application", &r.application),
-        ("pod", &r.pod),
-        ("container", &r.container),
-        ("node", &r.node),
-        ("stream", &r.stream),
-        ("level", r.severity.as_str()),
-        ("service_name", service_name(&r.application, &r.container)),
-    ] {
-        put(&mut out, k, v);
-    }
+    let mut out = stream_labels([&r.workspace, &r.project, &r.application, &r.pod, &r.container, &r.node, &r.stream, r.severity.as_str()]);
     for (k, v) in &r.attributes {
         let name = extracted_name(&sanitize(k));
         put(&mut out, &name, v);
