@@ -1,164 +1,35 @@
-//! The dashboard's JSON API: `GET /api/v1/logs/search` and `GET /api/v1/logs/histogram`.
+//! The dashboard's JSON API: log search, histogram, context around a hit, and the audit log.
 //!
 //! Every handler runs the same steps: verify the bearer token (identity comes from it only;
 //! `X-Scope-OrgID`, `Impersonate-*` and tenant labels in the request grant nothing), ask the
 //! [`Gate`] for a scope over the workspaces and projects the request names, then hand storage
 //! a [`LogSearch`] carrying that scope.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::BTreeSet;
+use std::time::Instant;
 
-use auth::{Gate, Identity, TokenVerifier};
+use auth::Identity;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Json, Router};
 use schemas::LogRecord;
 use schemas::{ApiError, ErrorCode};
 use serde_json::{Value, json};
 use storage::search::Matcher;
-use storage::{Cursor, LogFilters, LogSearch, Store, StoreError};
+use storage::{LogFilters, LogSearch};
 
-use crate::audit::AuditSink;
-use crate::params::{Params, decode_cursor, encode_cursor};
+use crate::params::{Params, decode_cursor, encode_cursor, next_cursor, rfc3339};
+use crate::state::{QueryState, with_timeout};
 use crate::syntax;
 
-/// Per-user and per-query bounds. Each breach is a clear 4xx (429 for concurrency).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct QueryLimits {
-    /// Longest time range one query may cover.
-    pub max_range_secs: u64,
-    /// Most lines one page may return.
-    pub max_lines: usize,
-    /// Lines per page when the request does not say.
-    pub default_lines: usize,
-    /// Queries one user may have running at once.
-    pub max_concurrent_per_user: usize,
-    /// A query running longer is cancelled (the backend query with it).
-    pub timeout_secs: u64,
-    /// Most histogram buckets.
-    pub max_buckets: usize,
-    /// Most stored lines one LogQL query may read through its pipeline (lines storage could
-    /// not filter itself); past it the query is refused with advice to narrow it.
-    pub max_scan_lines: usize,
-    /// Most series a LogQL metric query, `series` or `index/volume` may return.
-    pub max_series: usize,
-    /// A live tail ends after this long (the client reconnects to go on).
-    pub max_tail_secs: u64,
-}
-
-impl Default for QueryLimits {
-    fn default() -> Self {
-        QueryLimits {
-            max_range_secs: 31 * 86_400,
-            max_lines: 5_000,
-            default_lines: 100,
-            max_concurrent_per_user: 8,
-            timeout_secs: 30,
-            max_buckets: 2_000,
-            max_scan_lines: 1_000_000,
-            max_series: 1_000,
-            max_tail_secs: 3_600,
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct QueryState {
-    pub verifier: TokenVerifier,
-    pub gate: Gate,
-    pub store: Arc<dyn Store>,
-    pub limits: QueryLimits,
-    /// Where every query's audit record goes (none: not recorded).
-    pub audit: Option<Arc<dyn AuditSink>>,
-    running: Arc<Mutex<HashMap<String, usize>>>,
-}
-
-impl QueryState {
-    pub fn new(verifier: TokenVerifier, gate: Gate, store: Arc<dyn Store>, limits: QueryLimits) -> QueryState {
-        QueryState { verifier, gate, store, limits, audit: None, running: Arc::new(Mutex::new(HashMap::new())) }
-    }
-
-    pub fn with_audit(mut self, sink: Arc<dyn AuditSink>) -> QueryState {
-        self.audit = Some(sink);
-        self
-    }
-
-    /// Runs `f` as `id`'s request `action` for `query`, and writes its audit record.
-    pub(crate) async fn audited<T>(
-        &self,
-        id: &Identity,
-        action: &str,
-        query: &str,
-        f: impl Future<Output = Result<T, ApiError>>,
-        rows: impl Fn(&T) -> u64,
-    ) -> Result<T, ApiError> {
-        crate::audit::run(self.audit.as_ref(), crate::audit::Request { id, initiated_by: "user", action, query }, f, rows).await
-    }
-
-    /// The identity of the request's bearer token.
-    pub async fn identify(&self, headers: &HeaderMap) -> Result<Arc<Identity>, ApiError> {
-        let token = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim)
-            .unwrap_or("");
-        let cookies = headers.get(header::COOKIE).and_then(|v| v.to_str().ok());
-        self.verifier.verify(token, cookies).await.map_err(|e| {
-            tracing::debug!(error = %e, "token refused");
-            ApiError::from(e)
-        })
-    }
-
-    /// A slot among the user's concurrent queries, released when dropped.
-    pub(crate) fn slot(&self, user: &str) -> Result<Slot, ApiError> {
-        let mut running = self.running.lock().map_err(|_| ApiError::new(ErrorCode::Internal, "query slots poisoned"))?;
-        let n = running.entry(user.to_owned()).or_default();
-        if *n >= self.limits.max_concurrent_per_user {
-            return Err(ApiError::new(
-                ErrorCode::TooManyQueries,
-                format!("at most {} queries at once per user; retry shortly", self.limits.max_concurrent_per_user),
-            ));
-        }
-        *n += 1;
-        Ok(Slot { running: self.running.clone(), user: user.to_owned() })
-    }
-}
-
-pub(crate) struct Slot {
-    running: Arc<Mutex<HashMap<String, usize>>>,
-    user: String,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if let Ok(mut r) = self.running.lock()
-            && let Some(n) = r.get_mut(&self.user)
-        {
-            *n -= 1;
-            if *n == 0 {
-                r.remove(&self.user);
-            }
-        }
-    }
-}
-
-pub fn router(state: QueryState) -> Router {
+/// The dashboard's routes.
+pub fn routes() -> Router<QueryState> {
     Router::new()
-        .merge(crate::loki::routes())
         .route("/api/v1/logs/search", get(search))
         .route("/api/v1/logs/histogram", get(histogram))
         .route("/api/v1/logs/context", get(context))
-        .route("/api/v1/logs/tail", get(crate::tail::dashboard))
-        .route("/api/v1/audit/search", get(crate::audit::search))
-        .with_state(state)
-}
-
-pub(crate) fn now_ns() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+        .route("/api/v1/audit/search", get(audit_search))
 }
 
 /// The parts of a request every log endpoint shares, checked, with the authorised scope.
@@ -198,33 +69,6 @@ fn filters(p: &Params, projects: Option<BTreeSet<String>>) -> Result<LogFilters,
         containers: list("container")?,
         severities: list("level")?,
     })
-}
-
-pub(crate) fn store_error(e: StoreError) -> ApiError {
-    match e {
-        StoreError::Rejected(m) => {
-            tracing::info!(error = %m, "storage refused a query");
-            ApiError::new(ErrorCode::InvalidQuery, "the query could not be run; check the search text and filters")
-        }
-        other => {
-            tracing::warn!(error = %other, "query failed in storage");
-            ApiError::new(ErrorCode::Unavailable, "storage is unavailable; retry shortly")
-        }
-    }
-}
-
-pub(crate) async fn with_timeout<T>(state: &QueryState, f: impl Future<Output = Result<T, StoreError>>) -> Result<T, ApiError> {
-    // Dropping the storage future on timeout cancels the backend query.
-    match tokio::time::timeout(Duration::from_secs(state.limits.timeout_secs.max(1)), f).await {
-        Ok(r) => r.map_err(store_error),
-        Err(_) => Err(ApiError::new(ErrorCode::QueryTimeout, format!("the query ran past {} s and was cancelled; narrow it", state.limits.timeout_secs))),
-    }
-}
-
-pub fn rfc3339(ns: i64) -> String {
-    chrono::DateTime::from_timestamp(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string())
-        .unwrap_or_default()
 }
 
 pub(crate) fn line_json(l: &LogRecord, m: &Matcher) -> Value {
@@ -279,15 +123,6 @@ async fn search(State(state): State<QueryState>, headers: HeaderMap, RawQuery(ra
         )
         .await?;
     Ok(Json(body))
-}
-
-/// The cursor after `lines`: the oldest timestamp returned, and how many rows at it the
-/// caller has now seen (counting those an earlier page already skipped).
-pub(crate) fn next_cursor(prev: Option<Cursor>, lines: &[LogRecord]) -> Option<Cursor> {
-    let last = lines.last()?.timestamp_ns;
-    let here = lines.iter().filter(|l| l.timestamp_ns == last).count() as u32;
-    let before = prev.filter(|c| c.timestamp_ns == last).map_or(0, |c| c.skip);
-    Some(Cursor { timestamp_ns: last, skip: before + here })
 }
 
 async fn histogram(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
@@ -382,4 +217,80 @@ async fn context_body(state: &QueryState, id: &Identity, p: &Params) -> Result<V
         "before": b.iter().map(|l| line_json(l, &none)).collect::<Vec<_>>(),
         "after": a.iter().map(|l| line_json(l, &none)).collect::<Vec<_>>(),
     }))
+}
+
+/// `GET /api/v1/audit/search`: the caller's organisation's audit log, for the roles allowed to
+/// read it, newest first. Filters: `actor`, `action`, `initiated_by`, `workspace`, `outcome`
+/// (equality), `q` (words in the query text), `from`/`to`/`since`, `limit`.
+async fn audit_search(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+    let p = Params::parse(raw.as_deref())?;
+    let id = state.identify(&headers).await?;
+    let body = state
+        .audited(&id, "audit.search", raw.as_deref().unwrap_or(""), audit_body(&state, &id, &p), |v| v["records"].as_array().map_or(0, |a| a.len() as u64))
+        .await?;
+    Ok(axum::Json(body))
+}
+
+async fn audit_body(state: &QueryState, id: &Identity, p: &Params) -> Result<Value, ApiError> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::TimestampNanosecondType;
+
+    let scope = state.gate.audit(id).map_err(ApiError::from)?;
+    let (from_ns, to_ns) = p.range("from", "to", 86_400_000_000_000, false)?;
+    let limit = p.usize("limit")?.unwrap_or(state.limits.default_lines);
+    if limit == 0 || limit > state.limits.max_lines {
+        return Err(ApiError::new(ErrorCode::LimitExceeded, format!("`limit` must be 1..={}", state.limits.max_lines)));
+    }
+    let terms = crate::syntax::parse(p.one("q").unwrap_or("")).map_err(|m| ApiError::new(ErrorCode::InvalidQuery, m))?;
+    let matcher = storage::search::Matcher::new(&terms).map_err(|m| ApiError::new(ErrorCode::InvalidQuery, m))?;
+    let request = storage::ScanRequest { table: scope.table(), org_id: scope.org_id().map(str::to_owned), workspaces: None, from_ns, to_ns };
+    let _slot = state.slot(id.user())?;
+    let batches = with_timeout(state, state.store.scan(&request)).await?;
+    let eq: Vec<(&str, String)> =
+        ["actor", "action", "initiated_by", "workspace", "outcome"].into_iter().filter_map(|k| p.one(k).map(|v| (k, v.to_owned()))).collect();
+    let mut out: Vec<(i64, serde_json::Value)> = Vec::new();
+    for b in &batches {
+        let col = |name: &str| b.column_by_name(name).and_then(|c| c.as_string_opt::<i32>().cloned());
+        let Some(ts) = b.column_by_name("timestamp").and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>().cloned()) else { continue };
+        let names = ["org_id", "workspace", "actor", "initiated_by", "action", "resource", "outcome", "message"];
+        let cols: Vec<Option<arrow::array::StringArray>> = names.iter().map(|n| col(n)).collect();
+        let attrs = b.column_by_name("attributes").and_then(|c| c.as_map_opt().cloned());
+        for i in 0..b.num_rows() {
+            let v =
+                |k: &str| -> &str { names.iter().position(|n| *n == k).and_then(|j| cols[j].as_ref()).filter(|a| a.is_valid(i)).map_or("", |a| a.value(i)) };
+            // The second wall: only the scope's organisation, whatever storage returned.
+            if Some(v("org_id")) != scope.org_id() || !eq.iter().all(|(k, want)| v(k) == want) || !matcher.is_match(v("message")) {
+                continue;
+            }
+            let mut attributes = serde_json::Map::new();
+            if let Some(m) = &attrs
+                && m.is_valid(i)
+            {
+                let e = m.value(i);
+                let (ks, vs) = (e.column(0).as_string::<i32>(), e.column(1).as_string::<i32>());
+                for j in 0..e.len() {
+                    attributes.insert(ks.value(j).to_owned(), serde_json::Value::String(vs.value(j).to_owned()));
+                }
+            }
+            let t = ts.value(i);
+            out.push((
+                t,
+                serde_json::json!({
+                    "timestamp": rfc3339(t),
+                    "timestamp_ns": t.to_string(),
+                    "workspace": v("workspace"),
+                    "actor": v("actor"),
+                    "initiated_by": v("initiated_by"),
+                    "action": v("action"),
+                    "resource": v("resource"),
+                    "outcome": v("outcome"),
+                    "query": v("message"),
+                    "attributes": attributes,
+                }),
+            ));
+        }
+    }
+    out.sort_by_key(|r| std::cmp::Reverse(r.0));
+    out.truncate(limit);
+    Ok(serde_json::json!({ "records": out.into_iter().map(|(_, v)| v).collect::<Vec<_>>() }))
 }

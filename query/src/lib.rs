@@ -7,9 +7,11 @@
 //! 3. the read: a [`storage::LogSearch`] carrying that scope goes to [`storage::Store`], which
 //!    applies it again itself (the second wall).
 //!
-//! [`api`] serves the dashboard's JSON API; [`syntax`] parses its search text; [`params`]
-//! reads times, durations, lists and cursors. [`loki`] serves Grafana's Loki datasource and
-//! Logs Drilldown over [`logql`]; [`patterns`] groups lines into templates.
+//! [`state`] holds what every endpoint shares (limits, per-user slots, the audit sink);
+//! [`api`] serves the dashboard's JSON API, with [`syntax`] for its search text and [`params`]
+//! for times, durations, lists and cursors; [`loki`] serves Grafana's Loki datasource and Logs
+//! Drilldown over [`logql`]; [`tail`] follows a search live for both; [`audit`] records every
+//! query; [`patterns`] groups lines into templates.
 
 pub mod api;
 pub mod audit;
@@ -17,7 +19,14 @@ pub mod logql;
 pub mod loki;
 pub mod params;
 pub mod patterns;
+pub mod state;
 pub mod syntax;
 pub mod tail;
 
-pub use api::{QueryLimits, QueryState, router};
+pub use state::{QueryLimits, QueryState};
+
+/// Every query route, with its state.
+pub fn router(state: QueryState) -> axum::Router {
+    use axum::routing::get;
+    api::routes().merge(loki::routes()).route("/api/v1/logs/tail", get(tail::dashboard)).route("/loki/api/v1/tail", get(tail::loki)).with_state(state)
+}

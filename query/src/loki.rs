@@ -24,13 +24,14 @@ use schemas::{ApiError, ErrorCode, LogRecord};
 use serde_json::{Value, json};
 use storage::{LogSearch, StreamColumns, StreamCount, StreamsBy};
 
-use crate::api::{QueryState, next_cursor, now_ns, store_error};
 use crate::logql::eval::{self, Buckets, Steps};
 use crate::logql::labels::{self, Labels, STREAM_LABELS};
 use crate::logql::pipeline::{Entry, Pipeline};
 use crate::logql::{AggOp, Expr, LogExpr, MetricExpr, RangeFn};
 use crate::params::{Params, parse_duration_ns};
+use crate::params::{next_cursor, now_ns};
 use crate::patterns;
+use crate::state::{QueryState, store_error};
 
 /// The Loki version Grafana's feature detection is told (`status/buildinfo`).
 pub const COMPATIBLE_LOKI_VERSION: &str = "3.4.0";
@@ -56,7 +57,6 @@ pub fn routes() -> Router<QueryState> {
     let r = r.route("/loki/api/v1/detected_field/{name}/values", get(detected_field_values).post(detected_field_values));
     let r = r.route("/loki/api/v1/patterns", get(patterns_handler).post(patterns_handler));
     let r = r.route("/loki/api/v1/drilldown-limits", get(drilldown_limits));
-    let r = r.route("/loki/api/v1/tail", get(crate::tail::loki));
     r.route("/loki/api/v1/status/buildinfo", get(buildinfo))
 }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use schemas::LogRecord;
 use schemas::{ApiError, ErrorCode};
 use storage::Cursor;
 
@@ -141,6 +142,25 @@ pub fn decode_cursor(s: &str) -> Result<Cursor, ApiError> {
     let text = String::from_utf8(B64.decode(s).map_err(|_| bad())?).map_err(|_| bad())?;
     let (ts, skip) = text.split_once(':').ok_or_else(bad)?;
     Ok(Cursor { timestamp_ns: ts.parse().map_err(|_| bad())?, skip: skip.parse().map_err(|_| bad())? })
+}
+
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+pub fn rfc3339(ns: i64) -> String {
+    chrono::DateTime::from_timestamp(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string())
+        .unwrap_or_default()
+}
+
+/// The cursor after `lines`: the oldest timestamp returned, and how many rows at it the
+/// caller has now seen (counting those an earlier page already skipped).
+pub fn next_cursor(prev: Option<Cursor>, lines: &[LogRecord]) -> Option<Cursor> {
+    let last = lines.last()?.timestamp_ns;
+    let here = lines.iter().filter(|l| l.timestamp_ns == last).count() as u32;
+    let before = prev.filter(|c| c.timestamp_ns == last).map_or(0, |c| c.skip);
+    Some(Cursor { timestamp_ns: last, skip: before + here })
 }
 
 #[cfg(test)]

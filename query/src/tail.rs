@@ -26,8 +26,9 @@ use serde_json::{Value, json};
 use storage::LogSearch;
 use storage::search::Matcher;
 
-use crate::api::{QueryState, next_cursor, now_ns, store_error};
 use crate::params::Params;
+use crate::params::{next_cursor, now_ns};
+use crate::state::{QueryState, Slot, store_error};
 
 /// How far back each poll looks for rows that arrived late.
 pub const LATE_NS: i64 = 10_000_000_000;
@@ -214,7 +215,7 @@ async fn follow_socket(
     mut follow: Follow,
     initial: Vec<LogRecord>,
     start: i64,
-    _slot: crate::api::Slot,
+    _slot: Slot,
 ) {
     let started = Instant::now();
     let mut batch = initial;

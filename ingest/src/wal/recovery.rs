@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::format::{self, HEADER_LEN};
-use super::writer::SegmentEntry;
+use super::writer::{SegmentEntry, create_segment, sync_dir};
 use super::{Record, RecoveryReport, WalConfig, WalError};
 
 const WAL_ID_FILE: &str = "WAL_ID";
@@ -84,16 +84,6 @@ pub(super) fn open_dir(config: &WalConfig) -> Result<Opened, WalError> {
     };
     let disk_bytes = segments.iter().map(|s| s.bytes).sum();
     Ok(Opened { wal_id, lock, records: replay.records, report: replay.report, segments, active, active_len, next_seq, disk_bytes })
-}
-
-/// Creates an empty segment named after `first_seq`. Its name is durable only after
-/// [`sync_dir`], which must happen before anything written to it is acknowledged.
-pub(super) fn create_segment(dir: &Path, first_seq: u64) -> io::Result<File> {
-    OpenOptions::new().write(true).create_new(true).open(dir.join(format::segment_file_name(first_seq)))
-}
-
-pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 fn corrupt(path: &Path, what: &str, error: &io::Error) -> WalError {

@@ -13,10 +13,10 @@
 //!   is on disk is unknown, and every request is refused until the process restarts and
 //!   replays what really is on disk.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -24,7 +24,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::WalError;
 use super::format;
-use super::recovery::{create_segment, sync_dir};
 
 pub(super) type Reply = oneshot::Sender<Result<u64, WalError>>;
 
@@ -310,4 +309,15 @@ fn copy_io_error(error: &io::Error) -> io::Error {
         Some(code) => io::Error::from_raw_os_error(code),
         None => io::Error::new(error.kind(), error.to_string()),
     }
+}
+
+/// Creates an empty segment named after `first_seq`. Its name is durable only after
+/// [`sync_dir`], which must happen before anything written to it is acknowledged.
+pub(super) fn create_segment(dir: &Path, first_seq: u64) -> io::Result<File> {
+    OpenOptions::new().write(true).create_new(true).open(dir.join(format::segment_file_name(first_seq)))
+}
+
+/// Makes a directory's entries (a created or removed file) durable.
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }

@@ -281,7 +281,7 @@ impl Pipeline {
                             TemplatePart::Text(s) => out.push_str(s),
                             TemplatePart::Label(l) => out.push_str(e.labels.get(l).map_or("", String::as_str)),
                             TemplatePart::Line => out.push_str(&e.line),
-                            TemplatePart::Timestamp => out.push_str(&crate::api::rfc3339(e.timestamp_ns)),
+                            TemplatePart::Timestamp => out.push_str(&crate::params::rfc3339(e.timestamp_ns)),
                         }
                     }
                     e.line = out;
