@@ -36,7 +36,7 @@ use crate::state::{QueryState, store_error};
 /// The Loki version Grafana's feature detection is told (`status/buildinfo`).
 pub const COMPATIBLE_LOKI_VERSION: &str = "3.4.0";
 /// Rows read from storage per page while a pipeline filters them.
-const PAGE: usize = 2_000;
+const PAGE: usize = 10_000;
 /// Most points per series in a range query (Loki's limit).
 const MAX_POINTS: i64 = 11_000;
 /// Lines sampled for `detected_fields` and `patterns` when the request does not say.
@@ -295,7 +295,7 @@ async fn range_input(
     let pl = compile(l)?;
     let scope = scope_for(state, id, Some(&pl)).await?;
     let mut q = search(scope, layout.origin, layout.to_ns(), Some(&pl), false);
-    let mut b = Buckets::default();
+    let mut b = Buckets::new(layout, state.limits.max_series);
     if pl.only_pushed() {
         // Storage counts entries and bytes per stream and bucket itself.
         for s in state.store.streams(&q, StreamsBy { step_ns: Some(layout.width), columns, bytes }).await.map_err(store_error)? {
@@ -322,10 +322,10 @@ async fn range_input(
     if let Some(err) = b.series.keys().find_map(|l| l.get("__error__")) {
         return Err(invalid(format!("pipeline error: `{err}` on some lines; add | __error__=\"\" to leave out lines that fail to parse")));
     }
-    if b.series.len() > state.limits.max_series {
+    if b.overflow {
         return Err(ApiError::new(
             ErrorCode::LimitExceeded,
-            format!("the query has more than {} series; aggregate it (sum by …) or narrow the selector", state.limits.max_series),
+            format!("the query has more than {} series at this resolution; aggregate it (sum by …), narrow the selector or use a larger step", b.series.len()),
         ));
     }
     Ok(b)

@@ -35,6 +35,9 @@ pub const LATE_NS: i64 = 10_000_000_000;
 const POLL: Duration = Duration::from_secs(1);
 /// Rows read per page while polling.
 const PAGE: usize = 1_000;
+/// Pages one poll reads at most (a tail of a very busy stream passes on what it can, like
+/// Loki's, and counts the rest as dropped).
+const MAX_POLL_PAGES: usize = 20;
 
 /// Follows a search forward in time.
 pub struct Follow {
@@ -75,7 +78,7 @@ impl Follow {
         q.limit = PAGE;
         q.cursor = None;
         let (mut out, mut dropped) = (Vec::new(), 0);
-        loop {
+        for pages in 1.. {
             let page = state.store.search(&q).await.map_err(store_error)?;
             let (n, next) = (page.len(), next_cursor(q.cursor, &page));
             for r in page {
@@ -91,6 +94,10 @@ impl Follow {
                 }
             }
             if n < q.limit {
+                break;
+            }
+            if pages >= MAX_POLL_PAGES {
+                dropped += 1;
                 break;
             }
             q.cursor = next;

@@ -67,24 +67,52 @@ pub fn layout(steps: &Steps, range_ns: i64, offset_ns: i64) -> Layout {
     Layout { origin, width, count: (span / width) as usize }
 }
 
+/// Most buckets (series × buckets per series) one query may hold: 16 bytes each.
+pub const MAX_CELLS: usize = 16 << 20;
+
 /// Entries and bytes per series per bucket, for one range function.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Buckets {
     pub series: BTreeMap<Labels, Vec<(u64, u64)>>,
+    /// Most series this may hold; one more sets `overflow` instead of being added.
+    limit: usize,
+    pub overflow: bool,
+}
+
+impl Default for Buckets {
+    fn default() -> Buckets {
+        Buckets { series: BTreeMap::new(), limit: usize::MAX, overflow: false }
+    }
 }
 
 impl Buckets {
-    pub fn add(&mut self, layout: &Layout, labels: Labels, ts: i64, bytes: u64) {
-        let Some(j) = layout.bucket(ts) else { return };
-        let v = self.series.entry(labels).or_insert_with(|| vec![(0, 0); layout.count]);
-        v[j].0 += 1;
-        v[j].1 += bytes;
+    /// At most `max_series` series, and never more than [`MAX_CELLS`] buckets in all.
+    pub fn new(layout: &Layout, max_series: usize) -> Buckets {
+        Buckets { limit: max_series.min(MAX_CELLS / layout.count.max(1)), ..Buckets::default() }
     }
-    pub fn add_count(&mut self, layout: &Layout, labels: Labels, start_ns: i64, entries: u64, bytes: u64) {
-        let Some(j) = layout.bucket(start_ns) else { return };
+
+    fn cell(&mut self, layout: &Layout, labels: Labels, at: i64) -> Option<&mut (u64, u64)> {
+        let j = layout.bucket(at)?;
+        if !self.series.contains_key(&labels) && self.series.len() >= self.limit {
+            self.overflow = true;
+            return None;
+        }
         let v = self.series.entry(labels).or_insert_with(|| vec![(0, 0); layout.count]);
-        v[j].0 += entries;
-        v[j].1 += bytes;
+        Some(&mut v[j])
+    }
+
+    pub fn add(&mut self, layout: &Layout, labels: Labels, ts: i64, bytes: u64) {
+        if let Some(c) = self.cell(layout, labels, ts) {
+            c.0 += 1;
+            c.1 += bytes;
+        }
+    }
+
+    pub fn add_count(&mut self, layout: &Layout, labels: Labels, start_ns: i64, entries: u64, bytes: u64) {
+        if let Some(c) = self.cell(layout, labels, start_ns) {
+            c.0 += entries;
+            c.1 += bytes;
+        }
     }
 }
 
@@ -284,6 +312,24 @@ mod tests {
         // A range longer than the step overlaps windows: gcd-wide buckets.
         let l = layout(&steps, 90 * S, 0);
         assert_eq!(l.width, 30 * S);
+    }
+
+    #[test]
+    fn buckets_stop_at_their_series_and_cell_budget() {
+        let steps = Steps { start: 0, end: 1_000, step: 1 };
+        let l = layout(&steps, 1, 0);
+        let mut b = Buckets::new(&l, 2);
+        for pod in ["a", "b", "c"] {
+            b.add(&l, labels(&[("pod", pod)]), 5, 1);
+        }
+        assert!(b.overflow && b.series.len() == 2);
+        // A wide layout allows fewer series than asked for, so memory stays bounded.
+        let wide = Layout { origin: 0, width: 1, count: MAX_CELLS / 4 };
+        let mut b = Buckets::new(&wide, 1_000);
+        for i in 0..5 {
+            b.add(&wide, labels(&[("pod", &i.to_string())]), 1, 1);
+        }
+        assert_eq!((b.series.len(), b.overflow), (4, true));
     }
 
     #[test]
