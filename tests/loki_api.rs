@@ -444,6 +444,70 @@ async fn loki_api(server: Server) {
             }
         }
     }
+    // A property: random LogQL built from selector, filter and aggregation fragments (tenancy
+    // labels and hostile values among them) never shows or counts another tenant's rows.
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: usize| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % n as u64) as usize
+    };
+    let matchers = [
+        r#"workspace=~".*""#,
+        r#"workspace!="ws-a""#,
+        r#"workspace=~"ws-[ab]""#,
+        r#"workspace="ws-b""#,
+        r#"project=~".+""#,
+        r#"project!="shop""#,
+        r#"project="web""#,
+        r#"pod=~"api.*""#,
+        r#"level="error""#,
+        r#"service_name=~".+""#,
+        r#"org_id="globex""#,
+        r#"workspace=~"(?i)WS-.*""#,
+        r#"project=~"shop|web|billing""#,
+        r#"container!~"x""#,
+    ];
+    let stages = [
+        "",
+        r#" |= "tenant""#,
+        r#" != "tenant=a""#,
+        r#" |~ "tenant=[a-z]""#,
+        " | json",
+        " | logfmt",
+        r#" | json | workspace_extracted="ws-b""#,
+        r#" | logfmt | tenant="c""#,
+        r#" | json | __error__="""#,
+        r#" | line_format "{{.workspace}} {{.project}}""#,
+        " | drop workspace",
+        " | keep project, pod",
+    ];
+    let aggs = ["sum by (workspace) ({})", "count by (project) ({})", "sum({})", "topk(3, sum by (pod, workspace) ({}))", "{}"];
+    for _ in 0..60 {
+        let mut sel: Vec<&str> = (0..1 + next(3)).map(|_| matchers[next(matchers.len())]).collect();
+        sel.dedup();
+        let log = format!("{{{}}}{}{}", sel.join(", "), stages[next(stages.len())], stages[next(stages.len())]);
+        let (s, body) = ask(vec![("query", log.clone()), ("start", start.clone()), ("end", end.clone()), ("limit", "1000".into())]).await;
+        assert!(s == 200 || s == 400, "{log}: {s} {body}");
+        assert!(tenants_in(&body).is_subset(&BTreeSet::from(['a', 'b'])), "{log} leaked: {body}");
+        if s == 200 {
+            for (l, _, _) in entries(&body) {
+                assert_eq!(l.get("workspace").map_or("ws-a", String::as_str), "ws-a", "{log}");
+            }
+            assert!(entries(&body).len() <= visible.len(), "{log}");
+        }
+        let metric = aggs[next(aggs.len())].replace("{}", &format!("count_over_time({log} | drop __error__, __error_details__ [10m])"));
+        let (s, body) = ask(vec![("query", metric.clone()), ("start", t0.to_string()), ("end", (t0 + 10 * 60 * S).to_string()), ("step", "60s".into())]).await;
+        assert!(s == 200 || s == 400, "{metric}: {s} {body}");
+        if s == 200 {
+            for (l, points) in matrix(&body) {
+                assert!(l.get("workspace").is_none_or(|w| w == "ws-a"), "{metric}: {l:?}");
+                assert!(points.iter().all(|(_, v)| *v <= visible.len() as f64), "{metric}: counted other tenants: {body}");
+            }
+        }
+    }
+
     // Another organisation's user with the same workspace name sees only its own rows.
     let gary = token(&server, "gary", "globex", &["ws-a"], &[]);
     let (_, body) =
