@@ -95,6 +95,23 @@ pub struct StreamCount {
     pub bytes: u64,
 }
 
+impl StreamCount {
+    /// The order `Store::streams` returns: by bucket, then the stream columns.
+    pub fn order(a: &StreamCount, b: &StreamCount) -> std::cmp::Ordering {
+        (a.start_ns, &a.workspace, &a.project, &a.application, &a.pod, &a.container, &a.node, &a.stream, &a.severity).cmp(&(
+            b.start_ns,
+            &b.workspace,
+            &b.project,
+            &b.application,
+            &b.pod,
+            &b.container,
+            &b.node,
+            &b.stream,
+            &b.severity,
+        ))
+    }
+}
+
 /// Which stream columns [`crate::Store::streams`] groups by; the others come back empty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamColumns(pub u8);

@@ -184,11 +184,14 @@ impl ClickHouseStore {
         params.push(("step".into(), P::I64(step_ns.max(1))));
         let sql = format!(
             "SELECT {{from:Int64}} + intDiv(toUnixTimestamp64Nano(timestamp) - {{from:Int64}}, {{step:Int64}}) * {{step:Int64}} AS start, severity, count() AS count \
-             FROM {} WHERE {cond} GROUP BY start, severity ORDER BY start, severity",
+             FROM {} WHERE {cond} GROUP BY start, severity",
             self.table(schemas::Table::Logs)
         );
         let rows = timed(self.bind(&sql, params).fetch_all::<BucketOut>()).await?;
-        Ok(rows.into_iter().map(|r| HistogramBucket { start_ns: r.start, severity: r.severity, count: r.count }).collect())
+        // Sorted here: a few thousand buckets cost less to sort than the engine's ORDER BY.
+        let mut out: Vec<HistogramBucket> = rows.into_iter().map(|r| HistogramBucket { start_ns: r.start, severity: r.severity, count: r.count }).collect();
+        out.sort_unstable_by(|a, b| (a.start_ns, &a.severity).cmp(&(b.start_ns, &b.severity)));
+        Ok(out)
     }
 }
 
@@ -215,12 +218,12 @@ impl ClickHouseStore {
         let sql = format!(
             "SELECT {{from:Int64}} + intDiv(toUnixTimestamp64Nano(timestamp) - {{from:Int64}}, {{step:Int64}}) * {{step:Int64}} AS start, \
              {select}count() AS entries, {} AS bytes \
-             FROM {} WHERE {cond} GROUP BY {group} ORDER BY {group}",
+             FROM {} WHERE {cond} GROUP BY {group}",
             if by.bytes { "sum(length(message))" } else { "toUInt64(0)" },
             self.table(schemas::Table::Logs)
         );
         let rows = timed(self.bind(&sql, params).fetch_all::<StreamOut>()).await?;
-        Ok(rows
+        let mut out: Vec<StreamCount> = rows
             .into_iter()
             .map(|r| StreamCount {
                 start_ns: r.start,
@@ -235,7 +238,10 @@ impl ClickHouseStore {
                 entries: r.entries,
                 bytes: r.bytes,
             })
-            .collect())
+            .collect();
+        // Sorted here rather than by the engine (cheaper for a few thousand rows).
+        out.sort_unstable_by(StreamCount::order);
+        Ok(out)
     }
 }
 

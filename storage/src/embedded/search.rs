@@ -175,19 +175,7 @@ impl EmbeddedStore {
                 bytes,
             })
             .collect();
-        out.sort_by(|a, b| {
-            (a.start_ns, &a.workspace, &a.project, &a.application, &a.pod, &a.container, &a.node, &a.stream, &a.severity).cmp(&(
-                b.start_ns,
-                &b.workspace,
-                &b.project,
-                &b.application,
-                &b.pod,
-                &b.container,
-                &b.node,
-                &b.stream,
-                &b.severity,
-            ))
-        });
+        out.sort_unstable_by(StreamCount::order);
         Ok(out)
     }
 }
