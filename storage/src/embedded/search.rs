@@ -41,7 +41,7 @@ impl EmbeddedStore {
     /// Calls `f` with every batch of rows in the scope's directories.
     fn each_batch(&self, q: &LogSearch, mut f: impl FnMut(&RecordBatch) -> Result<(), StoreError>) -> Result<(), StoreError> {
         for dir in self.search_dirs(q)? {
-            each_stored_batch(&dir, &mut f)?;
+            each_stored_batch(&dir, Some((q.from_ns, q.to_ns)), &mut f)?;
         }
         Ok(())
     }
