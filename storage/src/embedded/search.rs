@@ -40,8 +40,17 @@ impl EmbeddedStore {
 
     /// Calls `f` with every batch of rows in the scope's directories.
     fn each_batch(&self, q: &LogSearch, mut f: impl FnMut(&RecordBatch) -> Result<(), StoreError>) -> Result<(), StoreError> {
+        // A cursor narrows the range: a later page reads only the row groups it can come from.
+        let (mut from, mut to) = (q.from_ns, q.to_ns);
+        if let Some(c) = q.cursor {
+            if q.oldest_first {
+                from = from.max(c.timestamp_ns);
+            } else {
+                to = to.min(c.timestamp_ns.saturating_add(1));
+            }
+        }
         for dir in self.search_dirs(q)? {
-            each_stored_batch(&dir, Some((q.from_ns, q.to_ns)), &mut f)?;
+            each_stored_batch(&dir, Some((from, to)), &mut f)?;
         }
         Ok(())
     }
