@@ -116,41 +116,17 @@ fn query_router(config: &Config, listen: SocketAddr, store: Arc<dyn Store>, audi
 }
 
 /// Audit records of queries go through the ingest pipeline: durable in the write-ahead log,
-/// then stored like any other row. They are gathered for up to [`AUDIT_GATHER`] and logged as
-/// one batch (one log append instead of one per query), beside the answers, never in front of
-/// them. A full queue drops records and says so rather than slow queries down.
-struct PipelineAudit(tokio::sync::mpsc::Sender<schemas::AuditRecord>);
-
-const AUDIT_GATHER: Duration = Duration::from_millis(100);
-const AUDIT_QUEUE: usize = 16_384;
-
-impl PipelineAudit {
-    fn start(pipeline: Pipeline) -> PipelineAudit {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<schemas::AuditRecord>(AUDIT_QUEUE);
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut batch = vec![first];
-                let deadline = tokio::time::Instant::now() + AUDIT_GATHER;
-                while batch.len() < 1_024 {
-                    match tokio::time::timeout_at(deadline, rx.recv()).await {
-                        Ok(Some(r)) => batch.push(r),
-                        Ok(None) | Err(_) => break,
-                    }
-                }
-                if let Err(e) = pipeline.submit(schemas::Rows::AuditLogs(batch)).await {
-                    tracing::warn!(error = %e, "audit records could not be logged");
-                }
-            }
-        });
-        PipelineAudit(tx)
-    }
-}
+/// then stored like any other row. Submitting runs beside the answer, never in front of it.
+struct PipelineAudit(Pipeline);
 
 impl query::audit::AuditSink for PipelineAudit {
     fn record(&self, record: schemas::AuditRecord) {
-        if self.0.try_send(record).is_err() {
-            tracing::warn!("the audit queue is full; an audit record was dropped");
-        }
+        let pipeline = self.0.clone();
+        tokio::spawn(async move {
+            if let Err(e) = pipeline.submit(schemas::Rows::AuditLogs(vec![record])).await {
+                tracing::warn!(error = %e, "an audit record could not be logged");
+            }
+        });
     }
 }
 
@@ -234,7 +210,7 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         .route("/openapi.json", get(|| async { axum::Json(schemas::openapi::document()) }))
         .with_state(Ops { pipeline: pipeline.clone(), registry });
     let app = ingest::http::router(state.clone())
-        .merge(query_router(&config, listen, store.clone(), Arc::new(PipelineAudit::start(pipeline.clone())))?)
+        .merge(query_router(&config, listen, store.clone(), Arc::new(PipelineAudit(pipeline.clone())))?)
         .merge(ops)
         .fallback(not_found);
 
