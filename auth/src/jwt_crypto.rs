@@ -9,7 +9,7 @@ use jsonwebtoken::crypto::{CryptoProvider, JwkUtils, JwtSigner, JwtVerifier};
 use jsonwebtoken::errors::{Error, ErrorKind};
 use jsonwebtoken::jwk::{EllipticCurve, ThumbprintHash};
 use jsonwebtoken::signature::{self, Signer, Verifier};
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, DecodingKeyKind, EncodingKey};
+use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind, EncodingKey};
 use ring::rand::SystemRandom;
 use ring::{digest, hmac, signature as sig};
 
@@ -130,21 +130,17 @@ impl JwtVerifier for RingVerifier {
     }
 }
 
-/// The family a key must be of for `alg` (a key of another family is refused, so an RSA
-/// public key can never be used as an HMAC secret).
-fn family(alg: Algorithm) -> AlgorithmFamily {
-    alg.family()
-}
-
+// A key of another family than its algorithm's is refused, so an RSA public key can never be
+// used as an HMAC secret.
 fn new_signer(alg: &Algorithm, key: &EncodingKey) -> Result<Box<dyn JwtSigner>, Error> {
-    if key.family() != family(*alg) || matches!(alg, Algorithm::EdDSA) {
+    if key.family() != alg.family() || matches!(alg, Algorithm::EdDSA) {
         return Err(ErrorKind::InvalidKeyFormat.into());
     }
     Ok(Box::new(RingSigner { alg: *alg, key: key.clone() }))
 }
 
 fn new_verifier(alg: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerifier>, Error> {
-    if key.family() != family(*alg) || matches!(alg, Algorithm::EdDSA) {
+    if key.family() != alg.family() || matches!(alg, Algorithm::EdDSA) {
         return Err(ErrorKind::InvalidKeyFormat.into());
     }
     Ok(Box::new(RingVerifier { alg: *alg, key: key.clone() }))

@@ -241,11 +241,10 @@ fn stats(started: Instant, s: &Scanned, returned: usize) -> Value {
 
 /// A stored row through `pl`: `None` when the selector or a stage leaves it out.
 fn entry_of(pl: &Pipeline, r: LogRecord) -> Option<Entry> {
-    let labels = labels::of_record(&r);
+    let (labels, metadata) = labels::of_record(&r);
     if !pl.selects(&labels) {
         return None;
     }
-    let metadata = r.attributes.iter().map(|(k, _)| labels::extracted_name(&labels::sanitize(k))).collect();
     let mut e = Entry { timestamp_ns: r.timestamp_ns, line: r.message, labels, metadata };
     pl.process(&mut e).then_some(e)
 }
@@ -262,7 +261,26 @@ pub(crate) async fn tail_search(state: &QueryState, id: &Identity, pl: &Pipeline
 }
 
 /// A log query's entries: at most `limit`, newest first (`backward`) or oldest first.
-async fn streams(state: &QueryState, id: &Identity, l: &LogExpr, from: i64, to: i64, limit: usize, forward: bool) -> Result<(Value, Scanned, usize), ApiError> {
+/// A log query's entries by stream labels, in read order.
+type Streams = BTreeMap<Labels, Vec<(i64, String)>>;
+
+fn streams_json(out: Streams) -> Value {
+    Value::Array(
+        out.into_iter()
+            .map(|(labels, values)| json!({ "stream": labels, "values": values.into_iter().map(|(ts, line)| json!([ts.to_string(), line])).collect::<Vec<_>>() }))
+            .collect(),
+    )
+}
+
+async fn streams(
+    state: &QueryState,
+    id: &Identity,
+    l: &LogExpr,
+    from: i64,
+    to: i64,
+    limit: usize,
+    forward: bool,
+) -> Result<(Streams, Scanned, usize), ApiError> {
     let pl = compile(l)?;
     let scope = scope_for(state, id, Some(&pl)).await?;
     let mut out: BTreeMap<Labels, Vec<(i64, String)>> = BTreeMap::new();
@@ -275,11 +293,7 @@ async fn streams(state: &QueryState, id: &Identity, l: &LogExpr, from: i64, to: 
         taken < limit
     })
     .await?;
-    let result: Vec<Value> = out
-        .into_iter()
-        .map(|(labels, values)| json!({ "stream": labels, "values": values.into_iter().map(|(ts, line)| json!([ts.to_string(), line])).collect::<Vec<_>>() }))
-        .collect();
-    Ok((Value::Array(result), scanned, taken))
+    Ok((out, scanned, taken))
 }
 
 /// The buckets of one range function's log query.
@@ -445,7 +459,7 @@ async fn query_range(State(state): State<QueryState>, headers: HeaderMap, RawQue
             match expr {
                 Expr::Log(l) => {
                     let (result, scanned, n) = streams(&state, &id, &l, start, end, limit(&state, &p)?, direction_forward(&p)?).await?;
-                    Ok(json!({ "resultType": "streams", "result": result, "stats": stats(started, &scanned, n) }))
+                    Ok(json!({ "resultType": "streams", "result": streams_json(result), "stats": stats(started, &scanned, n) }))
                 }
                 Expr::Metric(m) => {
                     let step = match p.one("step") {
@@ -696,33 +710,25 @@ fn field_type(values: &BTreeSet<String>) -> &'static str {
 /// Fields in a sample of the query's lines: what `json` and `logfmt` would extract, and the
 /// structured metadata, each with its values.
 async fn sample_fields(state: &QueryState, headers: &HeaderMap, p: &Params) -> Result<BTreeMap<String, (BTreeSet<&'static str>, BTreeSet<String>)>, ApiError> {
-    use crate::logql::{Stage, parse};
+    use crate::logql::Stage;
     let id = state.identify(headers).await?;
     let (start, end) = time_range(state, p)?;
     let l = log_query(p, "query")?.ok_or_else(|| invalid("`query` (a LogQL log query) is required"))?;
     let n = p.usize("line_limit")?.or(p.usize("limit")?).unwrap_or(SAMPLE_LINES).clamp(1, state.limits.max_lines);
-    let (json_pl, logfmt_pl) = {
-        let with = |stage: Stage| -> Result<Pipeline, ApiError> {
-            let Ok(Expr::Log(mut e)) = parse("{}") else { return Err(ApiError::new(ErrorCode::Internal, "empty selector")) };
-            e.stages.push(stage);
-            compile(&e)
-        };
-        (with(Stage::Json(Vec::new()))?, with(Stage::Logfmt)?)
-    };
+    let parser = |stage: Stage| compile(&LogExpr { selector: Vec::new(), stages: vec![stage] });
+    let (json_pl, logfmt_pl) = (parser(Stage::Json(Vec::new()))?, parser(Stage::Logfmt)?);
     let (result, _, _) =
         bounded(state, &id, "loki.detected_fields", p.one("query").unwrap_or_default(), streams(state, &id, &l, start, end, n, false), |r| r.2 as u64).await?;
     let mut fields: BTreeMap<String, (BTreeSet<&'static str>, BTreeSet<String>)> = BTreeMap::new();
     let base: BTreeSet<&str> = STREAM_LABELS.into_iter().collect();
-    for stream in result.as_array().into_iter().flatten() {
-        let stream_labels: Labels = serde_json::from_value(stream["stream"].clone()).unwrap_or_default();
+    for (stream_labels, entries) in result {
         for (k, v) in &stream_labels {
             if !base.contains(k.as_str()) && !k.starts_with("__") {
                 let f = fields.entry(k.clone()).or_default();
                 f.1.insert(v.clone());
             }
         }
-        for entry in stream["values"].as_array().into_iter().flatten() {
-            let line = entry[1].as_str().unwrap_or_default();
+        for (_, line) in &entries {
             for (parser, pl) in [("json", &json_pl), ("logfmt", &logfmt_pl)] {
                 let mut e = Entry { timestamp_ns: 0, line: line.to_owned(), labels: Labels::new(), metadata: BTreeSet::new() };
                 pl.process(&mut e);
@@ -773,13 +779,7 @@ async fn patterns_handler(State(state): State<QueryState>, headers: HeaderMap, R
     let n = p.usize("line_limit")?.unwrap_or(state.limits.max_lines).clamp(1, state.limits.max_lines);
     let (result, _, _) =
         bounded(&state, &id, "loki.patterns", p.one("query").unwrap_or_default(), streams(&state, &id, &l, start, end, n, false), |r| r.2 as u64).await?;
-    let lines: Vec<(i64, &str)> = result
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|s| s["values"].as_array().into_iter().flatten())
-        .filter_map(|e| Some((e[0].as_str()?.parse().ok()?, e[1].as_str()?)))
-        .collect();
+    let lines = result.values().flatten().map(|(ts, line)| (*ts, line.as_str()));
     let groups = patterns::group(lines, start, step, 50);
     let data: Vec<Value> = groups
         .into_iter()

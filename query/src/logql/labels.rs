@@ -3,7 +3,7 @@
 //! metadata, under names made valid for LogQL and renamed when they would shadow a stream
 //! label, so an attribute can never pose as a row's workspace or project.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use schemas::LogRecord;
 use storage::StreamCount;
@@ -46,14 +46,17 @@ pub fn of_stream(s: &StreamCount) -> Labels {
     stream_labels([&s.workspace, &s.project, &s.application, &s.pod, &s.container, &s.node, &s.stream, &s.severity])
 }
 
-/// The stream labels of a row, then its attributes as structured metadata.
-pub fn of_record(r: &LogRecord) -> Labels {
+/// The stream labels of a row, then its attributes as structured metadata; and the names the
+/// metadata took.
+pub fn of_record(r: &LogRecord) -> (Labels, BTreeSet<String>) {
     let mut out = stream_labels([&r.workspace, &r.project, &r.application, &r.pod, &r.container, &r.node, &r.stream, r.severity.as_str()]);
+    let mut metadata = BTreeSet::new();
     for (k, v) in &r.attributes {
         let name = extracted_name(&sanitize(k));
         put(&mut out, &name, v);
+        metadata.insert(name);
     }
-    out
+    (out, metadata)
 }
 
 /// A label name Loki accepts: `[a-zA-Z_][a-zA-Z0-9_]*`, other characters as `_`.

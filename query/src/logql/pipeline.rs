@@ -225,11 +225,9 @@ impl Pipeline {
                 "level" => &mut f.severities,
                 _ => continue,
             };
+            // The first value only: a second, different one matches nothing, which the
+            // selector check (`selects`) finds on every row anyway.
             if list.is_empty() {
-                list.push(m.value.clone());
-            } else if list[0] != m.value {
-                // Two different values for one label: nothing matches. Keep both; the
-                // selector check below refuses every row.
                 list.push(m.value.clone());
             }
         }
