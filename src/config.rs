@@ -30,6 +30,8 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub auth: auth::AuthConfig,
     pub query: query::QueryLimits,
+    /// Grafana's Prometheus datasource, served scoped from an upstream server.
+    pub prometheus: query::prom::PrometheusConfig,
 }
 
 impl Default for Config {
@@ -44,6 +46,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             auth: auth::AuthConfig::default(),
             query: query::QueryLimits::default(),
+            prometheus: query::prom::PrometheusConfig::default(),
         }
     }
 }

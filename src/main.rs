@@ -109,6 +109,7 @@ fn load(common: &Common, listen: Option<String>) -> anyhow::Result<config::Confi
     }
     c.ingest.validate()?;
     c.auth.validate(&c.data_dir).map_err(anyhow::Error::msg)?;
+    c.prometheus.validate().map_err(anyhow::Error::msg)?;
     Ok(c)
 }
 

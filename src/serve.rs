@@ -112,7 +112,8 @@ fn query_router(config: &Config, listen: SocketAddr, store: Arc<dyn Store>, audi
     };
     let gate = auth::Gate::new(authorizer, settings.operator_role.clone(), settings.audit_roles.clone());
     let verifier = auth::TokenVerifier::new(settings).map_err(|e| anyhow::anyhow!("auth: {e}"))?;
-    Ok(query::router(query::QueryState::new(verifier, gate, store, config.query.clone()).with_audit(audit)))
+    let prometheus = query::prom::Upstream::new(&config.prometheus).map_err(anyhow::Error::msg)?;
+    Ok(query::router(query::QueryState::new(verifier, gate, store, config.query.clone()).with_audit(audit).with_prometheus(prometheus)))
 }
 
 /// Audit records of queries go through the ingest pipeline: durable in the write-ahead log,

@@ -140,6 +140,16 @@ impl Gate {
         self.logs_of(id, candidates, workspaces.is_some(), true, projects).await
     }
 
+    /// Metric series of the token's workspaces: readable by whoever may read the workload logs of
+    /// the same namespaces (the same [`Authorizer`] decides). Workspaces the caller may not read
+    /// are left out.
+    pub async fn metrics(&self, id: &Identity) -> Result<TenantScope, AuthError> {
+        let candidates: Vec<String> = id.workspaces.iter().cloned().collect();
+        let mut scope = self.logs_of(id, candidates, false, false, None).await?;
+        scope.table = Table::Metrics;
+        Ok(scope)
+    }
+
     /// Workload logs of the token's workspaces that `keep` accepts (a query language's
     /// matchers on the workspace label). Workspaces the caller may not read are left out, never
     /// refused, so a pattern reveals nothing about which exist.

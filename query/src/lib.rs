@@ -11,7 +11,8 @@
 //! [`api`] serves the dashboard's JSON API, with [`syntax`] for its search text and [`params`]
 //! for times, durations, lists and cursors; [`loki`] serves Grafana's Loki datasource and Logs
 //! Drilldown over [`logql`]; [`tail`] follows a search live for both; [`audit`] records every
-//! query; [`patterns`] groups lines into templates.
+//! query; [`patterns`] groups lines into templates; [`prom`] serves Grafana's Prometheus
+//! datasource, each query scoped before it reaches the upstream server.
 
 pub mod api;
 pub mod audit;
@@ -19,6 +20,7 @@ pub mod logql;
 pub mod loki;
 pub mod params;
 pub mod patterns;
+pub mod prom;
 pub mod state;
 pub mod syntax;
 pub mod tail;
@@ -28,5 +30,10 @@ pub use state::{QueryLimits, QueryState};
 /// Every query route, with its state.
 pub fn router(state: QueryState) -> axum::Router {
     use axum::routing::get;
-    api::routes().merge(loki::routes()).route("/api/v1/logs/tail", get(tail::dashboard)).route("/loki/api/v1/tail", get(tail::loki)).with_state(state)
+    api::routes()
+        .merge(loki::routes())
+        .merge(prom::routes())
+        .route("/api/v1/logs/tail", get(tail::dashboard))
+        .route("/loki/api/v1/tail", get(tail::loki))
+        .with_state(state)
 }

@@ -24,6 +24,20 @@ impl Params {
         Ok(Params(pairs))
     }
 
+    /// The query string and, for a form POST, the body too (Grafana's datasources send either).
+    pub fn from_request(raw: Option<&str>, headers: &axum::http::HeaderMap, body: &[u8]) -> Result<Params, ApiError> {
+        let form =
+            headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        if body.is_empty() || !form {
+            return Params::parse(raw);
+        }
+        let body = std::str::from_utf8(body).map_err(|_| invalid("the form body is not UTF-8"))?;
+        Params::parse(Some(&match raw {
+            Some(q) if !q.is_empty() => format!("{q}&{body}"),
+            _ => body.to_owned(),
+        }))
+    }
+
     pub fn one(&self, key: &str) -> Option<&str> {
         self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
     }

@@ -62,16 +62,23 @@ pub struct QueryState {
     pub limits: QueryLimits,
     /// Where every query's audit record goes (none: not recorded).
     pub audit: Option<Arc<dyn AuditSink>>,
+    /// The Prometheus-compatible server `/prometheus/api/v1/` is served from (none: not served).
+    pub prometheus: Option<Arc<crate::prom::Upstream>>,
     running: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl QueryState {
     pub fn new(verifier: TokenVerifier, gate: Gate, store: Arc<dyn Store>, limits: QueryLimits) -> QueryState {
-        QueryState { verifier, gate, store, limits, audit: None, running: Arc::new(Mutex::new(HashMap::new())) }
+        QueryState { verifier, gate, store, limits, audit: None, prometheus: None, running: Arc::new(Mutex::new(HashMap::new())) }
     }
 
     pub fn with_audit(mut self, sink: Arc<dyn AuditSink>) -> QueryState {
         self.audit = Some(sink);
+        self
+    }
+
+    pub fn with_prometheus(mut self, upstream: Option<Arc<crate::prom::Upstream>>) -> QueryState {
+        self.prometheus = upstream;
         self
     }
 
@@ -85,6 +92,25 @@ impl QueryState {
         rows: impl Fn(&T) -> u64,
     ) -> Result<T, ApiError> {
         crate::audit::run(self.audit.as_ref(), crate::audit::Request { id, initiated_by: "user", action, query }, f, rows).await
+    }
+
+    /// Runs `f` as one of `id`'s concurrent queries, cancelled at the timeout, audited.
+    pub(crate) async fn bounded<T>(
+        &self,
+        id: &Identity,
+        action: &str,
+        query: &str,
+        f: impl Future<Output = Result<T, ApiError>>,
+        rows: impl Fn(&T) -> u64,
+    ) -> Result<T, ApiError> {
+        let run = async {
+            let _slot = self.slot(id.user())?;
+            match tokio::time::timeout(Duration::from_secs(self.limits.timeout_secs.max(1)), f).await {
+                Ok(r) => r,
+                Err(_) => Err(timed_out(self)),
+            }
+        };
+        self.audited(id, action, query, run, rows).await
     }
 
     /// The identity of the request's bearer token.
@@ -152,6 +178,10 @@ pub(crate) async fn with_timeout<T>(state: &QueryState, f: impl Future<Output = 
     // Dropping the storage future on timeout cancels the backend query.
     match tokio::time::timeout(Duration::from_secs(state.limits.timeout_secs.max(1)), f).await {
         Ok(r) => r.map_err(store_error),
-        Err(_) => Err(ApiError::new(ErrorCode::QueryTimeout, format!("the query ran past {} s and was cancelled; narrow it", state.limits.timeout_secs))),
+        Err(_) => Err(timed_out(state)),
     }
+}
+
+pub(crate) fn timed_out(state: &QueryState) -> ApiError {
+    ApiError::new(ErrorCode::QueryTimeout, format!("the query ran past {} s and was cancelled; narrow it", state.limits.timeout_secs))
 }

@@ -36,10 +36,9 @@ async fn index_streams(state: &QueryState, headers: &HeaderMap, raw: Option<&str
     let id = state.identify(headers).await?;
     let (start, end) = time_range(state, &p)?;
     let sel = log_query(&p, "query")?;
-    bounded(state, &id, action, p.one("query").unwrap_or_default(), stream_list(state, &id, sel.as_ref(), start, end.saturating_add(1), None), |l| {
-        l.len() as u64
-    })
-    .await
+    state
+        .bounded(&id, action, p.one("query").unwrap_or_default(), stream_list(state, &id, sel.as_ref(), start, end.saturating_add(1), None), |l| l.len() as u64)
+        .await
 }
 
 pub(super) async fn label_names(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
@@ -63,27 +62,30 @@ pub(super) async fn series(State(state): State<QueryState>, headers: HeaderMap, 
         return Err(invalid("at least one `match[]` selector is required").into());
     }
     let text = selectors.join(" ");
-    let out = bounded(
-        &state,
-        &id,
-        "loki.series",
-        &text,
-        async {
-            let mut out: BTreeSet<Labels> = BTreeSet::new();
-            for s in &selectors {
-                let Expr::Log(l) = crate::logql::parse(s).map_err(|m| invalid(format!("match[]: {m}")))? else {
-                    return Err(invalid("match[] must be a stream selector"));
-                };
-                out.extend(stream_list(&state, &id, Some(&l), start, end.saturating_add(1), None).await?.into_iter().map(|(_, l)| l));
-                if out.len() > state.limits.max_series {
-                    return Err(ApiError::new(ErrorCode::LimitExceeded, format!("more than {} series match; narrow the selectors", state.limits.max_series)));
+    let out = state
+        .bounded(
+            &id,
+            "loki.series",
+            &text,
+            async {
+                let mut out: BTreeSet<Labels> = BTreeSet::new();
+                for s in &selectors {
+                    let Expr::Log(l) = crate::logql::parse(s).map_err(|m| invalid(format!("match[]: {m}")))? else {
+                        return Err(invalid("match[] must be a stream selector"));
+                    };
+                    out.extend(stream_list(&state, &id, Some(&l), start, end.saturating_add(1), None).await?.into_iter().map(|(_, l)| l));
+                    if out.len() > state.limits.max_series {
+                        return Err(ApiError::new(
+                            ErrorCode::LimitExceeded,
+                            format!("more than {} series match; narrow the selectors", state.limits.max_series),
+                        ));
+                    }
                 }
-            }
-            Ok(out)
-        },
-        |o| o.len() as u64,
-    )
-    .await?;
+                Ok(out)
+            },
+            |o| o.len() as u64,
+        )
+        .await?;
     Ok(axum::Json(json!({ "status": "success", "data": out })))
 }
 
@@ -112,10 +114,9 @@ async fn volumes(state: &QueryState, headers: &HeaderMap, p: &Params, step: Opti
     let by = volume_labels(p, &sel);
     let series_level = p.one("aggregateBy") == Some("series");
     let action = if step.is_some() { "loki.volume_range" } else { "loki.volume" };
-    let list = bounded(state, &id, action, p.one("query").unwrap_or_default(), stream_list(state, &id, Some(&sel), start, end.saturating_add(1), step), |l| {
-        l.len() as u64
-    })
-    .await?;
+    let list = state
+        .bounded(&id, action, p.one("query").unwrap_or_default(), stream_list(state, &id, Some(&sel), start, end.saturating_add(1), step), |l| l.len() as u64)
+        .await?;
     let mut groups: BTreeMap<Labels, BTreeMap<i64, u64>> = BTreeMap::new();
     for (s, l) in list {
         let key: Labels = if series_level { l } else { l.into_iter().filter(|(k, _)| by.contains(k)).collect() };
@@ -185,7 +186,7 @@ async fn sample_fields(state: &QueryState, headers: &HeaderMap, p: &Params) -> R
     let parser = |stage: Stage| compile(&LogExpr { selector: Vec::new(), stages: vec![stage] });
     let (json_pl, logfmt_pl) = (parser(Stage::Json(Vec::new()))?, parser(Stage::Logfmt)?);
     let (result, _, _) =
-        bounded(state, &id, "loki.detected_fields", p.one("query").unwrap_or_default(), streams(state, &id, &l, start, end, n, false), |r| r.2 as u64).await?;
+        state.bounded(&id, "loki.detected_fields", p.one("query").unwrap_or_default(), streams(state, &id, &l, start, end, n, false), |r| r.2 as u64).await?;
     let mut fields: BTreeMap<String, (BTreeSet<&'static str>, BTreeSet<String>)> = BTreeMap::new();
     let base: BTreeSet<&str> = STREAM_LABELS.into_iter().collect();
     for (stream_labels, entries) in result {
@@ -251,7 +252,7 @@ pub(super) async fn patterns_handler(State(state): State<QueryState>, headers: H
     };
     let n = p.usize("line_limit")?.unwrap_or(state.limits.max_lines).clamp(1, state.limits.max_lines);
     let (result, _, _) =
-        bounded(&state, &id, "loki.patterns", p.one("query").unwrap_or_default(), streams(&state, &id, &l, start, end, n, false), |r| r.2 as u64).await?;
+        state.bounded(&id, "loki.patterns", p.one("query").unwrap_or_default(), streams(&state, &id, &l, start, end, n, false), |r| r.2 as u64).await?;
     let lines = result.values().flatten().map(|(ts, line)| (*ts, line.as_str()));
     let groups = patterns::group(lines, start, step, 50);
     let data: Vec<Value> = groups

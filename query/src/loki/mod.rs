@@ -11,7 +11,7 @@
 //! storage applies the scope again itself.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use auth::{Identity, TenantScope};
 use axum::Router;
@@ -92,15 +92,7 @@ fn invalid(m: impl Into<String>) -> ApiError {
 
 /// The query string and, for a form POST, the body: Grafana sends either.
 fn params(raw: Option<&str>, headers: &HeaderMap, body: &Bytes) -> Result<Params, ApiError> {
-    let form = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if body.is_empty() || !form {
-        return Params::parse(raw);
-    }
-    let body = std::str::from_utf8(body).map_err(|_| invalid("the form body is not UTF-8"))?;
-    Params::parse(Some(&match raw {
-        Some(q) if !q.is_empty() => format!("{q}&{body}"),
-        _ => body.to_owned(),
-    }))
+    Params::from_request(raw, headers, body)
 }
 
 /// `start`/`end` (or `since`), checked against the range limit. Defaults: the last hour.
@@ -199,24 +191,6 @@ async fn scan(state: &QueryState, mut q: LogSearch, mut each: impl FnMut(LogReco
 
 /// Runs `f` as request `action` for `query`: under the query timeout and the user's
 /// concurrency limit, and audited (`rows` counts what it returned).
-async fn bounded<T>(
-    state: &QueryState,
-    id: &Identity,
-    action: &str,
-    query: &str,
-    f: impl Future<Output = Result<T, ApiError>>,
-    rows: impl Fn(&T) -> u64,
-) -> Result<T, ApiError> {
-    let run = async {
-        let _slot = state.slot(id.user())?;
-        match tokio::time::timeout(Duration::from_secs(state.limits.timeout_secs.max(1)), f).await {
-            Ok(r) => r,
-            Err(_) => Err(ApiError::new(ErrorCode::QueryTimeout, format!("the query ran past {} s and was cancelled; narrow it", state.limits.timeout_secs))),
-        }
-    };
-    state.audited(id, action, query, run, rows).await
-}
-
 fn entries_returned(v: &Value) -> u64 {
     v["stats"]["summary"]["totalEntriesReturned"].as_u64().unwrap_or(0)
 }
@@ -465,32 +439,32 @@ async fn query_range(State(state): State<QueryState>, headers: HeaderMap, RawQue
     let (start, end) = time_range(&state, &p)?;
     let expr = parse_logql(&p, "query")?;
     let text = p.one("query").unwrap_or_default();
-    let data = bounded(
-        &state,
-        &id,
-        "loki.query_range",
-        text,
-        async {
-            match expr {
-                Expr::Log(l) => {
-                    let (result, scanned, n) = streams(&state, &id, &l, start, end, limit(&state, &p)?, direction_forward(&p)?).await?;
-                    Ok(json!({ "resultType": "streams", "result": streams_json(result), "stats": stats(started, &scanned, n) }))
+    let data = state
+        .bounded(
+            &id,
+            "loki.query_range",
+            text,
+            async {
+                match expr {
+                    Expr::Log(l) => {
+                        let (result, scanned, n) = streams(&state, &id, &l, start, end, limit(&state, &p)?, direction_forward(&p)?).await?;
+                        Ok(json!({ "resultType": "streams", "result": streams_json(result), "stats": stats(started, &scanned, n) }))
+                    }
+                    Expr::Metric(m) => {
+                        let steps = Steps { start, end, step: step_of(&p, start, end)? };
+                        let (v, scanned) = metric(&state, &id, &m, &steps).await?;
+                        let m = match v {
+                            eval::Value::Vector(m) => m,
+                            eval::Value::Scalar(x) => vec![(Labels::new(), vec![Some(x); steps.len()])],
+                        };
+                        let n = m.len();
+                        Ok(json!({ "resultType": "matrix", "result": matrix_json(m, &steps), "stats": stats(started, &scanned, n) }))
+                    }
                 }
-                Expr::Metric(m) => {
-                    let steps = Steps { start, end, step: step_of(&p, start, end)? };
-                    let (v, scanned) = metric(&state, &id, &m, &steps).await?;
-                    let m = match v {
-                        eval::Value::Vector(m) => m,
-                        eval::Value::Scalar(x) => vec![(Labels::new(), vec![Some(x); steps.len()])],
-                    };
-                    let n = m.len();
-                    Ok(json!({ "resultType": "matrix", "result": matrix_json(m, &steps), "stats": stats(started, &scanned, n) }))
-                }
-            }
-        },
-        entries_returned,
-    )
-    .await?;
+            },
+            entries_returned,
+        )
+        .await?;
     Ok(axum::Json(json!({ "status": "success", "data": data })))
 }
 
@@ -501,37 +475,37 @@ async fn query(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw
     let time = p.time("time")?.unwrap_or_else(now_ns);
     let expr = parse_logql(&p, "query")?;
     let text = p.one("query").unwrap_or_default();
-    let data = bounded(
-        &state,
-        &id,
-        "loki.query",
-        text,
-        async {
-            match expr {
-                Expr::Log(_) => Err(invalid("log queries are not supported as an instant query; use query_range")),
-                Expr::Metric(m) => {
-                    let steps = Steps { start: time, end: time, step: 1 };
-                    let (v, scanned) = metric(&state, &id, &m, &steps).await?;
-                    Ok(match v {
-                        eval::Value::Scalar(x) => {
-                            json!({ "resultType": "scalar", "result": [secs(time), eval::format_value(x)], "stats": stats(started, &scanned, 1) })
-                        }
-                        eval::Value::Vector(m) => {
-                            let n = m.len();
-                            let result: Vec<Value> = m
-                                .into_iter()
-                                .filter_map(|(labels, v)| {
-                                    v.first().copied().flatten().map(|x| json!({ "metric": labels, "value": [secs(time), eval::format_value(x)] }))
-                                })
-                                .collect();
-                            json!({ "resultType": "vector", "result": result, "stats": stats(started, &scanned, n) })
-                        }
-                    })
+    let data = state
+        .bounded(
+            &id,
+            "loki.query",
+            text,
+            async {
+                match expr {
+                    Expr::Log(_) => Err(invalid("log queries are not supported as an instant query; use query_range")),
+                    Expr::Metric(m) => {
+                        let steps = Steps { start: time, end: time, step: 1 };
+                        let (v, scanned) = metric(&state, &id, &m, &steps).await?;
+                        Ok(match v {
+                            eval::Value::Scalar(x) => {
+                                json!({ "resultType": "scalar", "result": [secs(time), eval::format_value(x)], "stats": stats(started, &scanned, 1) })
+                            }
+                            eval::Value::Vector(m) => {
+                                let n = m.len();
+                                let result: Vec<Value> = m
+                                    .into_iter()
+                                    .filter_map(|(labels, v)| {
+                                        v.first().copied().flatten().map(|x| json!({ "metric": labels, "value": [secs(time), eval::format_value(x)] }))
+                                    })
+                                    .collect();
+                                json!({ "resultType": "vector", "result": result, "stats": stats(started, &scanned, n) })
+                            }
+                        })
+                    }
                 }
-            }
-        },
-        entries_returned,
-    )
-    .await?;
+            },
+            entries_returned,
+        )
+        .await?;
     Ok(axum::Json(json!({ "status": "success", "data": data })))
 }

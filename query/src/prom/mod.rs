@@ -1,0 +1,389 @@
+//! Grafana's Prometheus datasource: the Prometheus HTTP API under `/prometheus/api/v1/`, each
+//! query scoped to the caller before it reaches the upstream server (Prometheus, Thanos,
+//! VictoriaMetrics).
+//!
+//! The caller is known from the bearer token only; [`auth::Gate::metrics`] says which
+//! workspaces (and projects) they may read, and [`scope`] writes that into every selector of the
+//! parsed query, the `match[]` selectors, or a `match[]` of its own where the request has none.
+//! Answers are relayed as the upstream sent them (bounded in size, series counted against
+//! `query.max_series`); `metadata` is filtered to the metric names the caller has series of.
+//! Every request is audited and counts against the user's concurrent queries.
+
+pub mod scope;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use auth::{Identity, TenantScope};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use schemas::{ApiError, ErrorCode};
+use serde_json::{Value, json};
+
+use crate::params::Params;
+use crate::state::QueryState;
+pub use scope::TenantLabels;
+
+/// Most bytes of one upstream answer relayed (a 1,000-series day at one-minute steps is ~45 MB).
+const MAX_ANSWER_BYTES: usize = 256 << 20;
+
+/// `[prometheus]` in the configuration.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrometheusConfig {
+    /// Base URL of the Prometheus-compatible server whose API is served, scoped (for example
+    /// `http://prometheus:9090`). Empty: no upstream.
+    pub upstream: String,
+    /// The labels that carry tenancy in the upstream's series.
+    pub labels: TenantLabels,
+}
+
+impl PrometheusConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        let url = &self.upstream;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!("prometheus.upstream: `{}` is not an http:// or https:// URL", self.upstream));
+        }
+        let l = &self.labels;
+        let org = (!l.organization.is_empty()).then_some(("prometheus.labels.organization", &l.organization));
+        for (key, v) in [("prometheus.labels.workspace", &l.workspace), ("prometheus.labels.project", &l.project)].into_iter().chain(org) {
+            let ok = v.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok || v.starts_with("__") {
+                return Err(format!("{key}: `{v}` is not a Prometheus label name"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The upstream server and how its series carry tenancy.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    base: String,
+    labels: TenantLabels,
+    client: reqwest::Client,
+}
+
+impl Upstream {
+    pub fn new(config: &PrometheusConfig) -> Result<Option<Arc<Upstream>>, String> {
+        config.validate()?;
+        if config.upstream.is_empty() {
+            return Ok(None);
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| format!("prometheus.upstream: cannot build the HTTP client: {e}"))?;
+        Ok(Some(Arc::new(Upstream { base: config.upstream.trim_end_matches('/').to_owned(), labels: config.labels.clone(), client })))
+    }
+}
+
+pub fn routes() -> Router<QueryState> {
+    let r = Router::new();
+    let r = r.route("/prometheus/api/v1/query", get(query).post(query));
+    let r = r.route("/prometheus/api/v1/query_range", get(query_range).post(query_range));
+    let r = r.route("/prometheus/api/v1/query_exemplars", get(query_exemplars).post(query_exemplars));
+    let r = r.route("/prometheus/api/v1/series", get(series).post(series));
+    let r = r.route("/prometheus/api/v1/labels", get(labels).post(labels));
+    let r = r.route("/prometheus/api/v1/label/{name}/values", get(label_values));
+    let r = r.route("/prometheus/api/v1/metadata", get(metadata));
+    let r = r.route("/prometheus/api/v1/rules", get(no_rules));
+    let r = r.route("/prometheus/api/v1/alerts", get(no_alerts));
+    r.route("/prometheus/api/v1/status/buildinfo", get(buildinfo))
+}
+
+/// An [`ApiError`] in Prometheus's error shape (`status`, `errorType`, `error`: what Grafana
+/// shows), with the stable `code` beside it.
+pub struct PromError(pub ApiError);
+
+impl From<ApiError> for PromError {
+    fn from(e: ApiError) -> PromError {
+        PromError(e)
+    }
+}
+
+impl IntoResponse for PromError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let kind = match e.code {
+            ErrorCode::InvalidQuery | ErrorCode::LimitExceeded | ErrorCode::BadRequest => "bad_data",
+            ErrorCode::QueryTimeout => "timeout",
+            ErrorCode::Unavailable | ErrorCode::TooManyQueries => "unavailable",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Internal => "internal",
+            _ => "execution",
+        };
+        let body = json!({ "status": "error", "errorType": kind, "error": e.message, "code": e.code.as_str() });
+        let mut r = (status, axum::Json(body)).into_response();
+        if let Some(v) = e.retry_after_secs().and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        r
+    }
+}
+
+type Reply = Result<Response, PromError>;
+
+/// An upstream answer, relayed as it came.
+struct Answer {
+    status: StatusCode,
+    content_type: Option<HeaderValue>,
+    body: Bytes,
+}
+
+impl Answer {
+    /// Series (or exemplar series) in a successful result.
+    fn series(&self) -> u64 {
+        if !self.status.is_success() {
+            return 0;
+        }
+        memchr::memmem::find_iter(&self.body, br#""metric":"#).count() as u64 + memchr::memmem::find_iter(&self.body, br#""seriesLabels":"#).count() as u64
+    }
+
+    fn into_response(self) -> Response {
+        let mut r = Response::new(Body::from(self.body));
+        *r.status_mut() = self.status;
+        let ct = self.content_type.unwrap_or(HeaderValue::from_static("application/json"));
+        r.headers_mut().insert(header::CONTENT_TYPE, ct);
+        r
+    }
+}
+
+/// What every handler starts with: the upstream, the caller, the parameters, the caller's scope.
+struct Request {
+    upstream: Arc<Upstream>,
+    id: Arc<Identity>,
+    params: Params,
+    scope: TenantScope,
+}
+
+async fn begin(state: &QueryState, headers: &HeaderMap, raw: Option<&str>, body: &[u8]) -> Result<Request, ApiError> {
+    let params = Params::from_request(raw, headers, body)?;
+    let id = state.identify(headers).await?;
+    let upstream = state.prometheus.clone().ok_or_else(|| {
+        ApiError::new(ErrorCode::Unavailable, "no Prometheus upstream is configured; set prometheus.upstream to a Prometheus-compatible server's URL")
+    })?;
+    let scope = state.gate.metrics(&id).await?;
+    Ok(Request { upstream, id, params, scope })
+}
+
+impl Request {
+    /// `key`, parsed and scoped, printed for the upstream.
+    fn scoped_query(&self, key: &str) -> Result<String, ApiError> {
+        let text = self.params.one(key).ok_or_else(|| ApiError::new(ErrorCode::InvalidQuery, format!("`{key}` (a PromQL query) is required")))?;
+        let mut expr = scope::parse(text)?;
+        scope::scope_expr(&mut expr, &self.scope, &self.upstream.labels)?;
+        Ok(expr.to_string())
+    }
+
+    /// Every `match[]`, scoped; the scope's own selector when there is none.
+    fn scoped_matches(&self, required: bool) -> Result<Vec<String>, ApiError> {
+        let given = self.params.all("match[]");
+        if given.is_empty() {
+            if required {
+                return Err(ApiError::new(ErrorCode::InvalidQuery, "at least one `match[]` series selector is required"));
+            }
+            return Ok(vec![scope::scope_only(&self.scope, &self.upstream.labels)?]);
+        }
+        if given.len() > 64 {
+            return Err(ApiError::new(ErrorCode::LimitExceeded, "at most 64 `match[]` selectors"));
+        }
+        given.iter().map(|m| scope::scope_selector_text(m, &self.scope, &self.upstream.labels)).collect()
+    }
+
+    /// The parameters passed on unchanged, when present.
+    fn passed(&self, keys: &[&'static str]) -> Vec<(&'static str, String)> {
+        keys.iter().filter_map(|k| self.params.one(k).map(|v| (*k, v.to_owned()))).collect()
+    }
+
+    /// Sends `form` to the upstream's `api/v1/<path>`, as one of the caller's audited queries.
+    async fn run(&self, state: &QueryState, action: &str, audit_text: &str, path: &str, mut form: Vec<(&'static str, String)>) -> Result<Answer, ApiError> {
+        let limit = state.limits.timeout_secs.max(1);
+        // The upstream gives up when we do: its own `timeout` is ours (or the caller's, if shorter).
+        let asked = self.params.one("timeout").and_then(crate::params::parse_duration_ns).map(|ns| (ns / 1_000_000_000).max(1) as u64);
+        form.push(("timeout", format!("{}s", asked.unwrap_or(limit).min(limit))));
+        let max_series = state.limits.max_series as u64;
+        let fetch = async {
+            let answer = post(&self.upstream, path, &form).await?;
+            if answer.series() > max_series && matches!(path, "query" | "query_range" | "series") {
+                return Err(ApiError::new(
+                    ErrorCode::LimitExceeded,
+                    format!("the answer has more than {max_series} series; narrow the selectors or aggregate"),
+                ));
+            }
+            Ok(answer)
+        };
+        state.bounded(&self.id, action, audit_text, fetch, Answer::series).await
+    }
+}
+
+async fn post(upstream: &Upstream, path: &str, form: &[(&'static str, String)]) -> Result<Answer, ApiError> {
+    let body = serde_urlencoded::to_string(form).map_err(|_| ApiError::new(ErrorCode::Internal, "the upstream request could not be encoded"))?;
+    let unavailable = |e: reqwest::Error| {
+        tracing::warn!(error = %e, upstream = %upstream.base, "Prometheus upstream failed");
+        ApiError::new(ErrorCode::Unavailable, "the Prometheus upstream is unavailable; retry shortly")
+    };
+    let mut resp = upstream
+        .client
+        .post(format!("{}/api/v1/{path}", upstream.base))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .map_err(unavailable)?;
+    let status = resp.status();
+    if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE && !is_json(resp.headers()) {
+        return Err(ApiError::new(ErrorCode::Unavailable, format!("the Prometheus upstream answered {status}; retry shortly")));
+    }
+    let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+    if resp.content_length().is_some_and(|n| n as usize > MAX_ANSWER_BYTES) {
+        return Err(too_big());
+    }
+    let mut body = Vec::with_capacity(resp.content_length().unwrap_or(0) as usize);
+    while let Some(chunk) = resp.chunk().await.map_err(unavailable)? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Answer { status, content_type, body: Bytes::from(body) })
+}
+
+fn is_json(h: &reqwest::header::HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"))
+}
+
+fn too_big() -> ApiError {
+    ApiError::new(ErrorCode::LimitExceeded, format!("the answer is larger than {} MiB; narrow the query or raise the step", MAX_ANSWER_BYTES >> 20))
+}
+
+async fn query(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
+    let r = begin(&state, &headers, raw.as_deref(), &body).await?;
+    let mut form = vec![("query", r.scoped_query("query")?)];
+    form.extend(r.passed(&["time", "limit"]));
+    let text = r.params.one("query").unwrap_or_default();
+    Ok(r.run(&state, "prometheus.query", text, "query", form).await?.into_response())
+}
+
+async fn query_range(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
+    let r = begin(&state, &headers, raw.as_deref(), &body).await?;
+    let (start, end) = (required_time(&r.params, "start")?, required_time(&r.params, "end")?);
+    check_range(&state, start, end)?;
+    if r.params.one("step").is_none() {
+        return Err(ApiError::new(ErrorCode::InvalidQuery, "`step` (a duration like 30s, or seconds) is required").into());
+    }
+    let mut form = vec![("query", r.scoped_query("query")?)];
+    form.extend(r.passed(&["start", "end", "step", "limit"]));
+    let text = r.params.one("query").unwrap_or_default();
+    Ok(r.run(&state, "prometheus.query_range", text, "query_range", form).await?.into_response())
+}
+
+async fn query_exemplars(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
+    let r = begin(&state, &headers, raw.as_deref(), &body).await?;
+    let mut form = vec![("query", r.scoped_query("query")?)];
+    form.extend(r.passed(&["start", "end"]));
+    let text = r.params.one("query").unwrap_or_default();
+    Ok(r.run(&state, "prometheus.query_exemplars", text, "query_exemplars", form).await?.into_response())
+}
+
+async fn series(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
+    let r = begin(&state, &headers, raw.as_deref(), &body).await?;
+    selector_request(&state, &r, "prometheus.series", "series", true).await
+}
+
+async fn labels(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
+    let r = begin(&state, &headers, raw.as_deref(), &body).await?;
+    selector_request(&state, &r, "prometheus.labels", "labels", false).await
+}
+
+async fn label_values(State(state): State<QueryState>, Path(name): Path<String>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Reply {
+    let r = begin(&state, &headers, raw.as_deref(), &[]).await?;
+    let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(ApiError::new(ErrorCode::InvalidQuery, format!("`{name}` is not a label name")).into());
+    }
+    selector_request(&state, &r, "prometheus.label_values", &format!("label/{name}/values"), false).await
+}
+
+/// `series`, `labels`, `label/…/values`: scoped `match[]` selectors and the time range.
+async fn selector_request(state: &QueryState, r: &Request, action: &str, path: &str, required: bool) -> Reply {
+    let matches = r.scoped_matches(required)?;
+    if let (Some(s), Some(e)) = (r.params.time("start")?, r.params.time("end")?) {
+        check_range(state, s, e)?;
+    }
+    let text = r.params.all("match[]").join(" ");
+    let mut form: Vec<(&'static str, String)> = matches.into_iter().map(|m| ("match[]", m)).collect();
+    form.extend(r.passed(&["start", "end", "limit"]));
+    Ok(r.run(state, action, &text, path, form).await?.into_response())
+}
+
+/// Metric metadata, only for the metric names the caller has series of.
+async fn metadata(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Reply {
+    let r = begin(&state, &headers, raw.as_deref(), &[]).await?;
+    let names_form = vec![("match[]", scope::scope_only(&r.scope, &r.upstream.labels)?)];
+    let names = r.run(&state, "prometheus.metadata", r.params.one("metric").unwrap_or_default(), "label/__name__/values", names_form).await?;
+    let names: Value = parse_success(&names)?;
+    let visible: std::collections::HashSet<&str> = names["data"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let meta = post(&r.upstream, "metadata", &r.passed(&["metric", "limit", "limit_per_metric"])).await?;
+    let mut meta: Value = parse_success(&meta)?;
+    if let Some(map) = meta["data"].as_object_mut() {
+        map.retain(|name, _| visible.contains(name.as_str()));
+    }
+    Ok(axum::Json(meta).into_response())
+}
+
+fn parse_success(a: &Answer) -> Result<Value, ApiError> {
+    let v: Value =
+        serde_json::from_slice(&a.body).map_err(|_| ApiError::new(ErrorCode::Unavailable, "the Prometheus upstream sent an answer that is not JSON"))?;
+    if !a.status.is_success() || v["status"] != "success" {
+        let m = v["error"].as_str().unwrap_or("the Prometheus upstream refused the request");
+        return Err(ApiError::new(ErrorCode::Unavailable, format!("Prometheus upstream: {m}")));
+    }
+    Ok(v)
+}
+
+/// Recording and alerting rules are the platform's, not a tenant's: none are listed.
+async fn no_rules() -> axum::Json<Value> {
+    axum::Json(json!({ "status": "success", "data": { "groups": [] } }))
+}
+
+async fn no_alerts() -> axum::Json<Value> {
+    axum::Json(json!({ "status": "success", "data": { "alerts": [] } }))
+}
+
+/// The upstream's version (Grafana's feature detection); no tenant data in it.
+async fn buildinfo(State(state): State<QueryState>, headers: HeaderMap) -> Reply {
+    let _id = state.identify(&headers).await?;
+    let upstream = state.prometheus.clone().ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "no Prometheus upstream is configured"))?;
+    let resp = upstream.client.get(format!("{}/api/v1/status/buildinfo", upstream.base)).send().await;
+    let body = match resp {
+        Ok(r) if r.status().is_success() => r.bytes().await.ok(),
+        _ => None,
+    };
+    let body = body.ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "the Prometheus upstream is unavailable; retry shortly"))?;
+    Ok(Answer { status: StatusCode::OK, content_type: None, body }.into_response())
+}
+
+fn required_time(p: &Params, key: &str) -> Result<i64, ApiError> {
+    p.time(key)?.ok_or_else(|| ApiError::new(ErrorCode::InvalidQuery, format!("`{key}` (Unix seconds or RFC 3339) is required")))
+}
+
+fn check_range(state: &QueryState, start: i64, end: i64) -> Result<(), ApiError> {
+    if end < start {
+        return Err(ApiError::new(ErrorCode::InvalidQuery, "`end` must not be before `start`"));
+    }
+    let max = i64::try_from(state.limits.max_range_secs).unwrap_or(i64::MAX).saturating_mul(1_000_000_000);
+    if end - start > max {
+        return Err(ApiError::new(
+            ErrorCode::LimitExceeded,
+            format!("the query covers more than {} hours; narrow `start`/`end`", state.limits.max_range_secs / 3600),
+        ));
+    }
+    Ok(())
+}
