@@ -13,6 +13,7 @@ mod durability;
 mod ingest_api;
 mod loki_api;
 mod openapi_doc;
+mod prometheus_api;
 mod query_api;
 mod shippers;
 mod tail_api;

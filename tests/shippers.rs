@@ -11,7 +11,7 @@ use storage::{ScanRequest, Store};
 
 use crate::ingest_api::count_ids;
 use crate::support::fixtures::{gzip, loghub_lines, now_ns, snappy};
-use crate::support::{ClickHouse, Server, ServerOptions, TOKEN_ALL, TOKEN_WS_A, client, embedded_store, eventually, stored_logs};
+use crate::support::{ClickHouse, Prometheus, Server, ServerOptions, TOKEN_ALL, TOKEN_WS_A, client, embedded_store, eventually, free_port, stored_logs};
 
 fn loki_push(prefix: &str, n: usize) -> PushRequest {
     let lines = loghub_lines();
@@ -85,10 +85,6 @@ async fn loki_push_protobuf_and_json_are_stored_with_tenancy_clickhouse() {
     check_loki(&ch.store(), &server).await;
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// (metric, org, workspace, job label) of every stored sample.
 async fn stored_samples(store: &dyn Store) -> Vec<(String, String, String, String)> {
     let req = ScanRequest { table: Table::Metrics, org_id: None, workspaces: None, from_ns: 0, to_ns: i64::MAX };
@@ -110,33 +106,12 @@ async fn stored_samples(store: &dyn Store) -> Vec<(String, String, String, Strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_remote_writes_its_scrapes() {
     let server = Server::start(ServerOptions::default());
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: dataplane\n    static_configs:\n      - targets: ['{addr}']\n\
-             remote_write:\n  - url: http://{addr}/api/v1/write\n    authorization:\n      type: Bearer\n      credentials: {TOKEN_WS_A}\n    queue_config:\n      batch_send_deadline: 1s\n      max_samples_per_send: 200\n",
-            addr = server.addr
-        ),
-    )
-    .unwrap();
-    let mut prometheus = std::process::Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{}", free_port()))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("prometheus must be installed (apt-get install prometheus); ./scripts/test does it");
-    struct Kill<'a>(&'a mut std::process::Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _guard = Kill(&mut prometheus);
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: dataplane\n    static_configs:\n      - targets: ['{addr}']\n\
+         remote_write:\n  - url: http://{addr}/api/v1/write\n    authorization:\n      type: Bearer\n      credentials: {TOKEN_WS_A}\n    queue_config:\n      batch_send_deadline: 1s\n      max_samples_per_send: 200\n",
+        addr = server.addr
+    );
+    let _prometheus = Prometheus::start(free_port(), &config, &[]);
     let store = embedded_store(&server.data_dir);
     eventually(90, "Prometheus samples stored", || async {
         let s = stored_samples(store.as_ref()).await;

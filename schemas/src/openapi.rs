@@ -76,6 +76,26 @@ fn loki(summary: &str, mut params: Vec<Value>) -> Value {
     json!({ "get": op.clone(), "post": { "requestBody": { "content": { "application/x-www-form-urlencoded": { "schema": { "type": "object" } } } }, "summary": summary, "security": [{ "bearer": [] }], "responses": op["responses"] } })
 }
 
+/// A Prometheus API operation (GET, and a form POST where Prometheus takes one).
+fn prom(summary: &str, params: Vec<Value>, post: bool) -> Value {
+    let responses = json!({
+        "200": json_ok("Prometheus's JSON for this endpoint, as the upstream answered.", json!({ "type": "object" })),
+        "400": { "$ref": "#/components/responses/PromError" },
+        "401": { "$ref": "#/components/responses/PromError" },
+        "403": { "$ref": "#/components/responses/PromError" },
+        "429": { "$ref": "#/components/responses/PromError" },
+        "503": { "$ref": "#/components/responses/PromError" },
+        "504": { "$ref": "#/components/responses/PromError" },
+    });
+    let get = json!({ "summary": summary, "security": [{ "bearer": [] }], "parameters": params, "responses": responses });
+    match post {
+        true => {
+            json!({ "get": get, "post": { "summary": summary, "security": [{ "bearer": [] }], "requestBody": { "content": { "application/x-www-form-urlencoded": { "schema": { "type": "object" } } } }, "responses": responses } })
+        }
+        false => json!({ "get": get }),
+    }
+}
+
 fn line_schema() -> Value {
     json!({ "type": "object", "properties": {
         "timestamp": { "type": "string", "format": "date-time" },
@@ -239,6 +259,35 @@ pub fn document() -> Value {
         "/loki/api/v1/status/buildinfo",
         json!({ "get": { "summary": "The Loki version features are detected by", "responses": { "200": json_ok("Build information.", json!({ "type": "object" })) } } }),
     );
+    let promql = required("query", "PromQL; every selector in it is scoped to the caller.");
+    let (pstart, pend) = (param("start", "Unix seconds or RFC 3339."), param("end", "Unix seconds or RFC 3339."));
+    let matches = param("match[]", "Series selector (repeat); default: every series the caller may read.");
+    add(
+        "/prometheus/api/v1/query",
+        prom("PromQL at an instant", vec![promql.clone(), param("time", "Default now."), param("timeout", "At most query.timeout_secs.")], true),
+    );
+    add(
+        "/prometheus/api/v1/query_range",
+        prom(
+            "PromQL over a range",
+            vec![promql.clone(), pstart.clone(), pend.clone(), required("step", "Duration or seconds."), param("timeout", "At most query.timeout_secs.")],
+            true,
+        ),
+    );
+    add("/prometheus/api/v1/query_exemplars", prom("Exemplars of the series a query selects", vec![promql, pstart.clone(), pend.clone()], true));
+    add(
+        "/prometheus/api/v1/series",
+        prom("Label sets of matching series", vec![required("match[]", "Series selector (repeat)."), pstart.clone(), pend.clone()], true),
+    );
+    add("/prometheus/api/v1/labels", prom("Label names", vec![matches.clone(), pstart.clone(), pend.clone()], true));
+    add("/prometheus/api/v1/label/{name}/values", prom("Values of one label", vec![path_param("name", "Label name."), matches, pstart, pend], false));
+    add(
+        "/prometheus/api/v1/metadata",
+        prom("Metric metadata, for the metric names the caller has series of", vec![param("metric", "One metric name."), param("limit", "Metrics.")], false),
+    );
+    add("/prometheus/api/v1/rules", prom("Recording and alerting rules: none are a tenant's, so none are listed", vec![], false));
+    add("/prometheus/api/v1/alerts", prom("Active alerts: none are a tenant's, so none are listed", vec![], false));
+    add("/prometheus/api/v1/status/buildinfo", prom("The upstream's version (Grafana's feature detection)", vec![], false));
     let ingest = |summary: &str, content: &str| {
         json!({ "post": { "summary": summary, "security": [{ "ingest": [] }], "requestBody": { "required": true, "content": { content: { "schema": { "type": "string" } } } },
             "responses": { "200": json_ok("Accepted events, and rejects by reason.", json!({ "type": "object", "properties": { "accepted": { "type": "integer" }, "rejected": { "type": "integer" }, "reasons": { "type": "object" } } })),
@@ -280,6 +329,7 @@ pub fn document() -> Value {
             },
             "responses": {
                 "Error": json_ok("An error with a stable code; 429 and 503 carry Retry-After.", json!({ "$ref": "#/components/schemas/Error" })),
+                "PromError": json_ok("An error in Prometheus's shape (`status`, `errorType`, `error`) with the stable `code`.", json!({ "type": "object", "properties": { "status": { "const": "error" }, "errorType": { "type": "string" }, "error": { "type": "string" }, "code": { "type": "string" } }, "required": ["status", "errorType", "error", "code"] })),
                 "LokiError": json_ok("An error: `message` (what Grafana shows) beside the stable `error.code`.", json!({ "allOf": [{ "$ref": "#/components/schemas/Error" }, { "type": "object", "properties": { "status": { "const": "error" }, "message": { "type": "string" } } }] })),
             },
         },

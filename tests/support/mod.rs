@@ -321,3 +321,45 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A free loopback port (for servers that must be told theirs before they start).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A real Prometheus (Debian's 2.42) on loopback, with its own data directory; killed on drop.
+pub struct Prometheus {
+    child: Child,
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Starts Prometheus on `port` with `config` (YAML) and `extra` flags.
+    pub fn start(port: u16, config: &str, extra: &[&str]) -> Prometheus {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("prometheus.yml");
+        std::fs::write(&file, config).expect("prometheus config");
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", file.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus must be installed (apt-get install prometheus); ./scripts/test does it");
+        Prometheus { child, addr: format!("127.0.0.1:{port}"), _dir: dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

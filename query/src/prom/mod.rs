@@ -229,14 +229,13 @@ async fn post(upstream: &Upstream, path: &str, form: &[(&'static str, String)]) 
         tracing::warn!(error = %e, upstream = %upstream.base, "Prometheus upstream failed");
         ApiError::new(ErrorCode::Unavailable, "the Prometheus upstream is unavailable; retry shortly")
     };
-    let mut resp = upstream
-        .client
-        .post(format!("{}/api/v1/{path}", upstream.base))
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await
-        .map_err(unavailable)?;
+    let url = format!("{}/api/v1/{path}", upstream.base);
+    // Label values and metadata are GET only in Prometheus; the rest take a form (long queries fit).
+    let req = match path.starts_with("label/") || path == "metadata" {
+        true => upstream.client.get(format!("{url}?{body}")),
+        false => upstream.client.post(url).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(body),
+    };
+    let mut resp = req.send().await.map_err(unavailable)?;
     let status = resp.status();
     if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE && !is_json(resp.headers()) {
         return Err(ApiError::new(ErrorCode::Unavailable, format!("the Prometheus upstream answered {status}; retry shortly")));
@@ -314,7 +313,7 @@ async fn label_values(State(state): State<QueryState>, Path(name): Path<String>,
 /// `series`, `labels`, `label/…/values`: scoped `match[]` selectors and the time range.
 async fn selector_request(state: &QueryState, r: &Request, action: &str, path: &str, required: bool) -> Reply {
     let matches = r.scoped_matches(required)?;
-    if let (Some(s), Some(e)) = (r.params.time("start")?, r.params.time("end")?) {
+    if let (Some(s), Some(e)) = (time(&r.params, "start")?, time(&r.params, "end")?) {
         check_range(state, s, e)?;
     }
     let text = r.params.all("match[]").join(" ");
@@ -349,12 +348,14 @@ fn parse_success(a: &Answer) -> Result<Value, ApiError> {
 }
 
 /// Recording and alerting rules are the platform's, not a tenant's: none are listed.
-async fn no_rules() -> axum::Json<Value> {
-    axum::Json(json!({ "status": "success", "data": { "groups": [] } }))
+async fn no_rules(State(state): State<QueryState>, headers: HeaderMap) -> Result<axum::Json<Value>, PromError> {
+    state.identify(&headers).await?;
+    Ok(axum::Json(json!({ "status": "success", "data": { "groups": [] } })))
 }
 
-async fn no_alerts() -> axum::Json<Value> {
-    axum::Json(json!({ "status": "success", "data": { "alerts": [] } }))
+async fn no_alerts(State(state): State<QueryState>, headers: HeaderMap) -> Result<axum::Json<Value>, PromError> {
+    state.identify(&headers).await?;
+    Ok(axum::Json(json!({ "status": "success", "data": { "alerts": [] } })))
 }
 
 /// The upstream's version (Grafana's feature detection); no tenant data in it.
@@ -370,8 +371,17 @@ async fn buildinfo(State(state): State<QueryState>, headers: HeaderMap) -> Reply
     Ok(Answer { status: StatusCode::OK, content_type: None, body }.into_response())
 }
 
+/// A time as Prometheus reads one: Unix seconds (with a fraction) or RFC 3339; nanoseconds.
+fn time(p: &Params, key: &str) -> Result<Option<i64>, ApiError> {
+    let Some(v) = p.one(key) else { return Ok(None) };
+    let secs = v.parse::<f64>().ok().filter(|s| s.is_finite() && s.abs() < 1e11).map(|s| (s * 1e9) as i64);
+    secs.or_else(|| chrono::DateTime::parse_from_rfc3339(v).ok().and_then(|t| t.timestamp_nanos_opt()))
+        .map(Some)
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidQuery, format!("`{key}`: `{v}` is not a time (Unix seconds or RFC 3339)")))
+}
+
 fn required_time(p: &Params, key: &str) -> Result<i64, ApiError> {
-    p.time(key)?.ok_or_else(|| ApiError::new(ErrorCode::InvalidQuery, format!("`{key}` (Unix seconds or RFC 3339) is required")))
+    time(p, key)?.ok_or_else(|| ApiError::new(ErrorCode::InvalidQuery, format!("`{key}` (Unix seconds or RFC 3339) is required")))
 }
 
 fn check_range(state: &QueryState, start: i64, end: i64) -> Result<(), ApiError> {
