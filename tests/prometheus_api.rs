@@ -15,8 +15,12 @@ struct Setup {
 }
 
 fn start() -> Setup {
+    start_with("")
+}
+
+fn start_with(extra: &str) -> Setup {
     let port = free_port();
-    let server = Server::start(ServerOptions { extra_toml: format!("[prometheus]\nupstream = \"http://127.0.0.1:{port}/\"\n"), ..Default::default() });
+    let server = Server::start(ServerOptions { extra_toml: format!("[prometheus]\nupstream = \"http://127.0.0.1:{port}/\"\n{extra}"), ..Default::default() });
     let target = |job: &str, org: &str, ws: &str, ns: &str| {
         format!(
             "  - job_name: {job}\n    static_configs:\n      - targets: ['{addr}']\n        labels: {{ organization: {org}, workspace: {ws}, namespace: {ns} }}\n",
@@ -204,7 +208,7 @@ async fn grafana_calls_are_answered_and_scoped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_prometheus_shaped_errors_with_a_code() {
-    let s = start();
+    let s = start_with("[query]\nmax_series = 5\n");
     let url = s.server.url("/prometheus/api/v1/query");
     let alice = token(&s.server, "alice", "acme", &["ws-a"], &[]);
     let cases: Vec<(Option<&str>, String, u16, &str)> = vec![
@@ -224,6 +228,12 @@ async fn bad_requests_get_prometheus_shaped_errors_with_a_code() {
     let (status, v) =
         get(&s.server.url("/prometheus/api/v1/query_range"), Some(&alice), &[("query", "up"), ("start", "0"), ("end", "99999999999"), ("step", "1h")]).await;
     assert_eq!((status, v["code"].as_str()), (400, Some("limit_exceeded")), "{v}");
+    // Too many series in the answer: refused whole, never cut short.
+    scraped(&s.prometheus).await;
+    let (status, v) = get(&url, Some(&alice), &[("query", r#"{__name__=~".+"}"#)]).await;
+    assert_eq!((status, v["code"].as_str()), (400, Some("limit_exceeded")), "{v}");
+    let (status, _) = get(&url, Some(&alice), &[("query", "count({__name__=~\".+\"})")]).await;
+    assert_eq!(status, 200);
     // An upstream that is down is a 503 to retry, not a hang or a 500.
     drop(s.prometheus);
     let (status, v) = get(&url, Some(&alice), &[("query", "up")]).await;

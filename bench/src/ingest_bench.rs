@@ -9,6 +9,8 @@
 
 mod baselines;
 mod load;
+// Shared with query-bench and prom-bench, which use parts this one does not.
+#[allow(dead_code)]
 mod procs;
 mod report;
 mod workload;

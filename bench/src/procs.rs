@@ -15,7 +15,7 @@ pub const CLIENT_CORE: usize = 1;
 /// Kills and reaps the child when dropped.
 pub struct Guard {
     pub child: Child,
-    name: &'static str,
+    pub name: &'static str,
 }
 
 impl Guard {
@@ -114,13 +114,18 @@ impl Server {
 
     /// Like [`Server::start`], on a data directory prepared beforehand (stored rows in it).
     pub fn start_in(binary: &Path, clickhouse_url: Option<&str>, tmp: tempfile::TempDir) -> anyhow::Result<Server> {
+        Server::start_configured(binary, clickhouse_url, tmp, "")
+    }
+
+    /// Like [`Server::start_in`], with `extra` TOML tables appended to the configuration.
+    pub fn start_configured(binary: &Path, clickhouse_url: Option<&str>, tmp: tempfile::TempDir, extra: &str) -> anyhow::Result<Server> {
         let data_dir = tmp.path().to_owned();
         let storage = match clickhouse_url {
             Some(url) => format!("[storage]\nbackend = \"clickhouse\"\n[storage.clickhouse]\nurl = \"{url}\"\n"),
             None => "[storage]\nbackend = \"embedded\"\n".to_owned(),
         };
         let config = format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nlog_level = \"warn\"\n{storage}\n[[ingest.credentials]]\nname = \"bench\"\ntoken = \"{TOKEN}\"\nworkspaces = [\"*\"]\n",
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nlog_level = \"warn\"\n{storage}\n[[ingest.credentials]]\nname = \"bench\"\ntoken = \"{TOKEN}\"\nworkspaces = [\"*\"]\n{extra}",
             data_dir.display()
         );
         let config_path = data_dir.join("bench-config.toml");
@@ -156,6 +161,26 @@ impl Server {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
+}
+
+/// A token of the server's development issuer (`dataplane token`).
+pub fn dev_token(server: &Server, binary: &Path, org: &str, workspace: &str) -> anyhow::Result<String> {
+    let out = Command::new(binary)
+        .args(["token", "--config"])
+        .arg(server.data_dir.join("bench-config.toml"))
+        .args(["--user", "bench", "--org", org, "--workspace", workspace, "--ttl", "2h"])
+        .output()
+        .context("dataplane token")?;
+    if !out.status.success() {
+        bail!("dataplane token: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+}
+
+/// The `q` quantile of `v` (sorted in place).
+pub fn quantile(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() as f64 - 1.0) * q).round() as usize]
 }
 
 /// The ClickHouse engine (chdb) behind `tests/support/clickhouse_adapter.py`, on the client core.

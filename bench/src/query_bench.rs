@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use procs::{Adapter, CLIENT_CORE, Server};
+use procs::{Adapter, CLIENT_CORE, Server, quantile};
 use schemas::{LogRecord, Rows, Severity};
 use storage::clickhouse::{ClickHouseConfig, ClickHouseStore};
 use storage::embedded::{EmbeddedConfig, EmbeddedStore};
@@ -141,11 +141,6 @@ async fn load(store: &dyn Store, a: &Args, end: i64, lines: &[String]) -> anyhow
         }
     }
     Ok(started.elapsed().as_secs_f64())
-}
-
-fn quantile(v: &mut [f64], q: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() as f64 - 1.0) * q).round() as usize]
 }
 
 /// One question, asked through the API and of the engine.
@@ -412,18 +407,8 @@ async fn scope_for(server: &Server, token: &str, ws: &str) -> anyhow::Result<aut
     Ok(gate.logs(&id, Some(&BTreeSet::from([ws.to_owned()])), None).await?)
 }
 
-/// A token of the server's development issuer (`dataplane token`).
 fn token(server: &Server, binary: &Path, org: &str, workspace: &str) -> anyhow::Result<String> {
-    let out = std::process::Command::new(binary)
-        .args(["token", "--config"])
-        .arg(server.data_dir.join("bench-config.toml"))
-        .args(["--user", "bench", "--org", org, "--workspace", workspace, "--ttl", "2h"])
-        .output()
-        .context("dataplane token")?;
-    if !out.status.success() {
-        bail!("dataplane token: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+    procs::dev_token(server, binary, org, workspace)
 }
 
 fn schemas_now() -> i64 {

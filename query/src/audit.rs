@@ -66,23 +66,34 @@ pub async fn run<T>(
     f: impl Future<Output = Result<T, ApiError>>,
     rows: impl Fn(&T) -> u64,
 ) -> Result<T, ApiError> {
-    let started = Instant::now();
+    let pending = Pending::start(sink, &req);
     let (result, workspaces) = COVERED
         .scope(RefCell::new(BTreeSet::new()), async {
             let r = f.await;
             (r, COVERED.with(|c| c.take()))
         })
         .await;
-    if let Some(sink) = sink {
-        let (outcome, rows) = match &result {
-            Ok(v) => ("ok".to_owned(), rows(v)),
-            Err(e) => (e.code.as_str().to_owned(), 0),
-        };
-        let workspace = match workspaces.len() {
-            1 => workspaces.iter().next().cloned().unwrap_or_default(),
-            0 => String::new(),
-            _ => "*".to_owned(),
-        };
+    match &result {
+        Ok(v) => pending.finish("ok", rows(v), workspaces),
+        Err(e) => pending.finish(e.code.as_str(), 0, workspaces),
+    }
+    result
+}
+
+/// A record begun when the request started and written when it ends: for answers that
+/// stream on after the handler returned.
+pub struct Pending {
+    sink: Option<Arc<dyn AuditSink>>,
+    started: Instant,
+    org_id: String,
+    actor: String,
+    initiated_by: String,
+    action: String,
+    query: String,
+}
+
+impl Pending {
+    pub fn start(sink: Option<&Arc<dyn AuditSink>>, req: &Request<'_>) -> Pending {
         let mut query = req.query.to_owned();
         if query.len() > MAX_QUERY_CHARS {
             let mut end = MAX_QUERY_CHARS;
@@ -91,23 +102,43 @@ pub async fn run<T>(
             }
             query.truncate(end);
         }
-        let mut attributes = vec![("duration_ms".to_owned(), format!("{:.3}", started.elapsed().as_secs_f64() * 1e3)), ("rows".to_owned(), rows.to_string())];
+        Pending {
+            sink: sink.cloned(),
+            started: Instant::now(),
+            org_id: req.id.org_id().to_owned(),
+            actor: req.id.user().to_owned(),
+            initiated_by: req.initiated_by.to_owned(),
+            action: req.action.to_owned(),
+            query,
+        }
+    }
+
+    /// Writes the record: `outcome` is `ok` or an error code.
+    pub fn finish(self, outcome: &str, rows: u64, workspaces: BTreeSet<String>) {
+        let Some(sink) = self.sink else { return };
+        let workspace = match workspaces.len() {
+            1 => workspaces.iter().next().cloned().unwrap_or_default(),
+            0 => String::new(),
+            _ => "*".to_owned(),
+        };
+        let mut attributes =
+            vec![("duration_ms".to_owned(), format!("{:.3}", self.started.elapsed().as_secs_f64() * 1e3)), ("rows".to_owned(), rows.to_string())];
         if workspaces.len() > 1 {
             attributes.push(("workspaces".to_owned(), workspaces.into_iter().collect::<Vec<_>>().join(",")));
         }
         attributes.sort();
+        let resource = if self.action.starts_with("prometheus.") { "metrics" } else { "logs" }.to_owned();
         sink.record(AuditRecord {
             timestamp_ns: crate::params::now_ns(),
-            org_id: req.id.org_id().to_owned(),
+            org_id: self.org_id,
             workspace,
-            actor: req.id.user().to_owned(),
-            initiated_by: req.initiated_by.to_owned(),
-            action: req.action.to_owned(),
-            resource: "logs".to_owned(),
-            outcome,
-            message: query,
+            actor: self.actor,
+            initiated_by: self.initiated_by,
+            action: self.action,
+            resource,
+            outcome: outcome.to_owned(),
+            message: self.query,
             attributes,
         });
     }
-    result
 }

@@ -11,6 +11,7 @@
 
 pub mod scope;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use axum::routing::get;
 use schemas::{ApiError, ErrorCode};
 use serde_json::{Value, json};
 
+use crate::audit::Pending;
 use crate::params::Params;
 use crate::state::QueryState;
 pub use scope::TenantLabels;
@@ -130,29 +132,10 @@ impl IntoResponse for PromError {
 
 type Reply = Result<Response, PromError>;
 
-/// An upstream answer, relayed as it came.
+/// A whole upstream answer.
 struct Answer {
     status: StatusCode,
-    content_type: Option<HeaderValue>,
     body: Bytes,
-}
-
-impl Answer {
-    /// Series (or exemplar series) in a successful result.
-    fn series(&self) -> u64 {
-        if !self.status.is_success() {
-            return 0;
-        }
-        memchr::memmem::find_iter(&self.body, br#""metric":"#).count() as u64 + memchr::memmem::find_iter(&self.body, br#""seriesLabels":"#).count() as u64
-    }
-
-    fn into_response(self) -> Response {
-        let mut r = Response::new(Body::from(self.body));
-        *r.status_mut() = self.status;
-        let ct = self.content_type.unwrap_or(HeaderValue::from_static("application/json"));
-        r.headers_mut().insert(header::CONTENT_TYPE, ct);
-        r
-    }
 }
 
 /// What every handler starts with: the upstream, the caller, the parameters, the caller's scope.
@@ -202,56 +185,242 @@ impl Request {
         keys.iter().filter_map(|k| self.params.one(k).map(|v| (*k, v.to_owned()))).collect()
     }
 
-    /// Sends `form` to the upstream's `api/v1/<path>`, as one of the caller's audited queries.
-    async fn run(&self, state: &QueryState, action: &str, audit_text: &str, path: &str, mut form: Vec<(&'static str, String)>) -> Result<Answer, ApiError> {
+    /// Sends `form` to the upstream's `api/v1/<path>`, as one of the caller's audited queries,
+    /// and relays the answer as it arrives (a large answer is never held whole). The query's
+    /// slot, timeout and audit record last until the last byte is sent.
+    async fn run(&self, state: &QueryState, action: &str, audit_text: &str, path: &str, mut form: Vec<(&'static str, String)>) -> Result<Response, ApiError> {
         let limit = state.limits.timeout_secs.max(1);
         // The upstream gives up when we do: its own `timeout` is ours (or the caller's, if shorter).
         let asked = self.params.one("timeout").and_then(crate::params::parse_duration_ns).map(|ns| (ns / 1_000_000_000).max(1) as u64);
         form.push(("timeout", format!("{}s", asked.unwrap_or(limit).min(limit))));
-        let max_series = state.limits.max_series as u64;
-        let fetch = async {
-            let answer = post(&self.upstream, path, &form).await?;
-            if answer.series() > max_series && matches!(path, "query" | "query_range" | "series") {
-                return Err(ApiError::new(
-                    ErrorCode::LimitExceeded,
-                    format!("the answer has more than {max_series} series; narrow the selectors or aggregate"),
-                ));
-            }
-            Ok(answer)
+        let pending = Pending::start(state.audit.as_ref(), &crate::audit::Request { id: &self.id, initiated_by: "user", action, query: audit_text });
+        let workspaces: BTreeSet<String> = self.scope.workspaces().unwrap_or_default().into_iter().map(str::to_owned).collect();
+        let relay = Relay {
+            pending: Some(pending),
+            workspaces,
+            counter: SeriesCounter::default(),
+            max_series: match path {
+                "query" | "query_range" | "series" => state.limits.max_series as u64,
+                _ => u64::MAX,
+            },
+            deadline: tokio::time::Instant::now() + Duration::from_secs(limit),
+            timeout_secs: limit,
+            _slot: None,
         };
-        state.bounded(&self.id, action, audit_text, fetch, Answer::series).await
+        relay.start(state, &self.id, &self.upstream, path, &form).await
     }
 }
 
-async fn post(upstream: &Upstream, path: &str, form: &[(&'static str, String)]) -> Result<Answer, ApiError> {
+/// One relayed answer: counts series as they pass, holds the user's query slot, and writes the
+/// audit record when the answer ends (or is cut off).
+struct Relay {
+    pending: Option<Pending>,
+    workspaces: BTreeSet<String>,
+    counter: SeriesCounter,
+    max_series: u64,
+    deadline: tokio::time::Instant,
+    timeout_secs: u64,
+    _slot: Option<crate::state::Slot>,
+}
+
+/// Bytes read before the answer's head is sent: an answer that ends within them is checked
+/// whole (a clear error when over the series limit); a longer one streams.
+const PREFIX_BYTES: usize = 1 << 20;
+
+impl Relay {
+    fn finish(&mut self, outcome: &str) {
+        if let Some(p) = self.pending.take() {
+            p.finish(outcome, self.counter.series, std::mem::take(&mut self.workspaces));
+        }
+    }
+
+    fn fail(mut self, e: ApiError) -> Result<Response, ApiError> {
+        self.finish(e.code.as_str());
+        Err(e)
+    }
+
+    fn over_limit(&self) -> Option<ApiError> {
+        (self.counter.series > self.max_series)
+            .then(|| ApiError::new(ErrorCode::LimitExceeded, format!("the answer has more than {} series; narrow the selectors or aggregate", self.max_series)))
+    }
+
+    async fn chunk(&self, resp: &mut reqwest::Response) -> Result<Option<Bytes>, ApiError> {
+        match tokio::time::timeout_at(self.deadline, resp.chunk()).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "Prometheus upstream failed mid-answer");
+                Err(ApiError::new(ErrorCode::Unavailable, "the Prometheus upstream is unavailable; retry shortly"))
+            }
+            Err(_) => Err(ApiError::new(ErrorCode::QueryTimeout, format!("the query ran past {} s and was cancelled; narrow it", self.timeout_secs))),
+        }
+    }
+
+    async fn start(
+        mut self,
+        state: &QueryState,
+        id: &Identity,
+        upstream: &Upstream,
+        path: &str,
+        form: &[(&'static str, String)],
+    ) -> Result<Response, ApiError> {
+        match state.slot(id.user()) {
+            Ok(slot) => self._slot = Some(slot),
+            Err(e) => return self.fail(e),
+        }
+        let opened = match tokio::time::timeout_at(self.deadline, open(upstream, path, form)).await {
+            Ok(r) => r,
+            Err(_) => Err(ApiError::new(ErrorCode::QueryTimeout, format!("the query ran past {} s and was cancelled; narrow it", self.timeout_secs))),
+        };
+        let mut resp = match opened {
+            Ok(r) => r,
+            Err(e) => return self.fail(e),
+        };
+        let status = resp.status();
+        let content_type = resp.headers().get(header::CONTENT_TYPE).cloned().unwrap_or(HeaderValue::from_static("application/json"));
+        let mut prefix = Vec::new();
+        let mut ended = false;
+        while prefix.len() < PREFIX_BYTES {
+            match self.chunk(&mut resp).await {
+                Ok(Some(c)) => prefix.extend_from_slice(&c),
+                Ok(None) => {
+                    ended = true;
+                    break;
+                }
+                Err(e) => return self.fail(e),
+            }
+        }
+        if status.is_success() {
+            self.counter.feed(&prefix);
+            if let Some(e) = self.over_limit() {
+                return self.fail(e);
+            }
+        }
+        let body = if ended {
+            self.finish("ok");
+            Body::from(prefix)
+        } else {
+            let first = futures_util::stream::once(std::future::ready(Ok::<Bytes, std::io::Error>(Bytes::from(prefix))));
+            let rest = futures_util::stream::unfold(Some((self, resp, status.is_success())), |state| async move {
+                let (mut relay, mut resp, counting) = state?;
+                match relay.chunk(&mut resp).await {
+                    Ok(Some(c)) => {
+                        if counting {
+                            relay.counter.feed(&c);
+                            if let Some(e) = relay.over_limit() {
+                                // The head is sent: cutting the connection is the only way to refuse.
+                                tracing::info!(error = %e.message, "Prometheus answer cut off");
+                                relay.finish(e.code.as_str());
+                                return Some((Err(std::io::Error::other(e.message)), None));
+                            }
+                        }
+                        Some((Ok(c), Some((relay, resp, counting))))
+                    }
+                    Ok(None) => {
+                        relay.finish("ok");
+                        None
+                    }
+                    Err(e) => {
+                        relay.finish(e.code.as_str());
+                        Some((Err(std::io::Error::other(e.message)), None))
+                    }
+                }
+            });
+            Body::from_stream(futures_util::StreamExt::chain(first, rest))
+        };
+        let mut r = Response::new(body);
+        *r.status_mut() = status;
+        r.headers_mut().insert(header::CONTENT_TYPE, content_type);
+        Ok(r)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        // The client went away before the answer ended.
+        self.finish("cancelled");
+    }
+}
+
+/// Counts `"metric":` (query results, series) and `"seriesLabels":` (exemplars) across chunks.
+#[derive(Default)]
+struct SeriesCounter {
+    series: u64,
+    tail: Vec<u8>,
+}
+
+impl SeriesCounter {
+    const PATTERNS: [&'static [u8]; 2] = [br#""metric":"#, br#""seriesLabels":"#];
+
+    fn feed(&mut self, chunk: &[u8]) {
+        const KEEP: usize = 14; // the longest pattern, less one byte
+        let mut seam = std::mem::take(&mut self.tail);
+        let seen = seam.len();
+        seam.extend_from_slice(&chunk[..chunk.len().min(KEEP)]);
+        for p in Self::PATTERNS {
+            // Starting in what came before and ending in this chunk…
+            self.series += memchr::memmem::find_iter(&seam, p).filter(|&i| i < seen && i + p.len() > seen).count() as u64;
+            // …and wholly inside it.
+            self.series += memchr::memmem::find_iter(chunk, p).count() as u64;
+        }
+        self.tail = match chunk.len() >= KEEP {
+            true => chunk[chunk.len() - KEEP..].to_vec(),
+            false => seam[seam.len().saturating_sub(KEEP)..].to_vec(),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SeriesCounter;
+
+    #[test]
+    fn series_are_counted_across_any_chunking() {
+        let body =
+            br#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"a":"\"metric\":"},"values":[]},{"metric":{}},{"seriesLabels":{}}]}}"#;
+        for size in 1..body.len() {
+            let mut c = SeriesCounter::default();
+            body.chunks(size).for_each(|ch| c.feed(ch));
+            assert_eq!(c.series, 3, "chunks of {size}");
+        }
+    }
+}
+
+/// Sends the request; an upstream that cannot be reached, or fails without a JSON answer, is
+/// `Unavailable`. Prometheus's own errors (JSON, 4xx or 5xx) are relayed.
+async fn open(upstream: &Upstream, path: &str, form: &[(&'static str, String)]) -> Result<reqwest::Response, ApiError> {
     let body = serde_urlencoded::to_string(form).map_err(|_| ApiError::new(ErrorCode::Internal, "the upstream request could not be encoded"))?;
-    let unavailable = |e: reqwest::Error| {
-        tracing::warn!(error = %e, upstream = %upstream.base, "Prometheus upstream failed");
-        ApiError::new(ErrorCode::Unavailable, "the Prometheus upstream is unavailable; retry shortly")
-    };
     let url = format!("{}/api/v1/{path}", upstream.base);
     // Label values and metadata are GET only in Prometheus; the rest take a form (long queries fit).
     let req = match path.starts_with("label/") || path == "metadata" {
         true => upstream.client.get(format!("{url}?{body}")),
         false => upstream.client.post(url).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(body),
     };
-    let mut resp = req.send().await.map_err(unavailable)?;
+    let resp = req.send().await.map_err(|e| {
+        tracing::warn!(error = %e, upstream = %upstream.base, "Prometheus upstream failed");
+        ApiError::new(ErrorCode::Unavailable, "the Prometheus upstream is unavailable; retry shortly")
+    })?;
     let status = resp.status();
     if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE && !is_json(resp.headers()) {
         return Err(ApiError::new(ErrorCode::Unavailable, format!("the Prometheus upstream answered {status}; retry shortly")));
     }
-    let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+    Ok(resp)
+}
+
+/// A whole answer (metadata and the names it is filtered by), bounded in size.
+async fn post(upstream: &Upstream, path: &str, form: &[(&'static str, String)]) -> Result<Answer, ApiError> {
+    let mut resp = open(upstream, path, form).await?;
+    let status = resp.status();
     if resp.content_length().is_some_and(|n| n as usize > MAX_ANSWER_BYTES) {
         return Err(too_big());
     }
-    let mut body = Vec::with_capacity(resp.content_length().unwrap_or(0) as usize);
-    while let Some(chunk) = resp.chunk().await.map_err(unavailable)? {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|_| ApiError::new(ErrorCode::Unavailable, "the Prometheus upstream is unavailable; retry shortly"))? {
         if body.len() + chunk.len() > MAX_ANSWER_BYTES {
             return Err(too_big());
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(Answer { status, content_type, body: Bytes::from(body) })
+    Ok(Answer { status, body: Bytes::from(body) })
 }
 
 fn is_json(h: &reqwest::header::HeaderMap) -> bool {
@@ -326,14 +495,18 @@ async fn selector_request(state: &QueryState, r: &Request, action: &str, path: &
 async fn metadata(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Reply {
     let r = begin(&state, &headers, raw.as_deref(), &[]).await?;
     let names_form = vec![("match[]", scope::scope_only(&r.scope, &r.upstream.labels)?)];
-    let names = r.run(&state, "prometheus.metadata", r.params.one("metric").unwrap_or_default(), "label/__name__/values", names_form).await?;
-    let names: Value = parse_success(&names)?;
-    let visible: std::collections::HashSet<&str> = names["data"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-    let meta = post(&r.upstream, "metadata", &r.passed(&["metric", "limit", "limit_per_metric"])).await?;
-    let mut meta: Value = parse_success(&meta)?;
-    if let Some(map) = meta["data"].as_object_mut() {
-        map.retain(|name, _| visible.contains(name.as_str()));
-    }
+    let fetch = async {
+        crate::audit::covered(&r.scope);
+        let names = parse_success(&post(&r.upstream, "label/__name__/values", &names_form).await?)?;
+        let visible: std::collections::HashSet<&str> = names["data"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let mut meta = parse_success(&post(&r.upstream, "metadata", &r.passed(&["metric", "limit", "limit_per_metric"])).await?)?;
+        if let Some(map) = meta["data"].as_object_mut() {
+            map.retain(|name, _| visible.contains(name.as_str()));
+        }
+        Ok(meta)
+    };
+    let rows = |m: &Value| m["data"].as_object().map_or(0, |o| o.len() as u64);
+    let meta = state.bounded(&r.id, "prometheus.metadata", r.params.one("metric").unwrap_or_default(), fetch, rows).await?;
     Ok(axum::Json(meta).into_response())
 }
 
@@ -368,7 +541,7 @@ async fn buildinfo(State(state): State<QueryState>, headers: HeaderMap) -> Reply
         _ => None,
     };
     let body = body.ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "the Prometheus upstream is unavailable; retry shortly"))?;
-    Ok(Answer { status: StatusCode::OK, content_type: None, body }.into_response())
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
 }
 
 /// A time as Prometheus reads one: Unix seconds (with a fraction) or RFC 3339; nanoseconds.
