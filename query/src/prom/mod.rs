@@ -369,22 +369,6 @@ impl SeriesCounter {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::SeriesCounter;
-
-    #[test]
-    fn series_are_counted_across_any_chunking() {
-        let body =
-            br#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"a":"\"metric\":"},"values":[]},{"metric":{}},{"seriesLabels":{}}]}}"#;
-        for size in 1..body.len() {
-            let mut c = SeriesCounter::default();
-            body.chunks(size).for_each(|ch| c.feed(ch));
-            assert_eq!(c.series, 3, "chunks of {size}");
-        }
-    }
-}
-
 /// Sends the request; an upstream that cannot be reached, or fails without a JSON answer, is
 /// `Unavailable`. Prometheus's own errors (JSON, 4xx or 5xx) are relayed.
 async fn open(upstream: &Upstream, path: &str, form: &[(&'static str, String)]) -> Result<reqwest::Response, ApiError> {
@@ -569,4 +553,20 @@ fn check_range(state: &QueryState, start: i64, end: i64) -> Result<(), ApiError>
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SeriesCounter;
+
+    #[test]
+    fn series_are_counted_across_any_chunking() {
+        let body =
+            br#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"a":"\"metric\":"},"values":[]},{"metric":{}},{"seriesLabels":{}}]}}"#;
+        for size in 1..body.len() {
+            let mut c = SeriesCounter::default();
+            body.chunks(size).for_each(|ch| c.feed(ch));
+            assert_eq!(c.series, 3, "chunks of {size}");
+        }
+    }
 }
