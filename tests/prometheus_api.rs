@@ -2,7 +2,8 @@
 //! that scrapes real targets on loopback under three tenants' labels: acme/ws-a (job `a`),
 //! acme/ws-b (job `b`) and globex/ws-a (job `g`, the same workspace name in another
 //! organisation). Each caller asks through the proxy; hostile PromQL never returns or counts
-//! another tenant's series.
+//! another tenant's series. Without an upstream, the data plane evaluates PromQL over the
+//! samples Prometheus remote-wrote to it, and must answer as that Prometheus does.
 
 use serde_json::Value;
 
@@ -226,7 +227,7 @@ async fn bad_requests_get_prometheus_shaped_errors_with_a_code() {
         assert!(v["error"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
     }
     let (status, v) =
-        get(&s.server.url("/prometheus/api/v1/query_range"), Some(&alice), &[("query", "up"), ("start", "0"), ("end", "99999999999"), ("step", "1h")]).await;
+        get(&s.server.url("/prometheus/api/v1/query_range"), Some(&alice), &[("query", "up"), ("start", "0"), ("end", "1790000000"), ("step", "1h")]).await;
     assert_eq!((status, v["code"].as_str()), (400, Some("limit_exceeded")), "{v}");
     // Too many series in the answer: refused whole, never cut short.
     scraped(&s.prometheus).await;
@@ -240,11 +241,156 @@ async fn bad_requests_get_prometheus_shaped_errors_with_a_code() {
     assert_eq!((status, v["code"].as_str(), v["errorType"].as_str()), (503, Some("unavailable"), Some("unavailable")), "{v}");
 }
 
+/// Compares two Prometheus `matrix` answers: the same series, the same points, values equal
+/// within floating-point tolerance.
+fn same_matrix(q: &str, ours: &Value, theirs: &Value) {
+    let by_labels = |v: &Value| -> std::collections::BTreeMap<String, Vec<(f64, String)>> {
+        v["data"]["result"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{q}: no matrix in {v}"))
+            .iter()
+            .map(|s| {
+                (s["metric"].to_string(), s["values"].as_array().unwrap().iter().map(|p| (p[0].as_f64().unwrap(), p[1].as_str().unwrap().to_owned())).collect())
+            })
+            .collect()
+    };
+    let (a, b) = (by_labels(ours), by_labels(theirs));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>(), "{q}: series differ\nours:   {ours}\ntheirs: {theirs}");
+    for (k, pa) in &a {
+        let pb = &b[k];
+        assert_eq!(pa.iter().map(|p| p.0).collect::<Vec<_>>(), pb.iter().map(|p| p.0).collect::<Vec<_>>(), "{q}: timestamps of {k} differ");
+        for ((t, x), (_, y)) in pa.iter().zip(pb) {
+            let (x, y): (f64, f64) = (x.replace("+Inf", "inf").parse().unwrap(), y.replace("+Inf", "inf").parse().unwrap());
+            let close = (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1e-9);
+            assert!(close, "{q}: {k} at {t}: ours {x}, Prometheus {y}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_an_upstream_the_api_says_what_to_configure() {
+async fn native_promql_matches_a_real_prometheus_on_the_same_samples() {
+    // No upstream: the data plane answers PromQL from its own stored samples, which a real
+    // Prometheus remote-writes to it from its scrapes; the same Prometheus answers the same
+    // queries from its own TSDB.
     let server = Server::start(ServerOptions::default());
+    let port = free_port();
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: dataplane\n    static_configs:\n      - targets: ['{addr}']\n        labels: {{ workspace: ws-a }}\n\
+         \x20 - job_name: prometheus\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n        labels: {{ workspace: ws-a }}\n\
+         remote_write:\n  - url: http://{addr}/api/v1/write\n    authorization:\n      type: Bearer\n      credentials: {token}\n    queue_config:\n      batch_send_deadline: 1s\n",
+        addr = server.addr,
+        token = crate::support::TOKEN_WS_A
+    );
+    let prometheus = Prometheus::start(port, &config, &[]);
     let alice = token(&server, "alice", "acme", &["ws-a"], &[]);
-    let (status, v) = get(&server.url("/prometheus/api/v1/query"), Some(&alice), &[("query", "up")]).await;
-    assert_eq!((status, v["code"].as_str()), (503, Some("unavailable")), "{v}");
-    assert!(v["error"].as_str().unwrap().contains("prometheus.upstream"), "{v}");
+    let ours = |p: &str| server.url(&format!("/prometheus/api/v1/{p}"));
+    // 30 s of scrapes, all of them stored on our side too.
+    eventually(90, "30 s of samples on both sides", || async {
+        let q = [("query", "count_over_time(up{job=\"prometheus\"}[40s])")];
+        let (_, theirs) = get(&prometheus.url("/api/v1/query"), None, &q).await;
+        let (_, mine) = get(&ours("query"), Some(&alice), &q).await;
+        let n = |v: &Value| v["data"]["result"][0]["value"][1].as_str().and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+        n(&theirs) >= 30.0 && n(&mine) >= 30.0
+    })
+    .await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    // Well behind now, so every sample of the range has been remote-written.
+    let (start, end) = (format!("{:.3}", now - 28.0), format!("{:.3}", now - 8.0));
+    let queries = [
+        "up",
+        r#"up{job="prometheus"}"#,
+        "rate(prometheus_http_requests_total[10s])",
+        "increase(prometheus_tsdb_head_samples_appended_total[15s])",
+        "irate(process_cpu_seconds_total[10s])",
+        "delta(process_resident_memory_bytes[10s])",
+        "avg_over_time(scrape_samples_scraped[10s])",
+        "max_over_time(scrape_duration_seconds[10s]) - min_over_time(scrape_duration_seconds[10s])",
+        "count_over_time(up[10s])",
+        "sum_over_time(up[5s])",
+        "quantile_over_time(0.5, scrape_duration_seconds[10s])",
+        "last_over_time(process_open_fds[5s])",
+        "changes(process_open_fds[10s])",
+        "resets(prometheus_http_requests_total[10s])",
+        "sum by (job) (up)",
+        "count without (instance) (up)",
+        "max by (job) (process_resident_memory_bytes)",
+        "avg(scrape_samples_scraped)",
+        "topk(1, process_resident_memory_bytes)",
+        "sum(rate(scrape_samples_scraped[10s])) by (job)",
+        "histogram_quantile(0.9, sum by (le) (rate(prometheus_http_request_duration_seconds_bucket[15s])))",
+        "histogram_quantile(0.5, rate(prometheus_tsdb_compaction_chunk_size_bytes_bucket[15s]))",
+        "process_resident_memory_bytes / on(job, instance) process_virtual_memory_bytes",
+        "process_resident_memory_bytes / ignoring(job) process_virtual_memory_bytes",
+        "rate(process_cpu_seconds_total[10s]) * 100",
+        "1 - up",
+        "up == 1",
+        "up > bool 0",
+        "scrape_samples_scraped > 10",
+        "up and on(job) process_open_fds",
+        r#"up unless up{job="prometheus"}"#,
+        r#"up{job="dataplane"} or up"#,
+        "clamp_max(process_open_fds, 10)",
+        "abs(-up)",
+        "absent(nonexistent_metric)",
+        r#"absent(up{job="nope"})"#,
+        "vector(1) + 2",
+        "scalar(sum(up)) * up",
+        "time() - time()",
+    ];
+    let mut empty = Vec::new();
+    for q in queries {
+        let form = [("query", q), ("start", start.as_str()), ("end", end.as_str()), ("step", "2")];
+        let (s1, mine) = get(&ours("query_range"), Some(&alice), &form).await;
+        let (s2, theirs) = get(&prometheus.url("/api/v1/query_range"), None, &form).await;
+        assert_eq!((s1, s2), (200, 200), "{q}:\nours:   {mine}\ntheirs: {theirs}");
+        same_matrix(q, &mine, &theirs);
+        if theirs["data"]["result"].as_array().is_none_or(Vec::is_empty) {
+            empty.push(q);
+        }
+    }
+    // The comparison means something only where there is something to compare.
+    assert!(empty.len() <= 2, "empty answers: {empty:?}");
+    // Instant queries answer the same too.
+    for q in ["sum by (job) (rate(prometheus_http_requests_total[10s]))", "up", "vector(3)", "1 + 1"] {
+        let form = [("query", q), ("time", end.as_str())];
+        let (_, mine) = get(&ours("query"), Some(&alice), &form).await;
+        let (_, theirs) = get(&prometheus.url("/api/v1/query"), None, &form).await;
+        assert_eq!(mine["data"]["resultType"], theirs["data"]["resultType"], "{q}: {mine} {theirs}");
+        let norm = |v: &Value| {
+            let mut r: Vec<String> = match &v["data"]["result"] {
+                Value::Array(a) if v["data"]["resultType"] == "vector" => a.iter().map(|s| format!("{} {}", s["metric"], s["value"][1])).collect(),
+                other => vec![other[1].to_string()],
+            };
+            r.sort();
+            r
+        };
+        assert_eq!(norm(&mine), norm(&theirs), "{q}");
+    }
+    // The index endpoints, from the stored series.
+    let (_, v) = get(&ours("label/job/values"), Some(&alice), &[]).await;
+    assert_eq!(v["data"], serde_json::json!(["dataplane", "prometheus"]), "{v}");
+    let (_, v) = get(&ours("series"), Some(&alice), &[("match[]", "up")]).await;
+    assert_eq!(v["data"].as_array().map(Vec::len), Some(2), "{v}");
+    // Another tenant sees none of it; what is not supported says so.
+    let other = token(&server, "bob", "acme", &["ws-b"], &[]);
+    let (_, v) = get(&ours("query"), Some(&other), &[("query", r#"{__name__=~".+"}"#)]).await;
+    assert_eq!(v["data"]["result"], serde_json::json!([]), "{v}");
+    let (status, v) = get(&ours("query"), Some(&alice), &[("query", "max_over_time(up[1m:10s])")]).await;
+    assert_eq!((status, v["code"].as_str()), (400, Some("invalid_query")), "{v}");
+    // Hostile input gets an answer or a clear 400, never a 500 or a dropped connection.
+    let deep = vec!["up"; 3_000].join("+");
+    for q in [
+        "up offset 100000000y",
+        "rate(up[999999999y])",
+        "up @ 1e30",
+        "histogram_quantile(NaN, up)",
+        "topk(-1, up)",
+        "topk(1e30, up)",
+        "up / 0",
+        "count_values(\"x\", up)",
+        deep.as_str(),
+    ] {
+        let (status, v) = get(&ours("query"), Some(&alice), &[("query", q)]).await;
+        assert!(status == 200 || (status == 400 && v["code"].is_string()), "{}: {status} {v}", &q[..q.len().min(40)]);
+    }
 }

@@ -13,12 +13,14 @@
 
 pub mod clickhouse;
 pub mod embedded;
+pub mod metrics;
 pub mod search;
 
 use std::future::Future;
 use std::pin::Pin;
 
 use arrow::record_batch::RecordBatch;
+pub use metrics::{MetricRead, MetricSeries};
 use schemas::{Rows, Table};
 pub use search::{Cursor, HistogramBucket, LogFilters, LogSearch, StreamColumns, StreamCount, StreamsBy, Term};
 
@@ -106,6 +108,16 @@ pub trait Store: Send + Sync + 'static {
     /// columns `by.columns` (the others are empty) and, with `by.step_ns`, per bucket aligned to
     /// `query.from_ns`, for rows matching the query. Sorted by bucket, then stream columns.
     fn streams<'a>(&'a self, query: &'a LogSearch, by: StreamsBy) -> BoxFuture<'a, Result<Vec<StreamCount>, StoreError>>;
+    /// Metric series of the read's scope and time range, grouped by series (PromQL's input).
+    fn metric_series<'a>(&'a self, read: &'a MetricRead) -> BoxFuture<'a, Result<Vec<MetricSeries>, StoreError>> {
+        Box::pin(async move {
+            let request = metrics::scan_request(read)?;
+            if read.scope.is_empty() {
+                return Ok(Vec::new());
+            }
+            metrics::group(&self.scan(&request).await?, read)
+        })
+    }
     /// Background upkeep (compaction, retention). Cheap when there is nothing to do.
     fn maintain(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async { Ok(()) })

@@ -9,6 +9,8 @@
 //! `query.max_series`); `metadata` is filtered to the metric names the caller has series of.
 //! Every request is audited and counts against the user's concurrent queries.
 
+mod eval;
+mod native;
 pub mod scope;
 
 use std::collections::BTreeSet;
@@ -30,6 +32,8 @@ use crate::params::Params;
 use crate::state::QueryState;
 pub use scope::TenantLabels;
 
+/// The Prometheus version the native evaluator follows (`status/buildinfo` without an upstream).
+const NATIVE_VERSION: &str = "2.42.0";
 /// Most bytes of one upstream answer relayed (a 1,000-series day at one-minute steps is ~45 MB).
 const MAX_ANSWER_BYTES: usize = 256 << 20;
 
@@ -416,6 +420,9 @@ fn too_big() -> ApiError {
 }
 
 async fn query(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
+    if state.prometheus.is_none() {
+        return Ok(native::query(&state, &headers, raw.as_deref(), &body).await?);
+    }
     let r = begin(&state, &headers, raw.as_deref(), &body).await?;
     let mut form = vec![("query", r.scoped_query("query")?)];
     form.extend(r.passed(&["time", "limit"]));
@@ -424,6 +431,9 @@ async fn query(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw
 }
 
 async fn query_range(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
+    if state.prometheus.is_none() {
+        return Ok(native::query_range(&state, &headers, raw.as_deref(), &body).await?);
+    }
     let r = begin(&state, &headers, raw.as_deref(), &body).await?;
     let (start, end) = (required_time(&r.params, "start")?, required_time(&r.params, "end")?);
     check_range(&state, start, end)?;
@@ -437,6 +447,10 @@ async fn query_range(State(state): State<QueryState>, headers: HeaderMap, RawQue
 }
 
 async fn query_exemplars(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
+    if state.prometheus.is_none() {
+        state.identify(&headers).await?;
+        return Ok(native::empty("exemplars"));
+    }
     let r = begin(&state, &headers, raw.as_deref(), &body).await?;
     let mut form = vec![("query", r.scoped_query("query")?)];
     form.extend(r.passed(&["start", "end"]));
@@ -445,21 +459,30 @@ async fn query_exemplars(State(state): State<QueryState>, headers: HeaderMap, Ra
 }
 
 async fn series(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
+    if state.prometheus.is_none() {
+        return Ok(native::index(&state, &headers, raw.as_deref(), &body, native::Index::Series).await?);
+    }
     let r = begin(&state, &headers, raw.as_deref(), &body).await?;
     selector_request(&state, &r, "prometheus.series", "series", true).await
 }
 
 async fn labels(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
+    if state.prometheus.is_none() {
+        return Ok(native::index(&state, &headers, raw.as_deref(), &body, native::Index::Labels).await?);
+    }
     let r = begin(&state, &headers, raw.as_deref(), &body).await?;
     selector_request(&state, &r, "prometheus.labels", "labels", false).await
 }
 
 async fn label_values(State(state): State<QueryState>, Path(name): Path<String>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Reply {
-    let r = begin(&state, &headers, raw.as_deref(), &[]).await?;
     let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
         return Err(ApiError::new(ErrorCode::InvalidQuery, format!("`{name}` is not a label name")).into());
     }
+    if state.prometheus.is_none() {
+        return Ok(native::index(&state, &headers, raw.as_deref(), &[], native::Index::Values(&name)).await?);
+    }
+    let r = begin(&state, &headers, raw.as_deref(), &[]).await?;
     selector_request(&state, &r, "prometheus.label_values", &format!("label/{name}/values"), false).await
 }
 
@@ -477,6 +500,10 @@ async fn selector_request(state: &QueryState, r: &Request, action: &str, path: &
 
 /// Metric metadata, only for the metric names the caller has series of.
 async fn metadata(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Reply {
+    if state.prometheus.is_none() {
+        state.identify(&headers).await?;
+        return Ok(native::empty("metadata"));
+    }
     let r = begin(&state, &headers, raw.as_deref(), &[]).await?;
     let names_form = vec![("match[]", scope::scope_only(&r.scope, &r.upstream.labels)?)];
     let fetch = async {
@@ -518,7 +545,10 @@ async fn no_alerts(State(state): State<QueryState>, headers: HeaderMap) -> Resul
 /// The upstream's version (Grafana's feature detection); no tenant data in it.
 async fn buildinfo(State(state): State<QueryState>, headers: HeaderMap) -> Reply {
     let _id = state.identify(&headers).await?;
-    let upstream = state.prometheus.clone().ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "no Prometheus upstream is configured"))?;
+    let Some(upstream) = state.prometheus.clone() else {
+        // The stored samples answer: the Prometheus version whose semantics they follow.
+        return Ok(axum::Json(json!({ "status": "success", "data": { "version": NATIVE_VERSION, "revision": "", "branch": "", "buildUser": "", "buildDate": "", "goVersion": "" } })).into_response());
+    };
     let resp = upstream.client.get(format!("{}/api/v1/status/buildinfo", upstream.base)).send().await;
     let body = match resp {
         Ok(r) if r.status().is_success() => r.bytes().await.ok(),
@@ -528,10 +558,11 @@ async fn buildinfo(State(state): State<QueryState>, headers: HeaderMap) -> Reply
     Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
 }
 
-/// A time as Prometheus reads one: Unix seconds (with a fraction) or RFC 3339; nanoseconds.
+/// A time as Prometheus reads one: Unix seconds (with a fraction) or RFC 3339; in nanoseconds.
 fn time(p: &Params, key: &str) -> Result<Option<i64>, ApiError> {
     let Some(v) = p.one(key) else { return Ok(None) };
-    let secs = v.parse::<f64>().ok().filter(|s| s.is_finite() && s.abs() < 1e11).map(|s| (s * 1e9) as i64);
+    // Rounded to the millisecond, as Prometheus reads `1700000000.474`.
+    let secs = v.parse::<f64>().ok().filter(|s| s.is_finite() && s.abs() < 9e9).map(|s| (s * 1e3).round() as i64 * 1_000_000);
     secs.or_else(|| chrono::DateTime::parse_from_rfc3339(v).ok().and_then(|t| t.timestamp_nanos_opt()))
         .map(Some)
         .ok_or_else(|| ApiError::new(ErrorCode::InvalidQuery, format!("`{key}`: `{v}` is not a time (Unix seconds or RFC 3339)")))

@@ -1,0 +1,768 @@
+//! PromQL evaluated over the stored `metrics` table, for servers without a Prometheus upstream.
+//!
+//! Semantics follow Prometheus 2.x (the version the tests compare against): an instant selector
+//! takes each series' latest sample in `[t - 5m, t]` (a staleness marker ends it), a range
+//! selector the samples in `[t - range, t]`; `rate`/`increase`/`delta` extrapolate as
+//! Prometheus does; aggregations, one-to-one vector matching with `on`/`ignoring`, `bool`,
+//! set operators and `histogram_quantile` as documented. The query is evaluated step by step
+//! over every series at once. Anything else (subqueries, `@`, `group_left`/`group_right`, other
+//! functions) is a 400 that names it, never an answer that means something else.
+
+use std::collections::{BTreeMap, HashMap};
+
+use promql_parser::label::Matcher;
+use promql_parser::parser::{AggregateExpr, BinaryExpr, Call, Expr, LabelModifier, Offset, VectorMatchCardinality, VectorSelector};
+use schemas::{ApiError, ErrorCode};
+use storage::MetricSeries;
+
+/// Prometheus's default lookback for instant selectors.
+pub const LOOKBACK_MS: i64 = 5 * 60_000;
+/// Prometheus's stale marker.
+const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+
+pub type Labels = Vec<(String, String)>;
+
+/// The evaluation times, Unix milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Steps {
+    pub start: i64,
+    pub end: i64,
+    pub step: i64,
+}
+
+impl Steps {
+    pub fn len(&self) -> usize {
+        ((self.end - self.start) / self.step.max(1) + 1).max(0) as usize
+    }
+    pub fn at(&self, i: usize) -> i64 {
+        self.start + i as i64 * self.step
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub labels: Labels,
+    pub points: Vec<Option<f64>>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Value {
+    Scalar(Vec<f64>),
+    Vector(Vec<Series>),
+    String(String),
+}
+
+fn unsupported(what: &str) -> ApiError {
+    ApiError::new(ErrorCode::InvalidQuery, format!("{what} is not supported without a Prometheus upstream (prometheus.upstream)"))
+}
+
+fn invalid(m: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::InvalidQuery, m)
+}
+
+/// Durations past this are treated as this (no stored sample is older than a century).
+const FAR_MS: i64 = 100 * 366 * 86_400_000;
+
+fn ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(FAR_MS).min(FAR_MS)
+}
+
+fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        Some(Offset::Pos(d)) => ms(*d),
+        Some(Offset::Neg(d)) => -ms(*d),
+        None => 0,
+    }
+}
+
+/// The time span the query reads before and after its evaluation times: (before, after) in ms.
+pub fn reach(expr: &Expr) -> Result<(i64, i64), ApiError> {
+    let mut r = (0i64, 0i64);
+    let mut visit = |vs: &VectorSelector, range: i64| -> Result<(), ApiError> {
+        if vs.at.is_some() {
+            return Err(unsupported("the `@` modifier"));
+        }
+        let o = offset_ms(&vs.offset);
+        r.0 = r.0.max(range + o);
+        r.1 = r.1.max(-o);
+        Ok(())
+    };
+    walk_selectors(expr, &mut visit)?;
+    Ok(r)
+}
+
+fn walk_selectors(expr: &Expr, f: &mut impl FnMut(&VectorSelector, i64) -> Result<(), ApiError>) -> Result<(), ApiError> {
+    match expr {
+        Expr::VectorSelector(vs) => f(vs, LOOKBACK_MS),
+        Expr::MatrixSelector(m) => f(&m.vs, ms(m.range)),
+        Expr::Aggregate(a) => {
+            if let Some(p) = &a.param {
+                walk_selectors(p, f)?;
+            }
+            walk_selectors(&a.expr, f)
+        }
+        Expr::Unary(u) => walk_selectors(&u.expr, f),
+        Expr::Binary(b) => {
+            walk_selectors(&b.lhs, f)?;
+            walk_selectors(&b.rhs, f)
+        }
+        Expr::Paren(p) => walk_selectors(&p.expr, f),
+        Expr::Call(c) => c.args.args.iter().try_for_each(|a| walk_selectors(a, f)),
+        Expr::Subquery(_) => Err(unsupported("a subquery")),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) => Ok(()),
+        Expr::Extension(_) => Err(unsupported("this expression")),
+    }
+}
+
+/// The metric names the query's selectors name by equality (`None`: some selector names none).
+pub fn metric_names(expr: &Expr) -> Option<std::collections::BTreeSet<String>> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut all = false;
+    let _ = walk_selectors(expr, &mut |vs, _| {
+        let eq = vs.name.clone().or_else(|| {
+            vs.matchers.matchers.iter().find(|m| m.name == "__name__" && matches!(m.op, promql_parser::label::MatchOp::Equal)).map(|m| m.value.clone())
+        });
+        match eq {
+            Some(n) if vs.matchers.or_matchers.is_empty() => {
+                names.insert(n);
+            }
+            _ => all = true,
+        }
+        Ok(())
+    });
+    (!all).then_some(names)
+}
+
+/// A stored series as PromQL sees it: `__name__`, its labels and `workspace`.
+pub struct Stored {
+    pub labels: Labels,
+    pub samples: Vec<(i64, f64)>,
+}
+
+impl Stored {
+    pub fn from_series(s: MetricSeries) -> Stored {
+        let mut labels = s.labels;
+        labels.retain(|(k, _)| k != "__name__" && k != "workspace");
+        labels.push(("__name__".into(), s.metric));
+        labels.push(("workspace".into(), s.workspace));
+        labels.sort();
+        Stored { labels, samples: s.samples }
+    }
+
+    fn get(&self, name: &str) -> &str {
+        self.labels.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str())
+    }
+
+    pub fn matches(&self, vs: &VectorSelector) -> bool {
+        let name_ok = vs.name.as_ref().is_none_or(|n| self.get("__name__") == n);
+        let all = |ms: &[Matcher]| ms.iter().all(|m| m.is_match(self.get(&m.name)));
+        name_ok && (if vs.matchers.or_matchers.is_empty() { all(&vs.matchers.matchers) } else { vs.matchers.or_matchers.iter().any(|g| all(g)) })
+    }
+
+    /// Samples with timestamps in `[from, to]`.
+    fn window(&self, from: i64, to: i64) -> &[(i64, f64)] {
+        let a = self.samples.partition_point(|s| s.0 < from);
+        let b = self.samples.partition_point(|s| s.0 <= to);
+        &self.samples[a..b.max(a)]
+    }
+}
+
+pub struct Eval<'a> {
+    pub steps: Steps,
+    pub data: &'a [Stored],
+}
+
+fn drop_name(mut l: Labels) -> Labels {
+    l.retain(|(k, _)| k != "__name__");
+    l
+}
+
+fn is_stale(v: f64) -> bool {
+    v.to_bits() == STALE_NAN
+}
+
+impl Eval<'_> {
+    pub fn eval(&self, e: &Expr) -> Result<Value, ApiError> {
+        let n = self.steps.len();
+        match e {
+            Expr::NumberLiteral(x) => Ok(Value::Scalar(vec![x.val; n])),
+            Expr::StringLiteral(s) => Ok(Value::String(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr),
+            Expr::Unary(u) => Ok(match self.eval(&u.expr)? {
+                Value::Scalar(v) => Value::Scalar(v.into_iter().map(|x| -x).collect()),
+                Value::Vector(v) => Value::Vector(
+                    v.into_iter().map(|s| Series { labels: drop_name(s.labels), points: s.points.into_iter().map(|p| p.map(|x| -x)).collect() }).collect(),
+                ),
+                Value::String(_) => return Err(invalid("unary minus of a string")),
+            }),
+            Expr::VectorSelector(vs) => Ok(Value::Vector(self.instant(vs))),
+            Expr::MatrixSelector(_) => Err(invalid("a range vector must be the argument of a function such as rate(); use query_range for raw samples")),
+            Expr::Subquery(_) => Err(unsupported("a subquery")),
+            Expr::Call(c) => self.call(c),
+            Expr::Aggregate(a) => self.aggregate(a),
+            Expr::Binary(b) => self.binary(b),
+            Expr::Extension(_) => Err(unsupported("this expression")),
+        }
+    }
+
+    fn instant(&self, vs: &VectorSelector) -> Vec<Series> {
+        let o = offset_ms(&vs.offset);
+        self.data
+            .iter()
+            .filter(|s| s.matches(vs))
+            .filter_map(|s| {
+                let points: Vec<Option<f64>> = (0..self.steps.len())
+                    .map(|i| {
+                        let t = self.steps.at(i) - o;
+                        s.window(t - LOOKBACK_MS, t).last().map(|p| p.1).filter(|v| !is_stale(*v))
+                    })
+                    .collect();
+                points.iter().any(Option::is_some).then(|| Series { labels: s.labels.clone(), points })
+            })
+            .collect()
+    }
+
+    /// `f` over each series' samples in every step's window.
+    fn over_range(&self, arg: &Expr, keep_name: bool, f: impl Fn(&[(i64, f64)], i64, i64) -> Option<f64>) -> Result<Value, ApiError> {
+        let Expr::MatrixSelector(m) = arg else { return Err(invalid("expected a range vector such as x[5m]")) };
+        let (range, o) = (ms(m.range), offset_ms(&m.vs.offset));
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        for s in self.data.iter().filter(|s| s.matches(&m.vs)) {
+            let points: Vec<Option<f64>> = (0..self.steps.len())
+                .map(|i| {
+                    let end = self.steps.at(i) - o;
+                    buf.clear();
+                    buf.extend(s.window(end - range, end).iter().filter(|p| !is_stale(p.1)));
+                    f(&buf, end - range, end)
+                })
+                .collect();
+            if points.iter().any(Option::is_some) {
+                out.push(Series { labels: if keep_name { s.labels.clone() } else { drop_name(s.labels.clone()) }, points });
+            }
+        }
+        Ok(Value::Vector(out))
+    }
+
+    fn vector_arg(&self, e: &Expr) -> Result<Vec<Series>, ApiError> {
+        match self.eval(e)? {
+            Value::Vector(v) => Ok(v),
+            _ => Err(invalid("expected an instant vector")),
+        }
+    }
+
+    fn scalar_arg(&self, e: &Expr) -> Result<Vec<f64>, ApiError> {
+        match self.eval(e)? {
+            Value::Scalar(v) => Ok(v),
+            _ => Err(invalid("expected a scalar")),
+        }
+    }
+
+    fn call(&self, c: &Call) -> Result<Value, ApiError> {
+        let args = &c.args.args;
+        let arg = |i: usize| args.get(i).map(|a| a.as_ref()).ok_or_else(|| invalid(format!("{}() needs more arguments", c.func.name)));
+        let name = c.func.name;
+        let map = |v: Vec<Series>, f: &dyn Fn(f64) -> f64| {
+            Value::Vector(v.into_iter().map(|s| Series { labels: drop_name(s.labels), points: s.points.into_iter().map(|p| p.map(f)).collect() }).collect())
+        };
+        Ok(match name {
+            "rate" => self.over_range(arg(0)?, false, |w, a, b| extrapolated(w, a, b, true, true))?,
+            "increase" => self.over_range(arg(0)?, false, |w, a, b| extrapolated(w, a, b, true, false))?,
+            "delta" => self.over_range(arg(0)?, false, |w, a, b| extrapolated(w, a, b, false, false))?,
+            "irate" => self.over_range(arg(0)?, false, |w, _, _| instant_rate(w, true))?,
+            "idelta" => self.over_range(arg(0)?, false, |w, _, _| instant_rate(w, false))?,
+            "changes" => self.over_range(arg(0)?, false, |w, _, _| {
+                (!w.is_empty()).then(|| w.windows(2).filter(|p| p[0].1 != p[1].1 && !(p[0].1.is_nan() && p[1].1.is_nan())).count() as f64)
+            })?,
+            "resets" => self.over_range(arg(0)?, false, |w, _, _| (!w.is_empty()).then(|| w.windows(2).filter(|p| p[1].1 < p[0].1).count() as f64))?,
+            "avg_over_time" => self.over_range(arg(0)?, false, |w, _, _| (!w.is_empty()).then(|| mean(w.iter().map(|p| p.1))))?,
+            "sum_over_time" => self.over_range(arg(0)?, false, |w, _, _| (!w.is_empty()).then(|| w.iter().map(|p| p.1).sum()))?,
+            "count_over_time" => self.over_range(arg(0)?, false, |w, _, _| (!w.is_empty()).then_some(w.len() as f64))?,
+            "min_over_time" => self.over_range(arg(0)?, false, |w, _, _| w.iter().map(|p| p.1).reduce(|m, v| if v < m || m.is_nan() { v } else { m }))?,
+            "max_over_time" => self.over_range(arg(0)?, false, |w, _, _| w.iter().map(|p| p.1).reduce(|m, v| if v > m || m.is_nan() { v } else { m }))?,
+            "last_over_time" => self.over_range(arg(0)?, true, |w, _, _| w.last().map(|p| p.1))?,
+            "stddev_over_time" => self.over_range(arg(0)?, false, |w, _, _| (!w.is_empty()).then(|| variance(w.iter().map(|p| p.1)).sqrt()))?,
+            "stdvar_over_time" => self.over_range(arg(0)?, false, |w, _, _| (!w.is_empty()).then(|| variance(w.iter().map(|p| p.1))))?,
+            "quantile_over_time" => {
+                let q = self.scalar_arg(arg(0)?)?;
+                let q = q.first().copied().unwrap_or(f64::NAN);
+                self.over_range(arg(1)?, false, |w, _, _| (!w.is_empty()).then(|| quantile(q, w.iter().map(|p| p.1).collect())))?
+            }
+            "abs" => map(self.vector_arg(arg(0)?)?, &f64::abs),
+            "ceil" => map(self.vector_arg(arg(0)?)?, &f64::ceil),
+            "floor" => map(self.vector_arg(arg(0)?)?, &f64::floor),
+            "exp" => map(self.vector_arg(arg(0)?)?, &f64::exp),
+            "sqrt" => map(self.vector_arg(arg(0)?)?, &f64::sqrt),
+            "ln" => map(self.vector_arg(arg(0)?)?, &f64::ln),
+            "log2" => map(self.vector_arg(arg(0)?)?, &f64::log2),
+            "log10" => map(self.vector_arg(arg(0)?)?, &f64::log10),
+            "round" if args.len() == 1 => map(self.vector_arg(arg(0)?)?, &|x: f64| (x + 0.5).floor()),
+            "clamp_min" | "clamp_max" => {
+                let (v, s) = (self.vector_arg(arg(0)?)?, self.scalar_arg(arg(1)?)?);
+                let min = name == "clamp_min";
+                Value::Vector(
+                    v.into_iter()
+                        .map(|se| Series {
+                            labels: drop_name(se.labels),
+                            points: se.points.into_iter().zip(&s).map(|(p, b)| p.map(|x| if min { x.max(*b) } else { x.min(*b) })).collect(),
+                        })
+                        .collect(),
+                )
+            }
+            "scalar" => {
+                let v = self.vector_arg(arg(0)?)?;
+                Value::Scalar(
+                    (0..self.steps.len())
+                        .map(|i| {
+                            let present: Vec<f64> = v.iter().filter_map(|s| s.points[i]).collect();
+                            if present.len() == 1 { present[0] } else { f64::NAN }
+                        })
+                        .collect(),
+                )
+            }
+            "vector" => Value::Vector(vec![Series { labels: Vec::new(), points: self.scalar_arg(arg(0)?)?.into_iter().map(Some).collect() }]),
+            "time" => Value::Scalar((0..self.steps.len()).map(|i| self.steps.at(i) as f64 / 1e3).collect()),
+            "sort" | "sort_desc" => Value::Vector(self.vector_arg(arg(0)?)?),
+            "histogram_quantile" => self.histogram_quantile(arg(0)?, arg(1)?)?,
+            "absent" => {
+                let v = self.vector_arg(arg(0)?)?;
+                let mut labels = Vec::new();
+                if let Expr::VectorSelector(vs) = arg(0)? {
+                    let eq: Vec<&Matcher> =
+                        vs.matchers.matchers.iter().filter(|m| m.name != "__name__" && matches!(m.op, promql_parser::label::MatchOp::Equal)).collect();
+                    for m in &eq {
+                        if eq.iter().filter(|o| o.name == m.name).count() == 1 {
+                            labels.push((m.name.clone(), m.value.clone()));
+                        }
+                    }
+                    labels.sort();
+                }
+                let points = (0..self.steps.len()).map(|i| (!v.iter().any(|s| s.points[i].is_some())).then_some(1.0)).collect();
+                Value::Vector(vec![Series { labels, points }])
+            }
+            other => return Err(unsupported(&format!("the function `{other}()`"))),
+        })
+    }
+
+    fn histogram_quantile(&self, q: &Expr, v: &Expr) -> Result<Value, ApiError> {
+        let q = self.scalar_arg(q)?;
+        let mut groups: BTreeMap<Labels, Vec<(f64, &Series)>> = BTreeMap::new();
+        let v = self.vector_arg(v)?;
+        for s in &v {
+            let Some(le) = s.labels.iter().find(|(k, _)| k == "le").and_then(|(_, v)| parse_le(v)) else { continue };
+            let key: Labels = s.labels.iter().filter(|(k, _)| k != "le" && k != "__name__").cloned().collect();
+            groups.entry(key).or_default().push((le, s));
+        }
+        let mut out = Vec::new();
+        for (labels, buckets) in groups {
+            let points: Vec<Option<f64>> = (0..self.steps.len())
+                .map(|i| {
+                    let b: Vec<(f64, f64)> = buckets.iter().filter_map(|(le, s)| s.points[i].map(|c| (*le, c))).collect();
+                    (!b.is_empty()).then(|| bucket_quantile(q[i], b))
+                })
+                .collect();
+            if points.iter().any(Option::is_some) {
+                out.push(Series { labels, points });
+            }
+        }
+        Ok(Value::Vector(out))
+    }
+
+    fn aggregate(&self, a: &AggregateExpr) -> Result<Value, ApiError> {
+        let op = a.op.to_string();
+        let v = self.vector_arg(&a.expr)?;
+        let param = match &a.param {
+            Some(p) if op != "count_values" => Some(self.scalar_arg(p)?),
+            Some(_) => return Err(unsupported("`count_values`")),
+            None => None,
+        };
+        let key = |l: &Labels| -> Labels {
+            match &a.modifier {
+                Some(LabelModifier::Include(by)) => l.iter().filter(|(k, _)| by.labels.iter().any(|b| b == k)).cloned().collect(),
+                Some(LabelModifier::Exclude(without)) => l.iter().filter(|(k, _)| k != "__name__" && !without.labels.iter().any(|b| b == k)).cloned().collect(),
+                None => Vec::new(),
+            }
+        };
+        let mut groups: BTreeMap<Labels, Vec<&Series>> = BTreeMap::new();
+        for s in &v {
+            groups.entry(key(&s.labels)).or_default().push(s);
+        }
+        let n = self.steps.len();
+        let mut out = Vec::new();
+        for (labels, members) in groups {
+            if op == "topk" || op == "bottomk" {
+                let k = param.as_ref().ok_or_else(|| invalid("topk/bottomk need k"))?;
+                let mut chosen: HashMap<usize, Vec<Option<f64>>> = HashMap::new();
+                for i in 0..n {
+                    let mut present: Vec<(usize, f64)> = members.iter().enumerate().filter_map(|(j, s)| s.points[i].map(|x| (j, x))).collect();
+                    present.sort_by(|x, y| if op == "topk" { y.1.total_cmp(&x.1) } else { x.1.total_cmp(&y.1) });
+                    let k = if k[i].is_nan() { 0 } else { k[i].max(0.0) as usize };
+                    for (j, x) in present.into_iter().take(k) {
+                        chosen.entry(j).or_insert_with(|| vec![None; n])[i] = Some(x);
+                    }
+                }
+                let mut picked: Vec<_> = chosen.into_iter().collect();
+                picked.sort_by_key(|(j, _)| *j);
+                out.extend(picked.into_iter().map(|(j, points)| Series { labels: members[j].labels.clone(), points }));
+                continue;
+            }
+            let points: Vec<Option<f64>> = (0..n)
+                .map(|i| {
+                    let xs: Vec<f64> = members.iter().filter_map(|s| s.points[i]).collect();
+                    if xs.is_empty() {
+                        return Ok(None);
+                    }
+                    Ok(Some(match op.as_str() {
+                        "sum" => xs.iter().sum(),
+                        "avg" => mean(xs.iter().copied()),
+                        "min" => xs.iter().copied().reduce(|m, v| if v < m || m.is_nan() { v } else { m }).unwrap_or(f64::NAN),
+                        "max" => xs.iter().copied().reduce(|m, v| if v > m || m.is_nan() { v } else { m }).unwrap_or(f64::NAN),
+                        "count" => xs.len() as f64,
+                        "group" => 1.0,
+                        "stddev" => variance(xs.iter().copied()).sqrt(),
+                        "stdvar" => variance(xs.iter().copied()),
+                        "quantile" => quantile(param.as_ref().map_or(f64::NAN, |p| p[i]), xs),
+                        other => return Err(unsupported(&format!("the aggregation `{other}`"))),
+                    }))
+                })
+                .collect::<Result<_, ApiError>>()?;
+            out.push(Series { labels, points });
+        }
+        Ok(Value::Vector(out))
+    }
+
+    fn binary(&self, b: &BinaryExpr) -> Result<Value, ApiError> {
+        let op = b.op.to_string();
+        let comparison = matches!(op.as_str(), "==" | "!=" | ">" | "<" | ">=" | "<=");
+        let set = matches!(op.as_str(), "and" | "or" | "unless");
+        let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
+        let (lhs, rhs) = (self.eval(&b.lhs)?, self.eval(&b.rhs)?);
+        let apply = |x: f64, y: f64| -> Option<f64> {
+            match op.as_str() {
+                "+" => Some(x + y),
+                "-" => Some(x - y),
+                "*" => Some(x * y),
+                "/" => Some(x / y),
+                "%" => Some(x % y),
+                "^" => Some(x.powf(y)),
+                "atan2" => Some(x.atan2(y)),
+                _ => {
+                    let t = match op.as_str() {
+                        "==" => x == y,
+                        "!=" => x != y,
+                        ">" => x > y,
+                        "<" => x < y,
+                        ">=" => x >= y,
+                        _ => x <= y,
+                    };
+                    if return_bool { Some(if t { 1.0 } else { 0.0 }) } else { t.then_some(x) }
+                }
+            }
+        };
+        let drop = !comparison || return_bool;
+        Ok(match (lhs, rhs) {
+            (Value::Scalar(x), Value::Scalar(y)) => {
+                if comparison && !return_bool {
+                    return Err(invalid("comparisons between scalars must use the bool modifier"));
+                }
+                Value::Scalar(x.iter().zip(&y).map(|(a, c)| apply(*a, *c).unwrap_or(f64::NAN)).collect())
+            }
+            (Value::Vector(v), Value::Scalar(y)) if !set => Value::Vector(self.with_scalar(v, &y, drop, apply)),
+            (Value::Scalar(x), Value::Vector(v)) if !set => Value::Vector(self.with_scalar(v, &x, drop, |a, c| {
+                // The vector's value is what a comparison keeps.
+                apply(c, a).map(|r| if comparison && !return_bool { a } else { r })
+            })),
+            (Value::Vector(l), Value::Vector(r)) => self.vector_binary(b, &op, set, drop, l, r, apply)?,
+            _ => return Err(invalid(format!("`{op}` is not defined between these operand types"))),
+        })
+    }
+
+    fn with_scalar(&self, v: Vec<Series>, s: &[f64], drop: bool, f: impl Fn(f64, f64) -> Option<f64>) -> Vec<Series> {
+        v.into_iter()
+            .filter_map(|se| {
+                let points: Vec<Option<f64>> = se.points.iter().zip(s).map(|(p, y)| p.and_then(|x| f(x, *y))).collect();
+                points.iter().any(Option::is_some).then(|| Series { labels: if drop { drop_name(se.labels) } else { se.labels }, points })
+            })
+            .collect()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn vector_binary(
+        &self,
+        b: &BinaryExpr,
+        op: &str,
+        set: bool,
+        drop: bool,
+        l: Vec<Series>,
+        r: Vec<Series>,
+        apply: impl Fn(f64, f64) -> Option<f64>,
+    ) -> Result<Value, ApiError> {
+        let modifier = b.modifier.as_ref();
+        if modifier.is_some_and(|m| !matches!(m.card, VectorMatchCardinality::OneToOne | VectorMatchCardinality::ManyToMany)) {
+            return Err(unsupported("`group_left`/`group_right`"));
+        }
+        let matching = modifier.and_then(|m| m.matching.as_ref());
+        let signature = |labels: &Labels| -> Labels {
+            match matching {
+                Some(LabelModifier::Include(on)) => labels.iter().filter(|(k, _)| on.labels.iter().any(|o| o == k)).cloned().collect(),
+                Some(LabelModifier::Exclude(ign)) => labels.iter().filter(|(k, _)| k != "__name__" && !ign.labels.iter().any(|o| o == k)).cloned().collect(),
+                None => labels.iter().filter(|(k, _)| k != "__name__").cloned().collect(),
+            }
+        };
+        let n = self.steps.len();
+        let rsig: Vec<Labels> = r.iter().map(|s| signature(&s.labels)).collect();
+        let lsig: Vec<Labels> = l.iter().map(|s| signature(&s.labels)).collect();
+        if set {
+            let present = |sigs: &[Labels], side: &[Series], i: usize| -> std::collections::HashSet<Labels> {
+                side.iter().zip(sigs).filter(|(s, _)| s.points[i].is_some()).map(|(_, k)| k.clone()).collect()
+            };
+            let mut out: Vec<Series> = Vec::new();
+            let mut lpoints: Vec<Vec<Option<f64>>> = l.iter().map(|s| s.points.clone()).collect();
+            let mut rpoints: Vec<Vec<Option<f64>>> = vec![vec![None; n]; r.len()];
+            for i in 0..n {
+                let rs = present(&rsig, &r, i);
+                let ls = present(&lsig, &l, i);
+                for (j, k) in lsig.iter().enumerate() {
+                    let keep = match op {
+                        "and" => rs.contains(k),
+                        "unless" => !rs.contains(k),
+                        _ => true,
+                    };
+                    if !keep {
+                        lpoints[j][i] = None;
+                    }
+                }
+                if op == "or" {
+                    for (j, k) in rsig.iter().enumerate() {
+                        if !ls.contains(k) {
+                            rpoints[j][i] = r[j].points[i];
+                        }
+                    }
+                }
+            }
+            for (s, p) in l.into_iter().zip(lpoints).chain(r.into_iter().zip(rpoints)) {
+                if p.iter().any(Option::is_some) {
+                    out.push(Series { labels: s.labels, points: p });
+                }
+            }
+            return Ok(Value::Vector(out));
+        }
+        // One-to-one: per step, each signature at most once on either side.
+        let mut out: BTreeMap<Labels, Vec<Option<f64>>> = BTreeMap::new();
+        for i in 0..n {
+            let mut right: HashMap<&Labels, f64> = HashMap::new();
+            for (s, k) in r.iter().zip(&rsig) {
+                if let Some(y) = s.points[i]
+                    && right.insert(k, y).is_some()
+                {
+                    return Err(invalid(
+                        "found duplicate series for the match group on the right hand-side of the operation; use on/ignoring to make it unique",
+                    ));
+                }
+            }
+            let mut seen = std::collections::HashSet::new();
+            for (s, k) in l.iter().zip(&lsig) {
+                let (Some(x), Some(y)) = (s.points[i], right.get(k)) else { continue };
+                if !seen.insert(k) {
+                    return Err(invalid(
+                        "found duplicate series for the match group on the left hand-side of the operation; use on/ignoring to make it unique",
+                    ));
+                }
+                let Some(v) = apply(x, *y) else { continue };
+                let mut labels = if drop { drop_name(s.labels.clone()) } else { s.labels.clone() };
+                match matching {
+                    Some(LabelModifier::Include(on)) => labels.retain(|(k, _)| on.labels.iter().any(|o| o == k)),
+                    Some(LabelModifier::Exclude(ign)) => labels.retain(|(k, _)| !ign.labels.iter().any(|o| o == k)),
+                    None => {}
+                }
+                out.entry(labels).or_insert_with(|| vec![None; n])[i] = Some(v);
+            }
+        }
+        Ok(Value::Vector(out.into_iter().map(|(labels, points)| Series { labels, points }).collect()))
+    }
+}
+
+fn parse_le(v: &str) -> Option<f64> {
+    match v {
+        "+Inf" | "Inf" | "+inf" | "inf" => Some(f64::INFINITY),
+        _ => v.parse().ok(),
+    }
+}
+
+fn mean(xs: impl Iterator<Item = f64>) -> f64 {
+    let (mut m, mut n) = (0.0, 0.0);
+    for x in xs {
+        n += 1.0;
+        m += (x - m) / n;
+    }
+    m
+}
+
+fn variance(xs: impl Iterator<Item = f64> + Clone) -> f64 {
+    let m = mean(xs.clone());
+    mean(xs.map(|x| (x - m) * (x - m)))
+}
+
+/// Prometheus's `quantile`: linear between the closest ranks.
+fn quantile(q: f64, mut xs: Vec<f64>) -> f64 {
+    if xs.is_empty() || q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    xs.sort_by(f64::total_cmp);
+    let rank = q * (xs.len() - 1) as f64;
+    let lower = rank.floor().max(0.0) as usize;
+    let upper = (lower + 1).min(xs.len() - 1);
+    let w = rank - rank.floor();
+    xs[lower] * (1.0 - w) + xs[upper] * w
+}
+
+/// Prometheus's `bucketQuantile` over (upper bound, cumulative count) buckets.
+fn bucket_quantile(q: f64, mut b: Vec<(f64, f64)>) -> f64 {
+    if q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    b.sort_by(|x, y| x.0.total_cmp(&y.0));
+    if b.last().is_none_or(|l| l.0 != f64::INFINITY) {
+        return f64::NAN;
+    }
+    // Buckets with the same bound are one; counts never fall.
+    let mut c: Vec<(f64, f64)> = Vec::with_capacity(b.len());
+    for (le, n) in b {
+        match c.last_mut() {
+            Some(last) if last.0 == le => last.1 += n,
+            _ => c.push((le, n)),
+        }
+    }
+    for i in 1..c.len() {
+        if c[i].1 < c[i - 1].1 {
+            c[i].1 = c[i - 1].1;
+        }
+    }
+    if c.len() < 2 {
+        return f64::NAN;
+    }
+    let total = c[c.len() - 1].1;
+    if total == 0.0 {
+        return f64::NAN;
+    }
+    let mut rank = q * total;
+    let i = c[..c.len() - 1].partition_point(|x| x.1 < rank);
+    if i == c.len() - 1 {
+        return c[c.len() - 2].0;
+    }
+    if i == 0 && c[0].0 <= 0.0 {
+        return c[0].0;
+    }
+    let (mut start, end, mut count) = (0.0, c[i].0, c[i].1);
+    if i > 0 {
+        start = c[i - 1].0;
+        count -= c[i - 1].1;
+        rank -= c[i - 1].1;
+    }
+    start + (end - start) * (rank / count)
+}
+
+/// `rate`, `increase` and `delta`, extrapolated to the window's edges as Prometheus does.
+fn extrapolated(w: &[(i64, f64)], range_start: i64, range_end: i64, counter: bool, rate: bool) -> Option<f64> {
+    if w.len() < 2 {
+        return None;
+    }
+    let (first, last) = (w[0], w[w.len() - 1]);
+    let mut result = last.1 - first.1;
+    if counter {
+        let mut prev = 0.0;
+        for s in w {
+            if s.1 < prev {
+                result += prev;
+            }
+            prev = s.1;
+        }
+    }
+    let mut to_start = (first.0 - range_start) as f64 / 1e3;
+    let to_end = (range_end - last.0) as f64 / 1e3;
+    let sampled = (last.0 - first.0) as f64 / 1e3;
+    let average = sampled / (w.len() - 1) as f64;
+    if counter && result > 0.0 && first.1 >= 0.0 {
+        let to_zero = sampled * (first.1 / result);
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    let threshold = average * 1.1;
+    let mut interval = sampled;
+    interval += if to_start < threshold { to_start } else { average / 2.0 };
+    interval += if to_end < threshold { to_end } else { average / 2.0 };
+    result *= interval / sampled;
+    if rate {
+        result /= (range_end - range_start) as f64 / 1e3;
+    }
+    Some(result)
+}
+
+/// `irate` and `idelta`: from the last two samples.
+fn instant_rate(w: &[(i64, f64)], rate: bool) -> Option<f64> {
+    if w.len() < 2 {
+        return None;
+    }
+    let (prev, last) = (w[w.len() - 2], w[w.len() - 1]);
+    let dt = (last.0 - prev.0) as f64 / 1e3;
+    if dt == 0.0 {
+        return None;
+    }
+    let v = if rate && last.1 < prev.1 { last.1 } else { last.1 - prev.1 };
+    Some(if rate { v / dt } else { v })
+}
+
+/// A sample value as Prometheus prints it.
+pub fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_quantiles_follow_prometheus() {
+        let b = vec![(0.1, 10.0), (0.5, 20.0), (1.0, 30.0), (f64::INFINITY, 40.0)];
+        assert_eq!(bucket_quantile(0.5, b.clone()), 0.5);
+        assert!((bucket_quantile(0.25, b.clone()) - 0.1).abs() < 1e-12);
+        assert_eq!(bucket_quantile(0.99, b.clone()), 1.0);
+        assert!(bucket_quantile(0.5, vec![(1.0, 3.0)]).is_nan());
+        assert!(bucket_quantile(0.5, vec![(1.0, 0.0), (f64::INFINITY, 0.0)]).is_nan());
+        assert_eq!(bucket_quantile(2.0, b), f64::INFINITY);
+    }
+
+    #[test]
+    fn rate_extrapolates_like_prometheus() {
+        // Samples every 15 s over a 60 s window starting 5 s in: counter +1 per sample.
+        let w: Vec<(i64, f64)> = (0..4).map(|i| (5_000 + i * 15_000, 10.0 + i as f64)).collect();
+        // increase: 3 over 45 s sampled; 5 s to the start (< 16.5 s threshold), 10 s to the end.
+        let inc = extrapolated(&w, 0, 60_000, true, false).unwrap();
+        assert!((inc - 3.0 * (60.0 / 45.0)).abs() < 1e-9, "{inc}");
+        // A reset counts what came before it.
+        let reset = [(0, 5.0), (15_000, 7.0), (30_000, 1.0)];
+        assert!((extrapolated(&reset, 0, 30_000, true, false).unwrap() - 3.0).abs() < 1e-9);
+        assert_eq!(instant_rate(&reset, true), Some(1.0 / 15.0));
+    }
+}
