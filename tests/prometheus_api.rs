@@ -356,15 +356,21 @@ async fn native_promql_matches_a_real_prometheus_on_the_same_samples() {
         let (_, mine) = get(&ours("query"), Some(&alice), &form).await;
         let (_, theirs) = get(&prometheus.url("/api/v1/query"), None, &form).await;
         assert_eq!(mine["data"]["resultType"], theirs["data"]["resultType"], "{q}: {mine} {theirs}");
-        let norm = |v: &Value| {
-            let mut r: Vec<String> = match &v["data"]["result"] {
-                Value::Array(a) if v["data"]["resultType"] == "vector" => a.iter().map(|s| format!("{} {}", s["metric"], s["value"][1])).collect(),
-                other => vec![other[1].to_string()],
+        let norm = |v: &Value| -> Vec<(String, f64)> {
+            let mut r: Vec<(String, f64)> = match &v["data"]["result"] {
+                Value::Array(a) if v["data"]["resultType"] == "vector" => {
+                    a.iter().map(|s| (s["metric"].to_string(), s["value"][1].as_str().unwrap().parse().unwrap())).collect()
+                }
+                other => vec![(String::new(), other[1].as_str().unwrap().parse().unwrap())],
             };
-            r.sort();
+            r.sort_by(|a, b| a.0.cmp(&b.0));
             r
         };
-        assert_eq!(norm(&mine), norm(&theirs), "{q}");
+        let (a, b) = (norm(&mine), norm(&theirs));
+        assert_eq!(a.iter().map(|x| &x.0).collect::<Vec<_>>(), b.iter().map(|x| &x.0).collect::<Vec<_>>(), "{q}: {mine} {theirs}");
+        for ((_, x), (_, y)) in a.iter().zip(&b) {
+            assert!(x == y || (x - y).abs() <= 1e-9 * x.abs().max(y.abs()), "{q}: ours {x}, Prometheus {y}");
+        }
     }
     // The index endpoints, from the stored series.
     let (_, v) = get(&ours("label/job/values"), Some(&alice), &[]).await;

@@ -73,6 +73,17 @@ pub struct EmbeddedStore {
     files: RwLock<()>,
     /// Per partition directory: the batch files a finished compaction replaced.
     compacted: Mutex<HashMap<PathBuf, Arc<HashSet<String>>>>,
+    /// Metric files decoded and grouped into series, by path (a file is never rewritten in
+    /// place: its size and modification time must still match).
+    series_cache: moka::sync::Cache<PathBuf, Arc<CachedSeries>>,
+}
+
+/// Most memory the decoded metric series of stored files may take.
+const SERIES_CACHE_BYTES: u64 = 256 << 20;
+
+pub(crate) struct CachedSeries {
+    stamp: (u64, Option<std::time::SystemTime>),
+    series: Vec<crate::MetricSeries>,
 }
 
 impl EmbeddedStore {
@@ -89,7 +100,11 @@ impl EmbeddedStore {
     /// Opens the store for reading only, beside a writer in another process (no repair: the
     /// writer's temporary files are its own).
     pub fn open_for_reading(config: EmbeddedConfig) -> EmbeddedStore {
-        EmbeddedStore { config, files: RwLock::new(()), compacted: Mutex::new(HashMap::new()) }
+        let series_cache = moka::sync::Cache::builder()
+            .max_capacity(SERIES_CACHE_BYTES)
+            .weigher(|_: &PathBuf, c: &Arc<CachedSeries>| u32::try_from(c.series.iter().map(crate::MetricSeries::weight).sum::<usize>()).unwrap_or(u32::MAX))
+            .build();
+        EmbeddedStore { config, files: RwLock::new(()), compacted: Mutex::new(HashMap::new()), series_cache }
     }
 
     fn partition_dir(&self, table: Table, key: &PartitionKey) -> PathBuf {
@@ -180,6 +195,46 @@ impl EmbeddedStore {
         Ok(out)
     }
 
+    /// Metric series from the cached decoding of each file in range (decoded on first use).
+    fn metric_series_blocking(&self, read: &crate::MetricRead) -> Result<Vec<crate::MetricSeries>, StoreError> {
+        let req = crate::metrics::scan_request(read)?;
+        if read.scope.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (from_day, to_day) = (req.from_ns.div_euclid(NS_PER_DAY), req.to_ns.div_euclid(NS_PER_DAY));
+        let org = req.org_id.as_deref().map(escape);
+        let workspaces: Option<Vec<String>> = req.workspaces.as_ref().map(|ws| ws.iter().map(|w| escape(w)).collect());
+        let keep = |k: &DirKey| {
+            org.as_ref().is_none_or(|o| o == k.org)
+                && workspaces.as_ref().is_none_or(|ws| ws.iter().any(|w| w == k.workspace))
+                && k.day >= from_day
+                && k.day <= to_day
+        };
+        let mut parts = Vec::new();
+        for dir in self.partition_dirs(Some(Table::Metrics), &keep)? {
+            for path in stored_files(&dir)? {
+                let meta = fs::metadata(&path)?;
+                let stamp = (meta.len(), meta.modified().ok());
+                let file = match self.series_cache.get(&path).filter(|c| c.stamp == stamp) {
+                    Some(c) => c,
+                    None => {
+                        let mut batches = Vec::new();
+                        each_batch_of(&path, None, &mut |b: &RecordBatch| {
+                            batches.push(b.clone());
+                            Ok(())
+                        })?;
+                        let series = crate::metrics::group_rows(&batches, |_, _, _, _, _| true)?;
+                        let c = Arc::new(CachedSeries { stamp, series });
+                        self.series_cache.insert(path.clone(), c.clone());
+                        c
+                    }
+                };
+                parts.extend(crate::metrics::select(&file.series, read));
+            }
+        }
+        Ok(crate::metrics::merge(parts))
+    }
+
     fn compact_blocking(&self) -> Result<(), StoreError> {
         for dir in self.partition_dirs(None, &|_| true)? {
             let mut sources: Vec<String> =
@@ -268,6 +323,15 @@ impl Store for Arc<EmbeddedStore> {
             let _shared = this.files.read().await;
             let inner = this.clone();
             spawn_blocking(move || inner.scan_blocking(&request)).await
+        })
+    }
+
+    fn metric_series<'a>(&'a self, read: &'a crate::MetricRead) -> BoxFuture<'a, Result<Vec<crate::MetricSeries>, StoreError>> {
+        let (this, read) = (self.clone(), read.clone());
+        Box::pin(async move {
+            let _shared = this.files.read().await;
+            let inner = this.clone();
+            spawn_blocking(move || inner.metric_series_blocking(&read)).await
         })
     }
 
@@ -398,27 +462,40 @@ fn row_groups_in(meta: &parquet::file::metadata::ParquetMetaData, from_ns: i64, 
 /// tables whose time is in nanoseconds), row groups entirely outside it are not read, and
 /// files with none inside are not opened beyond their footer.
 fn each_stored_batch(dir: &Path, range: Option<(i64, i64)>, mut f: impl FnMut(&RecordBatch) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    for path in stored_files(dir)? {
+        each_batch_of(&path, range, &mut f)?;
+    }
+    Ok(())
+}
+
+/// The Parquet files of a partition directory (not the temporary ones).
+fn stored_files(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
+    let mut out = Vec::new();
     for entry in read_dir_or_empty(dir)? {
         let path = entry.path();
         let hidden = entry.file_name().to_string_lossy().starts_with('.');
-        if hidden || path.extension().is_none_or(|e| e != "parquet") {
-            continue;
+        if !hidden && path.extension().is_some_and(|e| e == "parquet") {
+            out.push(path);
         }
-        let unreadable = |e: parquet::errors::ParquetError| StoreError::Unavailable(format!("reading {}: {e}", path.display()));
-        let mut builder = ParquetRecordBatchReaderBuilder::try_new(File::open(&path)?).map_err(unreadable)?;
-        if let Some((from, to)) = range {
-            let groups = row_groups_in(builder.metadata(), from, to);
-            if groups.is_empty() {
-                continue;
-            }
-            if groups.len() < builder.metadata().num_row_groups() {
-                builder = builder.with_row_groups(groups);
-            }
+    }
+    Ok(out)
+}
+
+fn each_batch_of(path: &Path, range: Option<(i64, i64)>, f: &mut impl FnMut(&RecordBatch) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    let unreadable = |e: parquet::errors::ParquetError| StoreError::Unavailable(format!("reading {}: {e}", path.display()));
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?).map_err(unreadable)?;
+    if let Some((from, to)) = range {
+        let groups = row_groups_in(builder.metadata(), from, to);
+        if groups.is_empty() {
+            return Ok(());
         }
-        let reader = builder.with_batch_size(8192).build().map_err(unreadable)?;
-        for batch in reader {
-            f(&batch.map_err(|e| StoreError::Unavailable(format!("reading {}: {e}", path.display())))?)?;
+        if groups.len() < builder.metadata().num_row_groups() {
+            builder = builder.with_row_groups(groups);
         }
+    }
+    let reader = builder.with_batch_size(8192).build().map_err(unreadable)?;
+    for batch in reader {
+        f(&batch.map_err(|e| StoreError::Unavailable(format!("reading {}: {e}", path.display())))?)?;
     }
     Ok(())
 }
