@@ -8,7 +8,7 @@
 use serde_json::Value;
 
 use crate::query_api::token;
-use crate::support::{Prometheus, Server, ServerOptions, client, eventually, free_port};
+use crate::support::{ClickHouse, Prometheus, Server, ServerOptions, client, eventually, free_port};
 
 struct Setup {
     server: Server,
@@ -269,10 +269,19 @@ fn same_matrix(q: &str, ours: &Value, theirs: &Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_promql_matches_a_real_prometheus_on_the_same_samples() {
-    // No upstream: the data plane answers PromQL from its own stored samples, which a real
-    // Prometheus remote-writes to it from its scrapes; the same Prometheus answers the same
-    // queries from its own TSDB.
-    let server = Server::start(ServerOptions::default());
+    native_matches_prometheus(Server::start(ServerOptions::default())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_promql_matches_a_real_prometheus_on_clickhouse() {
+    let ch = ClickHouse::start();
+    native_matches_prometheus(Server::start(ServerOptions { clickhouse_url: Some(ch.url()), ..Default::default() })).await;
+}
+
+/// No upstream: the data plane answers PromQL from its own stored samples, which a real
+/// Prometheus remote-writes to it from its scrapes; the same Prometheus answers the same
+/// queries from its own TSDB.
+async fn native_matches_prometheus(server: Server) {
     let port = free_port();
     let config = format!(
         "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: dataplane\n    static_configs:\n      - targets: ['{addr}']\n        labels: {{ workspace: ws-a }}\n\

@@ -157,6 +157,41 @@ impl ClickHouseStore {
         insert.end().await
     }
 
+    /// Metric samples for PromQL: the scan's filters plus the metric names, as parameters; the
+    /// scope is applied again to every row while grouping.
+    async fn metric_rows(&self, read: &crate::MetricRead) -> Result<Vec<crate::MetricSeries>, StoreError> {
+        let req = crate::metrics::scan_request(read)?;
+        if read.scope.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sql = format!(
+            "SELECT ?fields FROM {} WHERE timestamp >= fromUnixTimestamp64Milli({{from:Int64}}) AND timestamp <= fromUnixTimestamp64Milli({{to:Int64}})",
+            self.table(Table::Metrics)
+        );
+        if req.org_id.is_some() {
+            sql.push_str(" AND org_id = {org:String}");
+        }
+        if req.workspaces.is_some() {
+            sql.push_str(" AND has({ws:Array(String)}, workspace)");
+        }
+        if read.metrics.is_some() {
+            sql.push_str(" AND has({names:Array(String)}, metric)");
+        }
+        let mut q = self.client.query(&sql).param("from", read.from_ms).param("to", read.to_ms);
+        if let Some(org) = &req.org_id {
+            q = q.param("org", org.as_str());
+        }
+        if let Some(ws) = &req.workspaces {
+            q = q.param("ws", ws);
+        }
+        if let Some(names) = &read.metrics {
+            q = q.param("names", names.iter().collect::<Vec<_>>());
+        }
+        let rows = Rows::Metrics(timed(q.fetch_all::<MetricOut>()).await?.into_iter().map(MetricOut::into_record).collect());
+        let batch = schemas::arrow_schema::to_record_batch(&rows).map_err(|e| StoreError::Rejected(format!("arrow conversion: {e}")))?;
+        crate::metrics::group(&[batch], read)
+    }
+
     async fn scan_rows(&self, req: &ScanRequest) -> Result<Rows, StoreError> {
         let (convert, from, to) = match req.table {
             Table::Logs | Table::AuditLogs => ("fromUnixTimestamp64Nano", req.from_ns, req.to_ns),
@@ -198,6 +233,10 @@ impl Store for ClickHouseStore {
 
     fn write<'a>(&'a self, batch: &'a WriteBatch) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(self.write_batch(batch))
+    }
+
+    fn metric_series<'a>(&'a self, read: &'a crate::MetricRead) -> BoxFuture<'a, Result<Vec<crate::MetricSeries>, StoreError>> {
+        Box::pin(self.metric_rows(read))
     }
 
     fn scan<'a>(&'a self, request: &'a ScanRequest) -> BoxFuture<'a, Result<Vec<RecordBatch>, StoreError>> {
