@@ -199,3 +199,24 @@ mod tests {
         assert!(decode_cursor("!!").is_err());
     }
 }
+
+/// The evaluation times of a metric query (LogQL's in nanoseconds, PromQL's in milliseconds):
+/// `start`, `start + step`, … up to and including `end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Steps {
+    pub start: i64,
+    pub end: i64,
+    pub step: i64,
+}
+
+impl Steps {
+    pub fn len(&self) -> usize {
+        ((self.end - self.start) / self.step.max(1) + 1).max(0) as usize
+    }
+    pub fn is_empty(&self) -> bool {
+        self.end < self.start
+    }
+    pub fn at(&self, k: usize) -> i64 {
+        self.start + k as i64 * self.step
+    }
+}

@@ -11,25 +11,7 @@ use std::collections::BTreeMap;
 use super::labels::Labels;
 use super::{AggOp, BinOp, Grouping, MetricExpr, RangeFn};
 
-/// The evaluation times: `start`, `start + step`, … up to and including `end`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Steps {
-    pub start: i64,
-    pub end: i64,
-    pub step: i64,
-}
-
-impl Steps {
-    pub fn len(&self) -> usize {
-        ((self.end - self.start) / self.step.max(1) + 1) as usize
-    }
-    pub fn is_empty(&self) -> bool {
-        self.end < self.start
-    }
-    pub fn at(&self, k: usize) -> i64 {
-        self.start + k as i64 * self.step
-    }
-}
+pub use crate::params::Steps;
 
 fn gcd(a: i64, b: i64) -> i64 {
     if b == 0 { a } else { gcd(b, a % b) }

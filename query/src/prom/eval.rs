@@ -23,21 +23,7 @@ const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 pub type Labels = Vec<(String, String)>;
 
 /// The evaluation times, Unix milliseconds.
-#[derive(Debug, Clone, Copy)]
-pub struct Steps {
-    pub start: i64,
-    pub end: i64,
-    pub step: i64,
-}
-
-impl Steps {
-    pub fn len(&self) -> usize {
-        ((self.end - self.start) / self.step.max(1) + 1).max(0) as usize
-    }
-    pub fn at(&self, i: usize) -> i64 {
-        self.start + i as i64 * self.step
-    }
-}
+pub use crate::params::Steps;
 
 #[derive(Debug, Clone)]
 pub struct Series {

@@ -170,7 +170,8 @@ impl EmbeddedStore {
         Ok(())
     }
 
-    fn scan_blocking(&self, req: &ScanRequest) -> Result<Vec<RecordBatch>, StoreError> {
+    /// The partition directories a scan reads: its table, organisation, workspaces and days.
+    fn dirs_for(&self, req: &ScanRequest) -> Result<Vec<PathBuf>, StoreError> {
         let (from_day, to_day) = (req.from_ns.div_euclid(NS_PER_DAY), req.to_ns.div_euclid(NS_PER_DAY));
         let org = req.org_id.as_deref().map(escape);
         let workspaces: Option<Vec<String>> = req.workspaces.as_ref().map(|ws| ws.iter().map(|w| escape(w)).collect());
@@ -180,8 +181,12 @@ impl EmbeddedStore {
                 && k.day >= from_day
                 && k.day <= to_day
         };
+        self.partition_dirs(Some(req.table), &keep)
+    }
+
+    fn scan_blocking(&self, req: &ScanRequest) -> Result<Vec<RecordBatch>, StoreError> {
         let mut out = Vec::new();
-        for dir in self.partition_dirs(Some(req.table), &keep)? {
+        for dir in self.dirs_for(req)? {
             // Metric samples keep milliseconds; their files are read whole.
             let range = (req.table != Table::Metrics).then_some((req.from_ns, req.to_ns));
             each_stored_batch(&dir, range, |batch| {
@@ -201,17 +206,8 @@ impl EmbeddedStore {
         if read.scope.is_empty() {
             return Ok(Vec::new());
         }
-        let (from_day, to_day) = (req.from_ns.div_euclid(NS_PER_DAY), req.to_ns.div_euclid(NS_PER_DAY));
-        let org = req.org_id.as_deref().map(escape);
-        let workspaces: Option<Vec<String>> = req.workspaces.as_ref().map(|ws| ws.iter().map(|w| escape(w)).collect());
-        let keep = |k: &DirKey| {
-            org.as_ref().is_none_or(|o| o == k.org)
-                && workspaces.as_ref().is_none_or(|ws| ws.iter().any(|w| w == k.workspace))
-                && k.day >= from_day
-                && k.day <= to_day
-        };
         let mut parts = Vec::new();
-        for dir in self.partition_dirs(Some(Table::Metrics), &keep)? {
+        for dir in self.dirs_for(&req)? {
             for path in stored_files(&dir)? {
                 let meta = fs::metadata(&path)?;
                 let stamp = (meta.len(), meta.modified().ok());
