@@ -63,7 +63,7 @@ pub struct QueryState {
     /// Where every query's audit record goes (none: not recorded).
     pub audit: Option<Arc<dyn AuditSink>>,
     /// The Prometheus-compatible server `/prometheus/api/v1/` is served from (none: not served).
-    pub prometheus: Option<Arc<crate::prom::Upstream>>,
+    pub prometheus: Option<Arc<crate::prom::upstream::Upstream>>,
     running: Arc<Mutex<HashMap<String, usize>>>,
 }
 
@@ -77,7 +77,7 @@ impl QueryState {
         self
     }
 
-    pub fn with_prometheus(mut self, upstream: Option<Arc<crate::prom::Upstream>>) -> QueryState {
+    pub fn with_prometheus(mut self, upstream: Option<Arc<crate::prom::upstream::Upstream>>) -> QueryState {
         self.prometheus = upstream;
         self
     }
