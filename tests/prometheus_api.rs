@@ -345,6 +345,12 @@ async fn native_matches_prometheus(server: Server) {
         "vector(1) + 2",
         "scalar(sum(up)) * up",
         "time() - time()",
+        r#"label_replace(up, "host", "$1", "instance", "(.*):.*")"#,
+        r#"label_replace(up, "job", "", "job", "data.*")"#,
+        r#"label_join(up, "both", "/", "job", "instance")"#,
+        "process_open_fds * on(job, instance) group_left(version) prometheus_build_info",
+        "up * on(job) group_right() prometheus_http_requests_total",
+        "sum by (job, code) (rate(prometheus_http_requests_total[10s])) / on(job) group_left() sum by (job) (rate(prometheus_http_requests_total[10s]))",
     ];
     let mut empty = Vec::new();
     for q in queries {
@@ -359,6 +365,8 @@ async fn native_matches_prometheus(server: Server) {
     }
     // The comparison means something only where there is something to compare.
     assert!(empty.len() <= 2, "empty answers: {empty:?}");
+    let (status, v) = get(&ours("query"), Some(&alice), &[("query", r#"label_replace(up, "workspace", "ws-b", "", "")"#)]).await;
+    assert_eq!((status, v["code"].as_str()), (403, Some("forbidden")), "{v}");
     // Instant queries answer the same too.
     for q in ["sum by (job) (rate(prometheus_http_requests_total[10s]))", "up", "vector(3)", "1 + 1"] {
         let form = [("query", q), ("time", end.as_str())];

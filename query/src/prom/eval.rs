@@ -5,8 +5,8 @@
 //! selector the samples in `[t - range, t]`; `rate`/`increase`/`delta` extrapolate as
 //! Prometheus does; aggregations, one-to-one vector matching with `on`/`ignoring`, `bool`,
 //! set operators and `histogram_quantile` as documented. The query is evaluated step by step
-//! over every series at once. Anything else (subqueries, `@`, `group_left`/`group_right`, other
-//! functions) is a 400 that names it, never an answer that means something else.
+//! over every series at once. Anything else (subqueries, `@`, other functions) is a 400 that
+//! names it, never an answer that means something else.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -310,6 +310,60 @@ impl Eval<'_> {
             "time" => Value::Scalar((0..self.steps.len()).map(|i| self.steps.at(i) as f64 / 1e3).collect()),
             "sort" | "sort_desc" => Value::Vector(self.vector_arg(arg(0)?)?),
             "histogram_quantile" => self.histogram_quantile(arg(0)?, arg(1)?)?,
+            "label_replace" | "label_join" => {
+                let v = self.vector_arg(arg(0)?)?;
+                let text = |i: usize| -> Result<String, ApiError> {
+                    match self.eval(arg(i)?)? {
+                        Value::String(s) => Ok(s),
+                        _ => Err(invalid(format!("argument {} of {name}() must be a string", i + 1))),
+                    }
+                };
+                let dst = text(1)?;
+                let valid =
+                    dst.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && dst.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !valid {
+                    return Err(invalid(format!("invalid destination label name in {name}(): `{dst}`")));
+                }
+                if dst == "workspace" {
+                    return Err(ApiError::new(
+                        ErrorCode::Forbidden,
+                        format!("`{name}` may not write the tenancy label `workspace`; name another output label"),
+                    ));
+                }
+                let relabel: Box<dyn Fn(&Labels) -> Option<String>> = if name == "label_replace" {
+                    let (replacement, src, re) = (text(2)?, text(3)?, text(4)?);
+                    let re =
+                        regex::Regex::new(&format!("^(?:{re})$")).map_err(|_| invalid(format!("invalid regular expression in label_replace(): `{re}`")))?;
+                    Box::new(move |l: &Labels| {
+                        let value = l.iter().find(|(k, _)| *k == src).map_or("", |(_, v)| v.as_str());
+                        re.captures(value).map(|c| {
+                            let mut out = String::new();
+                            c.expand(&replacement, &mut out);
+                            out
+                        })
+                    })
+                } else {
+                    let sep = text(2)?;
+                    let srcs = (3..args.len()).map(text).collect::<Result<Vec<_>, _>>()?;
+                    Box::new(move |l: &Labels| {
+                        Some(srcs.iter().map(|s| l.iter().find(|(k, _)| k == s).map_or("", |(_, v)| v.as_str())).collect::<Vec<_>>().join(&sep))
+                    })
+                };
+                Value::Vector(
+                    v.into_iter()
+                        .map(|mut s| {
+                            if let Some(value) = relabel(&s.labels) {
+                                s.labels.retain(|(k, _)| *k != dst);
+                                if !value.is_empty() {
+                                    s.labels.push((dst.clone(), value));
+                                    s.labels.sort();
+                                }
+                            }
+                            s
+                        })
+                        .collect(),
+                )
+            }
             "absent" => {
                 let v = self.vector_arg(arg(0)?)?;
                 let mut labels = Vec::new();
@@ -484,9 +538,12 @@ impl Eval<'_> {
         apply: impl Fn(f64, f64) -> Option<f64>,
     ) -> Result<Value, ApiError> {
         let modifier = b.modifier.as_ref();
-        if modifier.is_some_and(|m| !matches!(m.card, VectorMatchCardinality::OneToOne | VectorMatchCardinality::ManyToMany)) {
-            return Err(unsupported("`group_left`/`group_right`"));
-        }
+        // `group_left(…)`: the left side is the many; `group_right(…)`: the right side.
+        let (include, many_right) = match modifier.map(|m| &m.card) {
+            Some(VectorMatchCardinality::ManyToOne(ls)) => (Some(&ls.labels), false),
+            Some(VectorMatchCardinality::OneToMany(ls)) => (Some(&ls.labels), true),
+            _ => (None, false),
+        };
         let matching = modifier.and_then(|m| m.matching.as_ref());
         let signature = |labels: &Labels| -> Labels {
             match matching {
@@ -533,35 +590,48 @@ impl Eval<'_> {
             }
             return Ok(Value::Vector(out));
         }
-        // One-to-one: per step, each signature at most once on either side.
+        // Per step, each signature at most once on the "one" side (both sides, one-to-one).
+        let (many, many_sig, one, one_sig) = if many_right { (&r, &rsig, &l, &lsig) } else { (&l, &lsig, &r, &rsig) };
         let mut out: BTreeMap<Labels, Vec<Option<f64>>> = BTreeMap::new();
         for i in 0..n {
-            let mut right: HashMap<&Labels, f64> = HashMap::new();
-            for (s, k) in r.iter().zip(&rsig) {
+            let mut ones: HashMap<&Labels, (f64, &Labels)> = HashMap::new();
+            for (s, k) in one.iter().zip(one_sig) {
                 if let Some(y) = s.points[i]
-                    && right.insert(k, y).is_some()
+                    && ones.insert(k, (y, &s.labels)).is_some()
                 {
                     return Err(invalid(
-                        "found duplicate series for the match group on the right hand-side of the operation; use on/ignoring to make it unique",
+                        "found duplicate series for the match group on the side that must be unique; use on/ignoring, or group_left/group_right on the other side",
                     ));
                 }
             }
             let mut seen = std::collections::HashSet::new();
-            for (s, k) in l.iter().zip(&lsig) {
-                let (Some(x), Some(y)) = (s.points[i], right.get(k)) else { continue };
-                if !seen.insert(k) {
-                    return Err(invalid(
-                        "found duplicate series for the match group on the left hand-side of the operation; use on/ignoring to make it unique",
-                    ));
+            for (s, k) in many.iter().zip(many_sig) {
+                let (Some(m), Some((o, one_labels))) = (s.points[i], ones.get(k)) else { continue };
+                if include.is_none() && !seen.insert(k) {
+                    return Err(invalid("multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"));
                 }
-                let Some(v) = apply(x, *y) else { continue };
+                let (x, y) = if many_right { (*o, m) } else { (m, *o) };
+                let Some(v) = apply(x, y) else { continue };
                 let mut labels = if drop { drop_name(s.labels.clone()) } else { s.labels.clone() };
-                match matching {
-                    Some(LabelModifier::Include(on)) => labels.retain(|(k, _)| on.labels.iter().any(|o| o == k)),
-                    Some(LabelModifier::Exclude(ign)) => labels.retain(|(k, _)| !ign.labels.iter().any(|o| o == k)),
-                    None => {}
+                match (include, matching) {
+                    (Some(take), _) => {
+                        for name in take {
+                            labels.retain(|(k, _)| k != name);
+                            if let Some((_, v)) = one_labels.iter().find(|(k, v)| k == name && !v.is_empty()) {
+                                labels.push((name.clone(), v.clone()));
+                            }
+                        }
+                        labels.sort();
+                    }
+                    (None, Some(LabelModifier::Include(on))) => labels.retain(|(k, _)| on.labels.iter().any(|o| o == k)),
+                    (None, Some(LabelModifier::Exclude(ign))) => labels.retain(|(k, _)| !ign.labels.iter().any(|o| o == k)),
+                    (None, None) => {}
                 }
-                out.entry(labels).or_insert_with(|| vec![None; n])[i] = Some(v);
+                let slot = &mut out.entry(labels).or_insert_with(|| vec![None; n])[i];
+                if slot.is_some() {
+                    return Err(invalid("multiple matches for labels: grouping labels must ensure unique matches"));
+                }
+                *slot = Some(v);
             }
         }
         Ok(Value::Vector(out.into_iter().map(|(labels, points)| Series { labels, points }).collect()))
