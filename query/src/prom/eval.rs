@@ -22,6 +22,9 @@ const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 
 pub type Labels = Vec<(String, String)>;
 
+/// A series' new value for a label (`None`: unchanged).
+type Relabel = dyn Fn(&Labels) -> Option<String>;
+
 /// The evaluation times, Unix milliseconds.
 pub use crate::params::Steps;
 
@@ -330,7 +333,7 @@ impl Eval<'_> {
                         format!("`{name}` may not write the tenancy label `workspace`; name another output label"),
                     ));
                 }
-                let relabel: Box<dyn Fn(&Labels) -> Option<String>> = if name == "label_replace" {
+                let relabel: Box<Relabel> = if name == "label_replace" {
                     let (replacement, src, re) = (text(2)?, text(3)?, text(4)?);
                     let re =
                         regex::Regex::new(&format!("^(?:{re})$")).map_err(|_| invalid(format!("invalid regular expression in label_replace(): `{re}`")))?;
