@@ -16,4 +16,5 @@ mod openapi_doc;
 mod prometheus_api;
 mod query_api;
 mod shippers;
+mod sql_api;
 mod tail_api;

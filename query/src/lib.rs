@@ -21,6 +21,7 @@ pub mod loki;
 pub mod params;
 pub mod patterns;
 pub mod prom;
+pub mod sql;
 pub mod state;
 pub mod syntax;
 pub mod tail;
@@ -33,6 +34,7 @@ pub fn router(state: QueryState) -> axum::Router {
     api::routes()
         .merge(loki::routes())
         .merge(prom::routes())
+        .merge(sql::routes())
         .route("/api/v1/logs/tail", get(tail::dashboard))
         .route("/loki/api/v1/tail", get(tail::loki))
         .with_state(state)

@@ -288,6 +288,17 @@ pub fn document() -> Value {
     add("/prometheus/api/v1/rules", prom("Recording and alerting rules: none are a tenant's, so none are listed", vec![], false));
     add("/prometheus/api/v1/alerts", prom("Active alerts: none are a tenant's, so none are listed", vec![], false));
     add("/prometheus/api/v1/status/buildinfo", prom("The upstream's version (Grafana's feature detection)", vec![], false));
+    add(
+        "/sql/",
+        json!({
+            "get": { "summary": "SQL for Grafana's ClickHouse datasource (`query`, `default_format`): one SELECT over the caller's `logs` and `metrics`", "security": [{ "bearer": [] }],
+                "parameters": [param("query", "The SELECT (or in the body)."), param("default_format", "TabSeparated (default), JSON, JSONEachRow, CSV, Native, …")],
+                "responses": { "200": { "description": "The rows in the format asked for." }, "400": { "$ref": "#/components/responses/Error" }, "401": { "$ref": "#/components/responses/Error" }, "403": { "$ref": "#/components/responses/Error" } } },
+            "post": { "summary": "The same, the statement as the body", "security": [{ "bearer": [] }],
+                "requestBody": { "content": { "text/plain": { "schema": { "type": "string" } } } },
+                "responses": { "200": { "description": "The rows in the format asked for." }, "400": { "$ref": "#/components/responses/Error" }, "401": { "$ref": "#/components/responses/Error" }, "403": { "$ref": "#/components/responses/Error" } } }
+        }),
+    );
     let ingest = |summary: &str, content: &str| {
         json!({ "post": { "summary": summary, "security": [{ "ingest": [] }], "requestBody": { "required": true, "content": { content: { "schema": { "type": "string" } } } },
             "responses": { "200": json_ok("Accepted events, and rejects by reason.", json!({ "type": "object", "properties": { "accepted": { "type": "integer" }, "rejected": { "type": "integer" }, "reasons": { "type": "object" } } })),

@@ -26,6 +26,40 @@ pub use search::{Cursor, HistogramBucket, LogFilters, LogSearch, StreamColumns, 
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// A table SQL may read, and the marker a checked statement names it by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlTable {
+    Logs,
+    Metrics,
+}
+
+impl SqlTable {
+    pub fn marker(self) -> &'static str {
+        match self {
+            SqlTable::Logs => "__hx_scoped_logs",
+            SqlTable::Metrics => "__hx_scoped_metrics",
+        }
+    }
+    pub fn table(self) -> Table {
+        match self {
+            SqlTable::Logs => Table::Logs,
+            SqlTable::Metrics => Table::Metrics,
+        }
+    }
+}
+
+/// A checked `SELECT` whose tables are [`SqlTable::marker`]s, with the scope for each table it
+/// reads; storage replaces each marker by a subquery scoped with parameters.
+#[derive(Debug, Clone)]
+pub struct SqlRead {
+    pub sql: String,
+    pub logs: Option<auth::TenantScope>,
+    pub metrics: Option<auth::TenantScope>,
+    /// A ClickHouse output format.
+    pub format: String,
+    pub timeout_secs: u64,
+}
+
 /// Names a batch for its whole life: across retries, crashes and replays. `wal_id` is the
 /// identity of the write-ahead log that produced it (random, made when the log was created) and
 /// `seq` the log position of the batch's marker, so two logs never mint the same id.
@@ -117,6 +151,12 @@ pub trait Store: Send + Sync + 'static {
             }
             metrics::group(&self.scan(&request).await?, read)
         })
+    }
+    /// A caller's checked `SELECT` over the scoped tables, answered in `read.format` (ClickHouse
+    /// only: the embedded store has no SQL engine yet).
+    fn sql<'a>(&'a self, read: &'a SqlRead) -> BoxFuture<'a, Result<bytes::Bytes, StoreError>> {
+        let _ = read;
+        Box::pin(async { Err(StoreError::Rejected("SQL needs the ClickHouse backend (storage.backend = \"clickhouse\")".into())) })
     }
     /// Background upkeep (compaction, retention). Cheap when there is nothing to do.
     fn maintain(&self) -> BoxFuture<'_, Result<(), StoreError>> {

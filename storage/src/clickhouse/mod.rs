@@ -235,6 +235,10 @@ impl Store for ClickHouseStore {
         Box::pin(self.write_batch(batch))
     }
 
+    fn sql<'a>(&'a self, read: &'a crate::SqlRead) -> BoxFuture<'a, Result<bytes::Bytes, StoreError>> {
+        Box::pin(self.sql_bytes(read))
+    }
+
     fn metric_series<'a>(&'a self, read: &'a crate::MetricRead) -> BoxFuture<'a, Result<Vec<crate::MetricSeries>, StoreError>> {
         Box::pin(self.metric_rows(read))
     }
@@ -295,6 +299,17 @@ fn classify(e: ChError) -> StoreError {
         | ChError::InvalidColumnsHeader(_) => StoreError::Rejected(text),
         _ => StoreError::Unavailable(text),
     }
+}
+
+/// For a caller's SQL: an exception from the engine is about the statement (a 4xx), unless it
+/// says the server is busy or short of memory, or the query ran out of time.
+pub(crate) fn classify_sql(e: ChError) -> StoreError {
+    if let ChError::BadResponse(msg) = &e
+        && exception_code(msg).is_some_and(|c| ![159, 160, 202, 241, 394].contains(&c))
+    {
+        return StoreError::Rejected(msg.chars().take(600).collect());
+    }
+    classify(e)
 }
 
 /// `N` from a ClickHouse exception text `... Code: N. DB::Exception: ...`.

@@ -34,7 +34,7 @@ struct BucketOut {
 }
 
 /// A parameter value.
-enum P {
+pub(super) enum P {
     I64(i64),
     U64(u64),
     Str(String),
@@ -45,52 +45,9 @@ enum P {
 fn conditions(q: &LogSearch) -> (String, Vec<(String, P)>) {
     let mut sql = String::from("timestamp >= fromUnixTimestamp64Nano({from:Int64}) AND timestamp < fromUnixTimestamp64Nano({to:Int64})");
     let mut params = vec![("from".to_owned(), P::I64(q.from_ns)), ("to".to_owned(), P::I64(q.to_ns))];
-    let scope = &q.scope;
-    if let Some(org) = scope.org_id() {
-        sql.push_str(" AND org_id = {org:String}");
-        params.push(("org".into(), P::Str(org.to_owned())));
-    }
-    if let Some(grants) = scope.grants() {
-        let (mut all, mut ns_w, mut ns_p) = (Vec::new(), Vec::new(), Vec::new());
-        for g in grants {
-            match g.namespaces() {
-                auth::Namespaces::All => all.push(g.workspace().to_owned()),
-                auth::Namespaces::Only(set) => {
-                    for p in set {
-                        ns_w.push(g.workspace().to_owned());
-                        ns_p.push(p.clone());
-                    }
-                }
-            }
-        }
-        // The shape depends on which kinds of grant the scope has, never on their values.
-        // The first `has` names every workspace, so the primary key (org_id, workspace, …)
-        // prunes by workspace (ClickHouse cannot prune through an OR).
-        let mut every: Vec<String> = grants.iter().map(|g| g.workspace().to_owned()).collect();
-        every.sort();
-        every.dedup();
-        sql.push_str(" AND has({scope_every:Array(String)}, workspace)");
-        params.push(("scope_every".into(), P::Strs(every)));
-        match (all.is_empty(), ns_w.is_empty()) {
-            // Whole workspaces only: `scope_every` says it all.
-            (false, true) => {}
-            // Namespaces only.
-            (true, false) => {
-                sql.push_str(" AND arrayExists((w, p) -> w = workspace AND p = project, {scope_nw:Array(String)}, {scope_np:Array(String)})");
-                params.push(("scope_nw".into(), P::Strs(ns_w)));
-                params.push(("scope_np".into(), P::Strs(ns_p)));
-            }
-            // Both, or nothing at all (an empty scope matches no row either way).
-            _ => {
-                sql.push_str(
-                    " AND (has({scope_ws:Array(String)}, workspace) OR arrayExists((w, p) -> w = workspace AND p = project, {scope_nw:Array(String)}, {scope_np:Array(String)}))",
-                );
-                params.push(("scope_ws".into(), P::Strs(all)));
-                params.push(("scope_nw".into(), P::Strs(ns_w)));
-                params.push(("scope_np".into(), P::Strs(ns_p)));
-            }
-        }
-    }
+    let (scope_sql, scope_params) = scope_conditions(&q.scope, "");
+    sql.push_str(&scope_sql);
+    params.extend(scope_params);
     let f = &q.filters;
     for (name, column, values) in [
         ("f_project", "project", &f.projects),
@@ -125,20 +82,173 @@ fn conditions(q: &LogSearch) -> (String, Vec<(String, P)>) {
     (sql, params)
 }
 
+/// The scope's conditions (each starting with ` AND `) and their parameters, named with
+/// `prefix`: the organisation, then the workspaces (and projects) of the grants.
+pub(super) fn scope_conditions(scope: &auth::TenantScope, prefix: &str) -> (String, Vec<(String, P)>) {
+    let mut sql = String::new();
+    let mut params = Vec::new();
+    if let Some(org) = scope.org_id() {
+        sql.push_str(&format!(" AND org_id = {{{prefix}org:String}}"));
+        params.push((format!("{prefix}org"), P::Str(org.to_owned())));
+    }
+    if let Some(grants) = scope.grants() {
+        let (mut all, mut ns_w, mut ns_p) = (Vec::new(), Vec::new(), Vec::new());
+        for g in grants {
+            match g.namespaces() {
+                auth::Namespaces::All => all.push(g.workspace().to_owned()),
+                auth::Namespaces::Only(set) => {
+                    for p in set {
+                        ns_w.push(g.workspace().to_owned());
+                        ns_p.push(p.clone());
+                    }
+                }
+            }
+        }
+        // The shape depends on which kinds of grant the scope has, never on their values.
+        // The first `has` names every workspace, so the primary key (org_id, workspace, …)
+        // prunes by workspace (ClickHouse cannot prune through an OR).
+        let mut every: Vec<String> = grants.iter().map(|g| g.workspace().to_owned()).collect();
+        every.sort();
+        every.dedup();
+        sql.push_str(&format!(" AND has({{{prefix}scope_every:Array(String)}}, workspace)"));
+        params.push((format!("{prefix}scope_every"), P::Strs(every)));
+        match (all.is_empty(), ns_w.is_empty()) {
+            // Whole workspaces only: `scope_every` says it all.
+            (false, true) => {}
+            // Namespaces only.
+            (true, false) => {
+                sql.push_str(&format!(
+                    " AND arrayExists((w, p) -> w = workspace AND p = project, {{{prefix}scope_nw:Array(String)}}, {{{prefix}scope_np:Array(String)}})"
+                ));
+                params.push((format!("{prefix}scope_nw"), P::Strs(ns_w)));
+                params.push((format!("{prefix}scope_np"), P::Strs(ns_p)));
+            }
+            // Both, or nothing at all (an empty scope matches no row either way).
+            _ => {
+                sql.push_str(&format!(
+                    " AND (has({{{prefix}scope_ws:Array(String)}}, workspace) OR arrayExists((w, p) -> w = workspace AND p = project, {{{prefix}scope_nw:Array(String)}}, {{{prefix}scope_np:Array(String)}}))",
+                ));
+                params.push((format!("{prefix}scope_ws"), P::Strs(all)));
+                params.push((format!("{prefix}scope_nw"), P::Strs(ns_w)));
+                params.push((format!("{prefix}scope_np"), P::Strs(ns_p)));
+            }
+        }
+    }
+    (sql, params)
+}
+
 impl ClickHouseStore {
     fn bind(&self, sql: &str, params: Vec<(String, P)>) -> clickhouse::query::Query {
-        let mut query = self.client.query(sql);
-        for (name, v) in params {
-            query = match v {
-                P::I64(x) => query.param(&name, x),
-                P::U64(x) => query.param(&name, x),
-                P::Str(x) => query.param(&name, x),
-                P::Strs(x) => query.param(&name, x),
-            };
-        }
-        query
+        bind_params(self.client.query(sql), params)
     }
 
+    /// A caller's checked `SELECT` (see the query crate's `sql`), its table markers replaced by
+    /// subqueries scoped with parameters, run read-only; the answer in `read.format`, as bytes.
+    pub(crate) async fn sql_bytes(&self, read: &crate::SqlRead) -> Result<bytes::Bytes, StoreError> {
+        let mut sql = read.sql.clone();
+        let mut params = Vec::new();
+        for (table, scope, prefix) in [(crate::SqlTable::Logs, &read.logs, "hx_l_"), (crate::SqlTable::Metrics, &read.metrics, "hx_m_")] {
+            let Some(scope) = scope else { continue };
+            if scope.table() != table.table() {
+                return Err(StoreError::Rejected(format!("the scope for {} is not of that table", table.table().name())));
+            }
+            let (cond, p) = scope_conditions(scope, prefix);
+            let sub = if scope.is_empty() {
+                format!("(SELECT * FROM {} WHERE 0)", self.table(table.table()))
+            } else {
+                format!("(SELECT * FROM {} WHERE 1{cond})", self.table(table.table()))
+            };
+            sql = sql.replace(table.marker(), &sub);
+            params.extend(p);
+        }
+        if sql.contains("__hx_scoped_") {
+            return Err(StoreError::Rejected("a table was not scoped".into()));
+        }
+        let query = bind_params(self.client.query_raw(&sql), params)
+            .with_setting("additional_table_filters", self.second_wall(read)?)
+            .with_setting("readonly", "2")
+            .with_setting("max_execution_time", read.timeout_secs.max(1).to_string())
+            .with_setting("max_result_bytes", (256u64 << 20).to_string())
+            .with_setting("result_overflow_mode", "throw");
+        let mut cursor = query.fetch_bytes(&read.format).map_err(super::classify_sql)?;
+        match tokio::time::timeout(std::time::Duration::from_secs(read.timeout_secs.max(1) + 5), cursor.collect()).await {
+            Ok(r) => r.map_err(super::classify_sql),
+            Err(_) => Err(StoreError::Unavailable("clickhouse did not answer in time".into())),
+        }
+    }
+}
+
+impl ClickHouseStore {
+    /// The second wall under a caller's SQL, in the engine: `additional_table_filters` holds
+    /// every read of our tables to the caller's scope (or to nothing, for a table the statement
+    /// was not scoped for), even a read the statement check missed. Its values are literals, so
+    /// only tenant names of a plain alphabet are accepted; anything else refuses the statement.
+    fn second_wall(&self, read: &crate::SqlRead) -> Result<String, StoreError> {
+        let plain = |v: &str| !v.is_empty() && v.len() <= 253 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-:@".contains(&b));
+        let lit = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+        let filter = |scope: Option<&auth::TenantScope>| -> Result<String, StoreError> {
+            let Some(scope) = scope else { return Ok("0".into()) };
+            let refuse = || StoreError::Rejected("SQL is offered only for tenant names of letters, digits and . _ - : @".into());
+            let mut parts = Vec::new();
+            if let Some(org) = scope.org_id() {
+                if !plain(org) {
+                    return Err(refuse());
+                }
+                parts.push(format!("org_id = {}", lit(org)));
+            }
+            if let Some(grants) = scope.grants() {
+                let (mut all, mut pairs) = (Vec::new(), Vec::new());
+                for g in grants {
+                    if !plain(g.workspace()) {
+                        return Err(refuse());
+                    }
+                    match g.namespaces() {
+                        auth::Namespaces::All => all.push(lit(g.workspace())),
+                        auth::Namespaces::Only(set) => {
+                            for p in set {
+                                if !plain(p) {
+                                    return Err(refuse());
+                                }
+                                pairs.push(format!("({}, {})", lit(g.workspace()), lit(p)));
+                            }
+                        }
+                    }
+                }
+                let ws = if all.is_empty() { "0".to_owned() } else { format!("has([{}], workspace)", all.join(", ")) };
+                let wp = if pairs.is_empty() { "0".to_owned() } else { format!("has([{}], (workspace, project))", pairs.join(", ")) };
+                parts.push(format!("({ws} OR {wp})"));
+            }
+            Ok(if parts.is_empty() { "1".into() } else { parts.join(" AND ") })
+        };
+        let mut entries = Vec::new();
+        for table in schemas::Table::ALL {
+            let scope = match table {
+                schemas::Table::Logs => read.logs.as_ref().filter(|s| s.table() == schemas::Table::Logs),
+                schemas::Table::Metrics => read.metrics.as_ref().filter(|s| s.table() == schemas::Table::Metrics),
+                _ => None,
+            };
+            let f = filter(scope)?;
+            for name in [self.table(table), format!("{}_local", self.table(table))] {
+                entries.push(format!("{}: {}", lit(&name), lit(&f)));
+            }
+        }
+        Ok(format!("{{{}}}", entries.join(", ")))
+    }
+}
+
+fn bind_params(mut query: clickhouse::query::Query, params: Vec<(String, P)>) -> clickhouse::query::Query {
+    for (name, v) in params {
+        query = match v {
+            P::I64(x) => query.param(&name, x),
+            P::U64(x) => query.param(&name, x),
+            P::Str(x) => query.param(&name, x),
+            P::Strs(x) => query.param(&name, x),
+        };
+    }
+    query
+}
+
+impl ClickHouseStore {
     pub(super) async fn search_lines(&self, q: &LogSearch) -> Result<Vec<LogRecord>, StoreError> {
         if q.scope.table() != schemas::Table::Logs || q.scope.is_empty() {
             return Ok(Vec::new());
