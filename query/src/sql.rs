@@ -227,7 +227,8 @@ async fn run(state: &QueryState, headers: &HeaderMap, raw: Option<&str>, body: &
             Err(_) => Err(crate::state::timed_out(state)),
         }
     };
-    let bytes = state.bounded(&id, "sql.query", &sql, fetch, |b: &Bytes| b.len() as u64).await?;
+    let rows = |b: &Bytes| rows_in(format, b);
+    let bytes = state.bounded(&id, "sql.query", &sql, fetch, rows).await?;
     let ct = match format {
         "JSON" | "JSONCompact" => "application/json; charset=UTF-8",
         "JSONEachRow" => "application/x-ndjson; charset=UTF-8",
@@ -238,6 +239,21 @@ async fn run(state: &QueryState, headers: &HeaderMap, raw: Option<&str>, body: &
     let mut r = Response::new(axum::body::Body::from(bytes));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     Ok(r)
+}
+
+/// Rows in an answer, for the audit record (0 where the format does not say cheaply).
+fn rows_in(format: &str, b: &[u8]) -> u64 {
+    let lines = memchr::memchr_iter(b'\n', b).count() as u64;
+    match format {
+        "JSON" | "JSONCompact" => memchr::memmem::rfind(b, br#""rows":"#)
+            .and_then(|i| std::str::from_utf8(&b[i + 7..]).ok())
+            .and_then(|t| t.trim_start().split(|c: char| !c.is_ascii_digit()).next().and_then(|n| n.parse().ok()))
+            .unwrap_or(0),
+        "TabSeparatedWithNamesAndTypes" => lines.saturating_sub(2),
+        f if f.ends_with("WithNames") => lines.saturating_sub(1),
+        "TabSeparated" | "TSV" | "CSV" | "JSONEachRow" => lines,
+        _ => 0,
+    }
 }
 
 #[cfg(test)]
@@ -281,6 +297,9 @@ mod tests {
         ] {
             assert!(scope(bad).is_err(), "{bad}");
         }
+        assert_eq!(rows_in("TabSeparated", b"a\t1\nb\t2\n"), 2);
+        assert_eq!(rows_in("CSVWithNames", b"x\n1\n"), 1);
+        assert_eq!(rows_in("JSON", br#"{"meta":[],"data":[],"rows": 12,"statistics":{}}"#), 12);
         let deep = format!("SELECT {}1{}", "(".repeat(5000), ")".repeat(5000));
         assert!(scope(&deep).is_err());
     }
