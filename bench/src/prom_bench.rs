@@ -182,6 +182,35 @@ async fn ask(client: &reqwest::Client, url: &str, token: Option<&str>, query: &s
     Ok((ms, body))
 }
 
+/// p50 and p95 of ours and theirs, and the last answers of each.
+struct Paired {
+    ours: (f64, f64),
+    theirs: (f64, f64),
+    ours_body: bytes::Bytes,
+    theirs_body: bytes::Bytes,
+}
+
+/// `q` asked of us (with the token) and of Prometheus directly, alternating, after two warm-ups.
+async fn paired(client: &reqwest::Client, ours: (&str, &str), theirs: &str, q: &Question, runs: usize, (start, end): (i64, i64)) -> anyhow::Result<Paired> {
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let (mut ab, mut bb) = (bytes::Bytes::new(), bytes::Bytes::new());
+    for i in 0..runs + 2 {
+        let (ms_a, body_a) = ask(client, ours.0, Some(ours.1), q.api, start, end).await?;
+        let (ms_b, body_b) = ask(client, theirs, None, q.direct, start, end).await?;
+        if i >= 2 {
+            a.push(ms_a);
+            b.push(ms_b);
+        }
+        (ab, bb) = (body_a, body_b);
+    }
+    Ok(Paired {
+        ours: (quantile(&mut a, 0.5), quantile(&mut a, 0.95)),
+        theirs: (quantile(&mut b, 0.5), quantile(&mut b, 0.95)),
+        ours_body: ab,
+        theirs_body: bb,
+    })
+}
+
 fn series_in(body: &[u8]) -> usize {
     body.windows(9).filter(|w| w == br#""metric":"#).count()
 }
@@ -254,18 +283,8 @@ async fn run(a: &Args) -> anyhow::Result<bool> {
         );
         println!("|---|--:|--:|--:|--:|--:|--:|--:|--:|");
         for q in &QUESTIONS {
-            let (mut api, mut direct) = (Vec::new(), Vec::new());
-            let (mut api_body, mut direct_body) = (bytes::Bytes::new(), bytes::Bytes::new());
-            for i in 0..a.runs + 2 {
-                let (ms_api, b_api) = ask(&client, &api_url, Some(&token), q.api, start, end).await?;
-                let (ms_direct, b_direct) = ask(&client, &direct_url, None, q.direct, start, end).await?;
-                if i >= 2 {
-                    api.push(ms_api);
-                    direct.push(ms_direct);
-                }
-                (api_body, direct_body) = (b_api, b_direct);
-            }
-            let (a50, a95, d50, d95) = (quantile(&mut api, 0.5), quantile(&mut api, 0.95), quantile(&mut direct, 0.5), quantile(&mut direct, 0.95));
+            let Paired { ours: (a50, a95), theirs: (d50, d95), ours_body: api_body, theirs_body: direct_body } =
+                paired(&client, (&api_url, &token), &direct_url, q, a.runs, (start, end)).await?;
             let added = a50 - d50;
             println!(
                 "| {} | {a50:.1} | {a95:.1} | {d50:.1} | {d95:.1} | {:.3} | {added:.1} | {} | {:.1} |",
@@ -335,18 +354,8 @@ async fn run(a: &Args) -> anyhow::Result<bool> {
     println!("| question | native p50 ms | native p95 ms | Prometheus p50 ms | Prometheus p95 ms | native ÷ Prometheus (p50) | series |");
     println!("|---|--:|--:|--:|--:|--:|--:|");
     for q in &QUESTIONS {
-        let (mut mine, mut theirs) = (Vec::new(), Vec::new());
-        let (mut mb, mut tb) = (bytes::Bytes::new(), bytes::Bytes::new());
-        for i in 0..a.runs + 2 {
-            let (m1, b1) = ask(&client, &native_url, Some(&token), q.api, start, end).await?;
-            let (m2, b2) = ask(&client, &direct_url, None, q.direct, start, end).await?;
-            if i >= 2 {
-                mine.push(m1);
-                theirs.push(m2);
-            }
-            (mb, tb) = (b1, b2);
-        }
-        let (a50, a95, d50, d95) = (quantile(&mut mine, 0.5), quantile(&mut mine, 0.95), quantile(&mut theirs, 0.5), quantile(&mut theirs, 0.95));
+        let Paired { ours: (a50, a95), theirs: (d50, d95), ours_body: mb, theirs_body: tb } =
+            paired(&client, (&native_url, &token), &direct_url, q, a.runs, (start, end)).await?;
         println!("| {} | {a50:.1} | {a95:.1} | {d50:.1} | {d95:.1} | {:.2} | {} |", q.name, a50 / d50.max(1e-9), series_in(&mb));
         if !same_values(&values_of(&mb)?, &values_of(&tb)?) {
             println!("  MISMATCH: the native answer differs from Prometheus's for {}", q.name);
