@@ -63,7 +63,7 @@ async fn sql_reads_only_the_callers_rows_and_refuses_the_rest() {
     // settings, several statements, placeholders.
     for q in [
         "SELECT * FROM system.users",
-        "SELECT name FROM system.tables",
+        "SELECT name FROM system.parts",
         "SELECT * FROM hexabase.audit_logs",
         "SELECT * FROM file('/etc/passwd', 'LineAsString')",
         "SELECT file('/etc/passwd')",
@@ -82,6 +82,18 @@ async fn sql_reads_only_the_callers_rows_and_refuses_the_rest() {
         let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
         assert!((400..500).contains(&status) && v["error"]["code"].is_string(), "{q}: {status} {body}");
     }
+    // Grafana's query builder browses a catalog of our two tables only.
+    for (q, want) in [
+        ("SHOW DATABASES", "hexabase"),
+        ("SHOW TABLES FROM \"hexabase\"", "logs\nmetrics"),
+        ("SELECT name FROM system.tables ORDER BY name", "logs\nmetrics"),
+        ("SELECT count() > 5, countIf(name = 'message') FROM system.columns WHERE table = 'logs'", "1\t1"),
+    ] {
+        let (status, body) = sql(&server, &alice, q, "TabSeparated").await;
+        assert_eq!((status, body.trim()), (200, want), "{q}");
+    }
+    let (status, body) = sql(&server, &alice, "DESC TABLE \"hexabase\".\"logs\"", "TabSeparated").await;
+    assert!(status == 200 && body.lines().any(|l| l.starts_with("message\tString")), "{status} {body}");
     // Request settings other than the format are refused too.
     let url = format!("{}?readonly=0&max_rows_to_read=1", server.url("/sql/"));
     let resp = client().post(url).bearer_auth(&alice).body("SELECT count() FROM logs").send().await.unwrap();

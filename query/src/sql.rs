@@ -20,7 +20,7 @@ use sqlparser::ast::{Expr, Ident, ObjectName, Statement, TableAlias, TableFactor
 use sqlparser::dialect::ClickHouseDialect;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, Tokenizer};
-use storage::{SqlRead, SqlTable};
+use storage::{SqlCatalog, SqlRead, SqlTable};
 
 use crate::params::Params;
 use crate::state::QueryState;
@@ -112,18 +112,27 @@ impl VisitorMut for Checker {
                     return ControlFlow::Break(refused(format!("table functions are not allowed: `{name}`")));
                 }
                 let parts: Vec<String> = name.0.iter().map(|p| p.to_string().trim_matches(|c| c == '`' || c == '"').to_ascii_lowercase()).collect();
-                let (table, marker) = match parts.last().map(String::as_str) {
-                    Some("logs") if parts.len() <= 2 => (SqlTable::Logs, SqlTable::Logs.marker()),
-                    Some("metrics") if parts.len() <= 2 => (SqlTable::Metrics, SqlTable::Metrics.marker()),
+                let catalog = match parts.as_slice() {
+                    [db, t] if db == "system" => match t.as_str() {
+                        "databases" => Some(SqlCatalog::Databases),
+                        "tables" => Some(SqlCatalog::Tables),
+                        "columns" => Some(SqlCatalog::Columns),
+                        _ => return ControlFlow::Break(refused(format!("system tables are not allowed (but databases, tables and columns): `{name}`"))),
+                    },
+                    _ => None,
+                };
+                let marker = match (catalog, parts.last().map(String::as_str)) {
+                    (Some(c), _) => c.marker(),
+                    (None, Some("logs")) if parts.len() <= 2 && parts[0] != "information_schema" => {
+                        self.logs = true;
+                        SqlTable::Logs.marker()
+                    }
+                    (None, Some("metrics")) if parts.len() <= 2 && parts[0] != "information_schema" => {
+                        self.metrics = true;
+                        SqlTable::Metrics.marker()
+                    }
                     _ => return ControlFlow::Break(refused(format!("only the tables `logs` and `metrics` can be read, not `{name}`"))),
                 };
-                if parts.len() == 2 && (parts[0] == "system" || parts[0] == "information_schema") {
-                    return ControlFlow::Break(refused(format!("system tables are not allowed: `{name}`")));
-                }
-                match table {
-                    SqlTable::Logs => self.logs = true,
-                    SqlTable::Metrics => self.metrics = true,
-                }
                 let short = parts.last().cloned().unwrap_or_default();
                 *name = ObjectName::from(vec![Ident::new(marker)]);
                 if alias.is_none() {
@@ -169,8 +178,28 @@ pub fn scope(sql: &str) -> Result<Scoped, ApiError> {
         (None, _) => return Err(refused("no statement")),
         (Some(_), false) => return Err(refused("one statement per request")),
     };
-    if !matches!(st, Statement::Query(_)) {
-        return Err(refused("only SELECT queries are allowed"));
+    // Grafana's query builder browses with SHOW and DESC: the same answers from the catalog.
+    let browse = match &st {
+        Statement::ShowDatabases { .. } => Some(format!("SELECT name FROM {}", SqlCatalog::Databases.marker())),
+        Statement::ShowTables { .. } => Some(format!("SELECT name FROM {} ORDER BY name", SqlCatalog::Tables.marker())),
+        Statement::ExplainTable { table_name, .. } => {
+            let last = table_name.0.last().map(|p| p.to_string().trim_matches(|c| c == '`' || c == '"').to_ascii_lowercase());
+            let table = match last.as_deref() {
+                Some("logs") => "logs",
+                Some("metrics") => "metrics",
+                _ => return Err(refused(format!("only the tables `logs` and `metrics` can be described, not `{table_name}`"))),
+            };
+            Some(format!(
+                "SELECT name, type, default_kind AS default_type, default_expression, comment, compression_codec AS codec_expression, '' AS ttl_expression \
+                 FROM {} WHERE table = '{table}' ORDER BY position",
+                SqlCatalog::Columns.marker()
+            ))
+        }
+        Statement::Query(_) => None,
+        _ => return Err(refused("only SELECT queries (and SHOW DATABASES, SHOW TABLES, DESC TABLE) are allowed")),
+    };
+    if let Some(sql) = browse {
+        return Ok(Scoped { sql, logs: false, metrics: false });
     }
     let mut checker = Checker { logs: false, metrics: false };
     if let ControlFlow::Break(e) = st.visit(&mut checker) {
@@ -292,14 +321,25 @@ mod tests {
             "SELECT count() FROM logs WHERE workspace IN hexabase.audit_logs",
             "WITH x AS (SELECT * FROM system.tables) SELECT * FROM x",
             "SELECT * FROM logs UNION ALL SELECT * FROM system.users",
-            "SELECT * FROM logs WHERE workspace IN (SELECT name FROM system.databases)",
-            "SHOW TABLES",
+            "SELECT * FROM logs WHERE workspace IN (SELECT name FROM system.users)",
+            "SHOW GRANTS",
+            "DESC TABLE system.users",
+            "SELECT * FROM system.users",
         ] {
             assert!(scope(bad).is_err(), "{bad}");
         }
         assert_eq!(rows_in("TabSeparated", b"a\t1\nb\t2\n"), 2);
         assert_eq!(rows_in("CSVWithNames", b"x\n1\n"), 1);
         assert_eq!(rows_in("JSON", br#"{"meta":[],"data":[],"rows": 12,"statistics":{}}"#), 12);
+        for browse in [
+            "SHOW DATABASES",
+            "SHOW TABLES FROM \"hexabase\"",
+            "DESC TABLE \"hexabase\".\"logs\"",
+            "SELECT name, type, table FROM system.columns WHERE database IN ('hexabase')",
+        ] {
+            let s = scope(browse).unwrap();
+            assert!(s.sql.contains("__hx_catalog_") && !s.logs && !s.metrics, "{browse}: {}", s.sql);
+        }
         let deep = format!("SELECT {}1{}", "(".repeat(5000), ")".repeat(5000));
         assert!(scope(&deep).is_err());
     }

@@ -48,6 +48,27 @@ impl SqlTable {
     }
 }
 
+/// The catalog SQL may browse (Grafana's query builder: databases, tables, columns), and the
+/// marker a checked statement names it by; storage answers it for our two tables only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlCatalog {
+    Databases,
+    Tables,
+    Columns,
+}
+
+impl SqlCatalog {
+    pub const ALL: [SqlCatalog; 3] = [SqlCatalog::Databases, SqlCatalog::Tables, SqlCatalog::Columns];
+
+    pub fn marker(self) -> &'static str {
+        match self {
+            SqlCatalog::Databases => "__hx_catalog_databases",
+            SqlCatalog::Tables => "__hx_catalog_tables",
+            SqlCatalog::Columns => "__hx_catalog_columns",
+        }
+    }
+}
+
 /// A checked `SELECT` whose tables are [`SqlTable::marker`]s, with the scope for each table it
 /// reads; storage replaces each marker by a subquery scoped with parameters.
 #[derive(Debug, Clone)]

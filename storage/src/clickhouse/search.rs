@@ -161,7 +161,28 @@ impl ClickHouseStore {
             sql = sql.replace(table.marker(), &sub);
             params.extend(p);
         }
-        if sql.contains("__hx_scoped_") {
+        // The catalog: our database and our two tables, nothing else of the server's.
+        let tables = "('logs', 'metrics')";
+        for c in crate::SqlCatalog::ALL {
+            if !sql.contains(c.marker()) {
+                continue;
+            }
+            let sub = match c {
+                crate::SqlCatalog::Databases => "(SELECT name, engine FROM system.databases WHERE name = {hx_db:String})".to_owned(),
+                crate::SqlCatalog::Tables => {
+                    format!("(SELECT database, name, engine FROM system.tables WHERE database = {{hx_db:String}} AND name IN {tables})")
+                }
+                crate::SqlCatalog::Columns => format!(
+                    "(SELECT database, table, name, type, position, default_kind, default_expression, comment, compression_codec \
+                     FROM system.columns WHERE database = {{hx_db:String}} AND table IN {tables})"
+                ),
+            };
+            sql = sql.replace(c.marker(), &sub);
+            if !params.iter().any(|(n, _)| n == "hx_db") {
+                params.push(("hx_db".into(), P::Str(self.target.database.as_str().to_owned())));
+            }
+        }
+        if sql.contains("__hx_") {
             return Err(StoreError::Rejected("a table was not scoped".into()));
         }
         let query = bind_params(self.client.query_raw(&sql), params)
