@@ -177,7 +177,12 @@ impl ClickHouseStore {
         if read.metrics.is_some() {
             sql.push_str(" AND has({names:Array(String)}, metric)");
         }
-        let mut q = self.client.query(&sql).param("from", read.from_ms).param("to", read.to_ms);
+        let mut q = self
+            .client
+            .query(&sql)
+            .param("from", read.from_ms)
+            .param("to", read.to_ms)
+            .with_setting("additional_table_filters", self.table_filters(None, Some(&read.scope)));
         if let Some(org) = &req.org_id {
             q = q.param("org", org.as_str());
         }
