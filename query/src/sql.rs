@@ -13,8 +13,8 @@ use std::ops::ControlFlow;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::Response;
 use schemas::{ApiError, ErrorCode};
 use sqlparser::ast::{Expr, Ident, ObjectName, Statement, TableAlias, TableFactor, VisitMut, VisitorMut};
 use sqlparser::dialect::ClickHouseDialect;
@@ -211,10 +211,7 @@ pub fn scope(sql: &str) -> Result<Scoped, ApiError> {
 async fn handle(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Response {
     match run(&state, &headers, raw.as_deref(), &body).await {
         Ok(r) => r,
-        Err(e) => {
-            let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            (status, axum::Json(serde_json::json!({ "error": { "code": e.code.as_str(), "message": e.message } }))).into_response()
-        }
+        Err(e) => crate::state::error_response(&e, serde_json::json!({ "error": { "code": e.code.as_str(), "message": e.message } })),
     }
 }
 

@@ -182,6 +182,18 @@ pub(crate) async fn with_timeout<T>(state: &QueryState, f: impl Future<Output = 
     }
 }
 
+/// An error answer in a datasource's own shape (`body`): the code's status and, where a retry
+/// can succeed, `Retry-After`.
+pub(crate) fn error_response(e: &ApiError, body: serde_json::Value) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let status = axum::http::StatusCode::from_u16(e.code.http_status()).unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = (status, axum::Json(body)).into_response();
+    if let Some(v) = e.retry_after_secs().and_then(|s| header::HeaderValue::from_str(&s.to_string()).ok()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
 pub(crate) fn timed_out(state: &QueryState) -> ApiError {
     ApiError::new(ErrorCode::QueryTimeout, format!("the query ran past {} s and was cancelled; narrow it", state.limits.timeout_secs))
 }

@@ -17,7 +17,7 @@ use auth::{Identity, TenantScope};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use schemas::{ApiError, ErrorCode, LogRecord};
@@ -74,13 +74,8 @@ impl From<ApiError> for LokiError {
 impl IntoResponse for LokiError {
     fn into_response(self) -> Response {
         let e = self.0;
-        let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = json!({ "status": "error", "message": e.message, "error": { "code": e.code.as_str(), "message": e.message } });
-        let mut r = (status, axum::Json(body)).into_response();
-        if let Some(v) = e.retry_after_secs().and_then(|s| header::HeaderValue::from_str(&s.to_string()).ok()) {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        r
+        crate::state::error_response(&e, body)
     }
 }
 

@@ -66,7 +66,6 @@ impl From<ApiError> for PromError {
 impl IntoResponse for PromError {
     fn into_response(self) -> Response {
         let e = self.0;
-        let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let kind = match e.code {
             ErrorCode::InvalidQuery | ErrorCode::LimitExceeded | ErrorCode::BadRequest => "bad_data",
             ErrorCode::QueryTimeout => "timeout",
@@ -76,11 +75,7 @@ impl IntoResponse for PromError {
             _ => "execution",
         };
         let body = json!({ "status": "error", "errorType": kind, "error": e.message, "code": e.code.as_str() });
-        let mut r = (status, axum::Json(body)).into_response();
-        if let Some(v) = e.retry_after_secs().and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        r
+        crate::state::error_response(&e, body)
     }
 }
 
