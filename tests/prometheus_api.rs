@@ -351,6 +351,10 @@ async fn native_matches_prometheus(server: Server) {
         "process_open_fds * on(job, instance) group_left(version) prometheus_build_info",
         "up * on(job) group_right() prometheus_http_requests_total",
         "sum by (job, code) (rate(prometheus_http_requests_total[10s])) / on(job) group_left() sum by (job) (rate(prometheus_http_requests_total[10s]))",
+        "max_over_time(rate(prometheus_http_requests_total[5s])[10s:1s])",
+        "avg_over_time(up[10s:2s])",
+        "count_over_time(scrape_duration_seconds[15s:3s] offset 2s)",
+        "max_over_time(up[20s:])",
     ];
     let mut empty = Vec::new();
     for q in queries {
@@ -398,7 +402,7 @@ async fn native_matches_prometheus(server: Server) {
     let other = token(&server, "bob", "acme", &["ws-b"], &[]);
     let (_, v) = get(&ours("query"), Some(&other), &[("query", r#"{__name__=~".+"}"#)]).await;
     assert_eq!(v["data"]["result"], serde_json::json!([]), "{v}");
-    let (status, v) = get(&ours("query"), Some(&alice), &[("query", "max_over_time(up[1m:10s])")]).await;
+    let (status, v) = get(&ours("query"), Some(&alice), &[("query", "predict_linear(up[1m], 60)")]).await;
     assert_eq!((status, v["code"].as_str()), (400, Some("invalid_query")), "{v}");
     // Hostile input gets an answer or a clear 400, never a 500 or a dropped connection.
     let deep = vec!["up"; 3_000].join("+");

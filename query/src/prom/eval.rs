@@ -5,8 +5,9 @@
 //! selector the samples in `[t - range, t]`; `rate`/`increase`/`delta` extrapolate as
 //! Prometheus does; aggregations, one-to-one vector matching with `on`/`ignoring`, `bool`,
 //! set operators and `histogram_quantile` as documented. The query is evaluated step by step
-//! over every series at once. Anything else (subqueries, `@`, other functions) is a 400 that
-//! names it, never an answer that means something else.
+//! over every series at once; subqueries under range functions are evaluated at their own aligned
+//! steps. Anything else (`@`, other functions) is a 400 that names it, never an answer that
+//! means something else.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -67,37 +68,49 @@ fn offset_ms(o: &Option<Offset>) -> i64 {
 /// The time span the query reads before and after its evaluation times: (before, after) in ms.
 pub fn reach(expr: &Expr) -> Result<(i64, i64), ApiError> {
     let mut r = (0i64, 0i64);
-    let mut visit = |vs: &VectorSelector, range: i64| -> Result<(), ApiError> {
+    let mut visit = |vs: &VectorSelector, range: i64, around: (i64, i64)| -> Result<(), ApiError> {
         if vs.at.is_some() {
             return Err(unsupported("the `@` modifier"));
         }
         let o = offset_ms(&vs.offset);
-        r.0 = r.0.max(range + o);
-        r.1 = r.1.max(-o);
+        r.0 = r.0.max(range + o + around.0);
+        r.1 = r.1.max(-o + around.1);
         Ok(())
     };
-    walk_selectors(expr, &mut visit)?;
+    walk_selectors(expr, &mut visit, (0, 0))?;
     Ok(r)
 }
 
-fn walk_selectors(expr: &Expr, f: &mut impl FnMut(&VectorSelector, i64) -> Result<(), ApiError>) -> Result<(), ApiError> {
+/// The default step of a subquery without one (Prometheus's default evaluation interval).
+const SUBQUERY_STEP_MS: i64 = 60_000;
+
+/// Calls `f` with each selector, its range, and how far the subqueries around it reach
+/// (before, after).
+fn walk_selectors(expr: &Expr, f: &mut impl FnMut(&VectorSelector, i64, (i64, i64)) -> Result<(), ApiError>, around: (i64, i64)) -> Result<(), ApiError> {
     match expr {
-        Expr::VectorSelector(vs) => f(vs, LOOKBACK_MS),
-        Expr::MatrixSelector(m) => f(&m.vs, ms(m.range)),
+        Expr::VectorSelector(vs) => f(vs, LOOKBACK_MS, around),
+        Expr::MatrixSelector(m) => f(&m.vs, ms(m.range), around),
         Expr::Aggregate(a) => {
             if let Some(p) = &a.param {
-                walk_selectors(p, f)?;
+                walk_selectors(p, f, around)?;
             }
-            walk_selectors(&a.expr, f)
+            walk_selectors(&a.expr, f, around)
         }
-        Expr::Unary(u) => walk_selectors(&u.expr, f),
+        Expr::Unary(u) => walk_selectors(&u.expr, f, around),
         Expr::Binary(b) => {
-            walk_selectors(&b.lhs, f)?;
-            walk_selectors(&b.rhs, f)
+            walk_selectors(&b.lhs, f, around)?;
+            walk_selectors(&b.rhs, f, around)
         }
-        Expr::Paren(p) => walk_selectors(&p.expr, f),
-        Expr::Call(c) => c.args.args.iter().try_for_each(|a| walk_selectors(a, f)),
-        Expr::Subquery(_) => Err(unsupported("a subquery")),
+        Expr::Paren(p) => walk_selectors(&p.expr, f, around),
+        Expr::Call(c) => c.args.args.iter().try_for_each(|a| walk_selectors(a, f, around)),
+        Expr::Subquery(q) => {
+            if q.at.is_some() {
+                return Err(unsupported("the `@` modifier"));
+            }
+            let o = offset_ms(&q.offset).abs();
+            let step = q.step.map(ms).unwrap_or(SUBQUERY_STEP_MS);
+            walk_selectors(&q.expr, f, (around.0 + ms(q.range) + o + step, around.1 + o))
+        }
         Expr::NumberLiteral(_) | Expr::StringLiteral(_) => Ok(()),
         Expr::Extension(_) => Err(unsupported("this expression")),
     }
@@ -107,18 +120,22 @@ fn walk_selectors(expr: &Expr, f: &mut impl FnMut(&VectorSelector, i64) -> Resul
 pub fn metric_names(expr: &Expr) -> Option<std::collections::BTreeSet<String>> {
     let mut names = std::collections::BTreeSet::new();
     let mut all = false;
-    let _ = walk_selectors(expr, &mut |vs, _| {
-        let eq = vs.name.clone().or_else(|| {
-            vs.matchers.matchers.iter().find(|m| m.name == "__name__" && matches!(m.op, promql_parser::label::MatchOp::Equal)).map(|m| m.value.clone())
-        });
-        match eq {
-            Some(n) if vs.matchers.or_matchers.is_empty() => {
-                names.insert(n);
+    let _ = walk_selectors(
+        expr,
+        &mut |vs, _, _| {
+            let eq = vs.name.clone().or_else(|| {
+                vs.matchers.matchers.iter().find(|m| m.name == "__name__" && matches!(m.op, promql_parser::label::MatchOp::Equal)).map(|m| m.value.clone())
+            });
+            match eq {
+                Some(n) if vs.matchers.or_matchers.is_empty() => {
+                    names.insert(n);
+                }
+                _ => all = true,
             }
-            _ => all = true,
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+        (0, 0),
+    );
     (!all).then_some(names)
 }
 
@@ -213,6 +230,13 @@ impl Eval<'_> {
 
     /// `f` over each series' samples in every step's window.
     fn over_range(&self, arg: &Expr, keep_name: bool, f: impl Fn(&[(i64, f64)], i64, i64) -> Option<f64>) -> Result<Value, ApiError> {
+        let arg = match arg {
+            Expr::Paren(p) => p.expr.as_ref(),
+            other => other,
+        };
+        if let Expr::Subquery(q) = arg {
+            return self.over_subquery(q, keep_name, f);
+        }
         let Expr::MatrixSelector(m) = arg else { return Err(invalid("expected a range vector such as x[5m]")) };
         let (range, o) = (ms(m.range), offset_ms(&m.vs.offset));
         let mut out = Vec::new();
@@ -228,6 +252,45 @@ impl Eval<'_> {
                 .collect();
             if points.iter().any(Option::is_some) {
                 out.push(Series { labels: if keep_name { s.labels.clone() } else { drop_name(s.labels.clone()) }, points });
+            }
+        }
+        Ok(Value::Vector(out))
+    }
+
+    /// A range function over a subquery: the inner query evaluated at the subquery's steps
+    /// (aligned to multiples of its step, as Prometheus does), each outer step's window taken
+    /// from those points.
+    fn over_subquery(
+        &self,
+        q: &promql_parser::parser::SubqueryExpr,
+        keep_name: bool,
+        f: impl Fn(&[(i64, f64)], i64, i64) -> Option<f64>,
+    ) -> Result<Value, ApiError> {
+        let (range, o) = (ms(q.range), offset_ms(&q.offset));
+        let step = q.step.map(ms).unwrap_or(SUBQUERY_STEP_MS).max(1);
+        let first = self.steps.start - o - range;
+        let start = first.div_euclid(step) * step + if first.rem_euclid(step) == 0 { 0 } else { step };
+        let inner = Steps { start, end: self.steps.end - o, step };
+        if inner.len() > 1_000_000 {
+            return Err(ApiError::new(ErrorCode::LimitExceeded, "the subquery would take more than 1,000,000 steps; raise its resolution"));
+        }
+        let series = match (Eval { steps: inner, data: self.data }).eval(&q.expr)? {
+            Value::Vector(v) => v,
+            _ => return Err(invalid("a subquery must be an instant vector expression")),
+        };
+        let mut out = Vec::new();
+        for s in series {
+            let samples: Vec<(i64, f64)> = s.points.iter().enumerate().filter_map(|(i, p)| p.map(|v| (inner.at(i), v))).collect();
+            let points: Vec<Option<f64>> = (0..self.steps.len())
+                .map(|i| {
+                    let end = self.steps.at(i) - o;
+                    let a = samples.partition_point(|p| p.0 < end - range);
+                    let b = samples.partition_point(|p| p.0 <= end);
+                    f(&samples[a..b.max(a)], end - range, end)
+                })
+                .collect();
+            if points.iter().any(Option::is_some) {
+                out.push(Series { labels: if keep_name { s.labels } else { drop_name(s.labels) }, points });
             }
         }
         Ok(Value::Vector(out))
