@@ -204,21 +204,29 @@ impl ClickHouseStore {
     /// The second wall, in the engine: an `additional_table_filters` value that holds every
     /// read of our tables (and their `_local` shards) to the given scopes, and every other table
     /// of ours (or one without a scope) to nothing. ClickHouse applies it to each read of those
-    /// tables whatever the statement says, as a row policy keyed to the request would. Its
-    /// values are literals, escaped.
+    /// tables whatever the statement says, as a row policy keyed to the request would.
+    /// ClickHouse does not substitute query parameters inside this setting, so its values are
+    /// literals: only names of a plain alphabet ([`plain_name`]) are written, and a grant whose
+    /// names are not plain is left out, so the wall fails closed for it (Kubernetes namespace and
+    /// workspace names are always plain); they are escaped besides.
     pub(super) fn table_filters(&self, logs: Option<&auth::TenantScope>, metrics: Option<&auth::TenantScope>) -> String {
         let filter = |scope: Option<&auth::TenantScope>| -> String {
             let Some(scope) = scope else { return "0".into() };
             let mut parts = Vec::new();
             if let Some(org) = scope.org_id() {
+                if !plain_name(org) {
+                    return "0".into();
+                }
                 parts.push(format!("org_id = {}", literal(org)));
             }
             if let Some(grants) = scope.grants() {
                 let (mut all, mut pairs) = (Vec::new(), Vec::new());
-                for g in grants {
+                for g in grants.iter().filter(|g| plain_name(g.workspace())) {
                     match g.namespaces() {
                         auth::Namespaces::All => all.push(literal(g.workspace())),
-                        auth::Namespaces::Only(set) => pairs.extend(set.iter().map(|p| format!("({}, {})", literal(g.workspace()), literal(p)))),
+                        auth::Namespaces::Only(set) => {
+                            pairs.extend(set.iter().filter(|p| plain_name(p)).map(|p| format!("({}, {})", literal(g.workspace()), literal(p))))
+                        }
                     }
                 }
                 let ws = if all.is_empty() { "0".to_owned() } else { format!("has([{}], workspace)", all.join(", ")) };
@@ -241,6 +249,11 @@ impl ClickHouseStore {
         }
         format!("{{{}}}", entries.join(", "))
     }
+}
+
+/// Letters, digits and `. _ - : @`: the only names the engine-side filter writes.
+fn plain_name(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 253 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-:@".contains(&b))
 }
 
 /// A ClickHouse string literal of `v`.
@@ -378,6 +391,7 @@ mod literal_tests {
     #[test]
     fn literals_escape_quotes_and_backslashes() {
         assert_eq!(super::literal("ws-a"), "'ws-a'");
+        assert!(super::plain_name("ws-a.b_c:1@x") && !super::plain_name("a'b") && !super::plain_name("") && !super::plain_name("a b"));
         assert_eq!(super::literal(r"a'b\c"), r"'a\'b\\c'");
         // Twice (a filter inside the settings map): still one literal holding the first.
         assert_eq!(super::literal(&super::literal("x'")), r"'\'x\\\'\''");
