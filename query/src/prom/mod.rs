@@ -10,6 +10,7 @@
 //! Every request is audited and counts against the user's concurrent queries.
 
 mod eval;
+mod math;
 mod native;
 pub mod scope;
 pub mod upstream;
