@@ -81,7 +81,11 @@ async fn evaluate(state: &QueryState, n: &Native, steps: eval::Steps) -> Result<
     let text = n.params.one("query").ok_or_else(|| ApiError::new(ErrorCode::InvalidQuery, "`query` (a PromQL query) is required"))?;
     let expr = super::scope::parse(text)?;
     let (before, after) = eval::reach(&expr)?;
-    let data = load(state, &n.scope, steps.start.saturating_sub(before), steps.end.saturating_add(after), eval::metric_names(&expr)).await?;
+    // A query without selectors (`1+1`, Grafana's health check) reads nothing.
+    let data = match eval::metric_names(&expr) {
+        Some(names) if names.is_empty() => Vec::new(),
+        names => load(state, &n.scope, steps.start.saturating_sub(before), steps.end.saturating_add(after), names).await?,
+    };
     let value = Eval { steps, data: &data }.eval(&expr)?;
     let rows = match &value {
         V::Vector(v) => {
