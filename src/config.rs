@@ -32,6 +32,8 @@ pub struct Config {
     pub query: query::QueryLimits,
     /// Grafana's Prometheus datasource, served scoped from an upstream server.
     pub prometheus: query::prom::PrometheusConfig,
+    /// Workspaces, projects and their operations.
+    pub control: control::ControlConfig,
 }
 
 impl Default for Config {
@@ -47,6 +49,7 @@ impl Default for Config {
             auth: auth::AuthConfig::default(),
             query: query::QueryLimits::default(),
             prometheus: query::prom::PrometheusConfig::default(),
+            control: control::ControlConfig::default(),
         }
     }
 }

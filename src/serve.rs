@@ -47,6 +47,9 @@ pub fn migrate(config: Config) -> anyhow::Result<()> {
                 println!("schema is up to date in {}", config.storage.clickhouse.database);
             }
         }
+        let db = control::db::Db::connect(&config.control.database_url(&config.data_dir), 2).await?;
+        db.migrate().await.context("applying the control database's migrations")?;
+        println!("control database ({}) is up to date", db.kind());
         Ok(())
     })
 }
@@ -114,6 +117,53 @@ fn query_router(config: &Config, listen: SocketAddr, store: Arc<dyn Store>, audi
     let verifier = auth::TokenVerifier::new(settings).map_err(|e| anyhow::anyhow!("auth: {e}"))?;
     let prometheus = query::prom::Upstream::new(&config.prometheus).map_err(anyhow::Error::msg)?;
     Ok(query::router(query::QueryState::new(verifier, gate, store, config.query.clone()).with_audit(audit).with_prometheus(prometheus)))
+}
+
+/// The control plane: its database (migrated here), REST API, task worker and audit relay.
+async fn control_plane(
+    config: &Config,
+    listen: SocketAddr,
+    pipeline: Pipeline,
+) -> anyhow::Result<(Router, watch::Sender<bool>, Vec<tokio::task::JoinHandle<()>>)> {
+    let c = &config.control;
+    c.validate().map_err(anyhow::Error::msg)?;
+    let url = c.database_url(&config.data_dir);
+    let db = control::db::Db::connect(&url, c.max_connections).await?;
+    db.migrate().await?;
+    tracing::info!(database = db.kind(), "control database ready");
+    let repo = control::repo::Repo::new(db, c.worker.max_attempts);
+    let settings = config.auth.validate(&config.data_dir).map_err(anyhow::Error::msg)?;
+    let issuer = if config.auth.issuer.is_empty() { auth::DEV_ISSUER.to_owned() } else { config.auth.issuer.clone() };
+    let verifier = Arc::new(auth::TokenVerifier::new(settings).map_err(|e| anyhow::anyhow!("auth: {e}"))?);
+    let provisioner = control::provider::from_config(&c.kubernetes).map_err(anyhow::Error::msg)?;
+    if c.kubernetes.host_url.is_empty() && !listen.ip().is_loopback() {
+        tracing::warn!("control.kubernetes.host_url is not set: workspaces are planned, not provisioned");
+    }
+    let (wake_worker, wake_audit) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let worker = control::worker::Worker {
+        repo: repo.clone(),
+        provisioner,
+        oidc: control::manifests::Oidc { issuer, client_id: c.oidc_client_id.clone() },
+        config: c.worker.clone(),
+        wake: wake_worker.clone(),
+    };
+    let tasks = vec![
+        tokio::spawn(worker.run(stop_rx.clone())),
+        tokio::spawn(control::worker::relay_audit(repo.clone(), Arc::new(PipelineDelivery(pipeline)), wake_audit.clone(), stop_rx)),
+    ];
+    let state = control::api::ControlState { repo, verifier, admin_role: c.admin_role.clone(), wake_worker, wake_audit };
+    Ok((control::api::router(state), stop_tx, tasks))
+}
+
+/// The control plane's audit outbox is relayed into the same pipeline; a record leaves the
+/// outbox once the write-ahead log holds it.
+struct PipelineDelivery(Pipeline);
+
+impl control::worker::AuditDelivery for PipelineDelivery {
+    fn deliver(&self, records: Vec<schemas::AuditRecord>) -> futures_util::future::BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.0.submit(schemas::Rows::AuditLogs(records)).await.map(|_| ()).map_err(|e| e.to_string()) })
+    }
 }
 
 /// Audit records of queries go through the ingest pipeline: durable in the write-ahead log,
@@ -210,8 +260,10 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(|| async { axum::Json(schemas::openapi::document()) }))
         .with_state(Ops { pipeline: pipeline.clone(), registry });
+    let (control_router, control_stop, control_tasks) = control_plane(&config, listen, pipeline.clone()).await?;
     let app = ingest::http::router(state.clone())
         .merge(query_router(&config, listen, store.clone(), Arc::new(PipelineAudit(pipeline.clone())))?)
+        .merge(control_router)
         .merge(ops)
         .fallback(not_found);
 
@@ -278,6 +330,12 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     drop(open_tx);
     if tokio::time::timeout(grace, open_rx.recv()).await.is_err() {
         tracing::warn!("shutdown: in-flight requests did not finish within the grace period");
+    }
+    let _ = control_stop.send(true);
+    for t in control_tasks {
+        if tokio::time::timeout(grace, t).await.is_err() {
+            tracing::warn!("shutdown: the control worker did not stop within the grace period");
+        }
     }
     tracing::info!(unstored = pipeline.unstored_records(), "shutdown: storing buffered rows");
     stop_flusher.notify_one();

@@ -19,6 +19,8 @@ async fn every_documented_path_is_served() {
             let req = match method.as_str() {
                 "get" => client().get(server.url(&concrete)),
                 "post" => client().post(server.url(&concrete)),
+                "patch" => client().patch(server.url(&concrete)),
+                "delete" => client().delete(server.url(&concrete)),
                 other => panic!("{path}: method {other} not checked"),
             };
             let resp = req.send().await.unwrap();

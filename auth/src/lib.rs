@@ -44,11 +44,22 @@ pub use dev_issuer::{DevClaims, DevIssuer};
 pub use error::AuthError;
 pub use identity::Identity;
 pub use policy::{Authorizer, BoxFuture, Gate, MAX_SCOPE_WORKSPACES, StaticGrant, StaticPolicy};
-pub use sar::{KubernetesAuthConfig, SubjectAccessReviewer, WorkspaceApiServer};
+pub use sar::{KubernetesAuthConfig, SubjectAccessReviewer, WorkspaceApiServer, kube_client};
 pub use scope::{Namespaces, TenantScope, WorkspaceGrant};
 pub use verifier::{MAX_TOKEN_BYTES, TokenVerifier};
 
 /// Unix seconds now.
 pub(crate) fn now_secs() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// The bearer token and the cookie header of a request, as [`TokenVerifier::verify`] takes them.
+pub fn credentials(headers: &http::HeaderMap) -> (&str, Option<&str>) {
+    let token = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .unwrap_or("");
+    (token, headers.get(http::header::COOKIE).and_then(|v| v.to_str().ok()))
 }

@@ -97,25 +97,37 @@ impl std::fmt::Debug for SubjectAccessReviewer {
     }
 }
 
+/// A client of the API server at `url` authenticated by the bearer token in `token_file`;
+/// `key` names the configuration entry in errors. Must be called inside a Tokio runtime.
+pub fn kube_client(
+    key: &str,
+    url: &str,
+    token_file: Option<&std::path::Path>,
+    ca_file: Option<&std::path::Path>,
+    timeout: Duration,
+) -> Result<kube::Client, String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("{key}.url: `{url}`: {e}"))?;
+    let mut kc = kube::Config::new(uri);
+    kc.connect_timeout = Some(timeout);
+    kc.read_timeout = Some(timeout);
+    if let Some(path) = token_file {
+        let token = std::fs::read_to_string(path).map_err(|e| format!("{key}.token_file: {}: {e}", path.display()))?;
+        kc.auth_info.token = Some(token.trim().to_owned().into());
+    }
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|e| format!("{key}.ca_file: {}: {e}", path.display()))?;
+        kc.root_cert = Some(pem_certificates(&pem).map_err(|e| format!("{key}.ca_file: {}: {e}", path.display()))?);
+    }
+    kube::Client::try_from(kc).map_err(|e| format!("{key}: {e}"))
+}
+
 impl SubjectAccessReviewer {
     /// Builds one client per workspace. Must be called inside a Tokio runtime.
     pub fn new(config: &KubernetesAuthConfig) -> Result<SubjectAccessReviewer, String> {
         let mut clients = BTreeMap::new();
         for (i, w) in config.workspaces.iter().enumerate() {
             let key = format!("auth.kubernetes.workspaces[{i}]");
-            let uri: http::Uri = w.url.parse().map_err(|e| format!("{key}.url: `{}`: {e}", w.url))?;
-            let mut kc = kube::Config::new(uri);
-            kc.connect_timeout = Some(Duration::from_millis(config.timeout_ms.max(1)));
-            kc.read_timeout = Some(Duration::from_millis(config.timeout_ms.max(1)));
-            if let Some(path) = &w.token_file {
-                let token = std::fs::read_to_string(path).map_err(|e| format!("{key}.token_file: {}: {e}", path.display()))?;
-                kc.auth_info.token = Some(token.trim().to_owned().into());
-            }
-            if let Some(path) = &w.ca_file {
-                let pem = std::fs::read(path).map_err(|e| format!("{key}.ca_file: {}: {e}", path.display()))?;
-                kc.root_cert = Some(pem_certificates(&pem).map_err(|e| format!("{key}.ca_file: {}: {e}", path.display()))?);
-            }
-            let client = kube::Client::try_from(kc).map_err(|e| format!("{key}: {e}"))?;
+            let client = kube_client(&key, &w.url, w.token_file.as_deref(), w.ca_file.as_deref(), Duration::from_millis(config.timeout_ms.max(1)))?;
             if clients.insert(w.workspace.clone(), client).is_some() {
                 return Err(format!("{key}.workspace: `{}` is configured twice", w.workspace));
             }

@@ -115,13 +115,7 @@ impl QueryState {
 
     /// The identity of the request's bearer token.
     pub async fn identify(&self, headers: &HeaderMap) -> Result<Arc<Identity>, ApiError> {
-        let token = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim)
-            .unwrap_or("");
-        let cookies = headers.get(header::COOKIE).and_then(|v| v.to_str().ok());
+        let (token, cookies) = auth::credentials(headers);
         self.verifier.verify(token, cookies).await.map_err(|e| {
             tracing::debug!(error = %e, "token refused");
             ApiError::from(e)

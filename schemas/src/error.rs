@@ -40,10 +40,17 @@ pub enum ErrorCode {
     QueryTimeout,
     /// A bug or an unexpected failure; the log has the details.
     Internal,
+    /// A resource of that name exists already (control API).
+    AlreadyExists,
+    /// The resource changed since it was read (its `version` no longer matches), or an
+    /// idempotency key was reused for a different request: read again, then retry.
+    Conflict,
+    /// The workspace's plan does not include this (backups need the Dedicated plan).
+    PlanNotAllowed,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,
         ErrorCode::PayloadTooLarge,
@@ -61,6 +68,9 @@ impl ErrorCode {
         ErrorCode::TooManyQueries,
         ErrorCode::QueryTimeout,
         ErrorCode::Internal,
+        ErrorCode::AlreadyExists,
+        ErrorCode::Conflict,
+        ErrorCode::PlanNotAllowed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -82,6 +92,9 @@ impl ErrorCode {
             ErrorCode::TooManyQueries => "too_many_queries",
             ErrorCode::QueryTimeout => "query_timeout",
             ErrorCode::Internal => "internal",
+            ErrorCode::AlreadyExists => "already_exists",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::PlanNotAllowed => "plan_not_allowed",
         }
     }
 
@@ -99,6 +112,8 @@ impl ErrorCode {
             ErrorCode::Timeout => 408,
             ErrorCode::NotFound => 404,
             ErrorCode::Internal => 500,
+            ErrorCode::AlreadyExists | ErrorCode::Conflict => 409,
+            ErrorCode::PlanNotAllowed => 403,
         }
     }
 

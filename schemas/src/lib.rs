@@ -23,6 +23,7 @@ mod error;
 pub mod migrations;
 #[cfg(feature = "http")]
 pub mod openapi;
+mod openapi_control;
 pub mod records;
 
 pub use error::{ApiError, ErrorCode};

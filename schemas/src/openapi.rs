@@ -323,10 +323,14 @@ pub fn document() -> Value {
     );
     add("/openapi.json", json!({ "get": { "summary": "This document", "responses": { "200": json_ok("OpenAPI 3.1.", json!({ "type": "object" })) } } }));
 
+    for (p, v) in crate::openapi_control::paths() {
+        add(p, v);
+    }
+
     let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
-        "info": { "title": "Hexabase data plane", "version": env!("CARGO_PKG_VERSION"), "description": "Ingest, tenant-scoped log search, Grafana's Loki API and the audit log. Identity comes from the bearer token only." },
+        "info": { "title": "Hexabase data plane", "version": env!("CARGO_PKG_VERSION"), "description": "Ingest, tenant-scoped log search, Grafana's Loki, Prometheus and ClickHouse APIs, the audit log, and the control API (workspaces, projects, tasks). Identity comes from the bearer token only." },
         "paths": paths,
         "components": {
             "securitySchemes": {
@@ -344,7 +348,11 @@ pub fn document() -> Value {
                 "LokiError": json_ok("An error: `message` (what Grafana shows) beside the stable `error.code`.", json!({ "allOf": [{ "$ref": "#/components/schemas/Error" }, { "type": "object", "properties": { "status": { "const": "error" }, "message": { "type": "string" } } }] })),
             },
         },
-    })
+    });
+    for (name, schema) in crate::openapi_control::schemas() {
+        doc["components"]["schemas"][name] = schema;
+    }
+    doc
 }
 
 #[cfg(test)]

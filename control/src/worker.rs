@@ -1,0 +1,267 @@
+//! The task worker: claims queued operations under a lease, runs their steps against the
+//! provisioner, retries with exponential backoff, and marks the resource running, deleted or
+//! in error. A worker that dies leaves its task leased; once the lease runs out another claim
+//! takes it and carries on after the last recorded step. Also relays the audit outbox.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, Semaphore, watch};
+
+use crate::ControlError;
+use crate::db::now_ms;
+use crate::manifests::{self, Manifest, Oidc};
+use crate::model::{Status, Task};
+use crate::provider::{ProvisionError, Provisioner};
+use crate::repo::{AuditEntry, Repo};
+
+/// `[control.worker]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Tasks run at once.
+    pub concurrency: usize,
+    /// How long a claimed task is the claimer's; renewed at every step.
+    pub lease_ms: i64,
+    /// First retry delay; doubled at each attempt up to `retry_max_ms`.
+    pub retry_base_ms: i64,
+    pub retry_max_ms: i64,
+    /// Attempts before a task fails for good.
+    pub max_attempts: u32,
+    /// How often the queue is looked at when nothing wakes the worker.
+    pub poll_ms: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig { concurrency: 4, lease_ms: 60_000, retry_base_ms: 1_000, retry_max_ms: 300_000, max_attempts: 6, poll_ms: 1_000 }
+    }
+}
+
+/// The delay before attempt `attempts + 1`: base · 2^(attempts−1), capped.
+pub fn backoff_ms(config: &WorkerConfig, attempts: i64) -> i64 {
+    let exp = attempts.clamp(1, 30) - 1;
+    config.retry_base_ms.max(1).saturating_mul(1_i64 << exp).min(config.retry_max_ms.max(1))
+}
+
+/// Where audit records go (the binary hands them to the audit log's durable pipeline). The
+/// outbox keeps a record until `deliver` returns `Ok`.
+pub trait AuditDelivery: Send + Sync + 'static {
+    fn deliver(&self, records: Vec<schemas::AuditRecord>) -> BoxFuture<'_, Result<(), String>>;
+}
+
+pub(crate) fn audit_record(e: &AuditEntry) -> schemas::AuditRecord {
+    let mut attributes = Vec::new();
+    for (k, v) in [("before", &e.before), ("after", &e.after)] {
+        if let Some(v) = v {
+            attributes.push((k.to_owned(), v.to_string()));
+        }
+    }
+    schemas::AuditRecord {
+        timestamp_ns: e.timestamp_ms.saturating_mul(1_000_000),
+        org_id: e.org_id.clone(),
+        workspace: e.workspace.clone(),
+        actor: e.actor.clone(),
+        initiated_by: e.initiated_by.clone(),
+        action: e.action.clone(),
+        resource: e.resource.clone(),
+        outcome: e.outcome.clone(),
+        message: format!("{} {}", e.action, e.resource),
+        attributes,
+    }
+}
+
+#[derive(Clone)]
+pub struct Worker {
+    pub repo: Repo,
+    pub provisioner: Arc<dyn Provisioner>,
+    pub oidc: Oidc,
+    pub config: WorkerConfig,
+    /// Notified when a task is queued, so it starts without waiting for the next poll.
+    pub wake: Arc<Notify>,
+}
+
+impl Worker {
+    /// Runs until `stop` turns true; tasks in flight then finish their current step or are
+    /// left leased (and resumed by the next start).
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let Ok(permit) = slots.clone().acquire_owned().await else { return };
+            match self.repo.claim(self.config.lease_ms).await {
+                Ok(Some(task)) => {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        me.execute(task).await;
+                        drop(permit);
+                    });
+                    continue;
+                }
+                Ok(None) => drop(permit),
+                Err(e) => {
+                    drop(permit);
+                    tracing::warn!(error = %e, "claiming a task failed");
+                }
+            }
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(Duration::from_millis(self.config.poll_ms.max(10))) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    async fn execute(&self, mut task: Task) {
+        tracing::info!(task = %task.id, kind = %task.kind, attempt = task.attempts, "task started");
+        let outcome = self.steps(&mut task).await;
+        let result = match outcome {
+            Ok(()) => self.repo.finish_task(&task.id, true, "").await.map(|()| tracing::info!(task = %task.id, "task succeeded")),
+            Err(e) if e.retryable && task.attempts < task.max_attempts => {
+                let delay = backoff_ms(&self.config, task.attempts);
+                tracing::warn!(task = %task.id, error = %e, attempt = task.attempts, retry_in_ms = delay, "task step failed; retrying");
+                self.repo.retry_task(&task.id, now_ms() + delay, &e.message).await
+            }
+            Err(e) => {
+                tracing::warn!(task = %task.id, error = %e, attempts = task.attempts, "task failed");
+                let reason = format!("{} (after {} attempts)", e.message, task.attempts);
+                match self.mark(&task, Status::Error, &reason).await {
+                    Ok(()) => self.repo.finish_task(&task.id, false, &reason).await,
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        if let Err(e) = result {
+            // The lease runs out and the task is claimed again.
+            tracing::error!(task = %task.id, error = %e, "recording a task's outcome failed");
+        }
+    }
+
+    /// Marks the task's target with `status`.
+    async fn mark(&self, task: &Task, status: Status, reason: &str) -> Result<(), ControlError> {
+        if task.kind.starts_with("workspace.") {
+            self.repo.set_workspace_status(&task.target_id, status, reason, task).await
+        } else {
+            self.repo.set_project_status(&task.target_id, status, reason).await
+        }
+    }
+
+    async fn steps(&self, task: &mut Task) -> Result<(), ProvisionError> {
+        let db = |e: ControlError| ProvisionError { message: e.to_string(), retryable: true };
+        let note = self.provisioner.note().unwrap_or("");
+        match task.kind.as_str() {
+            "workspace.provision" | "workspace.update" => {
+                let Some(ws) = self.repo.workspace_by_id(&task.target_id).await.map_err(db)? else { return Ok(()) };
+                if ws.status == Status::Deleting || ws.status == Status::Deleted {
+                    return Ok(());
+                }
+                if ws.status == Status::Pending {
+                    self.repo.set_workspace_status(&ws.id, Status::Provisioning, "", task).await.map_err(db)?;
+                }
+                self.apply_all(task, &manifests::workspace(&ws, &self.oidc)).await?;
+                self.repo.set_workspace_status(&ws.id, Status::Running, note, task).await.map_err(db)
+            }
+            "workspace.delete" => {
+                let Some(ws) = self.repo.workspace_by_id(&task.target_id).await.map_err(db)? else { return Ok(()) };
+                let mut all = manifests::workspace(&ws, &self.oidc);
+                all.reverse();
+                self.delete_all(task, &all).await?;
+                self.repo.set_workspace_status(&ws.id, Status::Deleted, note, task).await.map_err(db)
+            }
+            "project.create" => {
+                let Some((p, ws)) = self.repo.project_by_id(&task.target_id).await.map_err(db)? else { return Ok(()) };
+                if p.status == Status::Deleting || p.status == Status::Deleted {
+                    return Ok(());
+                }
+                self.apply_all(task, &manifests::project(&ws, &p)).await?;
+                self.repo.set_project_status(&p.id, Status::Running, note).await.map_err(db)
+            }
+            "project.delete" => {
+                let Some((p, ws)) = self.repo.project_by_id(&task.target_id).await.map_err(db)? else { return Ok(()) };
+                // The namespace takes its quota and limits with it.
+                let ns: Vec<Manifest> = manifests::project(&ws, &p).into_iter().filter(|m| m.kind == "Namespace").collect();
+                self.delete_all(task, &ns).await?;
+                self.repo.set_project_status(&p.id, Status::Deleted, note).await.map_err(db)
+            }
+            other => Err(ProvisionError { message: format!("unknown task kind `{other}`"), retryable: false }),
+        }
+    }
+
+    async fn apply_all(&self, task: &mut Task, all: &[Manifest]) -> Result<(), ProvisionError> {
+        for m in all {
+            let step = format!("apply {}", m.step());
+            if task.steps_done.contains(&step) {
+                continue;
+            }
+            self.provisioner.apply(m).await?;
+            self.repo.step_done(task, &step, self.config.lease_ms).await.map_err(|e| ProvisionError { message: e.to_string(), retryable: true })?;
+        }
+        Ok(())
+    }
+
+    async fn delete_all(&self, task: &mut Task, all: &[Manifest]) -> Result<(), ProvisionError> {
+        for m in all {
+            let step = format!("delete {}", m.step());
+            if task.steps_done.contains(&step) {
+                continue;
+            }
+            match self.provisioner.delete(m).await {
+                Ok(()) => {}
+                // Objects inside the vCluster go with it; an unreachable vCluster does not hold
+                // up removing the host side.
+                Err(e) if matches!(m.cluster, manifests::Cluster::Workspace { .. }) && e.retryable => {
+                    tracing::info!(error = %e, "workspace API server not reachable while deleting; its objects go with the vCluster");
+                }
+                Err(e) => return Err(e),
+            }
+            self.repo.step_done(task, &step, self.config.lease_ms).await.map_err(|e| ProvisionError { message: e.to_string(), retryable: true })?;
+        }
+        Ok(())
+    }
+}
+
+/// Relays the audit outbox to `delivery` until `stop`; a failed delivery is tried again.
+pub async fn relay_audit(repo: Repo, delivery: Arc<dyn AuditDelivery>, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+    loop {
+        match repo.unsent_audit(500).await {
+            Ok(batch) if !batch.is_empty() => {
+                let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
+                let records = batch.iter().map(|(_, e)| audit_record(e)).collect();
+                match delivery.deliver(records).await {
+                    Ok(()) => {
+                        if let Err(e) = repo.mark_audit_sent(&ids).await {
+                            tracing::warn!(error = %e, "marking audit records sent failed");
+                        }
+                        continue;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "audit records could not be delivered; retrying"),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "reading the audit outbox failed"),
+        }
+        if *stop.borrow() {
+            return;
+        }
+        tokio::select! {
+            () = wake.notified() => {}
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let c = WorkerConfig { retry_base_ms: 100, retry_max_ms: 1_000, ..WorkerConfig::default() };
+        assert_eq!([1, 2, 3, 4, 5, 60].map(|a| backoff_ms(&c, a)), [100, 200, 400, 800, 1_000, 1_000]);
+    }
+}

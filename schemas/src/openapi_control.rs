@@ -1,0 +1,124 @@
+//! The control API's part of the OpenAPI document: workspaces, projects and tasks.
+
+use serde_json::{Value, json};
+
+fn path_param(name: &str, description: &str) -> Value {
+    json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" }, "description": description })
+}
+
+fn query(name: &str, description: &str) -> Value {
+    json!({ "name": name, "in": "query", "required": false, "schema": { "type": "string" }, "description": description })
+}
+
+fn header(name: &str, description: &str) -> Value {
+    json!({ "name": name, "in": "header", "required": false, "schema": { "type": "string" }, "description": description })
+}
+
+fn err() -> Value {
+    json!({ "$ref": "#/components/responses/Error" })
+}
+
+/// `{data, meta}` with `data` of `schema`.
+fn envelope(description: &str, data: Value) -> Value {
+    json!({ "description": description, "content": { "application/json": { "schema": { "type": "object", "required": ["data", "meta"],
+        "properties": { "data": data, "meta": { "type": "object", "properties": {
+            "task": { "$ref": "#/components/schemas/TaskRef" }, "limit": { "type": "integer" }, "next_cursor": { "type": ["string", "null"] } } } } } } } })
+}
+
+fn op(summary: &str, params: Vec<Value>, body: Option<Value>, ok: (&str, Value), errors: &[&str]) -> Value {
+    let mut responses = serde_json::Map::new();
+    responses.insert(ok.0.to_owned(), ok.1);
+    for code in errors {
+        responses.insert((*code).to_owned(), err());
+    }
+    let mut o = json!({ "summary": summary, "security": [{ "bearer": [] }], "parameters": params, "responses": responses });
+    if let Some(schema) = body {
+        o["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": schema } } });
+    }
+    o
+}
+
+pub(crate) fn paths() -> Vec<(&'static str, Value)> {
+    let ws = || path_param("ws", "Workspace name.");
+    let page = || vec![query("limit", "1–200, default 50."), query("cursor", "`meta.next_cursor` of the previous page.")];
+    let idem = || header("Idempotency-Key", "The same key and body answer the first response again (`Idempotent-Replayed: true`); another body is 409.");
+    let workspace = json!({ "$ref": "#/components/schemas/Workspace" });
+    let project = json!({ "$ref": "#/components/schemas/Project" });
+    let list = |s: &Value| json!({ "type": "array", "items": s });
+    vec![
+        (
+            "/api/v1/workspaces",
+            json!({
+                "get": op("Workspaces the caller may see (organisation admins: all of the organisation's)", page(), None, ("200", envelope("A page.", list(&workspace))), &["400", "401"]),
+                "post": op("Create a workspace (organisation admins); provisioning is `meta.task`", vec![idem()],
+                    Some(json!({ "type": "object", "required": ["name"], "additionalProperties": false, "properties": { "name": { "type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$" }, "plan": { "enum": ["shared", "dedicated"], "default": "shared" } } })),
+                    ("201", envelope("Created; status pending.", workspace.clone())), &["400", "401", "403", "409", "413"]),
+            }),
+        ),
+        (
+            "/api/v1/workspaces/{ws}",
+            json!({
+                "get": op("A workspace (ETag: its version)", vec![ws()], None, ("200", envelope("The workspace.", workspace.clone())), &["401", "404"]),
+                "patch": op("Change the plan (organisation admins); needs the version read (If-Match or `version`)", vec![ws(), header("If-Match", "The ETag read.")],
+                    Some(json!({ "type": "object", "required": ["plan"], "additionalProperties": false, "properties": { "plan": { "enum": ["shared", "dedicated"] }, "version": { "type": "integer" } } })),
+                    ("202", envelope("Updating; follow `meta.task`.", workspace.clone())), &["400", "401", "403", "404", "409"]),
+                "delete": op("Delete the workspace and everything provisioned for it (organisation admins)", vec![ws()], None, ("202", envelope("Deleting; follow `meta.task`.", workspace.clone())), &["401", "403", "404", "409"]),
+            }),
+        ),
+        (
+            "/api/v1/workspaces/{ws}/groups/mine",
+            json!({ "get": op("The caller's groups in the workspace, flattened upwards (`claim`: as the OIDC groups claim carries them)", vec![ws()], None,
+                ("200", envelope("Groups.", json!({ "type": "object", "properties": { "groups": { "type": "array", "items": { "type": "string" } }, "claim": { "type": "array", "items": { "type": "string" } } } }))), &["401", "404"]) }),
+        ),
+        (
+            "/api/v1/workspaces/{ws}/projects",
+            json!({
+                "get": op("Projects of a workspace", { let mut p = page(); p.insert(0, ws()); p }, None, ("200", envelope("A page.", list(&project))), &["400", "401", "404"]),
+                "post": op("Create a project (a namespace in the workspace's vCluster with the plan's quota)", vec![ws(), idem()],
+                    Some(json!({ "type": "object", "required": ["name"], "additionalProperties": false, "properties": { "name": { "type": "string" } } })),
+                    ("201", envelope("Created; status pending.", project.clone())), &["400", "401", "404", "409", "413"]),
+            }),
+        ),
+        (
+            "/api/v1/workspaces/{ws}/projects/{project}",
+            json!({
+                "get": op("A project", vec![ws(), path_param("project", "Project name.")], None, ("200", envelope("The project.", project.clone())), &["401", "404"]),
+                "delete": op("Delete a project (workspace admins)", vec![ws(), path_param("project", "Project name.")], None, ("202", envelope("Deleting.", project)), &["401", "403", "404", "409"]),
+            }),
+        ),
+        (
+            "/api/v1/tasks/{id}",
+            json!({ "get": op("A long operation: status, attempts, steps done, last error", vec![path_param("id", "Task id.")], None, ("200", envelope("The task.", json!({ "$ref": "#/components/schemas/Task" }))), &["401", "404"]) }),
+        ),
+        (
+            "/api/v1/tasks/{id}/events",
+            json!({ "get": op("The task as server-sent events: `task` at each change, `end` when finished", vec![path_param("id", "Task id.")], None,
+                ("200", json!({ "description": "text/event-stream.", "content": { "text/event-stream": { "schema": { "type": "string" } } } })), &["401", "404"]) }),
+        ),
+    ]
+}
+
+pub(crate) fn schemas() -> Vec<(&'static str, Value)> {
+    let status = json!({ "enum": ["pending", "provisioning", "running", "updating", "deleting", "deleted", "error"] });
+    let common = |extra: Value| {
+        let mut props = json!({ "id": { "type": "string" }, "name": { "type": "string" }, "status": status, "status_reason": { "type": "string" },
+            "version": { "type": "integer", "description": "Bumped by each change asked for; send it back to update." },
+            "created_by": { "type": "string" }, "created_at": { "type": "integer", "description": "Unix ms." }, "updated_at": { "type": "integer" } });
+        if let (Some(p), Some(e)) = (props.as_object_mut(), extra.as_object()) {
+            p.extend(e.clone());
+        }
+        json!({ "type": "object", "properties": props })
+    };
+    vec![
+        ("Workspace", common(json!({ "org_id": { "type": "string" }, "plan": { "enum": ["shared", "dedicated"] } }))),
+        ("Project", common(json!({ "workspace": { "type": "string" } }))),
+        ("TaskRef", json!({ "type": "object", "properties": { "id": { "type": "string" }, "kind": { "type": "string" }, "status": { "type": "string" }, "url": { "type": "string" } } })),
+        (
+            "Task",
+            json!({ "type": "object", "properties": { "id": { "type": "string" }, "kind": { "type": "string" }, "target_id": { "type": "string" },
+                "status": { "enum": ["queued", "running", "succeeded", "failed"] }, "attempts": { "type": "integer" }, "max_attempts": { "type": "integer" },
+                "last_error": { "type": "string" }, "steps_done": { "type": "array", "items": { "type": "string" } }, "requested_by": { "type": "string" },
+                "created_at": { "type": "integer" }, "updated_at": { "type": "integer" } } }),
+        ),
+    ]
+}
