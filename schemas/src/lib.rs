@@ -23,6 +23,7 @@ mod error;
 pub mod migrations;
 #[cfg(feature = "http")]
 pub mod openapi;
+#[cfg(feature = "http")]
 mod openapi_control;
 pub mod records;
 

@@ -112,7 +112,10 @@ pub(crate) fn schemas() -> Vec<(&'static str, Value)> {
     vec![
         ("Workspace", common(json!({ "org_id": { "type": "string" }, "plan": { "enum": ["shared", "dedicated"] } }))),
         ("Project", common(json!({ "workspace": { "type": "string" } }))),
-        ("TaskRef", json!({ "type": "object", "properties": { "id": { "type": "string" }, "kind": { "type": "string" }, "status": { "type": "string" }, "url": { "type": "string" } } })),
+        (
+            "TaskRef",
+            json!({ "type": "object", "properties": { "id": { "type": "string" }, "kind": { "type": "string" }, "status": { "type": "string" }, "url": { "type": "string" } } }),
+        ),
         (
             "Task",
             json!({ "type": "object", "properties": { "id": { "type": "string" }, "kind": { "type": "string" }, "target_id": { "type": "string" },
