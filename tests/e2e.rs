@@ -9,6 +9,7 @@ mod audit_api;
 mod authorization;
 mod bad_input;
 mod clickhouse_backend;
+mod control_api;
 mod durability;
 mod ingest_api;
 mod loki_api;

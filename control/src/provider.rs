@@ -19,6 +19,14 @@ use crate::manifests::{Cluster, Manifest};
 pub struct ProvisionError {
     pub message: String,
     pub retryable: bool,
+    /// The API server could not be reached at all (no answer, as opposed to an error answer).
+    pub unreachable: bool,
+}
+
+impl ProvisionError {
+    pub fn new(message: impl Into<String>, retryable: bool) -> ProvisionError {
+        ProvisionError { message: message.into(), retryable, unreachable: false }
+    }
 }
 
 /// Where manifests go. Both operations are idempotent — applying what is there already and
@@ -105,7 +113,7 @@ impl KubeProvisioner {
             Cluster::Host => return Ok(self.host.clone()),
             Cluster::Workspace { id, host_namespace } => (id, host_namespace),
         };
-        let fail = |message: String| ProvisionError { message, retryable: false };
+        let fail = |message: String| ProvisionError::new(message, false);
         let mut cache = self.workspaces.lock().map_err(|_| fail("workspace clients poisoned".into()))?;
         if let Some(c) = cache.get(id) {
             return Ok(c.clone());
@@ -136,13 +144,17 @@ impl KubeProvisioner {
 }
 
 fn kube_error(m: &Manifest, e: kube::Error) -> ProvisionError {
-    let retryable = match &e {
+    let (retryable, unreachable) = match &e {
         // Conflicts, throttling and server errors pass; a refused object (invalid, forbidden,
         // no such kind) stays refused.
-        kube::Error::Api(s) => s.code == 409 || s.code == 429 || s.code >= 500,
-        _ => true,
+        kube::Error::Api(s) => (s.code == 409 || s.code == 429 || s.code >= 500, false),
+        _ => (true, true),
     };
-    ProvisionError { message: format!("{}: {e}", m.step()), retryable }
+    let message = match &e {
+        kube::Error::Api(s) => format!("{}: the API server answered {} {}: {}", m.step(), s.code, s.reason, s.message),
+        other => format!("{}: {other}", m.step()),
+    };
+    ProvisionError { message, retryable, unreachable }
 }
 
 impl Provisioner for KubeProvisioner {

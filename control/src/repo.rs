@@ -138,6 +138,7 @@ mod sql {
          VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $6, $6)";
     pub const INSERT_IDEMPOTENCY: &str =
         "INSERT INTO idempotency_keys (org_id, user_id, key, request_hash, status_code, response, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+    pub const REMEMBER_IDEMPOTENCY: &str = "UPDATE idempotency_keys SET status_code = $1, response = $2 WHERE org_id = $3 AND user_id = $4 AND key = $5";
 }
 
 /// Writes an audit entry into the outbox inside transaction `$tx`.
@@ -182,22 +183,39 @@ macro_rules! enqueue {
     }};
 }
 
-/// Stores the answer under the idempotency key inside `$tx`; a key taken meanwhile by a
-/// concurrent request with the same key fails the transaction (the caller then replays).
-macro_rules! remember {
-    ($tx:expr, $actor:expr, $idem:expr, $status:expr, $body:expr) => {{
+/// Takes the idempotency key first thing inside `$tx`: a concurrent request with the same key
+/// waits on it and then fails (the caller replays the winner's answer) instead of racing to
+/// create the same resource.
+macro_rules! reserve {
+    ($tx:expr, $actor:expr, $idem:expr) => {{
         if let Some(k) = $idem {
             sqlx::query(sql::INSERT_IDEMPOTENCY)
                 .bind($actor.org_id)
                 .bind($actor.user)
                 .bind(&k.key)
                 .bind(&k.request_hash)
-                .bind(i64::from($status))
-                .bind($body)
+                .bind(0_i64)
+                .bind("")
                 .bind(now_ms())
                 .execute(&mut *$tx)
                 .await
                 .map_err(|e| if is_unique_violation(&e) { ControlError::Conflict(IDEMPOTENCY_RACE.into()) } else { e.into() })?;
+        }
+    }};
+}
+
+/// Stores the answer under the key reserved in `$tx`.
+macro_rules! remember {
+    ($tx:expr, $actor:expr, $idem:expr, $status:expr, $body:expr) => {{
+        if let Some(k) = $idem {
+            sqlx::query(sql::REMEMBER_IDEMPOTENCY)
+                .bind(i64::from($status))
+                .bind($body)
+                .bind($actor.org_id)
+                .bind($actor.user)
+                .bind(&k.key)
+                .execute(&mut *$tx)
+                .await?;
         }
     }};
 }
@@ -269,6 +287,7 @@ impl Repo {
         let (users, admins) = (new_id("grp"), new_id("grp"));
         on_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
+            reserve!(tx, actor, idem);
             sqlx::query(sql::UPSERT_ORG).bind(actor.org_id).bind(now).execute(&mut *tx).await?;
             sqlx::query(sql::UPSERT_USER).bind(actor.user).bind(now).execute(&mut *tx).await?;
             sqlx::query("INSERT INTO workspaces (id, org_id, name, plan, status, version, created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $7)")
@@ -456,6 +475,7 @@ impl Repo {
         };
         on_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
+            reserve!(tx, actor, idem);
             sqlx::query("INSERT INTO projects (id, workspace_id, name, status, version, created_by, created_at, updated_at) VALUES ($1, $2, $3, 'pending', 1, $4, $5, $5)")
                 .bind(&p.id).bind(&ws.id).bind(name).bind(actor.user).bind(now)
                 .execute(&mut *tx).await
@@ -560,6 +580,15 @@ impl Repo {
         on_db!(&self.db, pool => {
             sqlx::query("UPDATE tasks SET steps_done = $1, lease_until = $2, updated_at = $3 WHERE id = $4")
                 .bind(steps).bind(now + lease_ms).bind(now).bind(&task.id).execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// Extends the lease of a task still running (the worker's heartbeat during a long step).
+    pub async fn renew_lease(&self, id: &str, lease_ms: i64) -> Result<(), ControlError> {
+        let now = now_ms();
+        on_db!(&self.db, pool => {
+            sqlx::query("UPDATE tasks SET lease_until = $1 WHERE id = $2 AND status = 'running'").bind(now + lease_ms).bind(id).execute(pool).await?;
         });
         Ok(())
     }

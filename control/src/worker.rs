@@ -118,7 +118,26 @@ impl Worker {
 
     async fn execute(&self, mut task: Task) {
         tracing::info!(task = %task.id, kind = %task.kind, attempt = task.attempts, "task started");
-        let outcome = self.steps(&mut task).await;
+        // Claimed again after workers died during every attempt: give up rather than loop.
+        let outcome = if task.attempts > task.max_attempts {
+            Err(ProvisionError::new("the worker stopped during each attempt", false))
+        } else {
+            // The lease is renewed while a step runs, however long the API server takes.
+            let id = task.id.clone();
+            let heartbeat = async {
+                let every = Duration::from_millis((self.config.lease_ms / 3).max(100) as u64);
+                loop {
+                    tokio::time::sleep(every).await;
+                    if let Err(e) = self.repo.renew_lease(&id, self.config.lease_ms).await {
+                        tracing::warn!(task = %id, error = %e, "renewing a task's lease failed");
+                    }
+                }
+            };
+            tokio::select! {
+                r = self.steps(&mut task) => r,
+                () = heartbeat => unreachable_heartbeat(),
+            }
+        };
         let result = match outcome {
             Ok(()) => self.repo.finish_task(&task.id, true, "").await.map(|()| tracing::info!(task = %task.id, "task succeeded")),
             Err(e) if e.retryable && task.attempts < task.max_attempts => {
@@ -151,7 +170,7 @@ impl Worker {
     }
 
     async fn steps(&self, task: &mut Task) -> Result<(), ProvisionError> {
-        let db = |e: ControlError| ProvisionError { message: e.to_string(), retryable: true };
+        let db = |e: ControlError| ProvisionError::new(e.to_string(), true);
         let note = self.provisioner.note().unwrap_or("");
         match task.kind.as_str() {
             "workspace.provision" | "workspace.update" => {
@@ -187,7 +206,7 @@ impl Worker {
                 self.delete_all(task, &ns).await?;
                 self.repo.set_project_status(&p.id, Status::Deleted, note).await.map_err(db)
             }
-            other => Err(ProvisionError { message: format!("unknown task kind `{other}`"), retryable: false }),
+            other => Err(ProvisionError::new(format!("unknown task kind `{other}`"), false)),
         }
     }
 
@@ -198,7 +217,7 @@ impl Worker {
                 continue;
             }
             self.provisioner.apply(m).await?;
-            self.repo.step_done(task, &step, self.config.lease_ms).await.map_err(|e| ProvisionError { message: e.to_string(), retryable: true })?;
+            self.repo.step_done(task, &step, self.config.lease_ms).await.map_err(|e| ProvisionError::new(e.to_string(), true))?;
         }
         Ok(())
     }
@@ -213,15 +232,19 @@ impl Worker {
                 Ok(()) => {}
                 // Objects inside the vCluster go with it; an unreachable vCluster does not hold
                 // up removing the host side.
-                Err(e) if matches!(m.cluster, manifests::Cluster::Workspace { .. }) && e.retryable => {
+                Err(e) if matches!(m.cluster, manifests::Cluster::Workspace { .. }) && e.unreachable => {
                     tracing::info!(error = %e, "workspace API server not reachable while deleting; its objects go with the vCluster");
                 }
                 Err(e) => return Err(e),
             }
-            self.repo.step_done(task, &step, self.config.lease_ms).await.map_err(|e| ProvisionError { message: e.to_string(), retryable: true })?;
+            self.repo.step_done(task, &step, self.config.lease_ms).await.map_err(|e| ProvisionError::new(e.to_string(), true))?;
         }
         Ok(())
     }
+}
+
+fn unreachable_heartbeat() -> Result<(), ProvisionError> {
+    Err(ProvisionError::new("the lease heartbeat stopped", true))
 }
 
 /// Relays the audit outbox to `delivery` until `stop`; a failed delivery is tried again.

@@ -9,8 +9,17 @@ It answers a SubjectAccessReview from a rule list:
 A rule matches when its user equals the review's user or one of its groups is among the
 review's groups; `*` allows every namespace and the cluster-wide (empty namespace) review.
 
+It also keeps objects like an API server does for server-side apply: PATCH with
+`application/apply-patch+yaml` creates or replaces the object at its path (uid,
+resourceVersion and creationTimestamp filled in), GET reads an object or lists a collection,
+DELETE removes it (a namespace takes the objects inside it along), and a missing object is a
+404 Status.
+
 Test controls (not part of Kubernetes): POST /_control/rules (replace the rules),
-POST /_control/mode {"mode": "ok" | "error" | "hang"}, GET /_control/stats.
+POST /_control/mode {"mode": "ok" | "error" | "hang"}, GET /_control/stats,
+GET /_control/objects (path -> object), GET /_control/requests (["PATCH /api/v1/…", …]),
+POST /_control/faults [{"method": "PATCH", "path_contains": "resourcequotas", "code": 500,
+"times": 2} | {..., "hang_secs": 30}] (each fault answers `times` matching requests).
 """
 
 import argparse
@@ -20,7 +29,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-STATE = {"rules": [], "namespaces": [], "token": "", "mode": "ok", "reviews": 0, "lists": 0, "last_review": None}
+STATE = {"rules": [], "namespaces": [], "token": "", "mode": "ok", "reviews": 0, "lists": 0, "last_review": None,
+         "objects": {}, "requests": [], "faults": [], "version": 0}
 LOCK = threading.Lock()
 
 
@@ -61,11 +71,23 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def raw(self):
+        """The request body, read once: a request answered early must still have its body
+        taken off the connection, or it would be read as the next request."""
+        if self._raw is None:
+            n = int(self.headers.get("Content-Length") or 0)
+            self._raw = self.rfile.read(n) if n else b""
+        return self._raw
+
+    def parse_request(self):
+        self._raw = None
+        return super().parse_request()
+
     def body(self):
-        n = int(self.headers.get("Content-Length") or 0)
-        return json.loads(self.rfile.read(n) or b"{}")
+        return json.loads(self.raw() or b"{}")
 
     def authorised(self):
+        self.raw()
         if self.headers.get("Authorization") != "Bearer " + STATE["token"]:
             self.send_json(401, status(401, "Unauthorized", "Unauthorized"))
             return False
@@ -81,23 +103,94 @@ class Handler(BaseHTTPRequestHandler):
             return True
         return False
 
+    def fault(self, method, path):
+        """Answers the request from a matching fault, if one is left; True when it did."""
+        self.raw()
+        with LOCK:
+            STATE["requests"].append(method + " " + path)
+            hit = None
+            for f in STATE["faults"]:
+                if f.get("times", 0) > 0 and f.get("method", method) == method and f.get("path_contains", "") in path:
+                    f["times"] -= 1
+                    hit = dict(f)
+                    break
+        if hit is None:
+            return False
+        if hit.get("hang_secs"):
+            time.sleep(hit["hang_secs"])
+            return True
+        code = hit.get("code", 500)
+        self.send_json(code, status(code, "InternalError" if code >= 500 else "Invalid", "injected failure"))
+        return True
+
     def do_GET(self):
-        if self.path == "/_control/stats":
+        path = self.path.split("?")[0]
+        if path == "/_control/stats":
             with LOCK:
                 return self.send_json(200, {"reviews": STATE["reviews"], "lists": STATE["lists"], "last_review": STATE["last_review"]})
-        if not self.authorised() or self.misbehave():
+        if path == "/_control/objects":
+            with LOCK:
+                return self.send_json(200, STATE["objects"])
+        if path == "/_control/requests":
+            with LOCK:
+                return self.send_json(200, STATE["requests"])
+        if not self.authorised() or self.misbehave() or self.fault("GET", path):
             return
-        if self.path.split("?")[0] == "/api/v1/namespaces":
+        with LOCK:
+            obj = STATE["objects"].get(path)
+            children = [o for p, o in STATE["objects"].items() if p.rsplit("/", 1)[0] == path]
+        if obj is not None:
+            return self.send_json(200, obj)
+        if path == "/api/v1/namespaces":
             with LOCK:
                 STATE["lists"] += 1
                 items = [{"metadata": {"name": n, "uid": "uid-" + n, "resourceVersion": "1"}, "status": {"phase": "Active"}} for n in STATE["namespaces"]]
-            return self.send_json(200, {"kind": "NamespaceList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items})
+            return self.send_json(200, {"kind": "NamespaceList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items + children})
+        if children:
+            return self.send_json(200, {"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": str(STATE["version"])}, "items": children})
         self.send_json(404, status(404, "NotFound", "the server could not find the requested resource"))
+
+    def do_PATCH(self):
+        path = self.path.split("?")[0]
+        if not self.authorised() or self.misbehave() or self.fault("PATCH", path):
+            return
+        if self.headers.get("Content-Type") != "application/apply-patch+yaml":
+            return self.send_json(415, status(415, "UnsupportedMediaType", "only server-side apply is served here"))
+        body = self.body()
+        name = path.rsplit("/", 1)[-1]
+        if body.get("metadata", {}).get("name") != name or not body.get("kind") or not body.get("apiVersion"):
+            return self.send_json(422, status(422, "Invalid", "apiVersion, kind and metadata.name (matching the path) are required"))
+        with LOCK:
+            STATE["version"] += 1
+            old = STATE["objects"].get(path)
+            meta = body["metadata"]
+            meta["uid"] = (old or {}).get("metadata", {}).get("uid") or "uid-%d" % STATE["version"]
+            meta["creationTimestamp"] = (old or {}).get("metadata", {}).get("creationTimestamp") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            meta["resourceVersion"] = str(STATE["version"])
+            STATE["objects"][path] = body
+        self.send_json(200 if old else 201, body)
+
+    def do_DELETE(self):
+        path = self.path.split("?")[0]
+        if not self.authorised() or self.misbehave() or self.fault("DELETE", path):
+            return
+        with LOCK:
+            obj = STATE["objects"].pop(path, None)
+            if obj is not None and obj.get("kind") == "Namespace":
+                for p in [p for p in STATE["objects"] if p.startswith(path + "/")]:
+                    del STATE["objects"][p]
+        if obj is None:
+            return self.send_json(404, status(404, "NotFound", "not found"))
+        self.send_json(200, obj)
 
     def do_POST(self):
         if self.path == "/_control/rules":
             with LOCK:
                 STATE["rules"] = self.body()
+            return self.send_json(200, {})
+        if self.path == "/_control/faults":
+            with LOCK:
+                STATE["faults"] = self.body()
             return self.send_json(200, {})
         if self.path == "/_control/mode":
             with LOCK:

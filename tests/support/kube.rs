@@ -55,6 +55,22 @@ impl FakeKube {
         super::client().get(format!("{}/_control/stats", self.url)).send().await.expect("stats").json().await.expect("json")
     }
 
+    /// Every object it holds, by path.
+    pub async fn objects(&self) -> serde_json::Map<String, Value> {
+        let v: Value = super::client().get(format!("{}/_control/objects", self.url)).send().await.expect("objects").json().await.expect("json");
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    /// Every request it was sent, as `METHOD /path`.
+    pub async fn requests(&self) -> Vec<String> {
+        super::client().get(format!("{}/_control/requests", self.url)).send().await.expect("requests").json().await.expect("json")
+    }
+
+    /// Replaces the injected failures.
+    pub async fn set_faults(&self, faults: Value) {
+        self.post("/_control/faults", faults).await;
+    }
+
     /// The `[auth]` configuration that points workspace `ws` at this server.
     pub fn auth_toml(&self, ws: &str, allow_ttl_secs: u64) -> String {
         format!(

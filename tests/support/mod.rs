@@ -6,6 +6,7 @@
 
 pub mod fixtures;
 pub mod kube;
+pub mod postgres;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
