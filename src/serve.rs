@@ -147,6 +147,9 @@ async fn control_plane(
         oidc: control::manifests::Oidc { issuer, client_id: c.oidc_client_id.clone() },
         config: c.worker.clone(),
         wake: wake_worker.clone(),
+        master_key: control::backups::MasterKey::load_or_create(&c.master_key_path(&config.data_dir))
+            .map_err(|e| anyhow::anyhow!("control.master_key_file: {e}"))?,
+        backup_image: c.backup_image.clone(),
     };
     let tasks = vec![
         tokio::spawn(worker.run(stop_rx.clone())),

@@ -24,7 +24,7 @@ struct Control {
 
 fn control_toml(database_url: &str, host: &FakeKube, vc: &FakeKube, max_attempts: u32) -> String {
     format!(
-        "[control]\ndatabase_url = \"{database_url}\"\n[control.worker]\nretry_base_ms = 50\nretry_max_ms = 200\nmax_attempts = {max_attempts}\nlease_ms = 1500\npoll_ms = 50\n\
+        "[control]\ndatabase_url = \"{database_url}\"\n[control.worker]\nretry_base_ms = 50\nretry_max_ms = 200\nmax_attempts = {max_attempts}\nlease_ms = 1500\npoll_ms = 50\njob_poll_ms = 50\n\
          [control.kubernetes]\nhost_url = \"{}\"\nhost_token_file = \"{}\"\nworkspace_url = \"{}\"\nworkspace_token_file = \"{}\"\ntimeout_ms = 3000\n",
         host.url,
         host.token_file.display(),
@@ -386,4 +386,131 @@ async fn task_events_stream_until_the_end() {
     let other = token(&c.server, "eve", "globex", &[], ADMIN);
     let (status, _, _) = call(&c.server, Method::GET, &format!("/api/v1/tasks/{}", task_of(&body)), &other, None, &[]).await;
     assert_eq!(status, 404, "tasks of another organisation are not found");
+}
+
+/// Backups: refused on Shared with a clear code; on Dedicated a CronJob per policy with the
+/// storage's credentials and the sealed workspace key as Secrets, manual runs followed to
+/// their Job's end, retention expiring the oldest, a restore as its own operation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_on_dedicated_workspaces_only() {
+    let c = start("", 2);
+    let s = &c.server;
+    for (name, plan) in [("small", "shared"), ("db", "dedicated")] {
+        let (_, body, _) = call(s, Method::POST, "/api/v1/workspaces", &c.admin, Some(json!({ "name": name, "plan": plan })), &[]).await;
+        assert_eq!(finished(s, &c.admin, &task_of(&body)).await["status"], "succeeded");
+    }
+    let storage =
+        json!({ "name": "s3-main", "bucket": "acme-backups", "endpoint": "https://s3.example", "region": "eu-west-1", "credentials_secret": "s3-creds" });
+    let (status, shared, _) = call(s, Method::POST, "/api/v1/workspaces/small/backup-storages", &c.admin, Some(storage.clone()), &[]).await;
+    assert_eq!((status, shared["error"]["code"].as_str()), (403, Some("plan_not_allowed")), "{shared}");
+    assert!(shared["error"]["message"].as_str().unwrap_or("").contains("Dedicated"), "{shared}");
+    let policy = json!({ "name": "nightly", "storage": "s3-main", "schedule": "0 2 * * *", "retention_count": 2 });
+    let (status, _, _) = call(s, Method::POST, "/api/v1/workspaces/small/backup-policies", &c.admin, Some(policy.clone()), &[]).await;
+    assert_eq!(status, 403);
+    let member = token(s, "bob", "acme", &["db"], &[]);
+    let (status, body, _) = call(s, Method::POST, "/api/v1/workspaces/db/backup-storages", &member, Some(storage.clone()), &[]).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "members are not workspace admins");
+
+    let mut bad_bucket = storage.clone();
+    bad_bucket["bucket"] = json!("Bad_Bucket");
+    assert_eq!(call(s, Method::POST, "/api/v1/workspaces/db/backup-storages", &c.admin, Some(bad_bucket), &[]).await.0, 400);
+    let (status, body, _) = call(s, Method::POST, "/api/v1/workspaces/db/backup-storages", &c.admin, Some(storage), &[]).await;
+    assert_eq!(status, 201, "{body}");
+    for (bad, field) in [
+        (json!({ "schedule": "61 * * * *" }), "schedule"),
+        (json!({ "storage": "nope" }), "storage"),
+        (json!({ "kind": "snapshot" }), "kind"),
+        (json!({ "retention_count": 0 }), "retention_count"),
+    ] {
+        let mut p = policy.clone();
+        if let (Some(p), Some(b)) = (p.as_object_mut(), bad.as_object()) {
+            p.extend(b.clone());
+        }
+        let (status, body, _) = call(s, Method::POST, "/api/v1/workspaces/db/backup-policies", &c.admin, Some(p), &[]).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{body}");
+        assert!(body["error"]["message"].as_str().unwrap_or("").starts_with(field), "{body}");
+    }
+    let (status, body, _) = call(s, Method::POST, "/api/v1/workspaces/db/backup-policies", &c.admin, Some(policy), &[]).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(finished(s, &c.admin, &task_of(&body)).await["status"], "succeeded");
+
+    let (_, ws, _) = call(s, Method::GET, "/api/v1/workspaces/db", &c.admin, None, &[]).await;
+    let ns = format!("hx-{}", ws["data"]["id"].as_str().expect("id"));
+    let host = c.host.objects().await;
+    let cron = object(&host, &format!("/apis/batch/v1/namespaces/{ns}/cronjobs/backup-nightly"));
+    assert_eq!(cron["spec"]["schedule"], "0 2 * * *");
+    let container = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["envFrom"], json!([{ "secretRef": { "name": "s3-creds" } }]));
+    assert!(container["env"].to_string().contains(r#""secretKeyRef":{"key":"key","name":"backup-key"}"#), "{container}");
+    assert!(container["args"].to_string().contains("--encrypt"), "{container}");
+    let key = object(&host, &format!("/api/v1/namespaces/{ns}/secrets/backup-key"))["stringData"]["key"].as_str().expect("key").to_owned();
+    assert_eq!(key.len(), 64);
+
+    // Three manual runs, each followed until its Job reports; retention keeps two.
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        let (status, body, _) = call(s, Method::POST, "/api/v1/workspaces/db/backup-policies/nightly/runs", &c.admin, None, &[]).await;
+        assert_eq!(status, 202, "{body}");
+        let run = body["data"]["id"].as_str().expect("run").to_owned();
+        let job = format!("/apis/batch/v1/namespaces/{ns}/jobs/{run}");
+        eventually(20, "the backup Job", || async { c.host.objects().await.contains_key(&job) }).await;
+        c.host.set_status(&job, json!({ "succeeded": 1, "conditions": [{ "type": "Complete", "status": "True" }] })).await;
+        assert_eq!(finished(s, &c.admin, &task_of(&body)).await["status"], "succeeded");
+        runs.push(run);
+    }
+    let (_, list, _) = call(s, Method::GET, "/api/v1/workspaces/db/backup-policies/nightly/runs", &c.admin, None, &[]).await;
+    let status_of = |id: &str| list["data"].as_array().and_then(|a| a.iter().find(|r| r["id"] == id)).map(|r| r["status"].clone());
+    assert_eq!(
+        [status_of(&runs[0]), status_of(&runs[1]), status_of(&runs[2])],
+        [Some(json!("expired")), Some(json!("succeeded")), Some(json!("succeeded"))],
+        "{list}"
+    );
+    let host = c.host.objects().await;
+    assert!(!host.contains_key(&format!("/apis/batch/v1/namespaces/{ns}/jobs/{}", runs[0])), "the expired run's Job is removed");
+
+    // A failing Job fails its run, with the Job's reason.
+    let (_, body, _) = call(s, Method::POST, "/api/v1/workspaces/db/backup-policies/nightly/runs", &c.admin, None, &[]).await;
+    let failing = body["data"]["id"].as_str().expect("run").to_owned();
+    let job = format!("/apis/batch/v1/namespaces/{ns}/jobs/{failing}");
+    eventually(20, "the backup Job", || async { c.host.objects().await.contains_key(&job) }).await;
+    c.host
+        .set_status(
+            &job,
+            json!({ "failed": 3, "conditions": [{ "type": "Failed", "status": "True", "message": "Job has reached the specified backoff limit" }] }),
+        )
+        .await;
+    assert_eq!(finished(s, &c.admin, &task_of(&body)).await["status"], "failed");
+    let (_, list, _) = call(s, Method::GET, "/api/v1/workspaces/db/backup-policies/nightly/runs", &c.admin, None, &[]).await;
+    let run = list["data"].as_array().and_then(|a| a.iter().find(|r| r["id"] == failing.as_str())).cloned().expect("failed run");
+    assert_eq!(run["status"], "failed");
+    assert!(run["error"].as_str().unwrap_or("").contains("backoff limit"), "{run}");
+
+    // Restore: only from a succeeded backup; the Job restores from that backup's location.
+    let (status, body, _) = call(s, Method::POST, &format!("/api/v1/workspaces/db/backup-runs/{failing}/restore"), &c.admin, None, &[]).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "{body}");
+    let (status, body, _) = call(s, Method::POST, &format!("/api/v1/workspaces/db/backup-runs/{}/restore", runs[2]), &c.admin, None, &[]).await;
+    assert_eq!(status, 202, "{body}");
+    let restore = body["data"]["id"].as_str().expect("restore").to_owned();
+    let job = format!("/apis/batch/v1/namespaces/{ns}/jobs/{restore}");
+    eventually(20, "the restore Job", || async { c.host.objects().await.contains_key(&job) }).await;
+    let args = c.host.objects().await[&job]["spec"]["template"]["spec"]["containers"][0]["args"].clone();
+    assert_eq!(args[0], "restore");
+    assert!(args.to_string().contains(&format!("{}/nightly/{}", ws["data"]["id"].as_str().unwrap_or(""), runs[2])), "{args}");
+    c.host.set_status(&job, json!({ "succeeded": 1 })).await;
+    assert_eq!(finished(s, &c.admin, &task_of(&body)).await["status"], "succeeded");
+
+    // The key is never in the audit log; deleting the policy removes its CronJob.
+    let auditor = token(s, "carol", "acme", &[], &["auditor"]);
+    eventually(20, "backup changes in the audit log", || async {
+        let (_, r, _) = call(s, Method::GET, "/api/v1/audit/search?action=backup.restore&since=1h", &auditor, None, &[]).await;
+        r["records"].as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    let (_, all, _) = call(s, Method::GET, "/api/v1/audit/search?since=1h&limit=1000", &auditor, None, &[]).await;
+    assert!(!all.to_string().contains(&key), "the backup key reached the audit log");
+    let (status, body, _) = call(s, Method::DELETE, "/api/v1/workspaces/db/backup-policies/nightly", &c.admin, None, &[]).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(finished(s, &c.admin, &task_of(&body)).await["status"], "succeeded");
+    assert!(!c.host.objects().await.contains_key(&format!("/apis/batch/v1/namespaces/{ns}/cronjobs/backup-nightly")));
+    assert_eq!(call(s, Method::GET, "/api/v1/workspaces/db/backup-policies/nightly", &c.admin, None, &[]).await.0, 404);
 }

@@ -57,6 +57,9 @@ CREATE TABLE backup_storages (
     kind          TEXT NOT NULL,
     bucket        TEXT NOT NULL,
     endpoint      TEXT NOT NULL,
+    region        TEXT NOT NULL,
+    -- The name of the Secret holding the storage's credentials; the values are never stored here.
+    credentials_secret TEXT NOT NULL,
     created_at    BIGINT NOT NULL,
     UNIQUE (workspace_id, name)
 );

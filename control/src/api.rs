@@ -56,24 +56,25 @@ pub fn router(state: ControlState) -> Router {
         .route("/api/v1/workspaces/{ws}/projects/{project}", get(get_project).delete(delete_project))
         .route("/api/v1/tasks/{id}", get(get_task))
         .route("/api/v1/tasks/{id}/events", get(task_events))
+        .merge(crate::api_backups::routes())
         .with_state(state)
 }
 
-type Answer = Result<Response, ApiError>;
+pub(crate) type Answer = Result<Response, ApiError>;
 
 impl ControlState {
-    async fn identify(&self, headers: &HeaderMap) -> Result<Arc<Identity>, ApiError> {
+    pub(crate) async fn identify(&self, headers: &HeaderMap) -> Result<Arc<Identity>, ApiError> {
         let (token, cookies) = auth::credentials(headers);
         self.verifier.verify(token, cookies).await.map_err(ApiError::from)
     }
 
-    fn is_admin(&self, id: &Identity) -> bool {
+    pub(crate) fn is_admin(&self, id: &Identity) -> bool {
         id.has_role(&self.admin_role)
     }
 
     /// The workspace if the caller may see it: organisation admins see all of their
     /// organisation's, members those their token names or whose groups they are in.
-    async fn visible(&self, id: &Identity, name: &str) -> Result<(Workspace, Vec<String>), ApiError> {
+    pub(crate) async fn visible(&self, id: &Identity, name: &str) -> Result<(Workspace, Vec<String>), ApiError> {
         let hidden = || ApiError::from(ControlError::NotFound { kind: "workspace", name: name.to_owned() });
         check_name("workspace", name, 40).map_err(|_| hidden())?;
         let ws = self.repo.workspace(id.org_id(), name).await?;
@@ -81,7 +82,7 @@ impl ControlState {
         if self.is_admin(id) || id.workspaces().contains(name) || !groups.is_empty() { Ok((ws, groups)) } else { Err(hidden()) }
     }
 
-    async fn workspace_admin(&self, id: &Identity, name: &str) -> Result<Workspace, ApiError> {
+    pub(crate) async fn workspace_admin(&self, id: &Identity, name: &str) -> Result<Workspace, ApiError> {
         let (ws, groups) = self.visible(id, name).await?;
         if self.is_admin(id) || groups.iter().any(|g| g == "WSAdmins") {
             Ok(ws)
@@ -90,29 +91,29 @@ impl ControlState {
         }
     }
 
-    fn woke(&self) {
+    pub(crate) fn woke(&self) {
         self.wake_worker.notify_one();
         self.wake_audit.notify_one();
     }
 }
 
-fn actor(id: &Identity) -> Actor<'_> {
+pub(crate) fn actor(id: &Identity) -> Actor<'_> {
     Actor { org_id: id.org_id(), user: id.user(), initiated_by: "user" }
 }
 
-async fn read_body(body: Body) -> Result<Vec<u8>, ApiError> {
+pub(crate) async fn read_body(body: Body) -> Result<Vec<u8>, ApiError> {
     axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
         .map(|b| b.to_vec())
         .map_err(|_| ApiError::new(ErrorCode::PayloadTooLarge, format!("the body is over {MAX_BODY_BYTES} bytes or was cut off")))
 }
 
-fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| ApiError::new(ErrorCode::MalformedBody, format!("the body is not the JSON expected: {e}")))
 }
 
 /// The request's idempotency key, bound to what was asked (method, path, body).
-fn idempotency(headers: &HeaderMap, method: &Method, path: &str, body: &[u8]) -> Result<Option<IdempotencyKey>, ApiError> {
+pub(crate) fn idempotency(headers: &HeaderMap, method: &Method, path: &str, body: &[u8]) -> Result<Option<IdempotencyKey>, ApiError> {
     let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
     let key = v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 200 && k.bytes().all(|b| b.is_ascii_graphic()));
     let Some(key) = key else {
@@ -137,18 +138,18 @@ fn stored(s: Stored, replayed: bool) -> Response {
     r
 }
 
-fn task_meta(t: &Task) -> Value {
+pub(crate) fn task_meta(t: &Task) -> Value {
     json!({ "id": t.id, "kind": t.kind, "status": t.status, "url": format!("/api/v1/tasks/{}", t.id) })
 }
 
-fn with_etag(mut r: Response, version: i64) -> Response {
+pub(crate) fn with_etag(mut r: Response, version: i64) -> Response {
     if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
         r.headers_mut().insert(header::ETAG, v);
     }
     r
 }
 
-fn envelope<T: serde::Serialize>(status: StatusCode, data: &T, meta: Value) -> Response {
+pub(crate) fn envelope<T: serde::Serialize>(status: StatusCode, data: &T, meta: Value) -> Response {
     (status, axum::Json(json!({ "data": data, "meta": meta }))).into_response()
 }
 
@@ -174,7 +175,7 @@ fn page_params(q: Result<Query<PageParams>, axum::extract::rejection::QueryRejec
 }
 
 /// A create that may be a replay: the stored answer if this key was seen, else `create`'s.
-async fn create_once<F, Fut>(state: &ControlState, id: &Identity, key: Option<IdempotencyKey>, create: F) -> Answer
+pub(crate) async fn create_once<F, Fut>(state: &ControlState, id: &Identity, key: Option<IdempotencyKey>, create: F) -> Answer
 where
     F: Fn(Option<IdempotencyKey>) -> Fut,
     Fut: Future<Output = Result<Stored, ControlError>>,

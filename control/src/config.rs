@@ -21,6 +21,11 @@ pub struct ControlConfig {
     pub oidc_client_id: String,
     pub worker: WorkerConfig,
     pub kubernetes: KubernetesControlConfig,
+    /// The AES-256 key (64 hex digits) that seals each workspace's backup key; empty is
+    /// `data_dir/control-master-key`, made on first start.
+    pub master_key_file: String,
+    /// The image backup and restore Jobs run.
+    pub backup_image: String,
 }
 
 impl Default for ControlConfig {
@@ -32,6 +37,8 @@ impl Default for ControlConfig {
             oidc_client_id: "hexabase".into(),
             worker: WorkerConfig::default(),
             kubernetes: KubernetesControlConfig::default(),
+            master_key_file: String::new(),
+            backup_image: "ghcr.io/hexabase/backup-agent:1".into(),
         }
     }
 }
@@ -40,6 +47,10 @@ impl ControlConfig {
     /// The database URL in effect.
     pub fn database_url(&self, data_dir: &Path) -> String {
         if self.database_url.is_empty() { format!("sqlite://{}", data_dir.join("control.db").display()) } else { self.database_url.clone() }
+    }
+
+    pub fn master_key_path(&self, data_dir: &Path) -> std::path::PathBuf {
+        if self.master_key_file.is_empty() { data_dir.join("control-master-key") } else { std::path::PathBuf::from(&self.master_key_file) }
     }
 
     /// Checks what can be checked without I/O; errors name the key.

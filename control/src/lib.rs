@@ -21,6 +21,8 @@
 //! ```
 
 pub mod api;
+mod api_backups;
+pub mod backups;
 mod config;
 pub mod db;
 mod error;

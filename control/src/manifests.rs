@@ -205,6 +205,121 @@ pub fn project(ws: &Workspace, p: &Project) -> Vec<Manifest> {
     ]
 }
 
+/// The Secret holding a workspace's backup data key, in its host namespace.
+pub fn backup_key_secret(ws: &Workspace, key: &[u8]) -> Manifest {
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    Manifest::new(
+        &Cluster::Host,
+        "v1",
+        "Secret",
+        "secrets",
+        Some(&ws.host_namespace()),
+        "backup-key",
+        json!({ "metadata": { "labels": labels(ws) }, "type": "Opaque", "stringData": { "key": hex } }),
+    )
+}
+
+/// What one backup or restore Job runs.
+pub struct BackupJob<'a> {
+    pub ws: &'a Workspace,
+    pub policy: &'a crate::backups::BackupPolicy,
+    pub storage: &'a crate::backups::BackupStorage,
+    pub image: &'a str,
+}
+
+impl BackupJob<'_> {
+    fn labels(&self) -> Value {
+        let mut l = labels(self.ws);
+        l["hexabase.io/backup-policy"] = json!(self.policy.name);
+        l
+    }
+
+    /// The pod template: the agent with the storage's credentials and, when the policy
+    /// encrypts, the workspace's data key (both from Secrets, never inline).
+    fn template(&self, args: Vec<String>) -> Value {
+        let mut env = vec![
+            json!({ "name": "BACKUP_STORAGE_KIND", "value": self.storage.kind }),
+            json!({ "name": "BACKUP_BUCKET", "value": self.storage.bucket }),
+            json!({ "name": "BACKUP_ENDPOINT", "value": self.storage.endpoint }),
+            json!({ "name": "BACKUP_REGION", "value": self.storage.region }),
+        ];
+        if self.policy.encrypted {
+            env.push(json!({ "name": "BACKUP_KEY", "valueFrom": { "secretKeyRef": { "name": "backup-key", "key": "key" } } }));
+        }
+        let mut spec = json!({
+            "restartPolicy": "Never",
+            "serviceAccountName": "vcluster",
+            "containers": [{
+                "name": "backup",
+                "image": self.image,
+                "args": args,
+                "env": env,
+                "envFrom": [{ "secretRef": { "name": self.storage.credentials_secret } }],
+                "securityContext": { "runAsNonRoot": true, "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": { "drop": ["ALL"] } },
+            }],
+        });
+        if self.ws.plan == Plan::Dedicated {
+            spec["nodeSelector"] = json!({ DEDICATED_NODE_LABEL: self.ws.id });
+        }
+        json!({ "metadata": { "labels": self.labels() }, "spec": spec })
+    }
+
+    fn backup_args(&self, location: &str) -> Vec<String> {
+        let mut a = vec!["backup".into(), format!("--kind={}", self.policy.kind), format!("--workspace={}", self.ws.id), format!("--location={location}")];
+        if self.policy.encrypted {
+            a.push("--encrypt".into());
+        }
+        a
+    }
+
+    /// The policy's CronJob: scheduled runs, each under `<workspace>/<policy>/<time>`.
+    pub fn cronjob(&self) -> Manifest {
+        let prefix = format!("{}/{}/$(date +%Y%m%dT%H%M%SZ)", self.ws.id, self.policy.name);
+        Manifest::new(
+            &Cluster::Host,
+            "batch/v1",
+            "CronJob",
+            "cronjobs",
+            Some(&self.ws.host_namespace()),
+            &self.policy.cronjob_name(),
+            json!({
+                "metadata": { "labels": self.labels() },
+                "spec": {
+                    "schedule": self.policy.schedule,
+                    "concurrencyPolicy": "Forbid",
+                    "successfulJobsHistoryLimit": self.policy.retention_count.min(10),
+                    "failedJobsHistoryLimit": 3,
+                    "jobTemplate": { "metadata": { "labels": self.labels() }, "spec": { "backoffLimit": 2, "template": self.template(self.backup_args(&prefix)) } },
+                },
+            }),
+        )
+    }
+
+    /// A one-off Job: a manual backup into `run.location`, or a restore from it.
+    pub fn job(&self, run: &crate::backups::BackupRun) -> Manifest {
+        let args = if run.trigger == "restore" {
+            let mut a = vec!["restore".into(), format!("--workspace={}", self.ws.id), format!("--location={}", run.location)];
+            if self.policy.encrypted {
+                a.push("--decrypt".into());
+            }
+            a
+        } else {
+            self.backup_args(&run.location)
+        };
+        let mut m = Manifest::new(
+            &Cluster::Host,
+            "batch/v1",
+            "Job",
+            "jobs",
+            Some(&self.ws.host_namespace()),
+            &run.id,
+            json!({ "metadata": { "labels": self.labels() }, "spec": { "backoffLimit": 2, "ttlSecondsAfterFinished": 86_400, "template": self.template(args) } }),
+        );
+        m.body["metadata"]["labels"]["hexabase.io/backup-run"] = json!(run.id);
+        m
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,6 +35,9 @@ impl ProvisionError {
 pub trait Provisioner: Send + Sync + 'static {
     fn apply<'a>(&'a self, m: &'a Manifest) -> BoxFuture<'a, Result<(), ProvisionError>>;
     fn delete<'a>(&'a self, m: &'a Manifest) -> BoxFuture<'a, Result<(), ProvisionError>>;
+    /// The object's `status` as the API server has it; `None` when it does not exist or when
+    /// nothing is really applied (plan only).
+    fn status<'a>(&'a self, m: &'a Manifest) -> BoxFuture<'a, Result<Option<serde_json::Value>, ProvisionError>>;
     /// Shown in a finished task's status reason when nothing is really applied.
     fn note(&self) -> Option<&'static str> {
         None
@@ -58,6 +61,9 @@ impl Provisioner for PlanOnly {
             tracing::info!(step = %m.step(), "would delete (no Kubernetes configured)");
             Ok(())
         })
+    }
+    fn status<'a>(&'a self, _m: &'a Manifest) -> BoxFuture<'a, Result<Option<serde_json::Value>, ProvisionError>> {
+        Box::pin(async { Ok(None) })
     }
     fn note(&self) -> Option<&'static str> {
         Some("no Kubernetes configured (control.kubernetes): manifests rendered, not applied")
@@ -175,6 +181,18 @@ impl Provisioner for KubeProvisioner {
                 Err(e) => Err(kube_error(m, e)),
             }
         })
+    }
+
+    fn status<'a>(&'a self, m: &'a Manifest) -> BoxFuture<'a, Result<Option<serde_json::Value>, ProvisionError>> {
+        Box::pin(self.get_status(m))
+    }
+}
+
+impl KubeProvisioner {
+    async fn get_status(&self, m: &Manifest) -> Result<Option<serde_json::Value>, ProvisionError> {
+        let api = self.api(m)?;
+        let obj = api.get_opt(&m.name).await.map_err(|e| kube_error(m, e))?;
+        Ok(obj.map(|o| o.data.get("status").cloned().unwrap_or(serde_json::Value::Null)))
     }
 }
 

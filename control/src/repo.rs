@@ -130,7 +130,7 @@ fn task_of(r: &impl Cols) -> Result<Task, ControlError> {
 }
 
 /// Statements used inside several transactions.
-mod sql {
+pub(crate) mod sql {
     pub const UPSERT_ORG: &str = "INSERT INTO organizations (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING";
     pub const UPSERT_USER: &str = "INSERT INTO users (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING";
     pub const INSERT_AUDIT: &str = "INSERT INTO audit_outbox (id, record, created_at) VALUES ($1, $2, $3)";
@@ -144,18 +144,18 @@ mod sql {
 /// Writes an audit entry into the outbox inside transaction `$tx`.
 macro_rules! audit {
     ($tx:expr, $entry:expr) => {{
-        let entry: &AuditEntry = $entry;
-        let record = serde_json::to_string(entry).map_err(|e| ControlError::Config(e.to_string()))?;
-        sqlx::query(sql::INSERT_AUDIT).bind(new_id("au")).bind(record).bind(entry.timestamp_ms).execute(&mut *$tx).await?;
+        let entry: &$crate::repo::AuditEntry = $entry;
+        let record = serde_json::to_string(entry).map_err(|e| $crate::ControlError::Config(e.to_string()))?;
+        sqlx::query($crate::repo::sql::INSERT_AUDIT).bind($crate::db::new_id("au")).bind(record).bind(entry.timestamp_ms).execute(&mut *$tx).await?;
     }};
 }
 
 /// Queues a task inside transaction `$tx`; evaluates to the new [`Task`].
 macro_rules! enqueue {
     ($tx:expr, $actor:expr, $kind:expr, $target:expr, $max_attempts:expr) => {{
-        let now = now_ms();
-        let task = Task {
-            id: new_id("task"),
+        let now = $crate::db::now_ms();
+        let task = $crate::model::Task {
+            id: $crate::db::new_id("task"),
             org_id: $actor.org_id.to_owned(),
             kind: $kind.to_owned(),
             target_id: $target.to_owned(),
@@ -169,7 +169,7 @@ macro_rules! enqueue {
             created_at: now,
             updated_at: now,
         };
-        sqlx::query(sql::INSERT_TASK)
+        sqlx::query($crate::repo::sql::INSERT_TASK)
             .bind(&task.id)
             .bind(&task.org_id)
             .bind(&task.kind)
@@ -189,17 +189,19 @@ macro_rules! enqueue {
 macro_rules! reserve {
     ($tx:expr, $actor:expr, $idem:expr) => {{
         if let Some(k) = $idem {
-            sqlx::query(sql::INSERT_IDEMPOTENCY)
+            sqlx::query($crate::repo::sql::INSERT_IDEMPOTENCY)
                 .bind($actor.org_id)
                 .bind($actor.user)
                 .bind(&k.key)
                 .bind(&k.request_hash)
                 .bind(0_i64)
                 .bind("")
-                .bind(now_ms())
+                .bind($crate::db::now_ms())
                 .execute(&mut *$tx)
                 .await
-                .map_err(|e| if is_unique_violation(&e) { ControlError::Conflict(IDEMPOTENCY_RACE.into()) } else { e.into() })?;
+                .map_err(
+                    |e| if $crate::db::is_unique_violation(&e) { $crate::ControlError::Conflict($crate::repo::IDEMPOTENCY_RACE.into()) } else { e.into() },
+                )?;
         }
     }};
 }
@@ -208,7 +210,7 @@ macro_rules! reserve {
 macro_rules! remember {
     ($tx:expr, $actor:expr, $idem:expr, $status:expr, $body:expr) => {{
         if let Some(k) = $idem {
-            sqlx::query(sql::REMEMBER_IDEMPOTENCY)
+            sqlx::query($crate::repo::sql::REMEMBER_IDEMPOTENCY)
                 .bind(i64::from($status))
                 .bind($body)
                 .bind($actor.org_id)
@@ -220,6 +222,8 @@ macro_rules! remember {
     }};
 }
 
+pub(crate) use {audit, enqueue, remember, reserve};
+
 /// The message of a create that lost a race on its idempotency key (replayed by the API).
 pub const IDEMPOTENCY_RACE: &str = "a request with this Idempotency-Key is being processed";
 
@@ -229,7 +233,7 @@ pub type Render<'a, T> = &'a (dyn Fn(&T, &Task) -> (u16, String) + Sync);
 #[derive(Debug, Clone)]
 pub struct Repo {
     db: Db,
-    max_attempts: i64,
+    pub(crate) max_attempts: i64,
 }
 
 impl Repo {

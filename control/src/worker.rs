@@ -11,8 +11,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::ControlError;
+use crate::backups::{BackupPolicy, BackupRun, BackupStorage, MasterKey};
 use crate::db::now_ms;
+use crate::manifests::BackupJob;
 use crate::manifests::{self, Manifest, Oidc};
+use crate::model::Workspace;
 use crate::model::{Status, Task};
 use crate::provider::{ProvisionError, Provisioner};
 use crate::repo::{AuditEntry, Repo};
@@ -32,11 +35,24 @@ pub struct WorkerConfig {
     pub max_attempts: u32,
     /// How often the queue is looked at when nothing wakes the worker.
     pub poll_ms: u64,
+    /// How often a backup or restore Job's status is read while it runs.
+    pub job_poll_ms: u64,
+    /// A backup or restore Job still running after this has failed.
+    pub job_timeout_secs: u64,
 }
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        WorkerConfig { concurrency: 4, lease_ms: 60_000, retry_base_ms: 1_000, retry_max_ms: 300_000, max_attempts: 6, poll_ms: 1_000 }
+        WorkerConfig {
+            concurrency: 4,
+            lease_ms: 60_000,
+            retry_base_ms: 1_000,
+            retry_max_ms: 300_000,
+            max_attempts: 6,
+            poll_ms: 1_000,
+            job_poll_ms: 2_000,
+            job_timeout_secs: 6 * 3600,
+        }
     }
 }
 
@@ -81,6 +97,10 @@ pub struct Worker {
     pub config: WorkerConfig,
     /// Notified when a task is queued, so it starts without waiting for the next poll.
     pub wake: Arc<Notify>,
+    /// Seals each workspace's backup data key.
+    pub master_key: MasterKey,
+    /// The image backup and restore Jobs run.
+    pub backup_image: String,
 }
 
 impl Worker {
@@ -162,10 +182,71 @@ impl Worker {
 
     /// Marks the task's target with `status`.
     async fn mark(&self, task: &Task, status: Status, reason: &str) -> Result<(), ControlError> {
-        if task.kind.starts_with("workspace.") {
-            self.repo.set_workspace_status(&task.target_id, status, reason, task).await
-        } else {
-            self.repo.set_project_status(&task.target_id, status, reason).await
+        match task.kind.split('.').next().unwrap_or("") {
+            "workspace" => self.repo.set_workspace_status(&task.target_id, status, reason, task).await,
+            "project" => self.repo.set_project_status(&task.target_id, status, reason).await,
+            "backup_policy" => self.repo.set_policy_status(&task.target_id, status.as_str()).await,
+            _ => match self.repo.run_by_id(&task.target_id).await? {
+                Some((run, policy, _, _)) if run.status == "running" => self.repo.finish_run(&run, &policy, "failed", reason).await.map(|_| ()),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// Applies a backup policy's CronJob (and the data key's Secret when it encrypts).
+    async fn apply_policy(&self, task: &mut Task, policy: &BackupPolicy, ws: &Workspace, storage: &BackupStorage) -> Result<(), ProvisionError> {
+        let job = BackupJob { ws, policy, storage, image: &self.backup_image };
+        let mut all = Vec::new();
+        if policy.encrypted {
+            let key = self.repo.workspace_key(ws, &self.master_key).await.map_err(|e| ProvisionError::new(e.to_string(), true))?;
+            all.push(manifests::backup_key_secret(ws, &key));
+        }
+        all.push(job.cronjob());
+        self.apply_all(task, &all).await
+    }
+
+    /// Creates a run's Job and follows it to its end; expired runs' Jobs are removed.
+    async fn follow_run(&self, task: &mut Task, run: &BackupRun, policy: &BackupPolicy, ws: &Workspace, storage: &BackupStorage) -> Result<(), ProvisionError> {
+        let db = |e: ControlError| ProvisionError::new(e.to_string(), true);
+        let job = BackupJob { ws, policy, storage, image: &self.backup_image };
+        let manifest = job.job(run);
+        let mut all = Vec::new();
+        if policy.encrypted {
+            let key = self.repo.workspace_key(ws, &self.master_key).await.map_err(db)?;
+            all.push(manifests::backup_key_secret(ws, &key));
+        }
+        all.push(manifest.clone());
+        self.apply_all(task, &all).await?;
+        let deadline = now_ms() + (self.config.job_timeout_secs as i64).saturating_mul(1000);
+        loop {
+            let status = self.provisioner.status(&manifest).await?;
+            let Some(status) = status else {
+                if let Some(note) = self.provisioner.note() {
+                    self.repo.finish_run(run, policy, "planned", note).await.map_err(db)?;
+                    return Ok(());
+                }
+                return Err(ProvisionError::new(format!("{}: the Job is gone", manifest.step()), true));
+            };
+            let failed = status["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Failed" && c["status"] == "True"));
+            if status["succeeded"].as_i64().unwrap_or(0) >= 1 {
+                let expired = self.repo.finish_run(run, policy, "succeeded", "").await.map_err(db)?;
+                for old in expired {
+                    self.provisioner.delete(&job.job(&old)).await?;
+                }
+                return Ok(());
+            }
+            if failed {
+                let why = status["conditions"]
+                    .as_array()
+                    .and_then(|c| c.iter().find(|c| c["type"] == "Failed"))
+                    .and_then(|c| c["message"].as_str())
+                    .unwrap_or("the Job failed");
+                return Err(ProvisionError::new(format!("{}: {why}", manifest.step()), false));
+            }
+            if now_ms() > deadline {
+                return Err(ProvisionError::new(format!("{}: still running after {} s", manifest.step(), self.config.job_timeout_secs), false));
+            }
+            tokio::time::sleep(Duration::from_millis(self.config.job_poll_ms.max(10))).await;
         }
     }
 
@@ -205,6 +286,26 @@ impl Worker {
                 let ns: Vec<Manifest> = manifests::project(&ws, &p).into_iter().filter(|m| m.kind == "Namespace").collect();
                 self.delete_all(task, &ns).await?;
                 self.repo.set_project_status(&p.id, Status::Deleted, note).await.map_err(db)
+            }
+            "backup_policy.apply" => {
+                let Some((policy, ws, storage)) = self.repo.policy_by_id(&task.target_id).await.map_err(db)? else { return Ok(()) };
+                if policy.status != "active" {
+                    return Ok(());
+                }
+                self.apply_policy(task, &policy, &ws, &storage).await
+            }
+            "backup_policy.delete" => {
+                let Some((policy, ws, storage)) = self.repo.policy_by_id(&task.target_id).await.map_err(db)? else { return Ok(()) };
+                let cronjob = BackupJob { ws: &ws, policy: &policy, storage: &storage, image: &self.backup_image }.cronjob();
+                self.delete_all(task, &[cronjob]).await?;
+                self.repo.set_policy_status(&policy.id, "deleted").await.map_err(db)
+            }
+            "backup.run" | "backup.restore" => {
+                let Some((run, policy, ws, storage)) = self.repo.run_by_id(&task.target_id).await.map_err(db)? else { return Ok(()) };
+                if run.status != "running" {
+                    return Ok(());
+                }
+                self.follow_run(task, &run, &policy, &ws, &storage).await
             }
             other => Err(ProvisionError::new(format!("unknown task kind `{other}`"), false)),
         }

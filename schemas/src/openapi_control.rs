@@ -87,6 +87,42 @@ pub(crate) fn paths() -> Vec<(&'static str, Value)> {
             }),
         ),
         (
+            "/api/v1/workspaces/{ws}/backup-storages",
+            json!({
+                "get": op("Backup storages of a Dedicated workspace (workspace admins)", vec![ws()], None, ("200", envelope("Storages.", list(&json!({ "$ref": "#/components/schemas/BackupStorage" })))), &["401", "403", "404"]),
+                "post": op("Add a backup storage; credentials stay in the named Secret", vec![ws()],
+                    Some(json!({ "type": "object", "required": ["name", "bucket", "credentials_secret"], "additionalProperties": false, "properties": { "name": { "type": "string" }, "kind": { "enum": ["s3", "gcs"] }, "bucket": { "type": "string" }, "endpoint": { "type": "string" }, "region": { "type": "string" }, "credentials_secret": { "type": "string" } } })),
+                    ("201", envelope("Created.", json!({ "$ref": "#/components/schemas/BackupStorage" }))), &["400", "401", "403", "404", "409"]),
+            }),
+        ),
+        (
+            "/api/v1/workspaces/{ws}/backup-policies",
+            json!({
+                "get": op("Backup policies (403 plan_not_allowed on Shared)", vec![ws()], None, ("200", envelope("Policies.", list(&json!({ "$ref": "#/components/schemas/BackupPolicy" })))), &["401", "403", "404"]),
+                "post": op("Create a policy: a CronJob in the workspace's namespace", vec![ws(), idem()],
+                    Some(json!({ "type": "object", "required": ["name", "storage", "schedule"], "additionalProperties": false, "properties": { "name": { "type": "string" }, "storage": { "type": "string" }, "schedule": { "type": "string", "description": "CronJob schedule: five fields or @daily-style." }, "kind": { "enum": ["full", "incremental", "application"] }, "retention_count": { "type": "integer", "minimum": 1, "maximum": 1000 }, "encrypted": { "type": "boolean", "default": true } } })),
+                    ("201", envelope("Created; applying is `meta.task`.", json!({ "$ref": "#/components/schemas/BackupPolicy" }))), &["400", "401", "403", "404", "409"]),
+            }),
+        ),
+        (
+            "/api/v1/workspaces/{ws}/backup-policies/{policy}",
+            json!({
+                "get": op("A backup policy", vec![ws(), path_param("policy", "Policy name.")], None, ("200", envelope("The policy.", json!({ "$ref": "#/components/schemas/BackupPolicy" }))), &["401", "403", "404"]),
+                "delete": op("Delete a policy and its CronJob (its runs are kept)", vec![ws(), path_param("policy", "Policy name.")], None, ("202", envelope("Deleting.", json!({ "$ref": "#/components/schemas/BackupPolicy" }))), &["401", "403", "404", "409"]),
+            }),
+        ),
+        (
+            "/api/v1/workspaces/{ws}/backup-policies/{policy}/runs",
+            json!({
+                "get": op("Runs of a policy, newest first (200 at most)", vec![ws(), path_param("policy", "Policy name.")], None, ("200", envelope("Runs.", list(&json!({ "$ref": "#/components/schemas/BackupRun" })))), &["401", "403", "404"]),
+                "post": op("Back up now: a Job followed to its end, then retention applied", vec![ws(), path_param("policy", "Policy name.")], None, ("202", envelope("Running; follow `meta.task`.", json!({ "$ref": "#/components/schemas/BackupRun" }))), &["401", "403", "404"]),
+            }),
+        ),
+        (
+            "/api/v1/workspaces/{ws}/backup-runs/{run}/restore",
+            json!({ "post": op("Restore from a succeeded backup (a long operation)", vec![ws(), path_param("run", "Backup run id.")], None, ("202", envelope("Restoring; follow `meta.task`.", json!({ "$ref": "#/components/schemas/BackupRun" }))), &["401", "403", "404", "409"]) }),
+        ),
+        (
             "/api/v1/tasks/{id}",
             json!({ "get": op("A long operation: status, attempts, steps done, last error", vec![path_param("id", "Task id.")], None, ("200", envelope("The task.", json!({ "$ref": "#/components/schemas/Task" }))), &["401", "404"]) }),
         ),

@@ -18,6 +18,7 @@ DELETE removes it (a namespace takes the objects inside it along), and a missing
 Test controls (not part of Kubernetes): POST /_control/rules (replace the rules),
 POST /_control/mode {"mode": "ok" | "error" | "hang"}, GET /_control/stats,
 GET /_control/objects (path -> object), GET /_control/requests (["PATCH /api/v1/…", …]),
+POST /_control/status {"path": …, "status": {…}} (what a controller would write, e.g. a Job's),
 POST /_control/faults [{"method": "PATCH", "path_contains": "resourcequotas", "code": 500,
 "times": 2} | {..., "hang_secs": 30}] (each fault answers `times` matching requests).
 """
@@ -188,6 +189,13 @@ class Handler(BaseHTTPRequestHandler):
             with LOCK:
                 STATE["rules"] = self.body()
             return self.send_json(200, {})
+        if self.path == "/_control/status":
+            req = self.body()
+            with LOCK:
+                obj = STATE["objects"].get(req.get("path"))
+                if obj is not None:
+                    obj["status"] = req.get("status")
+            return self.send_json(200 if obj is not None else 404, {})
         if self.path == "/_control/faults":
             with LOCK:
                 STATE["faults"] = self.body()

@@ -66,6 +66,11 @@ impl FakeKube {
         super::client().get(format!("{}/_control/requests", self.url)).send().await.expect("requests").json().await.expect("json")
     }
 
+    /// Sets an object's `status`, as its controller would.
+    pub async fn set_status(&self, path: &str, status: Value) {
+        self.post("/_control/status", json!({ "path": path, "status": status })).await;
+    }
+
     /// Replaces the injected failures.
     pub async fn set_faults(&self, faults: Value) {
         self.post("/_control/faults", faults).await;
