@@ -155,7 +155,8 @@ async fn control_plane(
         tokio::spawn(worker.run(stop_rx.clone())),
         tokio::spawn(control::worker::relay_audit(repo.clone(), Arc::new(PipelineDelivery(pipeline)), wake_audit.clone(), stop_rx)),
     ];
-    let state = control::api::ControlState { repo, verifier, admin_role: c.admin_role.clone(), wake_worker, wake_audit };
+    let http = control::function_providers::http_client(&c.functions).map_err(anyhow::Error::msg)?;
+    let state = control::api::ControlState { repo, verifier, admin_role: c.admin_role.clone(), wake_worker, wake_audit, http, functions: c.functions.clone() };
     Ok((control::api::router(state), stop_tx, tasks))
 }
 

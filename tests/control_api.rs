@@ -514,3 +514,145 @@ async fn backups_on_dedicated_workspaces_only() {
     assert!(!c.host.objects().await.contains_key(&format!("/apis/batch/v1/namespaces/{ns}/cronjobs/backup-nightly")));
     assert_eq!(call(s, Method::GET, "/api/v1/workspaces/db/backup-policies/nightly", &c.admin, None, &[]).await.0, 404);
 }
+
+/// A function server standing in for Fission's router and Knative's ingress: echoes what it
+/// is sent (and whether a bearer token came along); `/…/slow` never answers in time.
+async fn function_server() -> String {
+    use axum::extract::Path as P;
+    use axum::http::HeaderMap;
+    async fn echo(P((project, function)): P<(String, String)>, headers: HeaderMap, body: String) -> axum::Json<Value> {
+        if function == "slow" {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        let invoked_by = headers.get("x-hexabase-invoked-by").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        axum::Json(
+            json!({ "project": project, "function": function, "got": body, "authorization": headers.contains_key("authorization"), "invoked_by": invoked_by }),
+        )
+    }
+    let app = axum::Router::new().route("/{project}/{function}", axum::routing::post(echo)).route("/kn/{project}/{function}", axum::routing::post(echo));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+/// Functions on Fission (code) and Knative (an image): the exact objects per version, new
+/// versions and rollbacks, invocations recorded, env values never shown, deletion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_deploy_roll_back_invoke_and_delete() {
+    let fn_url = function_server().await;
+    let host = FakeKube::start(&[], json!([]));
+    let vc = FakeKube::start(&[], json!([]));
+    let extra = format!(
+        "{}[control.functions]\nfission_invoke_url = \"{fn_url}/{{project}}/{{function}}\"\nknative_invoke_url = \"{fn_url}/kn/{{project}}/{{function}}\"\ninvoke_timeout_ms = 1000\n",
+        control_toml("", &host, &vc, 3)
+    );
+    let server = Server::start(ServerOptions { extra_toml: extra, ..Default::default() });
+    let admin = token(&server, "alice", "acme", &[], ADMIN);
+    let c = Control { server, host, vc, admin };
+    let s = &c.server;
+    let (_, ws, _) = call(s, Method::POST, "/api/v1/workspaces", &c.admin, Some(json!({ "name": "apps" })), &[]).await;
+    assert_eq!(finished(s, &c.admin, &task_of(&ws)).await["status"], "succeeded");
+    let (_, p, _) = call(s, Method::POST, "/api/v1/workspaces/apps/projects", &c.admin, Some(json!({ "name": "web" })), &[]).await;
+    assert_eq!(finished(s, &c.admin, &task_of(&p)).await["status"], "succeeded");
+    let base = "/api/v1/workspaces/apps/projects/web/functions";
+    let member = token(s, "bob", "acme", &["apps"], &[]);
+
+    let code_v1 = "def main():\n    return 'hello v1'\n";
+    let create = json!({
+        "name": "hello", "runtime": "python", "code": code_v1, "env": { "API_TOKEN": "s3cr3t-value" },
+        "triggers": [{ "kind": "http" }, { "kind": "schedule", "cron": "*/5 * * * *" }, { "kind": "event", "topic": "orders.created" }],
+    });
+    let (status, body, _) = call(s, Method::POST, base, &member, Some(create), &[]).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(finished(s, &c.admin, &task_of(&body)).await["status"], "succeeded");
+    let objects = c.vc.objects().await;
+    let fission = |kind: &str, name: &str| format!("/apis/fission.io/v1/namespaces/web/{kind}/{name}");
+    assert_eq!(object(&objects, &fission("environments", "python"))["spec"]["runtime"]["image"], "ghcr.io/fission/python-env");
+    let package = object(&objects, &fission("packages", "hello-v1"));
+    use base64::Engine;
+    assert_eq!(package["spec"]["deployment"]["literal"], base64::engine::general_purpose::STANDARD.encode(code_v1));
+    let function = object(&objects, &fission("functions", "hello"));
+    assert_eq!(function["spec"]["package"]["packageref"]["name"], "hello-v1");
+    assert_eq!(object(&objects, &fission("httptriggers", "hello-http-0"))["spec"]["relativeurl"], "/web/hello");
+    assert_eq!(object(&objects, &fission("timetriggers", "hello-schedule-1"))["spec"]["cron"], "*/5 * * * *");
+    assert_eq!(object(&objects, &fission("messagequeuetriggers", "hello-event-2"))["spec"]["topic"], "orders.created");
+
+    let (_, got, _) = call(s, Method::GET, &format!("{base}/hello"), &member, None, &[]).await;
+    assert_eq!(got["data"]["versions"][0]["env"], json!(["API_TOKEN"]));
+    assert!(!got.to_string().contains("s3cr3t-value"), "env values are never returned: {got}");
+    assert_eq!(got["data"]["triggers"].as_array().map(Vec::len), Some(3));
+
+    // Invoking: the body goes through, the caller's token does not.
+    let r = client().post(s.url(&format!("{base}/hello/invoke"))).bearer_auth(&member).body("ping").send().await.expect("invoke");
+    assert_eq!(r.status(), 200);
+    let r: Value = r.json().await.expect("json");
+    assert_eq!(r["data"]["invocation"]["status"], "ok", "{r}");
+    let echoed: Value = serde_json::from_str(r["data"]["body"].as_str().expect("body")).expect("echo");
+    assert_eq!(
+        (echoed["got"].as_str(), echoed["authorization"].as_bool(), echoed["invoked_by"].as_str()),
+        (Some("ping"), Some(false), Some("bob")),
+        "{echoed}"
+    );
+
+    // A new version, then back to the first; the Function follows, the Packages stay.
+    let (status, v2, _) =
+        call(s, Method::POST, &format!("{base}/hello/versions"), &member, Some(json!({ "code": "def main():\n    return 'v2'\n" })), &[]).await;
+    assert_eq!((status, v2["data"]["active_version"].as_i64()), (202, Some(2)), "{v2}");
+    assert_eq!(finished(s, &c.admin, &task_of(&v2)).await["status"], "succeeded");
+    assert_eq!(c.vc.objects().await[&fission("functions", "hello")]["spec"]["package"]["packageref"]["name"], "hello-v2");
+    for (to, want) in [(9, (400, "bad_request")), (2, (409, "conflict"))] {
+        let (status, body, _) = call(s, Method::POST, &format!("{base}/hello/rollback"), &member, Some(json!({ "version": to })), &[]).await;
+        assert_eq!((status, body["error"]["code"].as_str().unwrap_or("")), want, "{body}");
+    }
+    let (status, back, _) = call(s, Method::POST, &format!("{base}/hello/rollback"), &member, Some(json!({ "version": 1 })), &[]).await;
+    assert_eq!(status, 202, "{back}");
+    assert_eq!(finished(s, &c.admin, &task_of(&back)).await["status"], "succeeded");
+    let objects = c.vc.objects().await;
+    assert_eq!(objects[&fission("functions", "hello")]["spec"]["package"]["packageref"]["name"], "hello-v1");
+    assert!(objects.contains_key(&fission("packages", "hello-v2")));
+
+    // A function that does not answer in time is recorded as unreachable.
+    let (status, body, _) =
+        call(s, Method::POST, base, &member, Some(json!({ "name": "slow", "runtime": "nodejs", "code": "module.exports = async () => {}" })), &[]).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(finished(s, &c.admin, &task_of(&body)).await["status"], "succeeded");
+    let (status, r, _) = call(s, Method::POST, &format!("{base}/slow/invoke"), &member, Some(json!({})), &[]).await;
+    assert_eq!((status, r["data"]["invocation"]["status"].as_str()), (200, Some("unreachable")), "{r}");
+    let (_, invs, _) = call(s, Method::GET, &format!("{base}/hello/invocations"), &member, None, &[]).await;
+    assert_eq!(
+        (invs["data"][0]["status"].as_str(), invs["data"][0]["version"].as_i64(), invs["data"][0]["invoked_by"].as_str()),
+        (Some("ok"), Some(1), Some("bob")),
+        "{invs}"
+    );
+
+    // Knative: an image as a Service whose revision is the version.
+    let (status, body, _) = call(s, Method::POST, base, &member, Some(json!({ "name": "api", "runtime": "container", "provider": "knative", "image": "ghcr.io/acme/api:1", "triggers": [{ "kind": "schedule", "cron": "@hourly" }] })), &[]).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(finished(s, &c.admin, &task_of(&body)).await["status"], "succeeded");
+    let objects = c.vc.objects().await;
+    let svc = object(&objects, "/apis/serving.knative.dev/v1/namespaces/web/services/api");
+    assert_eq!((svc["spec"]["template"]["metadata"]["name"].as_str(), svc["spec"]["traffic"][0]["percent"].as_i64()), (Some("api-v1"), Some(100)));
+    assert_eq!(object(&objects, "/apis/sources.knative.dev/v1/namespaces/web/pingsources/api-schedule-0")["spec"]["schedule"], "@hourly");
+    let (_, r, _) = call(s, Method::POST, &format!("{base}/api/invoke"), &member, Some(json!({ "x": 1 })), &[]).await;
+    assert_eq!(r["data"]["invocation"]["status"], "ok", "{r}");
+
+    // Refused: mismatched runtime and provider, a stranger, code over the limit.
+    let (status, body, _) =
+        call(s, Method::POST, base, &member, Some(json!({ "name": "bad", "runtime": "python", "provider": "knative", "code": "x" })), &[]).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{body}");
+    let stranger = token(s, "mallory", "acme", &["other"], &[]);
+    assert_eq!(call(s, Method::GET, base, &stranger, None, &[]).await.0, 404);
+    let (status, _, _) = call(s, Method::POST, base, &member, Some(json!({ "name": "big", "runtime": "python", "code": "x".repeat(300_000) })), &[]).await;
+    assert_eq!(status, 400);
+
+    // Deleting removes the function's objects; the shared Environment stays.
+    let (status, d, _) = call(s, Method::DELETE, &format!("{base}/hello"), &member, None, &[]).await;
+    assert_eq!(status, 202, "{d}");
+    assert_eq!(finished(s, &c.admin, &task_of(&d)).await["status"], "succeeded");
+    let objects = c.vc.objects().await;
+    let left: Vec<&String> = objects.keys().filter(|k| k.contains("/fission.io/") && k.contains("hello")).collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(objects.contains_key(&fission("environments", "python")));
+    assert_eq!(call(s, Method::GET, &format!("{base}/hello"), &member, None, &[]).await.0, 404);
+}

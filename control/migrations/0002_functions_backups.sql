@@ -21,6 +21,7 @@ CREATE TABLE function_versions (
     function_id   TEXT NOT NULL REFERENCES functions (id),
     number        BIGINT NOT NULL,
     code          TEXT NOT NULL,
+    image         TEXT NOT NULL,
     entrypoint    TEXT NOT NULL,
     env           TEXT NOT NULL,
     created_by    TEXT NOT NULL,

@@ -45,6 +45,9 @@ pub struct ControlState {
     /// Wakes the worker and the audit relay after a change.
     pub wake_worker: Arc<Notify>,
     pub wake_audit: Arc<Notify>,
+    /// Calls of functions go out through this client.
+    pub http: reqwest::Client,
+    pub functions: crate::function_providers::FunctionsConfig,
 }
 
 pub fn router(state: ControlState) -> Router {
@@ -57,6 +60,7 @@ pub fn router(state: ControlState) -> Router {
         .route("/api/v1/tasks/{id}", get(get_task))
         .route("/api/v1/tasks/{id}/events", get(task_events))
         .merge(crate::api_backups::routes())
+        .merge(crate::api_functions::routes())
         .with_state(state)
 }
 
@@ -102,10 +106,14 @@ pub(crate) fn actor(id: &Identity) -> Actor<'_> {
 }
 
 pub(crate) async fn read_body(body: Body) -> Result<Vec<u8>, ApiError> {
-    axum::body::to_bytes(body, MAX_BODY_BYTES)
+    read_body_up_to(body, MAX_BODY_BYTES).await
+}
+
+pub(crate) async fn read_body_up_to(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    axum::body::to_bytes(body, limit)
         .await
         .map(|b| b.to_vec())
-        .map_err(|_| ApiError::new(ErrorCode::PayloadTooLarge, format!("the body is over {MAX_BODY_BYTES} bytes or was cut off")))
+        .map_err(|_| ApiError::new(ErrorCode::PayloadTooLarge, format!("the body is over {limit} bytes or was cut off")))
 }
 
 pub(crate) fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {

@@ -26,6 +26,7 @@ pub struct ControlConfig {
     pub master_key_file: String,
     /// The image backup and restore Jobs run.
     pub backup_image: String,
+    pub functions: crate::function_providers::FunctionsConfig,
 }
 
 impl Default for ControlConfig {
@@ -39,6 +40,7 @@ impl Default for ControlConfig {
             kubernetes: KubernetesControlConfig::default(),
             master_key_file: String::new(),
             backup_image: "ghcr.io/hexabase/backup-agent:1".into(),
+            functions: Default::default(),
         }
     }
 }

@@ -22,10 +22,13 @@
 
 pub mod api;
 mod api_backups;
+mod api_functions;
 pub mod backups;
 mod config;
 pub mod db;
 mod error;
+pub mod function_providers;
+pub mod functions;
 pub mod manifests;
 pub mod model;
 pub mod provider;

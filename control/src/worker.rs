@@ -13,6 +13,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use crate::ControlError;
 use crate::backups::{BackupPolicy, BackupRun, BackupStorage, MasterKey};
 use crate::db::now_ms;
+use crate::function_providers::runtime_of;
 use crate::manifests::BackupJob;
 use crate::manifests::{self, Manifest, Oidc};
 use crate::model::Workspace;
@@ -186,6 +187,7 @@ impl Worker {
             "workspace" => self.repo.set_workspace_status(&task.target_id, status, reason, task).await,
             "project" => self.repo.set_project_status(&task.target_id, status, reason).await,
             "backup_policy" => self.repo.set_policy_status(&task.target_id, status.as_str()).await,
+            "function" => self.repo.set_function_status(&task.target_id, status.as_str(), reason).await,
             _ => match self.repo.run_by_id(&task.target_id).await? {
                 Some((run, policy, _, _)) if run.status == "running" => self.repo.finish_run(&run, &policy, "failed", reason).await.map(|_| ()),
                 _ => Ok(()),
@@ -286,6 +288,26 @@ impl Worker {
                 let ns: Vec<Manifest> = manifests::project(&ws, &p).into_iter().filter(|m| m.kind == "Namespace").collect();
                 self.delete_all(task, &ns).await?;
                 self.repo.set_project_status(&p.id, Status::Deleted, note).await.map_err(db)
+            }
+            "function.deploy" => {
+                let Some((f, ws)) = self.repo.function_by_id(&task.target_id).await.map_err(db)? else { return Ok(()) };
+                if f.status == "deleting" || f.status == "deleted" {
+                    return Ok(());
+                }
+                let versions = self.repo.versions(&f).await.map_err(db)?;
+                let Some(v) = versions.iter().find(|v| v.number == f.active_version) else {
+                    return Err(ProvisionError::new(format!("function `{}` has no version {}", f.name, f.active_version), false));
+                };
+                let triggers = self.repo.triggers(&f).await.map_err(db)?;
+                self.apply_all(task, &runtime_of(&f.provider).deploy(&ws, &f, v, &triggers)).await?;
+                self.repo.set_function_status(&f.id, "running", note).await.map_err(db)
+            }
+            "function.delete" => {
+                let Some((f, ws)) = self.repo.function_by_id(&task.target_id).await.map_err(db)? else { return Ok(()) };
+                let versions: Vec<i64> = self.repo.versions(&f).await.map_err(db)?.iter().map(|v| v.number).collect();
+                let triggers = self.repo.triggers(&f).await.map_err(db)?;
+                self.delete_all(task, &runtime_of(&f.provider).remove(&ws, &f, &versions, &triggers)).await?;
+                self.repo.set_function_status(&f.id, "deleted", note).await.map_err(db)
             }
             "backup_policy.apply" => {
                 let Some((policy, ws, storage)) = self.repo.policy_by_id(&task.target_id).await.map_err(db)? else { return Ok(()) };

@@ -38,6 +38,10 @@ fn op(summary: &str, params: Vec<Value>, body: Option<Value>, ok: (&str, Value),
     o
 }
 
+fn fn_params() -> Vec<Value> {
+    vec![path_param("ws", "Workspace name."), path_param("project", "Project name."), path_param("function", "Function name.")]
+}
+
 pub(crate) fn paths() -> Vec<(&'static str, Value)> {
     let ws = || path_param("ws", "Workspace name.");
     let page = || vec![query("limit", "1–200, default 50."), query("cursor", "`meta.next_cursor` of the previous page.")];
@@ -121,6 +125,45 @@ pub(crate) fn paths() -> Vec<(&'static str, Value)> {
         (
             "/api/v1/workspaces/{ws}/backup-runs/{run}/restore",
             json!({ "post": op("Restore from a succeeded backup (a long operation)", vec![ws(), path_param("run", "Backup run id.")], None, ("202", envelope("Restoring; follow `meta.task`.", json!({ "$ref": "#/components/schemas/BackupRun" }))), &["401", "403", "404", "409"]) }),
+        ),
+        (
+            "/api/v1/workspaces/{ws}/projects/{project}/functions",
+            json!({
+                "get": op("Functions of a project", vec![ws(), path_param("project", "Project name.")], None, ("200", envelope("Functions.", list(&json!({ "$ref": "#/components/schemas/Function" })))), &["401", "404"]),
+                "post": op("Create a function (version 1 and its triggers) on Fission (code) or Knative (an image)", vec![ws(), path_param("project", "Project name."), idem()],
+                    Some(json!({ "type": "object", "required": ["name", "runtime"], "additionalProperties": false, "properties": {
+                        "name": { "type": "string" }, "runtime": { "enum": ["python", "nodejs", "go", "container"] }, "provider": { "enum": ["fission", "knative"], "default": "fission" },
+                        "code": { "type": "string", "maxLength": 262144 }, "image": { "type": "string" }, "entrypoint": { "type": "string", "default": "main" },
+                        "env": { "type": "object", "additionalProperties": { "type": "string" }, "description": "Values are never returned." },
+                        "triggers": { "type": "array", "items": { "$ref": "#/components/schemas/Trigger" } } } })),
+                    ("201", envelope("Created; deploying is `meta.task`.", json!({ "$ref": "#/components/schemas/Function" }))), &["400", "401", "404", "409", "413"]),
+            }),
+        ),
+        (
+            "/api/v1/workspaces/{ws}/projects/{project}/functions/{function}",
+            json!({
+                "get": op("A function with its versions (env names only) and triggers", fn_params(), None, ("200", envelope("The function.", json!({ "$ref": "#/components/schemas/Function" }))), &["401", "404"]),
+                "delete": op("Delete a function and all of its objects", fn_params(), None, ("202", envelope("Deleting.", json!({ "$ref": "#/components/schemas/Function" }))), &["401", "404", "409"]),
+            }),
+        ),
+        (
+            "/api/v1/workspaces/{ws}/projects/{project}/functions/{function}/versions",
+            json!({ "post": op("Deploy a new version (code or image, entrypoint, env)", fn_params(), Some(json!({ "type": "object", "additionalProperties": false, "properties": { "code": { "type": "string" }, "image": { "type": "string" }, "entrypoint": { "type": "string" }, "env": { "type": "object" } } })),
+                ("202", envelope("Deploying.", json!({ "$ref": "#/components/schemas/Function" }))), &["400", "401", "404", "409"]) }),
+        ),
+        (
+            "/api/v1/workspaces/{ws}/projects/{project}/functions/{function}/rollback",
+            json!({ "post": op("Make an earlier version live again", fn_params(), Some(json!({ "type": "object", "required": ["version"], "additionalProperties": false, "properties": { "version": { "type": "integer" } } })),
+                ("202", envelope("Deploying.", json!({ "$ref": "#/components/schemas/Function" }))), &["400", "401", "404", "409"]) }),
+        ),
+        (
+            "/api/v1/workspaces/{ws}/projects/{project}/functions/{function}/invoke",
+            json!({ "post": op("Call the function with the body (≤ 1 MiB); the call is recorded", fn_params(), None,
+                ("200", envelope("`invocation` (status ok | error | unreachable, http_status, duration_ms), `content_type`, `body`.", json!({ "type": "object" }))), &["401", "404", "409", "413"]) }),
+        ),
+        (
+            "/api/v1/workspaces/{ws}/projects/{project}/functions/{function}/invocations",
+            json!({ "get": op("Recent calls, newest first", { let mut p = fn_params(); p.push(query("limit", "1–200, default 50.")); p }, None, ("200", envelope("Invocations.", json!({ "type": "array" }))), &["400", "401", "404"]) }),
         ),
         (
             "/api/v1/tasks/{id}",
