@@ -239,3 +239,73 @@ impl Adapter {
         text.split_whitespace().map(|v| v.parse::<u64>().with_context(|| format!("{query}: {v}"))).collect()
     }
 }
+
+/// A PostgreSQL server (`initdb` into a temporary directory; run as the `postgres` user when
+/// this runs as root, which PostgreSQL refuses) on a free loopback port.
+pub struct Postgres {
+    pub proc: Guard,
+    pub url: String,
+    _tmp: tempfile::TempDir,
+}
+
+impl Postgres {
+    pub fn start() -> anyhow::Result<Postgres> {
+        let bin = |name: &str| -> PathBuf {
+            let mut v: Vec<PathBuf> =
+                std::fs::read_dir("/usr/lib/postgresql").map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();
+            v.sort();
+            v.last().map(|p| p.join("bin").join(name)).unwrap_or_else(|| PathBuf::from(name))
+        };
+        let root = Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false);
+        let command = |program: PathBuf| {
+            if root {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--"]).arg(program);
+                c
+            } else {
+                Command::new(program)
+            }
+        };
+        let tmp = tempfile::Builder::new().prefix("bench-pg-").tempdir()?;
+        Command::new("chown").args(["-R", "postgres"]).arg(tmp.path()).status()?;
+        let data = tmp.path().join("data");
+        let ok = command(bin("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "--no-sync"])
+            .stdout(Stdio::null())
+            .status()
+            .context("initdb (apt-get install postgresql)")?;
+        if !ok.success() {
+            bail!("initdb failed");
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        // Durable like production (fsync on), on the client core beside the load generator.
+        let child = command(bin("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-k"])
+            .arg(tmp.path())
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let proc = Guard { child, name: "postgres" };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+        loop {
+            let ready = command(bin("psql"))
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-c", "select 1"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            if ready.map(|s| s.success()).unwrap_or(false) {
+                return Ok(Postgres { proc, url, _tmp: tmp });
+            }
+            if Instant::now() > deadline {
+                bail!("postgres did not start");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

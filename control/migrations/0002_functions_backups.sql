@@ -32,6 +32,8 @@ CREATE TABLE function_versions (
 CREATE TABLE function_triggers (
     id            TEXT PRIMARY KEY,
     function_id   TEXT NOT NULL REFERENCES functions (id),
+    -- The trigger's place in the function's list: its objects are named after it.
+    position      BIGINT NOT NULL,
     kind          TEXT NOT NULL,
     spec          TEXT NOT NULL,
     created_at    BIGINT NOT NULL

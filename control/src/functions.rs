@@ -309,10 +309,10 @@ impl Repo {
             sqlx::query("INSERT INTO function_versions (function_id, number, code, image, entrypoint, env, created_by, created_at) VALUES ($1, 1, $2, $3, $4, $5, $6, $7)")
                 .bind(&func.id).bind(&f.code).bind(&f.image).bind(&f.entrypoint).bind(&env).bind(actor.user).bind(now)
                 .execute(&mut *tx).await?;
-            for t in &f.triggers {
+            for (i, t) in f.triggers.iter().enumerate() {
                 let spec = serde_json::to_string(t).map_err(|e| ControlError::Config(e.to_string()))?;
-                sqlx::query("INSERT INTO function_triggers (id, function_id, kind, spec, created_at) VALUES ($1, $2, $3, $4, $5)")
-                    .bind(new_id("trg")).bind(&func.id).bind(t.kind()).bind(spec).bind(now).execute(&mut *tx).await?;
+                sqlx::query("INSERT INTO function_triggers (id, function_id, position, kind, spec, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+                    .bind(new_id("trg")).bind(&func.id).bind(i as i64).bind(t.kind()).bind(spec).bind(now).execute(&mut *tx).await?;
             }
             let task = enqueue!(tx, actor, "function.deploy", &func.id, self.max_attempts);
             audit!(tx, &AuditEntry::new(actor, &ws.name, "function.create", &format!("workspaces/{}/projects/{}/functions/{}", ws.name, project.name, func.name), None, serde_json::to_value(&func).ok()));
@@ -357,7 +357,7 @@ impl Repo {
     }
 
     pub async fn triggers(&self, f: &Function) -> Result<Vec<Trigger>, ControlError> {
-        let specs: Vec<String> = on_db!(self.db(), pool => sqlx::query("SELECT spec FROM function_triggers WHERE function_id = $1 ORDER BY created_at, id")
+        let specs: Vec<String> = on_db!(self.db(), pool => sqlx::query("SELECT spec FROM function_triggers WHERE function_id = $1 ORDER BY position")
             .bind(&f.id).fetch_all(pool).await?.iter().map(|r| r.text("spec")).collect::<Result<_, _>>()?);
         Ok(specs.iter().filter_map(|s| serde_json::from_str(s).ok()).collect())
     }

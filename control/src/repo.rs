@@ -3,7 +3,6 @@
 //! or none of it.
 
 use serde::{Deserialize, Serialize};
-use sqlx::SqlSafeStr;
 
 use crate::db::{Cols, Db, is_unique_violation, new_id, now_ms};
 use crate::model::{Plan, Project, Status, Task, Workspace};
@@ -572,8 +571,26 @@ impl Repo {
              AND status IN ('queued', 'running') AND lease_until < $2 \
              RETURNING id, org_id, kind, target_id, status, attempts, max_attempts, run_after, last_error, steps_done, requested_by, created_at, updated_at";
         debug_assert!(Q.contains(TASK_COLS));
+        // PostgreSQL: concurrent claimers skip the row another is taking instead of queueing
+        // behind its lock and then finding it gone. SQLite has one writer at a time anyway.
+        const PG: &str = "UPDATE tasks SET status = 'running', attempts = attempts + 1, lease_until = $1, updated_at = $2 \
+             WHERE id = (SELECT t.id FROM tasks t WHERE t.status IN ('queued', 'running') AND t.run_after <= $2 AND t.lease_until < $2 \
+                 AND NOT EXISTS (SELECT 1 FROM tasks e WHERE e.target_id = t.target_id AND e.status IN ('queued', 'running') \
+                     AND (e.created_at < t.created_at OR (e.created_at = t.created_at AND e.id < t.id))) \
+                 ORDER BY t.run_after, t.created_at LIMIT 1 FOR UPDATE OF t SKIP LOCKED) \
+             AND status IN ('queued', 'running') AND lease_until < $2 \
+             RETURNING id, org_id, kind, target_id, status, attempts, max_attempts, run_after, last_error, steps_done, requested_by, created_at, updated_at";
         let now = now_ms();
-        Ok(on_db!(&self.db, pool => sqlx::query(Q.into_sql_str()).bind(now + lease_ms).bind(now).fetch_optional(pool).await?.map(|r| task_of(&r)).transpose()?))
+        let row = match &self.db {
+            Db::Postgres(pool) => sqlx::query(PG).bind(now + lease_ms).bind(now).fetch_optional(pool).await?.map(|r| task_of(&r)).transpose()?,
+            Db::Sqlite(pool) => sqlx::query(Q).bind(now + lease_ms).bind(now).fetch_optional(pool).await?.map(|r| task_of(&r)).transpose()?,
+        };
+        Ok(row)
+    }
+
+    /// Tasks queued or running (the backlog).
+    pub async fn unfinished_tasks(&self) -> Result<i64, ControlError> {
+        Ok(on_db!(&self.db, pool => sqlx::query("SELECT COUNT(*) AS n FROM tasks WHERE status IN ('queued', 'running')").fetch_one(pool).await?.int("n")?))
     }
 
     /// Records a finished step and renews the lease.
