@@ -10,6 +10,7 @@ mod authorization;
 mod bad_input;
 mod clickhouse_backend;
 mod control_api;
+mod control_ops;
 mod durability;
 mod ingest_api;
 mod loki_api;

@@ -61,6 +61,7 @@ pub fn router(state: ControlState) -> Router {
         .route("/api/v1/tasks/{id}/events", get(task_events))
         .merge(crate::api_backups::routes())
         .merge(crate::api_functions::routes())
+        .merge(crate::api_groups::routes())
         .with_state(state)
 }
 

@@ -23,16 +23,20 @@
 pub mod api;
 mod api_backups;
 mod api_functions;
+mod api_groups;
 pub mod backups;
 mod config;
 pub mod db;
 mod error;
 pub mod function_providers;
 pub mod functions;
+pub mod groups;
+mod keys;
 pub mod manifests;
 pub mod model;
 pub mod provider;
 pub mod repo;
+mod tasks;
 pub mod worker;
 
 pub use config::ControlConfig;
