@@ -20,6 +20,7 @@ async fn every_documented_path_is_served() {
                 "get" => client().get(server.url(&concrete)),
                 "post" => client().post(server.url(&concrete)),
                 "patch" => client().patch(server.url(&concrete)),
+                "put" => client().put(server.url(&concrete)),
                 "delete" => client().delete(server.url(&concrete)),
                 other => panic!("{path}: method {other} not checked"),
             };

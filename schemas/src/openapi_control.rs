@@ -75,6 +75,26 @@ pub(crate) fn paths() -> Vec<(&'static str, Value)> {
                 ("200", envelope("Groups.", json!({ "type": "object", "properties": { "groups": { "type": "array", "items": { "type": "string" } }, "claim": { "type": "array", "items": { "type": "string" } } } }))), &["401", "404"]) }),
         ),
         (
+            "/api/v1/workspaces/{ws}/groups",
+            json!({
+                "get": op("Groups of the workspace with parents and direct members", vec![ws()], None, ("200", envelope("Groups.", json!({ "type": "array" }))), &["401", "404"]),
+                "post": op("Create a group (workspace admins); its members are in its parent too", vec![ws()],
+                    Some(json!({ "type": "object", "required": ["name"], "additionalProperties": false, "properties": { "name": { "type": "string" }, "parent": { "type": "string", "default": "WSUsers" } } })),
+                    ("201", envelope("Created.", json!({ "type": "object" }))), &["400", "401", "403", "404", "409"]),
+            }),
+        ),
+        (
+            "/api/v1/workspaces/{ws}/groups/{group}",
+            json!({ "delete": op("Delete a group without subgroups (not WSAdmins or WSUsers)", vec![ws(), path_param("group", "Group name.")], None, ("204", json!({ "description": "Deleted." })), &["401", "403", "404", "409"]) }),
+        ),
+        (
+            "/api/v1/workspaces/{ws}/groups/{group}/members/{user}",
+            json!({
+                "put": op("Add a member", vec![ws(), path_param("group", "Group name."), path_param("user", "User (`sub`).")], None, ("204", json!({ "description": "Member." })), &["400", "401", "403", "404"]),
+                "delete": op("Remove a member (WSAdmins keeps at least one)", vec![ws(), path_param("group", "Group name."), path_param("user", "User (`sub`).")], None, ("204", json!({ "description": "Not a member." })), &["401", "403", "404", "409"]),
+            }),
+        ),
+        (
             "/api/v1/workspaces/{ws}/projects",
             json!({
                 "get": op("Projects of a workspace", { let mut p = page(); p.insert(0, ws()); p }, None, ("200", envelope("A page.", list(&project))), &["400", "401", "404"]),
