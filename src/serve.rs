@@ -152,6 +152,7 @@ async fn control_plane(
         backup_image: c.backup_image.clone(),
     };
     let tasks = vec![
+        tokio::spawn(worker.clone().sync_scheduled_runs(stop_rx.clone())),
         tokio::spawn(worker.run(stop_rx.clone())),
         tokio::spawn(control::worker::relay_audit(repo.clone(), Arc::new(PipelineDelivery(pipeline)), wake_audit.clone(), stop_rx)),
     ];

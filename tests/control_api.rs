@@ -24,7 +24,7 @@ pub(crate) struct Control {
 
 pub(crate) fn control_toml(database_url: &str, host: &FakeKube, vc: &FakeKube, max_attempts: u32) -> String {
     format!(
-        "[control]\ndatabase_url = \"{database_url}\"\n[control.worker]\nretry_base_ms = 50\nretry_max_ms = 200\nmax_attempts = {max_attempts}\nlease_ms = 1500\npoll_ms = 50\njob_poll_ms = 50\n\
+        "[control]\ndatabase_url = \"{database_url}\"\n[control.worker]\nretry_base_ms = 50\nretry_max_ms = 200\nmax_attempts = {max_attempts}\nlease_ms = 1500\npoll_ms = 50\njob_poll_ms = 50\nsync_secs = 1\n\
          [control.kubernetes]\nhost_url = \"{}\"\nhost_token_file = \"{}\"\nworkspace_url = \"{}\"\nworkspace_token_file = \"{}\"\ntimeout_ms = 3000\n",
         host.url,
         host.token_file.display(),

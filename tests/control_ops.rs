@@ -122,6 +122,23 @@ async fn backups_on_dedicated_workspaces_only() {
     c.host.set_status(&job, json!({ "succeeded": 1 })).await;
     assert_eq!(finished(s, &c.admin, &task_of(&body)).await["status"], "succeeded");
 
+    // A run the CronJob starts on its schedule is recorded from its Job, and counts for retention.
+    let scheduled = "backup-nightly-29123456";
+    let job = format!("/apis/batch/v1/namespaces/{ns}/jobs/{scheduled}");
+    let template = c.host.objects().await[&format!("/apis/batch/v1/namespaces/{ns}/cronjobs/backup-nightly")]["spec"]["jobTemplate"].clone();
+    c.host.apply(&job, json!({ "apiVersion": "batch/v1", "kind": "Job", "metadata": { "name": scheduled, "namespace": ns, "labels": template["metadata"]["labels"] }, "spec": template["spec"] })).await;
+    let runs_of = || async { call(s, Method::GET, "/api/v1/workspaces/db/backup-policies/nightly/runs", &c.admin, None, &[]).await.1 };
+    let find = |list: &Value, id: &str| list["data"].as_array().and_then(|a| a.iter().find(|r| r["id"] == id)).cloned();
+    eventually(20, "the scheduled run recorded", || async {
+        find(&runs_of().await, scheduled).is_some_and(|r| r["status"] == "running" && r["trigger"] == "schedule")
+    })
+    .await;
+    c.host.set_status(&job, json!({ "succeeded": 1 })).await;
+    eventually(20, "the scheduled run finished", || async { find(&runs_of().await, scheduled).is_some_and(|r| r["status"] == "succeeded") }).await;
+    let list = runs_of().await;
+    assert_eq!(find(&list, &runs[1]).map(|r| r["status"].clone()), Some(json!("expired")), "{list}");
+    assert_eq!(find(&list, &runs[2]).map(|r| r["status"].clone()), Some(json!("succeeded")), "{list}");
+
     // The key is never in the audit log; deleting the policy removes its CronJob.
     let auditor = token(s, "carol", "acme", &[], &["auditor"]);
     eventually(20, "backup changes in the audit log", || async {

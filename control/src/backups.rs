@@ -468,6 +468,58 @@ impl Repo {
         Ok(Some((run, policy, ws, storage)))
     }
 
+    /// Every active policy of every workspace, with its workspace and storage (for the sync of
+    /// scheduled runs).
+    pub async fn active_policies(&self) -> Result<Vec<(BackupPolicy, Workspace, BackupStorage)>, ControlError> {
+        let ids: Vec<String> = on_db!(self.db(), pool => sqlx::query("SELECT id FROM backup_policies WHERE status = 'active' ORDER BY id LIMIT 10000")
+            .fetch_all(pool).await?.iter().map(|r| r.text("id")).collect::<Result<_, _>>()?);
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(found) = self.policy_by_id(&id).await? {
+                out.push(found);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records a run the CronJob started (`id` = its Job's name) in the state its Job is in.
+    /// Returns the run when this call saw it finish (so retention can follow), else `None`.
+    pub async fn record_scheduled_run(
+        &self,
+        policy: &BackupPolicy,
+        ws: &Workspace,
+        id: &str,
+        location: &str,
+        status: &str,
+        error: &str,
+    ) -> Result<Option<BackupRun>, ControlError> {
+        let now = now_ms();
+        let before: Option<String> = on_db!(self.db(), pool => sqlx::query("SELECT status FROM backup_runs WHERE id = $1").bind(id).fetch_optional(pool).await?.map(|r| r.text("status")).transpose()?);
+        if before.as_deref().is_some_and(|b| b != "running") {
+            return Ok(None);
+        }
+        on_db!(self.db(), pool => {
+            sqlx::query("INSERT INTO backup_runs (id, policy_id, workspace_id, status, trigger_kind, location, error, started_at, finished_at) VALUES ($1, $2, $3, $4, 'schedule', $5, $6, $7, $8) \
+                 ON CONFLICT (id) DO UPDATE SET status = excluded.status, error = excluded.error, finished_at = excluded.finished_at")
+                .bind(id).bind(&policy.id).bind(&ws.id).bind(status).bind(location).bind(error).bind(now).bind(if status == "running" { 0 } else { now })
+                .execute(pool).await?;
+        });
+        if status == "running" {
+            return Ok(None);
+        }
+        Ok(Some(BackupRun {
+            id: id.to_owned(),
+            policy: policy.name.clone(),
+            policy_id: policy.id.clone(),
+            status: status.to_owned(),
+            trigger: "schedule".into(),
+            location: location.to_owned(),
+            error: error.to_owned(),
+            started_at: now,
+            finished_at: now,
+        }))
+    }
+
     /// Ends a run; after a successful backup, runs beyond the policy's retention are expired
     /// (oldest first) and returned, so their Jobs can be removed.
     pub async fn finish_run(&self, run: &BackupRun, policy: &BackupPolicy, status: &str, error: &str) -> Result<Vec<BackupRun>, ControlError> {

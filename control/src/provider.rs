@@ -38,6 +38,9 @@ pub trait Provisioner: Send + Sync + 'static {
     /// The object's `status` as the API server has it; `None` when it does not exist or when
     /// nothing is really applied (plan only).
     fn status<'a>(&'a self, m: &'a Manifest) -> BoxFuture<'a, Result<Option<serde_json::Value>, ProvisionError>>;
+    /// The objects of `m`'s kind in its namespace that carry the labels of `selector`
+    /// (`k=v,k2=v2`); empty when nothing is really applied.
+    fn list<'a>(&'a self, m: &'a Manifest, selector: &'a str) -> BoxFuture<'a, Result<Vec<serde_json::Value>, ProvisionError>>;
     /// Shown in a finished task's status reason when nothing is really applied.
     fn note(&self) -> Option<&'static str> {
         None
@@ -64,6 +67,9 @@ impl Provisioner for PlanOnly {
     }
     fn status<'a>(&'a self, _m: &'a Manifest) -> BoxFuture<'a, Result<Option<serde_json::Value>, ProvisionError>> {
         Box::pin(async { Ok(None) })
+    }
+    fn list<'a>(&'a self, _m: &'a Manifest, _selector: &'a str) -> BoxFuture<'a, Result<Vec<serde_json::Value>, ProvisionError>> {
+        Box::pin(async { Ok(Vec::new()) })
     }
     fn note(&self) -> Option<&'static str> {
         Some("no Kubernetes configured (control.kubernetes): manifests rendered, not applied")
@@ -185,6 +191,14 @@ impl Provisioner for KubeProvisioner {
 
     fn status<'a>(&'a self, m: &'a Manifest) -> BoxFuture<'a, Result<Option<serde_json::Value>, ProvisionError>> {
         Box::pin(self.get_status(m))
+    }
+
+    fn list<'a>(&'a self, m: &'a Manifest, selector: &'a str) -> BoxFuture<'a, Result<Vec<serde_json::Value>, ProvisionError>> {
+        Box::pin(async move {
+            let api = self.api(m)?;
+            let list = api.list(&kube::api::ListParams::default().labels(selector)).await.map_err(|e| kube_error(m, e))?;
+            Ok(list.items.into_iter().filter_map(|o| serde_json::to_value(o).ok()).collect())
+        })
     }
 }
 

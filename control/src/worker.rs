@@ -40,6 +40,8 @@ pub struct WorkerConfig {
     pub job_poll_ms: u64,
     /// A backup or restore Job still running after this has failed.
     pub job_timeout_secs: u64,
+    /// How often the Jobs that backup CronJobs started are read and recorded as runs.
+    pub sync_secs: u64,
 }
 
 impl Default for WorkerConfig {
@@ -53,6 +55,7 @@ impl Default for WorkerConfig {
             poll_ms: 1_000,
             job_poll_ms: 2_000,
             job_timeout_secs: 6 * 3600,
+            sync_secs: 60,
         }
     }
 }
@@ -135,6 +138,61 @@ impl Worker {
                 _ = stop.changed() => {}
             }
         }
+    }
+
+    /// Records the runs backup CronJobs start (their Jobs, by label) until `stop`: new ones as
+    /// `running`, finished ones with their outcome, then retention as for manual runs.
+    pub async fn sync_scheduled_runs(self, mut stop: watch::Receiver<bool>) {
+        loop {
+            if let Err(e) = self.sync_once().await {
+                tracing::warn!(error = %e, "recording scheduled backup runs failed");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(self.config.sync_secs.max(1))) => {}
+                _ = stop.changed() => {}
+            }
+            if *stop.borrow() {
+                return;
+            }
+        }
+    }
+
+    async fn sync_once(&self) -> Result<(), ProvisionError> {
+        let db = |e: ControlError| ProvisionError::new(e.to_string(), true);
+        for (policy, ws, storage) in self.repo.active_policies().await.map_err(db)? {
+            let jobs = BackupJob { ws: &ws, policy: &policy, storage: &storage, image: &self.backup_image };
+            let template = jobs.cronjob();
+            let locator = Manifest { kind: "Job", plural: "jobs", ..template };
+            let selector = format!("hexabase.io/backup-policy={}", policy.name);
+            for job in self.provisioner.list(&locator, &selector).await? {
+                let name = job["metadata"]["name"].as_str().unwrap_or("");
+                // Runs started here (manual, restore) are followed by their own task.
+                if name.is_empty() || name.starts_with("brun-") || job["metadata"]["labels"]["hexabase.io/backup-run"].is_string() {
+                    continue;
+                }
+                let status = &job["status"];
+                let failed = status["conditions"]
+                    .as_array()
+                    .and_then(|c| c.iter().find(|c| c["type"] == "Failed" && c["status"] == "True"))
+                    .map(|c| c["message"].as_str().unwrap_or("the Job failed").to_owned());
+                let outcome = if status["succeeded"].as_i64().unwrap_or(0) >= 1 {
+                    "succeeded"
+                } else if failed.is_some() {
+                    "failed"
+                } else {
+                    "running"
+                };
+                let args = job["spec"]["template"]["spec"]["containers"][0]["args"].as_array().cloned().unwrap_or_default();
+                let location = args.iter().filter_map(|a| a.as_str()).find_map(|a| a.strip_prefix("--location=")).unwrap_or("").to_owned();
+                let finished = self.repo.record_scheduled_run(&policy, &ws, name, &location, outcome, failed.as_deref().unwrap_or("")).await.map_err(db)?;
+                if let Some(run) = finished.filter(|r| r.status == "succeeded") {
+                    for old in self.repo.finish_run(&run, &policy, "succeeded", "").await.map_err(db)? {
+                        self.provisioner.delete(&jobs.job(&old)).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn execute(&self, mut task: Task) {

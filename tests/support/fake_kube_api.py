@@ -29,6 +29,7 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
 
 STATE = {"rules": [], "namespaces": [], "token": "", "mode": "ok", "reviews": 0, "lists": 0, "last_review": None,
          "objects": {}, "requests": [], "faults": [], "version": 0}
@@ -147,7 +148,14 @@ class Handler(BaseHTTPRequestHandler):
                 STATE["lists"] += 1
                 items = [{"metadata": {"name": n, "uid": "uid-" + n, "resourceVersion": "1"}, "status": {"phase": "Active"}} for n in STATE["namespaces"]]
             return self.send_json(200, {"kind": "NamespaceList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items + children})
-        if children:
+        segs = [x for x in path.split("/") if x]
+        collection = (segs[:1] == ["api"] and len(segs) in (3, 5)) or (segs[:1] == ["apis"] and len(segs) in (4, 6))
+        if children or collection:
+            query = parse_qs(urlparse(self.path).query)
+            for sel in ",".join(query.get("labelSelector", [])).split(","):
+                if "=" in sel:
+                    k, v = sel.split("=", 1)
+                    children = [o for o in children if (o.get("metadata", {}).get("labels") or {}).get(k) == v]
             return self.send_json(200, {"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": str(STATE["version"])}, "items": children})
         self.send_json(404, status(404, "NotFound", "the server could not find the requested resource"))
 

@@ -66,6 +66,19 @@ impl FakeKube {
         super::client().get(format!("{}/_control/requests", self.url)).send().await.expect("requests").json().await.expect("json")
     }
 
+    /// Creates an object as a controller in the cluster would (server-side apply).
+    pub async fn apply(&self, path: &str, body: Value) {
+        let r = super::client()
+            .patch(format!("{}{path}?fieldManager=test&force=true", self.url))
+            .bearer_auth(KUBE_TOKEN)
+            .header("content-type", "application/apply-patch+yaml")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("apply");
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+
     /// Sets an object's `status`, as its controller would.
     pub async fn set_status(&self, path: &str, status: Value) {
         self.post("/_control/status", json!({ "path": path, "status": status })).await;
