@@ -143,7 +143,7 @@ async fn control_plane(
     let (stop_tx, stop_rx) = watch::channel(false);
     let worker = control::worker::Worker {
         repo: repo.clone(),
-        provisioner,
+        provisioner: provisioner.clone(),
         oidc: control::manifests::Oidc { issuer, client_id: c.oidc_client_id.clone() },
         config: c.worker.clone(),
         wake: wake_worker.clone(),
@@ -157,7 +157,16 @@ async fn control_plane(
         tokio::spawn(control::worker::relay_audit(repo.clone(), Arc::new(PipelineDelivery(pipeline)), wake_audit.clone(), stop_rx)),
     ];
     let http = control::function_providers::http_client(&c.functions).map_err(anyhow::Error::msg)?;
-    let state = control::api::ControlState { repo, verifier, admin_role: c.admin_role.clone(), wake_worker, wake_audit, http, functions: c.functions.clone() };
+    let state = control::api::ControlState {
+        repo,
+        verifier,
+        admin_role: c.admin_role.clone(),
+        wake_worker,
+        wake_audit,
+        provisioner,
+        http,
+        functions: c.functions.clone(),
+    };
     Ok((control::api::router(state), stop_tx, tasks))
 }
 

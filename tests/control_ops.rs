@@ -296,3 +296,54 @@ async fn functions_deploy_roll_back_invoke_and_delete() {
     assert!(objects.contains_key(&fission("environments", "python")));
     assert_eq!(call(s, Method::GET, &format!("{base}/hello"), &member, None, &[]).await.0, 404);
 }
+
+/// A project's CronJobs, read from the vCluster, and their executions, recorded so that the
+/// history outlives the Jobs Kubernetes cleans up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cronjob_history_outlives_its_jobs() {
+    let c = start("", 3);
+    let s = &c.server;
+    let (_, ws, _) = call(s, Method::POST, "/api/v1/workspaces", &c.admin, Some(json!({ "name": "apps" })), &[]).await;
+    assert_eq!(finished(s, &c.admin, &task_of(&ws)).await["status"], "succeeded");
+    let (_, p, _) = call(s, Method::POST, "/api/v1/workspaces/apps/projects", &c.admin, Some(json!({ "name": "web" })), &[]).await;
+    assert_eq!(finished(s, &c.admin, &task_of(&p)).await["status"], "succeeded");
+    let base = "/apis/batch/v1/namespaces/web";
+    c.vc.apply(&format!("{base}/cronjobs/report"), json!({ "apiVersion": "batch/v1", "kind": "CronJob", "metadata": { "name": "report", "namespace": "web" }, "spec": { "schedule": "0 * * * *", "jobTemplate": {} }, "status": { "lastScheduleTime": "2026-12-01T10:00:00Z" } })).await;
+    let owned = json!([{ "apiVersion": "batch/v1", "kind": "CronJob", "name": "report", "uid": "u1" }]);
+    for (name, owner, status) in [
+        ("report-100", owned.clone(), json!({ "startTime": "2026-12-01T09:00:00Z", "completionTime": "2026-12-01T09:00:07Z", "succeeded": 1 })),
+        (
+            "report-101",
+            owned.clone(),
+            json!({ "startTime": "2026-12-01T10:00:00Z", "failed": 1, "conditions": [{ "type": "Failed", "status": "True", "message": "BackoffLimitExceeded" }] }),
+        ),
+        ("other-1", json!([{ "kind": "CronJob", "name": "other" }]), json!({ "succeeded": 1 })),
+    ] {
+        let path = format!("{base}/jobs/{name}");
+        c.vc.apply(
+            &path,
+            json!({ "apiVersion": "batch/v1", "kind": "Job", "metadata": { "name": name, "namespace": "web", "ownerReferences": owner }, "spec": {} }),
+        )
+        .await;
+        c.vc.set_status(&path, status).await;
+    }
+    let member = token(s, "bob", "acme", &["apps"], &[]);
+    let (status, list, _) = call(s, Method::GET, "/api/v1/workspaces/apps/projects/web/cronjobs", &member, None, &[]).await;
+    assert_eq!((status, list["data"][0]["name"].as_str(), list["data"][0]["schedule"].as_str()), (200, Some("report"), Some("0 * * * *")), "{list}");
+    let history = "/api/v1/workspaces/apps/projects/web/cronjobs/report/executions";
+    let (_, first, _) = call(s, Method::GET, history, &member, None, &[]).await;
+    let want = json!([
+        { "job": "report-101", "status": "failed", "started": "2026-12-01T10:00:00Z", "finished": "", "message": "BackoffLimitExceeded" },
+        { "job": "report-100", "status": "succeeded", "started": "2026-12-01T09:00:00Z", "finished": "2026-12-01T09:00:07Z" },
+    ]);
+    assert_eq!(first["data"], want, "{first}");
+    // Kubernetes cleans the Jobs up; the history stays.
+    for name in ["report-100", "report-101"] {
+        let r = client().delete(format!("{}{base}/jobs/{name}", c.vc.url)).bearer_auth(crate::support::kube::KUBE_TOKEN).send().await.expect("delete");
+        assert!(r.status().is_success());
+    }
+    let (_, later, _) = call(s, Method::GET, history, &member, None, &[]).await;
+    assert_eq!(later["data"], want);
+    let stranger = token(s, "mallory", "acme", &["other"], &[]);
+    assert_eq!(call(s, Method::GET, history, &stranger, None, &[]).await.0, 404);
+}

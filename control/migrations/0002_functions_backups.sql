@@ -105,13 +105,18 @@ CREATE TABLE backup_runs (
 );
 CREATE INDEX backup_runs_by_policy ON backup_runs (policy_id, started_at);
 
+-- What the workload CronJobs of a project ran: kept here once seen, so the history outlives
+-- the Jobs Kubernetes cleans up.
 CREATE TABLE cronjob_executions (
-    id            TEXT PRIMARY KEY,
     workspace_id  TEXT NOT NULL,
+    project       TEXT NOT NULL,
     cronjob       TEXT NOT NULL,
+    job           TEXT NOT NULL,
     status        TEXT NOT NULL,
-    started_at    BIGINT NOT NULL,
-    finished_at   BIGINT NOT NULL DEFAULT 0,
-    message       TEXT NOT NULL DEFAULT ''
+    started       TEXT NOT NULL DEFAULT '',
+    finished      TEXT NOT NULL DEFAULT '',
+    message       TEXT NOT NULL DEFAULT '',
+    recorded_at   BIGINT NOT NULL,
+    PRIMARY KEY (workspace_id, project, job)
 );
-CREATE INDEX cronjob_executions_by_job ON cronjob_executions (workspace_id, cronjob, started_at);
+CREATE INDEX cronjob_executions_by_job ON cronjob_executions (workspace_id, project, cronjob, recorded_at);

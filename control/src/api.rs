@@ -45,6 +45,8 @@ pub struct ControlState {
     /// Wakes the worker and the audit relay after a change.
     pub wake_worker: Arc<Notify>,
     pub wake_audit: Arc<Notify>,
+    /// Reads from workspaces' API servers (CronJobs and their Jobs).
+    pub provisioner: Arc<dyn crate::provider::Provisioner>,
     /// Calls of functions go out through this client.
     pub http: reqwest::Client,
     pub functions: crate::function_providers::FunctionsConfig,
@@ -62,6 +64,7 @@ pub fn router(state: ControlState) -> Router {
         .merge(crate::api_backups::routes())
         .merge(crate::api_functions::routes())
         .merge(crate::api_groups::routes())
+        .merge(crate::cronjobs::routes())
         .with_state(state)
 }
 

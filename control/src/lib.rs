@@ -26,6 +26,7 @@ mod api_functions;
 mod api_groups;
 pub mod backups;
 mod config;
+pub mod cronjobs;
 pub mod db;
 mod error;
 pub mod function_providers;

@@ -186,6 +186,16 @@ pub(crate) fn paths() -> Vec<(&'static str, Value)> {
             json!({ "get": op("Recent calls, newest first", { let mut p = fn_params(); p.push(query("limit", "1–200, default 50.")); p }, None, ("200", envelope("Invocations.", json!({ "type": "array" }))), &["400", "401", "404"]) }),
         ),
         (
+            "/api/v1/workspaces/{ws}/projects/{project}/cronjobs",
+            json!({ "get": op("The project's CronJobs, read from the workspace's vCluster", vec![ws(), path_param("project", "Project name.")], None,
+                ("200", envelope("CronJobs: name, schedule, suspend, last_schedule_time, active.", json!({ "type": "array" }))), &["401", "404", "503"]) }),
+        ),
+        (
+            "/api/v1/workspaces/{ws}/projects/{project}/cronjobs/{cronjob}/executions",
+            json!({ "get": op("What the CronJob ran, newest first: each Job seen is recorded, so the history outlives the Jobs", vec![ws(), path_param("project", "Project name."), path_param("cronjob", "CronJob name.")], None,
+                ("200", envelope("Executions: job, status (running | succeeded | failed), started, finished, message.", json!({ "type": "array" }))), &["401", "404", "503"]) }),
+        ),
+        (
             "/api/v1/tasks/{id}",
             json!({ "get": op("A long operation: status, attempts, steps done, last error", vec![path_param("id", "Task id.")], None, ("200", envelope("The task.", json!({ "$ref": "#/components/schemas/Task" }))), &["401", "404"]) }),
         ),
