@@ -15,8 +15,17 @@ use crate::support::{Server, ServerOptions, client, eventually};
 /// storage's credentials and the sealed workspace key as Secrets, manual runs followed to
 /// their Job's end, retention expiring the oldest, a restore as its own operation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backups_on_dedicated_workspaces_only() {
-    let c = start("", 2);
+async fn backups_on_dedicated_workspaces_only_on_sqlite() {
+    backups(&start("", 2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_on_dedicated_workspaces_only_on_postgres() {
+    let pg = crate::support::postgres::Postgres::start();
+    backups(&start(&pg.url(), 2)).await;
+}
+
+async fn backups(c: &Control) {
     let s = &c.server;
     for (name, plan) in [("small", "shared"), ("db", "dedicated")] {
         let (_, body, _) = call(s, Method::POST, "/api/v1/workspaces", &c.admin, Some(json!({ "name": name, "plan": plan })), &[]).await;
@@ -179,13 +188,23 @@ async fn function_server() -> String {
 /// Functions on Fission (code) and Knative (an image): the exact objects per version, new
 /// versions and rollbacks, invocations recorded, env values never shown, deletion.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn functions_deploy_roll_back_invoke_and_delete() {
+async fn functions_deploy_roll_back_invoke_and_delete_on_sqlite() {
+    functions("").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_deploy_roll_back_invoke_and_delete_on_postgres() {
+    let pg = crate::support::postgres::Postgres::start();
+    functions(&pg.url()).await;
+}
+
+async fn functions(database_url: &str) {
     let fn_url = function_server().await;
     let host = FakeKube::start(&[], json!([]));
     let vc = FakeKube::start(&[], json!([]));
     let extra = format!(
         "{}[control.functions]\nfission_invoke_url = \"{fn_url}/{{project}}/{{function}}\"\nknative_invoke_url = \"{fn_url}/kn/{{project}}/{{function}}\"\ninvoke_timeout_ms = 1000\n",
-        control_toml("", &host, &vc, 3)
+        control_toml(database_url, &host, &vc, 3)
     );
     let server = Server::start(ServerOptions { extra_toml: extra, ..Default::default() });
     let admin = token(&server, "alice", "acme", &[], ADMIN);

@@ -292,6 +292,8 @@ impl Repo {
             reserve!(tx, actor, idem);
             sqlx::query(sql::UPSERT_ORG).bind(actor.org_id).bind(now).execute(&mut *tx).await?;
             sqlx::query(sql::UPSERT_USER).bind(actor.user).bind(now).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO members (org_id, user_id, role, created_at) VALUES ($1, $2, 'admin', $3) ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role")
+                .bind(actor.org_id).bind(actor.user).bind(now).execute(&mut *tx).await?;
             sqlx::query("INSERT INTO workspaces (id, org_id, name, plan, status, version, created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $7)")
                 .bind(&ws.id).bind(&ws.org_id).bind(&ws.name).bind(plan.as_str()).bind(ws.status.as_str()).bind(&ws.created_by).bind(now)
                 .execute(&mut *tx).await
