@@ -28,23 +28,29 @@ pub struct Execution {
     pub message: String,
 }
 
+/// How a Job ended, from its `status`: `succeeded`, `failed` (with the Failed condition's
+/// message) or still `running`.
+pub fn job_outcome(status: &Value) -> (&'static str, String) {
+    let failed = status["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == "Failed" && c["status"] == "True"));
+    if status["succeeded"].as_i64().unwrap_or(0) >= 1 {
+        ("succeeded", String::new())
+    } else if let Some(c) = failed {
+        ("failed", c["message"].as_str().unwrap_or("the Job failed").to_owned())
+    } else {
+        ("running", String::new())
+    }
+}
+
 /// What a Job object says about its run.
 pub fn execution_of(job: &Value) -> Execution {
     let status = &job["status"];
-    let failed = status["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == "Failed" && c["status"] == "True"));
-    let outcome = if status["succeeded"].as_i64().unwrap_or(0) >= 1 {
-        "succeeded"
-    } else if failed.is_some() {
-        "failed"
-    } else {
-        "running"
-    };
+    let (outcome, message) = job_outcome(status);
     Execution {
         job: job["metadata"]["name"].as_str().unwrap_or("").to_owned(),
         status: outcome.into(),
         started: status["startTime"].as_str().unwrap_or("").to_owned(),
         finished: status["completionTime"].as_str().unwrap_or("").to_owned(),
-        message: failed.and_then(|c| c["message"].as_str()).unwrap_or("").to_owned(),
+        message,
     }
 }
 

@@ -170,21 +170,10 @@ impl Worker {
                 if name.is_empty() || name.starts_with("brun-") || job["metadata"]["labels"]["hexabase.io/backup-run"].is_string() {
                     continue;
                 }
-                let status = &job["status"];
-                let failed = status["conditions"]
-                    .as_array()
-                    .and_then(|c| c.iter().find(|c| c["type"] == "Failed" && c["status"] == "True"))
-                    .map(|c| c["message"].as_str().unwrap_or("the Job failed").to_owned());
-                let outcome = if status["succeeded"].as_i64().unwrap_or(0) >= 1 {
-                    "succeeded"
-                } else if failed.is_some() {
-                    "failed"
-                } else {
-                    "running"
-                };
+                let (outcome, error) = crate::cronjobs::job_outcome(&job["status"]);
                 let args = job["spec"]["template"]["spec"]["containers"][0]["args"].as_array().cloned().unwrap_or_default();
                 let location = args.iter().filter_map(|a| a.as_str()).find_map(|a| a.strip_prefix("--location=")).unwrap_or("").to_owned();
-                let finished = self.repo.record_scheduled_run(&policy, &ws, name, &location, outcome, failed.as_deref().unwrap_or("")).await.map_err(db)?;
+                let finished = self.repo.record_scheduled_run(&policy, &ws, name, &location, outcome, &error).await.map_err(db)?;
                 if let Some(run) = finished.filter(|r| r.status == "succeeded") {
                     for old in self.repo.finish_run(&run, &policy, "succeeded", "").await.map_err(db)? {
                         self.provisioner.delete(&jobs.job(&old)).await?;
@@ -287,21 +276,16 @@ impl Worker {
                 }
                 return Err(ProvisionError::new(format!("{}: the Job is gone", manifest.step()), true));
             };
-            let failed = status["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Failed" && c["status"] == "True"));
-            if status["succeeded"].as_i64().unwrap_or(0) >= 1 {
-                let expired = self.repo.finish_run(run, policy, "succeeded", "").await.map_err(db)?;
-                for old in expired {
-                    self.provisioner.delete(&job.job(&old)).await?;
+            match crate::cronjobs::job_outcome(&status) {
+                ("succeeded", _) => {
+                    let expired = self.repo.finish_run(run, policy, "succeeded", "").await.map_err(db)?;
+                    for old in expired {
+                        self.provisioner.delete(&job.job(&old)).await?;
+                    }
+                    return Ok(());
                 }
-                return Ok(());
-            }
-            if failed {
-                let why = status["conditions"]
-                    .as_array()
-                    .and_then(|c| c.iter().find(|c| c["type"] == "Failed"))
-                    .and_then(|c| c["message"].as_str())
-                    .unwrap_or("the Job failed");
-                return Err(ProvisionError::new(format!("{}: {why}", manifest.step()), false));
+                ("failed", why) => return Err(ProvisionError::new(format!("{}: {why}", manifest.step()), false)),
+                _ => {}
             }
             if now_ms() > deadline {
                 return Err(ProvisionError::new(format!("{}: still running after {} s", manifest.step(), self.config.job_timeout_secs), false));
