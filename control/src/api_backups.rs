@@ -10,8 +10,8 @@ use axum::routing::{get, post};
 use schemas::ApiError;
 use serde_json::json;
 
-use crate::api::{Answer, ControlState, actor, create_once, envelope, idempotency, parse, read_body, task_meta};
 use crate::backups::{BackupPolicy, NewPolicy, NewStorage, require_dedicated};
+use crate::http::{Answer, ControlState, actor, create_once, envelope, idempotency, parse, read_body, task_meta};
 use crate::model::{Task, Workspace};
 
 pub(crate) fn routes() -> Router<ControlState> {

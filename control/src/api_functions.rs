@@ -13,10 +13,10 @@ use schemas::{ApiError, ErrorCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::{Answer, ControlState, actor, create_once, envelope, idempotency, parse, read_body_up_to, task_meta};
 use crate::db::{new_id, now_ms};
 use crate::function_providers::runtime_of;
 use crate::functions::{Function, Invocation, MAX_CODE_BYTES, NewFunction, NewVersion};
+use crate::http::{Answer, ControlState, actor, create_once, envelope, idempotency, parse, read_body_up_to, task_meta};
 use crate::model::{Project, Task, Workspace};
 
 /// Bodies of function calls at most, both ways.

@@ -10,7 +10,7 @@ use axum::routing::{delete, get, put};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api::{Answer, ControlState, actor, envelope, parse, read_body};
+use crate::http::{Answer, ControlState, actor, envelope, parse, read_body};
 
 pub(crate) fn routes() -> Router<ControlState> {
     Router::new()

@@ -9,8 +9,8 @@ use axum::routing::get;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::api::{Answer, ControlState, envelope};
 use crate::db::{Cols, now_ms};
+use crate::http::{Answer, ControlState, envelope};
 use crate::manifests::{Cluster, Manifest};
 use crate::model::{Project, Workspace};
 use crate::repo::Repo;

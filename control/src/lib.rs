@@ -32,6 +32,7 @@ mod error;
 pub mod function_providers;
 pub mod functions;
 pub mod groups;
+mod http;
 mod keys;
 pub mod manifests;
 pub mod model;
