@@ -15,10 +15,7 @@ use std::time::Instant;
 use auth::{Identity, TenantScope};
 use schemas::{ApiError, AuditRecord};
 
-/// Where audit records go. `record` must not block.
-pub trait AuditSink: Send + Sync + 'static {
-    fn record(&self, record: AuditRecord);
-}
+pub use schemas::AuditSink;
 
 /// Keeps records in memory (tests, and servers with no pipeline).
 #[derive(Default)]

@@ -28,4 +28,4 @@ mod openapi_control;
 pub mod records;
 
 pub use error::{ApiError, ErrorCode};
-pub use records::{AuditRecord, LogRecord, MetricSample, Rows, Severity, SystemRecord, Table};
+pub use records::{AuditRecord, AuditSink, LogRecord, MetricSample, Rows, Severity, SystemRecord, Table};

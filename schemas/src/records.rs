@@ -174,6 +174,12 @@ pub struct AuditRecord {
     pub attributes: Vec<(String, String)>,
 }
 
+/// Where audit records go (the binary hands them to the ingest pipeline, durable in the
+/// write-ahead log). `record` must not block: a sink that does I/O hands the record on.
+pub trait AuditSink: Send + Sync + 'static {
+    fn record(&self, record: AuditRecord);
+}
+
 /// A log line of the platform itself.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SystemRecord {
