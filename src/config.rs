@@ -34,6 +34,8 @@ pub struct Config {
     pub prometheus: query::prom::PrometheusConfig,
     /// Workspaces, projects and their operations.
     pub control: control::ControlConfig,
+    /// The AI assistant: model providers, budgets, redaction.
+    pub assistant: aiops::AssistantConfig,
 }
 
 impl Default for Config {
@@ -50,6 +52,7 @@ impl Default for Config {
             query: query::QueryLimits::default(),
             prometheus: query::prom::PrometheusConfig::default(),
             control: control::ControlConfig::default(),
+            assistant: aiops::AssistantConfig::default(),
         }
     }
 }

@@ -100,8 +100,8 @@ pub fn development_token(config: &Config, claims: &auth::DevClaims) -> anyhow::R
     Ok(issuer.mint(claims)?)
 }
 
-/// The query side: token verification, authorisation and the dashboard API.
-fn query_router(config: &Config, listen: SocketAddr, store: Arc<dyn Store>, audit: Arc<dyn query::audit::AuditSink>) -> anyhow::Result<Router> {
+/// The query side's state: token verification, authorisation, storage, limits, audit.
+fn query_state(config: &Config, listen: SocketAddr, store: Arc<dyn Store>, audit: Arc<dyn query::audit::AuditSink>) -> anyhow::Result<query::QueryState> {
     let settings = config.auth.validate(&config.data_dir).map_err(anyhow::Error::msg)?;
     if matches!(settings.mode, auth::IssuerMode::Development { .. }) && !listen.ip().is_loopback() {
         bail!("auth.issuer: not set, so the development issuer would be used; a server listening beyond loopback needs an OIDC issuer");
@@ -116,7 +116,7 @@ fn query_router(config: &Config, listen: SocketAddr, store: Arc<dyn Store>, audi
     let gate = auth::Gate::new(authorizer, settings.operator_role.clone(), settings.audit_roles.clone());
     let verifier = auth::TokenVerifier::new(settings).map_err(|e| anyhow::anyhow!("auth: {e}"))?;
     let prometheus = query::prom::Upstream::new(&config.prometheus).map_err(anyhow::Error::msg)?;
-    Ok(query::router(query::QueryState::new(verifier, gate, store, config.query.clone()).with_audit(audit).with_prometheus(prometheus)))
+    Ok(query::QueryState::new(verifier, gate, store, config.query.clone()).with_audit(audit).with_prometheus(prometheus))
 }
 
 /// The control plane: its database (migrated here), REST API, task worker and audit relay.
@@ -124,7 +124,7 @@ async fn control_plane(
     config: &Config,
     listen: SocketAddr,
     pipeline: Pipeline,
-) -> anyhow::Result<(Router, watch::Sender<bool>, Vec<tokio::task::JoinHandle<()>>)> {
+) -> anyhow::Result<(Router, control::repo::Repo, watch::Sender<bool>, Vec<tokio::task::JoinHandle<()>>)> {
     let c = &config.control;
     c.validate().map_err(anyhow::Error::msg)?;
     let url = c.database_url(&config.data_dir);
@@ -167,7 +167,28 @@ async fn control_plane(
         http,
         functions: c.functions.clone(),
     };
-    Ok((control::api::router(state), stop_tx, tasks))
+    let repo = state.repo.clone();
+    Ok((control::api::router(state), repo, stop_tx, tasks))
+}
+
+/// The assistant: its models, the sandbox's gate (audited into the same pipeline) and the chat
+/// API; tools read through the query service as the asking user.
+fn assistant_router(config: &Config, queries: query::QueryState, repo: control::repo::Repo, audit: Arc<dyn schemas::AuditSink>) -> anyhow::Result<Router> {
+    let a = &config.assistant;
+    let models = aiops::Models::from_config(a).map_err(anyhow::Error::msg)?;
+    let settings = config.auth.validate(&config.data_dir).map_err(anyhow::Error::msg)?;
+    let verifier = Arc::new(auth::TokenVerifier::new(settings).map_err(|e| anyhow::anyhow!("auth: {e}"))?);
+    let gate = Arc::new(sandbox::ToolGate::new(sandbox::Redactor::new(a.redaction), Some(audit)));
+    let state = aiops::api::AssistantState {
+        verifier,
+        models,
+        gate,
+        queries: query::agent::AgentQueries::new(queries),
+        control: Some(repo),
+        admin_role: config.control.admin_role.clone(),
+        config: Arc::new(a.clone()),
+    };
+    Ok(aiops::api::router(state))
 }
 
 /// The control plane's audit outbox is relayed into the same pipeline; a record leaves the
@@ -274,12 +295,10 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(|| async { axum::Json(schemas::openapi::document()) }))
         .with_state(Ops { pipeline: pipeline.clone(), registry });
-    let (control_router, control_stop, control_tasks) = control_plane(&config, listen, pipeline.clone()).await?;
-    let app = ingest::http::router(state.clone())
-        .merge(query_router(&config, listen, store.clone(), Arc::new(PipelineAudit(pipeline.clone())))?)
-        .merge(control_router)
-        .merge(ops)
-        .fallback(not_found);
+    let (control_router, control_repo, control_stop, control_tasks) = control_plane(&config, listen, pipeline.clone()).await?;
+    let queries = query_state(&config, listen, store.clone(), Arc::new(PipelineAudit(pipeline.clone())))?;
+    let assistant = assistant_router(&config, queries.clone(), control_repo, Arc::new(PipelineAudit(pipeline.clone())))?;
+    let app = ingest::http::router(state.clone()).merge(query::router(queries)).merge(control_router).merge(assistant).merge(ops).fallback(not_found);
 
     let main_listener = TcpListener::bind(listen).await.with_context(|| format!("listen: cannot bind {listen}"))?;
     let main_addr = main_listener.local_addr()?;

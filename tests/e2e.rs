@@ -5,6 +5,7 @@
 
 mod support;
 
+mod assistant_api;
 mod audit_api;
 mod authorization;
 mod bad_input;

@@ -18,8 +18,11 @@ use crate::ControlError;
 
 /// The migrations, in order. Applied once each and recorded (`_sqlx_migrations`), so running
 /// them again is a no-op; a changed file that was already applied is refused.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "workspaces", include_str!("../migrations/0001_workspaces.sql")), (2, "functions_backups", include_str!("../migrations/0002_functions_backups.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "workspaces", include_str!("../migrations/0001_workspaces.sql")),
+    (2, "functions_backups", include_str!("../migrations/0002_functions_backups.sql")),
+    (3, "conversations", include_str!("../migrations/0003_conversations.sql")),
+];
 
 /// An open pool on one of the two databases.
 #[derive(Clone, Debug)]

@@ -50,6 +50,21 @@ impl Repo {
         Ok(out.into_iter().collect())
     }
 
+    /// The workspace `name` if `id` may see it, with the caller's groups in it: organisation
+    /// admins (`admin_role`) see all of their organisation's, members those their token names
+    /// or whose groups they are in. Anything else is `NotFound`, exactly like a missing one.
+    pub async fn visible_workspace(&self, id: &auth::Identity, admin_role: &str, name: &str) -> Result<(Workspace, Vec<String>), ControlError> {
+        let hidden = || ControlError::NotFound { kind: "workspace", name: name.to_owned() };
+        crate::model::check_name("workspace", name, 40).map_err(|_| hidden())?;
+        let ws = self.workspace(id.org_id(), name).await?;
+        // Admins and members the token names see it without asking the groups.
+        if id.has_role(admin_role) || id.workspaces().contains(name) {
+            return Ok((ws, Vec::new()));
+        }
+        let groups = self.groups_of(&ws.id, id.user()).await?;
+        if groups.is_empty() { Err(hidden()) } else { Ok((ws, groups)) }
+    }
+
     /// The workspace's groups with their parents and direct members, by name.
     pub async fn groups(&self, ws: &Workspace) -> Result<Vec<Group>, ControlError> {
         let rows: Vec<(String, String, Option<String>)> = on_db!(self.db(), pool => sqlx::query("SELECT g.id, g.name, p.name AS parent FROM workspace_groups g LEFT JOIN workspace_groups p ON p.id = g.parent_id WHERE g.workspace_id = $1 ORDER BY g.name")

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use crate::ControlError;
-use crate::model::{Task, Workspace, check_name};
+use crate::model::{Task, Workspace};
 use crate::repo::{Actor, IDEMPOTENCY_RACE, IdempotencyKey, Repo, Stored};
 
 /// Request bodies larger than this are refused (they are a few fields).
@@ -53,15 +53,7 @@ impl ControlState {
     /// The workspace if the caller may see it: organisation admins see all of their
     /// organisation's, members those their token names or whose groups they are in.
     pub(crate) async fn visible(&self, id: &Identity, name: &str) -> Result<(Workspace, Vec<String>), ApiError> {
-        let hidden = || ApiError::from(ControlError::NotFound { kind: "workspace", name: name.to_owned() });
-        check_name("workspace", name, 40).map_err(|_| hidden())?;
-        let ws = self.repo.workspace(id.org_id(), name).await?;
-        // Admins and members the token names see it without asking the groups.
-        if self.is_admin(id) || id.workspaces().contains(name) {
-            return Ok((ws, Vec::new()));
-        }
-        let groups = self.repo.groups_of(&ws.id, id.user()).await?;
-        if groups.is_empty() { Err(hidden()) } else { Ok((ws, groups)) }
+        Ok(self.repo.visible_workspace(id, &self.admin_role, name).await?)
     }
 
     pub(crate) async fn workspace_admin(&self, id: &Identity, name: &str) -> Result<Workspace, ApiError> {

@@ -26,6 +26,7 @@ mod api_functions;
 mod api_groups;
 pub mod backups;
 mod config;
+pub mod conversations;
 pub mod cronjobs;
 pub mod db;
 mod error;

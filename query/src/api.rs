@@ -92,13 +92,17 @@ pub(crate) fn line_json(l: &LogRecord, m: &Matcher) -> Value {
 }
 
 async fn search(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
-    let (state, raw) = (&state, raw.as_deref());
+    let id = state.identify(&headers).await?;
+    Ok(Json(search_as(&state, &id, raw.as_deref()).await?))
+}
+
+/// The log search of `raw` (the dashboard's parameters) as `id`, audited.
+pub(crate) async fn search_as(state: &QueryState, id: &Identity, raw: Option<&str>) -> Result<Value, ApiError> {
     let started = Instant::now();
     let p = Params::parse(raw)?;
-    let id = state.identify(&headers).await?;
-    let body = state
+    state
         .audited(
-            &id,
+            id,
             "logs.search",
             raw.unwrap_or(""),
             async {
@@ -106,7 +110,7 @@ async fn search(State(state): State<QueryState>, headers: HeaderMap, RawQuery(ra
                 if limit == 0 || limit > state.limits.max_lines {
                     return Err(ApiError::new(ErrorCode::LimitExceeded, format!("`limit` must be 1..={}", state.limits.max_lines)));
                 }
-                let (q, matcher) = log_search(state, &id, &p, limit).await?;
+                let (q, matcher) = log_search(state, id, &p, limit).await?;
                 let _slot = state.slot(id.user())?;
                 let lines = with_timeout(state, state.store.search(&q)).await?;
                 let next = (lines.len() == limit).then(|| next_cursor(q.cursor, &lines)).flatten();
@@ -121,19 +125,22 @@ async fn search(State(state): State<QueryState>, headers: HeaderMap, RawQuery(ra
             },
             |v| v["lines"].as_array().map_or(0, |a| a.len() as u64),
         )
-        .await?;
-    Ok(Json(body))
+        .await
 }
 
 async fn histogram(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
-    let p = Params::parse(raw.as_deref())?;
     let id = state.identify(&headers).await?;
-    let body = state
-        .audited(&id, "logs.histogram", raw.as_deref().unwrap_or(""), histogram_body(&state, &id, &p), |v| {
+    Ok(Json(histogram_as(&state, &id, raw.as_deref()).await?))
+}
+
+/// The histogram of `raw` as `id`, audited.
+pub(crate) async fn histogram_as(state: &QueryState, id: &Identity, raw: Option<&str>) -> Result<Value, ApiError> {
+    let p = Params::parse(raw)?;
+    state
+        .audited(id, "logs.histogram", raw.unwrap_or(""), histogram_body(state, id, &p), |v| {
             v["totals"].as_object().map_or(0, |t| t.values().filter_map(Value::as_u64).sum())
         })
-        .await?;
-    Ok(Json(body))
+        .await
 }
 
 async fn histogram_body(state: &QueryState, id: &Identity, p: &Params) -> Result<Value, ApiError> {

@@ -31,6 +31,13 @@ impl AuditSink for MemoryAudit {
 
 tokio::task_local! {
     static COVERED: RefCell<BTreeSet<String>>;
+    static INITIATED_BY: &'static str;
+}
+
+/// Runs `f` with every audit record it writes saying `initiated_by = agent`: the assistant's
+/// tool calls go through the same handlers as the user's own queries, on the user's identity.
+pub async fn as_agent<F: Future>(f: F) -> F::Output {
+    INITIATED_BY.scope("agent", f).await
 }
 
 /// Notes the workspaces a scope covers, for the request's audit record.
@@ -91,6 +98,7 @@ pub struct Pending {
 
 impl Pending {
     pub fn start(sink: Option<&Arc<dyn AuditSink>>, req: &Request<'_>) -> Pending {
+        let initiated_by = INITIATED_BY.try_with(|i| *i).unwrap_or(req.initiated_by);
         let mut query = req.query.to_owned();
         if query.len() > MAX_QUERY_CHARS {
             let mut end = MAX_QUERY_CHARS;
@@ -104,7 +112,7 @@ impl Pending {
             started: Instant::now(),
             org_id: req.id.org_id().to_owned(),
             actor: req.id.user().to_owned(),
-            initiated_by: req.initiated_by.to_owned(),
+            initiated_by: initiated_by.to_owned(),
             action: req.action.to_owned(),
             query,
         }

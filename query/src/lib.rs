@@ -14,6 +14,7 @@
 //! query; [`patterns`] groups lines into templates; [`prom`] serves Grafana's Prometheus
 //! datasource, each query scoped before it reaches the upstream server.
 
+pub mod agent;
 pub mod api;
 pub mod audit;
 pub mod logql;

@@ -83,6 +83,21 @@ pub struct CallOutcome {
     pub duration_ms: u64,
 }
 
+/// Whether a call may run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Admission {
+    Go { timeout: Duration },
+    Refused(String),
+}
+
+/// What became of an admitted (or refused) call.
+#[derive(Debug)]
+pub enum Ran {
+    Done(Result<Value, ToolError>),
+    TimedOut(Duration),
+    Refused(String),
+}
+
 /// A tool failed in a way the model may be told about (permission denied, bad arguments).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
@@ -115,6 +130,19 @@ impl ToolGate {
         F: Future<Output = Result<Value, ToolError>>,
     {
         let started = Instant::now();
+        let ran = match self.admit(turn, name, class, args) {
+            Admission::Refused(why) => Ran::Refused(why),
+            Admission::Go { timeout } => match tokio::time::timeout(timeout, exec).await {
+                Err(_) => Ran::TimedOut(timeout),
+                Ok(r) => Ran::Done(r),
+            },
+        };
+        self.complete(turn, name, id, args, ran, started)
+    }
+
+    /// The checks before a call: counts it against the turn's budgets when it may run, and
+    /// says how long it may take.
+    pub fn admit(&self, turn: &mut Turn, name: &str, class: ToolClass, args: &Value) -> Admission {
         let key = format!("{name}\u{0}{args}");
         let refusal = if class == ToolClass::Write {
             Some("this tool changes the cluster and needs the user's approval, which this conversation has not given; describe the change instead".to_owned())
@@ -129,37 +157,41 @@ impl ToolGate {
         } else {
             None
         };
-        let (status, body, summary) = match refusal {
-            Some(why) => ("refused", why.clone(), format!("refused: {why}")),
-            None => {
-                turn.total += 1;
-                *turn.calls.entry(name.to_owned()).or_default() += 1;
-                turn.seen.insert(key);
-                let limit = Duration::from_millis(turn.budgets.call_timeout_ms).min(turn.remaining());
-                match tokio::time::timeout(limit, exec).await {
-                    Err(_) => ("error", format!("the call ran past {} ms and was stopped; narrow it", limit.as_millis()), "timed out".to_owned()),
-                    Ok(Err(e)) => ("error", e.0.clone(), format!("error: {}", e.0)),
-                    Ok(Ok(value)) => {
-                        let text = value.to_string();
-                        let max = turn.budgets.max_output_bytes;
-                        if text.len() > max {
-                            let mut cut = max;
-                            while !text.is_char_boundary(cut) {
-                                cut -= 1;
-                            }
-                            let more = text.len() - cut;
-                            (
-                                "truncated",
-                                format!(
-                                    "{}\n[truncated: {more} bytes more than the {max}-byte limit; narrow the query (a shorter time range, a filter, a lower limit)]",
-                                    &text[..cut]
-                                ),
-                                format!("{} bytes, cut at {max}", text.len()),
-                            )
-                        } else {
-                            ("ok", text.clone(), format!("{} bytes", text.len()))
-                        }
+        if let Some(why) = refusal {
+            return Admission::Refused(why);
+        }
+        turn.total += 1;
+        *turn.calls.entry(name.to_owned()).or_default() += 1;
+        turn.seen.insert(key);
+        Admission::Go { timeout: Duration::from_millis(turn.budgets.call_timeout_ms).min(turn.remaining()) }
+    }
+
+    /// After a call (or its refusal): the result bounded, redacted and framed for the model,
+    /// and the audit record written.
+    pub fn complete(&self, turn: &Turn, name: &str, id: &str, args: &Value, ran: Ran, started: Instant) -> CallOutcome {
+        let (status, body, summary) = match ran {
+            Ran::Refused(why) => ("refused", why.clone(), format!("refused: {why}")),
+            Ran::TimedOut(limit) => ("error", format!("the call ran past {} ms and was stopped; narrow it", limit.as_millis()), "timed out".to_owned()),
+            Ran::Done(Err(e)) => ("error", e.0.clone(), format!("error: {}", e.0)),
+            Ran::Done(Ok(value)) => {
+                let text = value.to_string();
+                let max = turn.budgets.max_output_bytes;
+                if text.len() > max {
+                    let mut cut = max;
+                    while !text.is_char_boundary(cut) {
+                        cut -= 1;
                     }
+                    let more = text.len() - cut;
+                    (
+                        "truncated",
+                        format!(
+                            "{}\n[truncated: {more} bytes more than the {max}-byte limit; narrow the query (a shorter time range, a filter, a lower limit)]",
+                            &text[..cut]
+                        ),
+                        format!("{} bytes, cut at {max}", text.len()),
+                    )
+                } else {
+                    ("ok", text.clone(), format!("{} bytes", text.len()))
                 }
             }
         };

@@ -17,5 +17,5 @@ pub mod channel;
 pub mod gate;
 pub mod redact;
 
-pub use gate::{Budgets, CallOutcome, ToolClass, ToolError, ToolGate, Turn};
+pub use gate::{Admission, Budgets, CallOutcome, Ran, ToolClass, ToolError, ToolGate, Turn};
 pub use redact::{RedactionConfig, Redactor};

@@ -6,6 +6,7 @@
 
 pub mod fixtures;
 pub mod kube;
+pub mod llm;
 pub mod postgres;
 
 use std::collections::BTreeMap;

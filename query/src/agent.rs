@@ -1,0 +1,59 @@
+//! The query service as the assistant's tools call it: the same handlers, scopes, limits and
+//! audit records as the dashboard's own requests, on the identity of the user the assistant
+//! serves (never its own), with `initiated_by = agent`. The tools pass the dashboard's
+//! parameters (`workspace`, `project`, `level`, `q`, `since`, `limit`, …), so every tenant the
+//! model names is checked by the same `Gate`.
+
+use auth::Identity;
+use schemas::ApiError;
+use serde_json::{Value, json};
+
+use crate::audit::as_agent;
+use crate::state::QueryState;
+
+#[derive(Clone)]
+pub struct AgentQueries {
+    state: QueryState,
+}
+
+impl AgentQueries {
+    pub fn new(state: QueryState) -> AgentQueries {
+        AgentQueries { state }
+    }
+
+    fn raw(params: &[(&str, String)]) -> String {
+        serde_urlencoded::to_string(params).unwrap_or_default()
+    }
+
+    /// `GET /api/v1/logs/search` with `params`.
+    pub async fn search(&self, id: &Identity, params: &[(&str, String)]) -> Result<Value, ApiError> {
+        let raw = Self::raw(params);
+        as_agent(crate::api::search_as(&self.state, id, Some(&raw))).await
+    }
+
+    /// `GET /api/v1/logs/histogram` with `params`.
+    pub async fn histogram(&self, id: &Identity, params: &[(&str, String)]) -> Result<Value, ApiError> {
+        let raw = Self::raw(params);
+        as_agent(crate::api::histogram_as(&self.state, id, Some(&raw))).await
+    }
+
+    /// The search's lines grouped into templates with counts, most frequent first (at most
+    /// `top`), each with one example line.
+    pub async fn patterns(&self, id: &Identity, params: &[(&str, String)], top: usize) -> Result<Value, ApiError> {
+        let found = self.search(id, params).await?;
+        let lines: Vec<&str> = found["lines"].as_array().map(|a| a.iter().filter_map(|l| l["message"].as_str()).collect()).unwrap_or_default();
+        let mut groups: std::collections::HashMap<String, (u64, &str)> = std::collections::HashMap::new();
+        for l in &lines {
+            let e = groups.entry(crate::patterns::template(l)).or_insert((0, l));
+            e.0 += 1;
+        }
+        let mut out: Vec<(String, (u64, &str))> = groups.into_iter().collect();
+        out.sort_by(|a, b| b.1.0.cmp(&a.1.0).then_with(|| a.0.cmp(&b.0)));
+        out.truncate(top);
+        Ok(json!({
+            "lines_read": lines.len(),
+            "patterns": out.iter().map(|(p, (n, ex))| json!({ "pattern": p, "count": n, "example": ex })).collect::<Vec<_>>(),
+            "from": found["from"], "to": found["to"], "workspaces": found["workspaces"],
+        }))
+    }
+}

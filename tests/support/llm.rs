@@ -1,0 +1,53 @@
+//! The scripted model server (`scripted_llm.py`): the OpenAI and Ollama wire formats, replies
+//! from a script the test sets, and a record of every request it was sent.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub struct ScriptedModel {
+    child: Child,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl ScriptedModel {
+    pub fn start() -> ScriptedModel {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port_file = dir.path().join("port");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/scripted_llm.py");
+        let mut child = Command::new("python3").arg(script).arg("--port-file").arg(&port_file).stdout(Stdio::null()).spawn().expect("python3");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(port) = std::fs::read_to_string(&port_file).ok().and_then(|p| p.trim().parse::<u16>().ok()) {
+                return ScriptedModel { child, url: format!("http://127.0.0.1:{port}"), _dir: dir };
+            }
+            assert!(child.try_wait().expect("wait").is_none(), "scripted model server exited");
+            assert!(Instant::now() < deadline, "scripted model server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub async fn script(&self, replies: Value) {
+        let r = super::client().post(format!("{}/_control/script", self.url)).json(&replies).send().await.expect("script");
+        assert!(r.status().is_success());
+    }
+
+    /// Every request body, in order.
+    pub async fn requests(&self) -> Vec<Value> {
+        let v: Vec<Value> = super::client().get(format!("{}/_control/requests", self.url)).send().await.expect("requests").json().await.expect("json");
+        v.into_iter().map(|r| r["body"].clone()).collect()
+    }
+
+    pub async fn stats(&self) -> Value {
+        super::client().get(format!("{}/_control/stats", self.url)).send().await.expect("stats").json().await.expect("json")
+    }
+}
+
+impl Drop for ScriptedModel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
