@@ -243,9 +243,9 @@ mod tests {
     }
 
     async fn identity() -> Arc<Identity> {
-        let dir = std::env::temp_dir().join(format!("sandbox-test-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let settings = auth::AuthConfig::default().validate(&dir).expect("settings");
+        // A development issuer of its own per test (tests run at once).
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let settings = auth::AuthConfig::default().validate(tmp.path()).expect("settings");
         let auth::IssuerMode::Development { secret_file } = &settings.mode else { panic!("development issuer") };
         let issuer = auth::DevIssuer::load_or_create(secret_file, &settings.audience).expect("issuer");
         let claims = auth::DevClaims {
