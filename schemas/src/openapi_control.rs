@@ -196,6 +196,25 @@ pub(crate) fn paths() -> Vec<(&'static str, Value)> {
                 ("200", envelope("Executions: job, status (running | succeeded | failed), started, finished, message.", json!({ "type": "array" }))), &["401", "404", "503"]) }),
         ),
         (
+            "/api/v1/ai/chat",
+            json!({ "post": op("Ask the assistant: the turn streams as server-sent events (`conversation`, `text`, `tool_call`, `tool_result`, `answer` with citations and notes, `error`); closing the stream cancels it", vec![],
+                Some(json!({ "type": "object", "required": ["message"], "additionalProperties": false, "properties": {
+                    "message": { "type": "string", "maxLength": 8000 }, "conversation_id": { "type": "string" },
+                    "workspace": { "type": "string", "description": "What the user is looking at (a default for the tools, not a grant)." }, "project": { "type": "string" } } })),
+                ("200", json!({ "description": "text/event-stream.", "content": { "text/event-stream": { "schema": { "type": "string" } } } })), &["400", "401", "403", "404", "413", "503"]) }),
+        ),
+        (
+            "/api/v1/ai/conversations",
+            json!({ "get": op("The caller's conversations, newest first", vec![], None, ("200", envelope("Conversations.", json!({ "type": "array" }))), &["401"]) }),
+        ),
+        (
+            "/api/v1/ai/conversations/{id}",
+            json!({
+                "get": op("A conversation's messages (tool results shown by size only)", vec![path_param("id", "Conversation id.")], None, ("200", envelope("The conversation.", json!({ "type": "object" }))), &["401", "404"]),
+                "delete": op("Delete a conversation", vec![path_param("id", "Conversation id.")], None, ("204", json!({ "description": "Deleted." })), &["401", "404"]),
+            }),
+        ),
+        (
             "/api/v1/tasks/{id}",
             json!({ "get": op("A long operation: status, attempts, steps done, last error", vec![path_param("id", "Task id.")], None, ("200", envelope("The task.", json!({ "$ref": "#/components/schemas/Task" }))), &["401", "404"]) }),
         ),
