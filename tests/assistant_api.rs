@@ -159,7 +159,7 @@ async fn the_model_cannot_reach_another_tenant_or_tools_not_offered() {
     let reqs = model.requests().await;
     let seen = reqs[1].to_string();
     assert!(!seen.contains("SECRET-OF-WS-B"), "another workspace's lines reached the model");
-    assert!(seen.contains("there is no tool `shell.exec`"), "{seen}");
+    assert!(seen.contains("there is no tool `shell.exec` in this conversation"), "{seen}");
     assert!(seen.contains("no argument `org_id`"), "{seen}");
     assert!(seen.contains("at most 100 are returned"), "the clamp is told: {seen}");
     let notes = answer(&events)["notes"].to_string();
@@ -290,4 +290,63 @@ async fn conversations_are_kept_per_user_and_bad_input_is_refused() {
         let (status, events) = chat(&server, tok, body.clone()).await;
         assert_eq!((status, events[0].1["error"]["code"].as_str().unwrap_or("")), want, "{body}: {events:?}");
     }
+}
+
+/// The Kubernetes tools read the workspace's API server as the user (impersonated), so its
+/// RBAC decides; Secrets are never read; env values and secrets in logs are masked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_tools_act_as_the_user() {
+    use crate::support::kube::FakeKube;
+    let kube = FakeKube::start(&[], json!([{ "user": "alice", "groups": [], "namespaces": ["shop"] }]));
+    let model = ScriptedModel::start();
+    let extra = format!("[[auth.kubernetes.workspaces]]\nworkspace = \"ws-a\"\nurl = \"{}\"\ntoken_file = \"{}\"\n", kube.url, kube.token_file.display());
+    let server =
+        Server::start(ServerOptions { extra_toml: format!("{}{extra}", assistant_toml(&model, "openai", true, "tools_offered = 8")), ..Default::default() });
+    let pod = json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "cart-1", "namespace": "shop" },
+        "spec": { "containers": [{ "name": "app", "image": "cart:1.4", "env": [{ "name": "DB_PASSWORD", "value": "hunter2" }] }] },
+        "status": { "phase": "Running", "containerStatuses": [{ "name": "app", "restartCount": 7, "state": { "waiting": { "reason": "CrashLoopBackOff" } } }] } });
+    kube.apply("/api/v1/namespaces/shop/pods/cart-1", pod.clone()).await;
+    kube.set_status("/api/v1/namespaces/shop/pods/cart-1", pod["status"].clone()).await;
+    kube.apply("/api/v1/namespaces/shop/events/cart-1.1", json!({ "apiVersion": "v1", "kind": "Event", "metadata": { "name": "cart-1.1", "namespace": "shop" },
+        "involvedObject": { "kind": "Pod", "name": "cart-1" }, "reason": "BackOff", "type": "Warning", "message": "Back-off restarting failed container app", "count": 12, "lastTimestamp": "2026-12-01T10:00:00Z" })).await;
+    kube.apply("/api/v1/namespaces/admin/pods/vault-0", json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "vault-0", "namespace": "admin" } }))
+        .await;
+    kube.set_pod_log(
+        "/api/v1/namespaces/shop/pods/cart-1/log",
+        "starting cart\nconnecting to postgres://cart:hunter2@db:5432/cart\npanic: connection refused\n",
+    )
+    .await;
+    let alice = token(&server, "alice", "acme", &["ws-a"], &[]);
+    model
+        .script(json!([
+            { "tool_calls": [
+                { "name": "k8s.list", "arguments": { "kind": "pods" } },
+                { "name": "k8s.events", "arguments": { "object": "cart-1" } },
+                { "name": "k8s.pod_logs", "arguments": { "pod": "cart-1", "previous": true, "tail_lines": 500 } },
+                { "name": "k8s.get", "arguments": { "kind": "secrets", "name": "db" } },
+                { "name": "k8s.list", "arguments": { "kind": "pods", "namespace": "admin" } },
+                { "name": "k8s.get", "arguments": { "kind": "pods", "name": "cart-1" } },
+            ] },
+            { "text": "cart-1 is crash looping: the database refuses connections." },
+        ]))
+        .await;
+    let (_, events) = chat(&server, &alice, json!({ "message": "why is the cart pod crashing?", "workspace": "ws-a", "project": "shop" })).await;
+    let statuses: Vec<(&str, &str)> =
+        events.iter().filter(|(n, _)| n == "tool_result").map(|(_, v)| (v["name"].as_str().unwrap_or(""), v["status"].as_str().unwrap_or(""))).collect();
+    assert_eq!(
+        statuses,
+        vec![("k8s.list", "ok"), ("k8s.events", "ok"), ("k8s.pod_logs", "ok"), ("k8s.get", "error"), ("k8s.list", "error"), ("k8s.get", "ok")],
+        "{events:?}"
+    );
+    let seen = model.requests().await[1].to_string();
+    for want in ["CrashLoopBackOff", "Back-off restarting", "panic: connection refused", "at most 100 are returned", "Secrets are never read", "forbidden"] {
+        assert!(seen.contains(want), "{want} not in what the model saw");
+    }
+    assert!(!seen.contains("hunter2"), "a secret reached the model");
+    assert!(!seen.contains("vault-0"));
+    let requests = kube.requests().await;
+    let reads: Vec<&String> = requests.iter().filter(|r| r.starts_with("GET /api")).collect();
+    assert!(!reads.is_empty());
+    assert!(reads.iter().all(|r| r.ends_with(" as alice")), "every read impersonates the user: {reads:?}");
+    assert!(!requests.iter().any(|r| r.contains("/secrets")), "{requests:?}");
 }

@@ -144,7 +144,7 @@ impl Agent {
                 }
             }
             // The calls run at once; each goes through the gate with the turn's budgets.
-            let outcomes = self.run_calls(&ctx, &mut turn, &calls).await;
+            let outcomes = self.run_calls(&ctx, &mut turn, &calls, &known).await;
             for (c, outcome) in calls.iter().zip(outcomes) {
                 match outcome.status {
                     "ok" => {
@@ -169,14 +169,15 @@ impl Agent {
         Err(ProviderError::new("the loop ended without an answer", false))
     }
 
-    async fn run_calls(&self, ctx: &ToolContext<'_>, turn: &mut Turn, calls: &[ToolCall]) -> Vec<sandbox::CallOutcome> {
+    async fn run_calls(&self, ctx: &ToolContext<'_>, turn: &mut Turn, calls: &[ToolCall], offered: &[&str]) -> Vec<sandbox::CallOutcome> {
         // Admission (budgets, repeats, write refusals) is decided for every call first; the
         // admitted ones then run at once, each under its timeout; results are completed in order.
         let started = std::time::Instant::now();
         let admitted: Vec<(sandbox::Admission, Option<Arc<dyn crate::tools::Tool>>)> = calls
             .iter()
             .map(|c| {
-                let tool = self.registry.get(&c.name).cloned();
+                // Only the tools offered in this turn can be called.
+                let tool = self.registry.get(&c.name).filter(|_| offered.contains(&c.name.as_str())).cloned();
                 let class = tool.as_ref().map_or(sandbox::ToolClass::Read, |t| t.class());
                 (self.gate.admit(turn, &c.name, class, &c.arguments), tool)
             })
@@ -185,7 +186,7 @@ impl Agent {
             match (admission, tool) {
                 (sandbox::Admission::Refused(why), _) => sandbox::Ran::Refused(why.clone()),
                 (sandbox::Admission::Go { .. }, None) => {
-                    sandbox::Ran::Done(Err(sandbox::ToolError(format!("there is no tool `{}`; use one of those offered", c.name))))
+                    sandbox::Ran::Done(Err(sandbox::ToolError(format!("there is no tool `{}` in this conversation; use one of {offered:?}", c.name))))
                 }
                 (sandbox::Admission::Go { timeout }, Some(t)) => match tokio::time::timeout(*timeout, t.run(ctx, c.arguments.clone())).await {
                     Err(_) => sandbox::Ran::TimedOut(*timeout),

@@ -44,6 +44,7 @@ pub struct AssistantState {
     pub control: Option<control::repo::Repo>,
     pub admin_role: String,
     pub config: Arc<AssistantConfig>,
+    pub registry: Registry,
 }
 
 pub fn router(state: AssistantState) -> Router {
@@ -125,7 +126,7 @@ async fn chat(State(state): State<AssistantState>, headers: HeaderMap, body: Bod
     let agent = Agent {
         model,
         gate: state.gate.clone(),
-        registry: Registry::default(),
+        registry: state.registry.clone(),
         budgets: state.config.budgets.clone(),
         queries: state.queries.clone(),
         control: state.control.clone(),

@@ -23,6 +23,7 @@ pub mod agent;
 pub mod api;
 pub mod config;
 pub mod fallback;
+pub mod k8s;
 pub mod model;
 pub mod ollama;
 pub mod openai;

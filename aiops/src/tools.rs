@@ -312,19 +312,34 @@ impl Default for Registry {
 }
 
 impl Registry {
+    /// The log and workspace tools, and the Kubernetes tools when workspaces' API servers are
+    /// configured.
+    pub fn new(clusters: &crate::k8s::WorkspaceClusters) -> Registry {
+        let mut r = Registry::default();
+        if !clusters.is_empty() {
+            use crate::k8s::{K8sEvents, K8sGet, K8sList, K8sPodLogs};
+            r.tools.push(Arc::new(K8sEvents(clusters.clone())));
+            r.tools.push(Arc::new(K8sList(clusters.clone())));
+            r.tools.push(Arc::new(K8sPodLogs(clusters.clone())));
+            r.tools.push(Arc::new(K8sGet(clusters.clone())));
+        }
+        r
+    }
+
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
         self.tools.iter().find(|t| t.name() == name)
     }
 
-    /// The tools offered for `question`: read tools whose keywords it mentions, or the log
-    /// overview tools when it mentions none; write tools never (they need approval first).
+    /// The tools offered for `question`: the read tools whose keywords it mentions most, filled
+    /// up to `at_most` in the registry's order (the log overview tools first); write tools
+    /// never (they need approval first).
     pub fn offer(&self, question: &str, at_most: usize) -> Vec<Arc<dyn Tool>> {
         let q = question.to_lowercase();
         let mut scored: Vec<(usize, &Arc<dyn Tool>)> =
             self.tools.iter().filter(|t| t.class() == ToolClass::Read).map(|t| (t.keywords().iter().filter(|k| q.contains(*k)).count(), t)).collect();
+        // Stable: equal scores keep the registry's order.
         scored.sort_by_key(|s| std::cmp::Reverse(s.0));
-        let relevant: Vec<Arc<dyn Tool>> = scored.iter().filter(|(s, _)| *s > 0).take(at_most).map(|(_, t)| Arc::clone(t)).collect();
-        if relevant.is_empty() { self.tools.iter().filter(|t| t.class() == ToolClass::Read).take(at_most).cloned().collect() } else { relevant }
+        scored.into_iter().take(at_most).map(|(_, t)| Arc::clone(t)).collect()
     }
 
     pub fn specs(tools: &[Arc<dyn Tool>]) -> Vec<ToolSpec> {

@@ -44,7 +44,7 @@ pub use dev_issuer::{DevClaims, DevIssuer};
 pub use error::AuthError;
 pub use identity::Identity;
 pub use policy::{Authorizer, BoxFuture, Gate, MAX_SCOPE_WORKSPACES, StaticGrant, StaticPolicy};
-pub use sar::{KubernetesAuthConfig, SubjectAccessReviewer, WorkspaceApiServer, kube_client};
+pub use sar::{KubernetesAuthConfig, SubjectAccessReviewer, WorkspaceApiServer, kube_client, kube_config};
 pub use scope::{Namespaces, TenantScope, WorkspaceGrant};
 pub use verifier::{MAX_TOKEN_BYTES, TokenVerifier};
 

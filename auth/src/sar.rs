@@ -106,6 +106,17 @@ pub fn kube_client(
     ca_file: Option<&std::path::Path>,
     timeout: Duration,
 ) -> Result<kube::Client, String> {
+    kube::Client::try_from(kube_config(key, url, token_file, ca_file, timeout)?).map_err(|e| format!("{key}: {e}"))
+}
+
+/// The configuration [`kube_client`] builds its client from (to add impersonation, say).
+pub fn kube_config(
+    key: &str,
+    url: &str,
+    token_file: Option<&std::path::Path>,
+    ca_file: Option<&std::path::Path>,
+    timeout: Duration,
+) -> Result<kube::Config, String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("{key}.url: `{url}`: {e}"))?;
     let mut kc = kube::Config::new(uri);
     kc.connect_timeout = Some(timeout);
@@ -118,7 +129,7 @@ pub fn kube_client(
         let pem = std::fs::read(path).map_err(|e| format!("{key}.ca_file: {}: {e}", path.display()))?;
         kc.root_cert = Some(pem_certificates(&pem).map_err(|e| format!("{key}.ca_file: {}: {e}", path.display()))?);
     }
-    kube::Client::try_from(kc).map_err(|e| format!("{key}: {e}"))
+    Ok(kc)
 }
 
 impl SubjectAccessReviewer {

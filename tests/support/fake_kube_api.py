@@ -9,6 +9,10 @@ It answers a SubjectAccessReview from a rule list:
 A rule matches when its user equals the review's user or one of its groups is among the
 review's groups; `*` allows every namespace and the cluster-wide (empty namespace) review.
 
+Reads may impersonate (`Impersonate-User`, `Impersonate-Group`, as the assistant's tools do):
+they are allowed where a rule gives that user or group the namespace, else a 403 Status; the
+requests log notes `as <user>` (or `as -`).
+
 It also keeps objects like an API server does for server-side apply: PATCH with
 `application/apply-patch+yaml` creates or replaces the object at its path (uid,
 resourceVersion and creationTimestamp filled in), GET reads an object or lists a collection,
@@ -18,6 +22,7 @@ DELETE removes it (a namespace takes the objects inside it along), and a missing
 Test controls (not part of Kubernetes): POST /_control/rules (replace the rules),
 POST /_control/mode {"mode": "ok" | "error" | "hang"}, GET /_control/stats,
 GET /_control/objects (path -> object), GET /_control/requests (["PATCH /api/v1/…", …]),
+POST /_control/pod_log {"path": ".../pods/p/log", "text": …},
 POST /_control/status {"path": …, "status": {…}} (what a controller would write, e.g. a Job's),
 POST /_control/faults [{"method": "PATCH", "path_contains": "resourcequotas", "code": 500,
 "times": 2} | {..., "hang_secs": 30}] (each fault answers `times` matching requests).
@@ -32,7 +37,28 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 STATE = {"rules": [], "namespaces": [], "token": "", "mode": "ok", "reviews": 0, "lists": 0, "last_review": None,
-         "objects": {}, "requests": [], "faults": [], "version": 0}
+         "objects": {}, "requests": [], "faults": [], "version": 0, "pod_logs": {}}
+
+
+def namespace_of(path):
+    segs = [x for x in path.split("/") if x]
+    if "namespaces" in segs:
+        i = segs.index("namespaces")
+        if i + 2 < len(segs):  # a namespaced resource, not the namespace itself
+            return segs[i + 1]
+    return ""
+
+
+def impersonation_allowed(user, groups, path):
+    """Reads by an impersonated user: allowed where a rule gives the user (or a group) the
+    namespace, like RBAC RoleBindings would."""
+    ns = namespace_of(path)
+    for rule in STATE["rules"]:
+        if rule.get("user") == user or set(groups).intersection(rule.get("groups") or []):
+            allowed = rule.get("namespaces") or []
+            if "*" in allowed or (ns and ns in allowed):
+                return True
+    return False
 LOCK = threading.Lock()
 
 
@@ -138,6 +164,28 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send_json(200, STATE["requests"])
         if not self.authorised() or self.misbehave() or self.fault("GET", path):
             return
+        user = self.headers.get("Impersonate-User")
+        groups = self.headers.get_all("Impersonate-Group") or []
+        with LOCK:
+            STATE["requests"][-1] += " as " + (user or "-")
+        if user is not None and not impersonation_allowed(user, groups, path):
+            return self.send_json(403, status(403, "Forbidden", 'pods is forbidden: User "%s" cannot get resource in the namespace "%s"' % (user, namespace_of(path))))
+        if path.endswith("/log"):
+            with LOCK:
+                text = STATE["pod_logs"].get(path)
+            if text is None:
+                return self.send_json(404, status(404, "NotFound", "pods not found"))
+            q = parse_qs(urlparse(self.path).query)
+            lines = text.splitlines()
+            if "tailLines" in q:
+                lines = lines[-int(q["tailLines"][0]):]
+            body = ("\n".join(lines) + "\n").encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         with LOCK:
             obj = STATE["objects"].get(path)
             children = [o for p, o in STATE["objects"].items() if p.rsplit("/", 1)[0] == path]
@@ -196,6 +244,11 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/_control/rules":
             with LOCK:
                 STATE["rules"] = self.body()
+            return self.send_json(200, {})
+        if self.path == "/_control/pod_log":
+            req = self.body()
+            with LOCK:
+                STATE["pod_logs"][req["path"]] = req["text"]
             return self.send_json(200, {})
         if self.path == "/_control/status":
             req = self.body()

@@ -79,6 +79,11 @@ impl FakeKube {
         assert!(r.status().is_success(), "{}", r.status());
     }
 
+    /// What `GET <pod path>/log` answers.
+    pub async fn set_pod_log(&self, path: &str, text: &str) {
+        self.post("/_control/pod_log", json!({ "path": path, "text": text })).await;
+    }
+
     /// Sets an object's `status`, as its controller would.
     pub async fn set_status(&self, path: &str, status: Value) {
         self.post("/_control/status", json!({ "path": path, "status": status })).await;
