@@ -350,3 +350,82 @@ async fn kubernetes_tools_act_as_the_user() {
     assert!(reads.iter().all(|r| r.ends_with(" as alice")), "every read impersonates the user: {reads:?}");
     assert!(!requests.iter().any(|r| r.contains("/secrets")), "{requests:?}");
 }
+
+/// A write tool only proposes: the exact action is stored and shown; approving runs it as the
+/// user, denying or waiting too long runs nothing, and only the owner decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_actions_wait_for_the_users_approval() {
+    use crate::support::kube::FakeKube;
+    let kube = FakeKube::start(&[], json!([{ "user": "alice", "groups": [], "namespaces": ["shop"] }]));
+    let model = ScriptedModel::start();
+    let extra = format!("[[auth.kubernetes.workspaces]]\nworkspace = \"ws-a\"\nurl = \"{}\"\ntoken_file = \"{}\"\n", kube.url, kube.token_file.display());
+    let server = Server::start(ServerOptions {
+        extra_toml: format!("{}{extra}", assistant_toml(&model, "openai", true, "write_tools = true\napproval_ttl_secs = 2")),
+        ..Default::default()
+    });
+    let deploy = "/apis/apps/v1/namespaces/shop/deployments/cart";
+    kube.apply(
+        deploy,
+        json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "cart", "namespace": "shop" }, "spec": { "replicas": 1 } }),
+    )
+    .await;
+    let alice = token(&server, "alice", "acme", &["ws-a"], &[]);
+    let bob = token(&server, "bob", "acme", &["ws-a"], &[]);
+    let scale = json!([{ "tool_calls": [{ "name": "k8s.scale", "arguments": { "kind": "deployment", "name": "cart", "replicas": 3 } }] }, { "text": "Approve the change to scale cart to 3." }]);
+    let propose = || async {
+        model.script(scale.clone()).await;
+        let (_, events) = chat(&server, &alice, json!({ "message": "scale cart to 3 replicas", "workspace": "ws-a", "project": "shop" })).await;
+        let request = events.iter().find(|(n, _)| n == "approval_request").unwrap_or_else(|| panic!("no approval_request in {events:?}")).1.clone();
+        let result = events.iter().find(|(n, _)| n == "tool_result").map(|(_, v)| v["status"].clone());
+        assert_eq!(result, Some(json!("awaiting_approval")));
+        assert!(model.requests().await[1].to_string().contains("nothing has changed yet"));
+        request
+    };
+    let base = server.url("/api/v1/ai/approvals");
+    let decide = |who: String, id: String, decision: &'static str| {
+        let url = format!("{base}/{id}");
+        async move {
+            let r = client().post(url).bearer_auth(&who).json(&json!({ "decision": decision })).send().await.expect("decide");
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let replicas = || async { kube.objects().await[deploy]["spec"]["replicas"].clone() };
+
+    let first = propose().await;
+    assert_eq!(first["action"], "scale Deployment shop/cart in workspace ws-a to 3 replicas");
+    assert_eq!(replicas().await, json!(1), "nothing happens before the approval");
+    assert_eq!(decide(bob.clone(), first["id"].as_str().unwrap_or("").into(), "approve").await.0, 404, "only the owner decides");
+    let (status, denied) = decide(alice.clone(), first["id"].as_str().unwrap_or("").into(), "deny").await;
+    assert_eq!((status, denied["data"]["status"].as_str()), (200, Some("denied")));
+    let (status, again) = decide(alice.clone(), first["id"].as_str().unwrap_or("").into(), "approve").await;
+    assert_eq!((status, again["error"]["code"].as_str()), (409, Some("conflict")), "one decision wins");
+    assert_eq!(replicas().await, json!(1));
+
+    let second = propose().await;
+    let (status, done) = decide(alice.clone(), second["id"].as_str().unwrap_or("").into(), "approve").await;
+    assert_eq!((status, done["data"]["status"].as_str()), (200, Some("executed")), "{done}");
+    assert_eq!(replicas().await, json!(3));
+    assert!(kube.requests().await.iter().any(|r| r.starts_with(&format!("PATCH {deploy}")) && r.ends_with(" as alice")));
+
+    let third = propose().await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (status, late) = decide(alice.clone(), third["id"].as_str().unwrap_or("").into(), "approve").await;
+    assert_eq!((status, late["error"]["code"].as_str()), (409, Some("conflict")), "{late}");
+    assert!(late["error"]["message"].as_str().unwrap_or("").contains("expired"));
+    let (_, read) = (
+        0,
+        client()
+            .get(server.url(&format!("/api/v1/ai/approvals/{}", third["id"].as_str().unwrap_or(""))))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .expect("read")
+            .json::<Value>()
+            .await
+            .expect("json"),
+    );
+    assert_eq!(read["data"]["status"], "expired");
+    assert_eq!(decide(alice.clone(), "appr-0000".into(), "maybe").await.0, 400);
+    assert_eq!(kube.requests().await.iter().filter(|r| r.starts_with("PATCH")).count(), 2, "one apply by the test, one approved scale");
+}

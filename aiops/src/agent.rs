@@ -25,6 +25,7 @@ pub enum Event {
     Text { delta: String },
     ToolCall { id: String, name: String, arguments: Value },
     ToolResult { id: String, name: String, status: String, summary: String },
+    ApprovalRequest { id: String, tool: String, arguments: Value, action: String, expires_at: i64 },
     Answer { text: String, citations: Vec<Value>, notes: Vec<String>, usage: Usage, model: String },
     Error { code: String, message: String },
 }
@@ -35,6 +36,7 @@ impl Event {
             Event::Text { .. } => "text",
             Event::ToolCall { .. } => "tool_call",
             Event::ToolResult { .. } => "tool_result",
+            Event::ApprovalRequest { .. } => "approval_request",
             Event::Answer { .. } => "answer",
             Event::Error { .. } => "error",
         }
@@ -53,11 +55,15 @@ pub struct Agent {
     pub offer: usize,
     /// Retries of a model call that failed before its first delta.
     pub retries: u32,
+    /// How long a proposed write action waits for the user's approval.
+    pub approval_ttl_ms: i64,
 }
 
 /// What the user asked, and where they were looking.
 pub struct Question<'a> {
     pub text: &'a str,
+    /// Proposed write actions are kept under it.
+    pub conversation_id: &'a str,
     pub workspace: Option<&'a str>,
     pub project: Option<&'a str>,
 }
@@ -144,7 +150,7 @@ impl Agent {
                 }
             }
             // The calls run at once; each goes through the gate with the turn's budgets.
-            let outcomes = self.run_calls(&ctx, &mut turn, &calls, &known).await;
+            let outcomes = self.run_calls(&ctx, &mut turn, &calls, &known, q.conversation_id, tx).await;
             for (c, outcome) in calls.iter().zip(outcomes) {
                 match outcome.status {
                     "ok" => {
@@ -169,7 +175,15 @@ impl Agent {
         Err(ProviderError::new("the loop ended without an answer", false))
     }
 
-    async fn run_calls(&self, ctx: &ToolContext<'_>, turn: &mut Turn, calls: &[ToolCall], offered: &[&str]) -> Vec<sandbox::CallOutcome> {
+    async fn run_calls(
+        &self,
+        ctx: &ToolContext<'_>,
+        turn: &mut Turn,
+        calls: &[ToolCall],
+        offered: &[&str],
+        conversation: &str,
+        tx: &mpsc::Sender<Event>,
+    ) -> Vec<sandbox::CallOutcome> {
         // Admission (budgets, repeats, write refusals) is decided for every call first; the
         // admitted ones then run at once, each under its timeout; results are completed in order.
         let started = std::time::Instant::now();
@@ -182,7 +196,18 @@ impl Agent {
                 (self.gate.admit(turn, &c.name, class, &c.arguments), tool)
             })
             .collect();
-        let runs = calls.iter().zip(&admitted).map(|(c, (admission, tool))| async move {
+        // Write tools are refused by the gate; here they become proposals the user decides on.
+        let mut proposed: Vec<Option<sandbox::Ran>> = Vec::with_capacity(calls.len());
+        for (c, (_, tool)) in calls.iter().zip(&admitted) {
+            proposed.push(match tool {
+                Some(t) if t.class() == sandbox::ToolClass::Write => Some(self.propose(ctx, t.as_ref(), c, conversation, tx).await),
+                _ => None,
+            });
+        }
+        let runs = calls.iter().zip(&admitted).zip(proposed).map(|((c, (admission, tool)), proposal)| async move {
+            if let Some(p) = proposal {
+                return p;
+            }
             match (admission, tool) {
                 (sandbox::Admission::Refused(why), _) => sandbox::Ran::Refused(why.clone()),
                 (sandbox::Admission::Go { .. }, None) => {
@@ -196,6 +221,33 @@ impl Agent {
         });
         let ran = futures_util::future::join_all(runs).await;
         calls.iter().zip(ran).map(|(c, r)| self.gate.complete(turn, &c.name, &c.id, &c.arguments, r, started)).collect()
+    }
+
+    /// Stores the exact action of write call `c` for the user's approval and tells them.
+    async fn propose(&self, ctx: &ToolContext<'_>, tool: &dyn crate::tools::Tool, c: &ToolCall, conversation: &str, tx: &mpsc::Sender<Event>) -> sandbox::Ran {
+        let (action, resolved) = match tool.action(ctx, &c.arguments) {
+            Ok(a) => a,
+            Err(e) => return sandbox::Ran::Done(Err(e)),
+        };
+        let Some(repo) = &self.control else { return sandbox::Ran::Refused("write actions need the control database for approvals".into()) };
+        match repo.propose(ctx.identity.org_id(), ctx.identity.user(), conversation, &c.name, &resolved, &action, self.approval_ttl_ms).await {
+            Ok(a) => {
+                let _ = tx
+                    .send(Event::ApprovalRequest {
+                        id: a.id.clone(),
+                        tool: c.name.clone(),
+                        arguments: resolved.clone(),
+                        action: action.clone(),
+                        expires_at: a.expires_at,
+                    })
+                    .await;
+                sandbox::Ran::Proposed(json!({
+                    "approval": a.id, "action": action,
+                    "status": "proposed to the user; nothing has changed yet. Tell the user what will happen once they approve it.",
+                }))
+            }
+            Err(e) => sandbox::Ran::Done(Err(sandbox::ToolError(format!("the proposal could not be stored: {e}")))),
+        }
     }
 
     /// One model call, streamed: text deltas go out as they come; retried with backoff when

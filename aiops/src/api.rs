@@ -52,6 +52,7 @@ pub fn router(state: AssistantState) -> Router {
         .route("/api/v1/ai/chat", post(chat))
         .route("/api/v1/ai/conversations", get(list))
         .route("/api/v1/ai/conversations/{id}", get(read).delete(remove))
+        .route("/api/v1/ai/approvals/{id}", get(approval).post(decide))
         .with_state(state)
 }
 
@@ -133,11 +134,12 @@ async fn chat(State(state): State<AssistantState>, headers: HeaderMap, body: Bod
         admin_role: state.admin_role.clone(),
         offer: state.config.tools_offered.max(1),
         retries: state.config.retries,
+        approval_ttl_ms: (state.config.approval_ttl_secs as i64).saturating_mul(1000),
     };
     let (tx, rx) = mpsc::channel::<Event>(64);
     let conv = conversation.clone();
     let task = tokio::spawn(async move {
-        let q = Question { text: &question, workspace: req.workspace.as_deref(), project: req.project.as_deref() };
+        let q = Question { text: &question, conversation_id: &conv.id, workspace: req.workspace.as_deref(), project: req.project.as_deref() };
         match agent.turn(id.clone(), history, q, &tx).await {
             Ok((_, added)) => {
                 let texts: Vec<String> = added.iter().filter_map(|m| serde_json::to_string(m).ok()).collect();
@@ -189,4 +191,60 @@ async fn remove(State(state): State<AssistantState>, headers: HeaderMap, Path(ci
     let id = state.identify(&headers).await?;
     state.repo()?.delete_conversation(id.org_id(), id.user(), &cid).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn approval(State(state): State<AssistantState>, headers: HeaderMap, Path(aid): Path<String>) -> Result<Response, ApiError> {
+    let id = state.identify(&headers).await?;
+    let a = state.repo()?.approval(id.org_id(), id.user(), &aid).await?;
+    Ok((StatusCode::OK, axum::Json(json!({ "data": a, "meta": {} }))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Decision {
+    /// `approve` or `deny`.
+    decision: String,
+}
+
+/// The user's decision on a proposed write action: approving runs exactly the stored action,
+/// as the user, through the sandbox (redacted, audited); denying, or a decision after the
+/// approval expired, runs nothing.
+async fn decide(State(state): State<AssistantState>, headers: HeaderMap, Path(aid): Path<String>, body: Body) -> Result<Response, ApiError> {
+    let id = state.identify(&headers).await?;
+    let bytes = axum::body::to_bytes(body, 4096).await.map_err(|_| ApiError::new(ErrorCode::PayloadTooLarge, "the body is over 4 KiB"))?;
+    let d: Decision = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(ErrorCode::MalformedBody, format!("expected {{\"decision\": \"approve\" | \"deny\"}}: {e}")))?;
+    let status = match d.decision.as_str() {
+        "approve" => "approved",
+        "deny" => "denied",
+        other => return Err(ApiError::new(ErrorCode::BadRequest, format!("decision: `{other}`: approve or deny"))),
+    };
+    let repo = state.repo()?;
+    let a = repo.decide(id.org_id(), id.user(), &aid, status).await?;
+    if status == "denied" {
+        return Ok((StatusCode::OK, axum::Json(json!({ "data": a, "meta": {} }))).into_response());
+    }
+    let Some(tool) = state.registry.get(&a.tool).cloned() else {
+        repo.record_outcome(&a.id, "failed", "the tool is no longer available").await?;
+        return Err(ApiError::new(ErrorCode::Conflict, format!("`{}` is no longer available on this server", a.tool)));
+    };
+    let ctx = crate::tools::ToolContext {
+        identity: &id,
+        queries: &state.queries,
+        control: state.control.as_ref(),
+        admin_role: &state.admin_role,
+        workspace: None,
+        project: None,
+    };
+    let mut turn = sandbox::Turn::new(id.clone(), state.config.budgets.clone());
+    let started = std::time::Instant::now();
+    let ran = match tokio::time::timeout(std::time::Duration::from_millis(state.config.budgets.call_timeout_ms), tool.run(&ctx, a.arguments.clone())).await {
+        Err(_) => sandbox::Ran::TimedOut(std::time::Duration::from_millis(state.config.budgets.call_timeout_ms)),
+        Ok(r) => sandbox::Ran::Done(r),
+    };
+    let outcome = state.gate.complete(&mut turn, &a.tool, &a.id, &a.arguments, ran, started);
+    let executed = outcome.status == "ok";
+    repo.record_outcome(&a.id, if executed { "executed" } else { "failed" }, &outcome.summary).await?;
+    let a = repo.approval(id.org_id(), id.user(), &aid).await?;
+    Ok((StatusCode::OK, axum::Json(json!({ "data": a, "meta": {} }))).into_response())
 }

@@ -58,6 +58,10 @@ pub struct AssistantConfig {
     pub retries: u32,
     /// The longest a model call may take.
     pub timeout_ms: u64,
+    /// Offer write tools (scaling); each call only proposes, the user approves. Off by default.
+    pub write_tools: bool,
+    /// How long a proposed write action waits for approval.
+    pub approval_ttl_secs: u64,
 }
 
 impl Default for AssistantConfig {
@@ -70,6 +74,8 @@ impl Default for AssistantConfig {
             tools_offered: 4,
             retries: 2,
             timeout_ms: 120_000,
+            write_tools: false,
+            approval_ttl_secs: 600,
         }
     }
 }

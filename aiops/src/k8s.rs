@@ -410,3 +410,69 @@ mod tests {
         assert_eq!(cm["data"]["app.conf"], "[masked]");
     }
 }
+
+// ---- write tools: offered only with `assistant.write_tools`, run only after the user approved
+// the exact action (stored server-side), as the user.
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ScaleArgs {
+    pub workspace: Option<String>,
+    pub namespace: Option<String>,
+    /// deployment or statefulset.
+    pub kind: String,
+    pub name: String,
+    /// 0–50.
+    pub replicas: u32,
+}
+
+pub struct K8sScale(pub WorkspaceClusters);
+
+fn scalable(kind: &str) -> Result<ApiResource, ToolError> {
+    let ar = resource(kind)?;
+    if ar.kind == "Deployment" || ar.kind == "StatefulSet" { Ok(ar) } else { Err(ToolError("only deployments and statefulsets are scaled".into())) }
+}
+
+impl Tool for K8sScale {
+    fn name(&self) -> &'static str {
+        "k8s.scale"
+    }
+    fn description(&self) -> &'static str {
+        "Propose scaling a deployment or statefulset. It does not happen until the user approves the exact change."
+    }
+    fn class(&self) -> ToolClass {
+        ToolClass::Write
+    }
+    fn parameters(&self) -> Value {
+        schema_of::<ScaleArgs>()
+    }
+    fn keywords(&self) -> &'static [&'static str] {
+        &["scale", "replica"]
+    }
+    fn action(&self, ctx: &ToolContext<'_>, args: &Value) -> Result<(String, Value), ToolError> {
+        let a: ScaleArgs = parse_args(self.name(), args.clone())?;
+        let ar = scalable(&a.kind)?;
+        if a.replicas > 50 {
+            return Err(ToolError("at most 50 replicas".into()));
+        }
+        let ws = a.workspace.as_deref().or(ctx.workspace).ok_or_else(|| ToolError("say which workspace".into()))?;
+        let ns = namespace_of(ctx, a.namespace.as_deref())?;
+        let resolved = json!({ "workspace": ws, "namespace": ns, "kind": a.kind, "name": a.name, "replicas": a.replicas });
+        Ok((format!("scale {} {ns}/{} in workspace {ws} to {} replicas", ar.kind, a.name, a.replicas), resolved))
+    }
+    fn run<'a>(&'a self, ctx: &'a ToolContext<'a>, args: Value) -> BoxFuture<'a, Result<Value, ToolError>> {
+        Box::pin(async move {
+            let a: ScaleArgs = parse_args(self.name(), args)?;
+            let ws = workspace_of(ctx, a.workspace.as_deref()).await?;
+            let ns = namespace_of(ctx, a.namespace.as_deref())?;
+            let ar = scalable(&a.kind)?;
+            let api: Api<DynamicObject> = Api::namespaced_with(self.0.client_as(ctx.identity, &ws)?, ns, &ar);
+            let patch = json!({ "spec": { "replicas": a.replicas } });
+            let o = api.patch(&a.name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.map_err(kube_error)?;
+            Ok(json!({ "scaled": format!("{}/{}", ns, a.name), "replicas": o.data["spec"]["replicas"] }))
+        })
+    }
+    fn cite(&self, ctx: &ToolContext<'_>, args: &Value) -> Option<String> {
+        let ns = args["namespace"].as_str().or(ctx.project)?;
+        Some(format!("kubectl scale {} {} -n {ns} --replicas={}", args["kind"].as_str()?, args["name"].as_str()?, args["replicas"]))
+    }
+}

@@ -38,6 +38,12 @@ pub trait Tool: Send + Sync {
     fn run<'a>(&'a self, ctx: &'a ToolContext<'a>, args: Value) -> BoxFuture<'a, Result<Value, ToolError>>;
     /// A query the user can run to see the same (a dashboard API URL), for the citation.
     fn cite(&self, ctx: &ToolContext<'_>, args: &Value) -> Option<String>;
+    /// For write tools: the exact action `args` ask for, as the user is asked to approve it,
+    /// and the arguments with every default filled in (what runs once approved, with no
+    /// context); an error when they do not make a valid action.
+    fn action(&self, _ctx: &ToolContext<'_>, _args: &Value) -> Result<(String, Value), ToolError> {
+        Err(ToolError("this tool does not change anything".into()))
+    }
 }
 
 /// The JSON Schema of `T`, inlined (no `$ref`s: weak models and Ollama read it better).
@@ -314,14 +320,18 @@ impl Default for Registry {
 impl Registry {
     /// The log and workspace tools, and the Kubernetes tools when workspaces' API servers are
     /// configured.
-    pub fn new(clusters: &crate::k8s::WorkspaceClusters) -> Registry {
+    /// With `write_tools`, the write tools too (each call then needs the user's approval).
+    pub fn new(clusters: &crate::k8s::WorkspaceClusters, write_tools: bool) -> Registry {
         let mut r = Registry::default();
         if !clusters.is_empty() {
-            use crate::k8s::{K8sEvents, K8sGet, K8sList, K8sPodLogs};
+            use crate::k8s::{K8sEvents, K8sGet, K8sList, K8sPodLogs, K8sScale};
             r.tools.push(Arc::new(K8sEvents(clusters.clone())));
             r.tools.push(Arc::new(K8sList(clusters.clone())));
             r.tools.push(Arc::new(K8sPodLogs(clusters.clone())));
             r.tools.push(Arc::new(K8sGet(clusters.clone())));
+            if write_tools {
+                r.tools.push(Arc::new(K8sScale(clusters.clone())));
+            }
         }
         r
     }
@@ -331,15 +341,18 @@ impl Registry {
     }
 
     /// The tools offered for `question`: the read tools whose keywords it mentions most, filled
-    /// up to `at_most` in the registry's order (the log overview tools first); write tools
-    /// never (they need approval first).
+    /// up to `at_most` in the registry's order (the log overview tools first), and the write
+    /// tools whose keywords it mentions (a call of one only proposes the action).
     pub fn offer(&self, question: &str, at_most: usize) -> Vec<Arc<dyn Tool>> {
         let q = question.to_lowercase();
-        let mut scored: Vec<(usize, &Arc<dyn Tool>)> =
-            self.tools.iter().filter(|t| t.class() == ToolClass::Read).map(|t| (t.keywords().iter().filter(|k| q.contains(*k)).count(), t)).collect();
+        let score = |t: &Arc<dyn Tool>| t.keywords().iter().filter(|k| q.contains(*k)).count();
+        let mut scored: Vec<(usize, &Arc<dyn Tool>)> = self.tools.iter().filter(|t| t.class() == ToolClass::Read).map(|t| (score(t), t)).collect();
         // Stable: equal scores keep the registry's order.
         scored.sort_by_key(|s| std::cmp::Reverse(s.0));
-        scored.into_iter().take(at_most).map(|(_, t)| Arc::clone(t)).collect()
+        let mut out: Vec<Arc<dyn Tool>> = scored.into_iter().take(at_most).map(|(_, t)| Arc::clone(t)).collect();
+        // A write tool only when the question asks for what it does; calling it proposes.
+        out.extend(self.tools.iter().filter(|t| t.class() == ToolClass::Write && score(t) > 0).cloned());
+        out
     }
 
     pub fn specs(tools: &[Arc<dyn Tool>]) -> Vec<ToolSpec> {

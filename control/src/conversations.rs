@@ -81,3 +81,98 @@ impl Repo {
         Ok(())
     }
 }
+
+/// A write action the assistant proposed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Approval {
+    pub id: String,
+    pub conversation_id: String,
+    pub tool: String,
+    pub arguments: serde_json::Value,
+    /// The exact action, as shown to the user.
+    pub action: String,
+    /// `pending`, `approved` (then `executed` or `failed`), `denied` or `expired`.
+    pub status: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub result: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+fn approval_of(r: &impl Cols) -> Result<Approval, ControlError> {
+    Ok(Approval {
+        id: r.text("id")?,
+        conversation_id: r.text("conversation_id")?,
+        tool: r.text("tool")?,
+        arguments: serde_json::from_str(&r.text("arguments")?).unwrap_or(serde_json::Value::Null),
+        action: r.text("action")?,
+        status: r.text("status")?,
+        result: r.text("result")?,
+        created_at: r.int("created_at")?,
+        expires_at: r.int("expires_at")?,
+    })
+}
+
+impl Repo {
+    pub async fn propose(
+        &self,
+        org_id: &str,
+        user: &str,
+        conversation_id: &str,
+        tool: &str,
+        arguments: &serde_json::Value,
+        action: &str,
+        ttl_ms: i64,
+    ) -> Result<Approval, ControlError> {
+        let now = now_ms();
+        let a = Approval {
+            id: new_id("appr"),
+            conversation_id: conversation_id.to_owned(),
+            tool: tool.to_owned(),
+            arguments: arguments.clone(),
+            action: action.to_owned(),
+            status: "pending".into(),
+            result: String::new(),
+            created_at: now,
+            expires_at: now + ttl_ms,
+        };
+        on_db!(self.db(), pool => {
+            sqlx::query("INSERT INTO approvals (id, org_id, user_id, conversation_id, tool, arguments, action, status, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9)")
+                .bind(&a.id).bind(org_id).bind(user).bind(conversation_id).bind(tool).bind(arguments.to_string()).bind(action).bind(now).bind(a.expires_at)
+                .execute(pool).await?;
+        });
+        Ok(a)
+    }
+
+    pub async fn approval(&self, org_id: &str, user: &str, id: &str) -> Result<Approval, ControlError> {
+        let found = on_db!(self.db(), pool => sqlx::query("SELECT id, conversation_id, tool, arguments, action, status, result, created_at, expires_at FROM approvals WHERE id = $1 AND org_id = $2 AND user_id = $3")
+            .bind(id).bind(org_id).bind(user).fetch_optional(pool).await?.map(|r| approval_of(&r)).transpose()?);
+        found.ok_or_else(|| ControlError::NotFound { kind: "approval", name: id.to_owned() })
+    }
+
+    /// Moves a pending approval to `status` if it is still pending and not expired (one
+    /// decision wins; an expired one becomes `expired`). Returns it as decided.
+    pub async fn decide(&self, org_id: &str, user: &str, id: &str, status: &str) -> Result<Approval, ControlError> {
+        let a = self.approval(org_id, user, id).await?;
+        let now = now_ms();
+        if a.status == "pending" && now > a.expires_at {
+            on_db!(self.db(), pool => {
+                sqlx::query("UPDATE approvals SET status = 'expired', decided_at = $1 WHERE id = $2 AND status = 'pending'").bind(now).bind(id).execute(pool).await?;
+            });
+            return Err(ControlError::Conflict(format!("approval `{id}` expired; ask the assistant again")));
+        }
+        let done = on_db!(self.db(), pool => sqlx::query("UPDATE approvals SET status = $1, decided_at = $2 WHERE id = $3 AND status = 'pending' AND expires_at >= $2")
+            .bind(status).bind(now).bind(id).execute(pool).await?.rows_affected());
+        if done == 0 {
+            return Err(ControlError::Conflict(format!("approval `{id}` is {} already", a.status)));
+        }
+        Ok(Approval { status: status.to_owned(), ..a })
+    }
+
+    pub async fn record_outcome(&self, id: &str, status: &str, result: &str) -> Result<(), ControlError> {
+        on_db!(self.db(), pool => {
+            sqlx::query("UPDATE approvals SET status = $1, result = $2 WHERE id = $3").bind(status).bind(result).bind(id).execute(pool).await?;
+        });
+        Ok(())
+    }
+}

@@ -22,6 +22,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "workspaces", include_str!("../migrations/0001_workspaces.sql")),
     (2, "functions_backups", include_str!("../migrations/0002_functions_backups.sql")),
     (3, "conversations", include_str!("../migrations/0003_conversations.sql")),
+    (4, "approvals", include_str!("../migrations/0004_approvals.sql")),
 ];
 
 /// An open pool on one of the two databases.

@@ -94,6 +94,8 @@ pub enum Admission {
 #[derive(Debug)]
 pub enum Ran {
     Done(Result<Value, ToolError>),
+    /// A write action put to the user for approval instead of being run.
+    Proposed(Value),
     TimedOut(Duration),
     Refused(String),
 }
@@ -171,6 +173,7 @@ impl ToolGate {
     pub fn complete(&self, turn: &Turn, name: &str, id: &str, args: &Value, ran: Ran, started: Instant) -> CallOutcome {
         let (status, body, summary) = match ran {
             Ran::Refused(why) => ("refused", why.clone(), format!("refused: {why}")),
+            Ran::Proposed(v) => ("awaiting_approval", v.to_string(), format!("awaiting the user's approval: {}", v["action"].as_str().unwrap_or(""))),
             Ran::TimedOut(limit) => ("error", format!("the call ran past {} ms and was stopped; narrow it", limit.as_millis()), "timed out".to_owned()),
             Ran::Done(Err(e)) => ("error", e.0.clone(), format!("error: {}", e.0)),
             Ran::Done(Ok(value)) => {

@@ -215,6 +215,15 @@ pub(crate) fn paths() -> Vec<(&'static str, Value)> {
             }),
         ),
         (
+            "/api/v1/ai/approvals/{id}",
+            json!({
+                "get": op("A write action the assistant proposed: the exact action, its status (pending, approved, executed, failed, denied, expired)", vec![path_param("id", "Approval id.")], None, ("200", envelope("The approval.", json!({ "type": "object" }))), &["401", "404"]),
+                "post": op("Decide on it: approving runs exactly the stored action as the caller; deny, or a late decision, runs nothing", vec![path_param("id", "Approval id.")],
+                    Some(json!({ "type": "object", "required": ["decision"], "additionalProperties": false, "properties": { "decision": { "enum": ["approve", "deny"] } } })),
+                    ("200", envelope("The approval as decided (and its result).", json!({ "type": "object" }))), &["400", "401", "404", "409"]),
+            }),
+        ),
+        (
             "/api/v1/tasks/{id}",
             json!({ "get": op("A long operation: status, attempts, steps done, last error", vec![path_param("id", "Task id.")], None, ("200", envelope("The task.", json!({ "$ref": "#/components/schemas/Task" }))), &["401", "404"]) }),
         ),

@@ -40,6 +40,17 @@ STATE = {"rules": [], "namespaces": [], "token": "", "mode": "ok", "reviews": 0,
          "objects": {}, "requests": [], "faults": [], "version": 0, "pod_logs": {}}
 
 
+def merge(target, patch):
+    """JSON merge patch (RFC 7386): null removes, objects merge, anything else replaces."""
+    for k, v in patch.items():
+        if v is None:
+            target.pop(k, None)
+        elif isinstance(v, dict) and isinstance(target.get(k), dict):
+            merge(target[k], v)
+        else:
+            target[k] = v
+
+
 def namespace_of(path):
     segs = [x for x in path.split("/") if x]
     if "namespaces" in segs:
@@ -211,8 +222,23 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.split("?")[0]
         if not self.authorised() or self.misbehave() or self.fault("PATCH", path):
             return
+        user = self.headers.get("Impersonate-User")
+        groups = self.headers.get_all("Impersonate-Group") or []
+        with LOCK:
+            STATE["requests"][-1] += " as " + (user or "-")
+        if user is not None and not impersonation_allowed(user, groups, path):
+            return self.send_json(403, status(403, "Forbidden", 'User "%s" cannot patch resource in the namespace "%s"' % (user, namespace_of(path))))
+        if self.headers.get("Content-Type") == "application/merge-patch+json":
+            with LOCK:
+                obj = STATE["objects"].get(path)
+                if obj is None:
+                    return self.send_json(404, status(404, "NotFound", "not found"))
+                merge(obj, self.body())
+                STATE["version"] += 1
+                obj.setdefault("metadata", {})["resourceVersion"] = str(STATE["version"])
+            return self.send_json(200, obj)
         if self.headers.get("Content-Type") != "application/apply-patch+yaml":
-            return self.send_json(415, status(415, "UnsupportedMediaType", "only server-side apply is served here"))
+            return self.send_json(415, status(415, "UnsupportedMediaType", "server-side apply and merge patches are served here"))
         body = self.body()
         name = path.rsplit("/", 1)[-1]
         if body.get("metadata", {}).get("name") != name or not body.get("kind") or not body.get("apiVersion"):
