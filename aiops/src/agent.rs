@@ -230,7 +230,16 @@ impl Agent {
             Err(e) => return sandbox::Ran::Done(Err(e)),
         };
         let Some(repo) = &self.control else { return sandbox::Ran::Refused("write actions need the control database for approvals".into()) };
-        match repo.propose(ctx.identity.org_id(), ctx.identity.user(), conversation, &c.name, &resolved, &action, self.approval_ttl_ms).await {
+        let proposal = control::conversations::Proposal {
+            org_id: ctx.identity.org_id(),
+            user: ctx.identity.user(),
+            conversation_id: conversation,
+            tool: &c.name,
+            arguments: &resolved,
+            action: &action,
+            ttl_ms: self.approval_ttl_ms,
+        };
+        match repo.propose(&proposal).await {
             Ok(a) => {
                 let _ = tx
                     .send(Event::ApprovalRequest {

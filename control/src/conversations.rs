@@ -82,6 +82,18 @@ impl Repo {
     }
 }
 
+/// What a proposed write action is, as the assistant hands it over.
+#[derive(Debug, Clone, Copy)]
+pub struct Proposal<'a> {
+    pub org_id: &'a str,
+    pub user: &'a str,
+    pub conversation_id: &'a str,
+    pub tool: &'a str,
+    pub arguments: &'a serde_json::Value,
+    pub action: &'a str,
+    pub ttl_ms: i64,
+}
+
 /// A write action the assistant proposed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Approval {
@@ -114,16 +126,8 @@ fn approval_of(r: &impl Cols) -> Result<Approval, ControlError> {
 }
 
 impl Repo {
-    pub async fn propose(
-        &self,
-        org_id: &str,
-        user: &str,
-        conversation_id: &str,
-        tool: &str,
-        arguments: &serde_json::Value,
-        action: &str,
-        ttl_ms: i64,
-    ) -> Result<Approval, ControlError> {
+    pub async fn propose(&self, p: &Proposal<'_>) -> Result<Approval, ControlError> {
+        let Proposal { org_id, user, conversation_id, tool, arguments, action, ttl_ms } = *p;
         let now = now_ms();
         let a = Approval {
             id: new_id("appr"),
