@@ -236,13 +236,13 @@ async fn decide(State(state): State<AssistantState>, headers: HeaderMap, Path(ai
         workspace: None,
         project: None,
     };
-    let mut turn = sandbox::Turn::new(id.clone(), state.config.budgets.clone());
+    let turn = sandbox::Turn::new(id.clone(), state.config.budgets.clone());
     let started = std::time::Instant::now();
     let ran = match tokio::time::timeout(std::time::Duration::from_millis(state.config.budgets.call_timeout_ms), tool.run(&ctx, a.arguments.clone())).await {
         Err(_) => sandbox::Ran::TimedOut(std::time::Duration::from_millis(state.config.budgets.call_timeout_ms)),
         Ok(r) => sandbox::Ran::Done(r),
     };
-    let outcome = state.gate.complete(&mut turn, &a.tool, &a.id, &a.arguments, ran, started);
+    let outcome = state.gate.complete(&turn, &a.tool, &a.id, &a.arguments, ran, started);
     let executed = outcome.status == "ok";
     repo.record_outcome(&a.id, if executed { "executed" } else { "failed" }, &outcome.summary).await?;
     let a = repo.approval(id.org_id(), id.user(), &aid).await?;
