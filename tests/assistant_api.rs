@@ -429,3 +429,31 @@ async fn write_actions_wait_for_the_users_approval() {
     assert_eq!(decide(alice.clone(), "appr-0000".into(), "maybe").await.0, 400);
     assert_eq!(kube.requests().await.iter().filter(|r| r.starts_with("PATCH")).count(), 2, "one apply by the test, one approved scale");
 }
+
+/// The real provider path against a real model (SmolLM2-135M-Instruct in llama.cpp's
+/// server): the request, streamed deltas, a tool call assembled from them, its result sent back
+/// and a final answer. The protocol is checked, not the quality of the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_model_streams_and_round_trips_a_tool_call() {
+    let real = crate::support::llm::RealModel::start();
+    let extra = format!(
+        "[assistant]\nretries = 1\ntimeout_ms = 180000\ntools_offered = 2\n[assistant.budgets]\nmax_steps = 2\n[assistant.provider]\nkind = \"openai\"\nurl = \"{}/v1\"\nmodel = \"smollm2\"\nlocal = true\nrequire_tool_first = true\n",
+        real.url
+    );
+    let server = Server::start(ServerOptions { extra_toml: extra, ..Default::default() });
+    let a = Source::new("acme", "ws-a", "shop");
+    let (status, _) = post_logs(&server, TOKEN_ALL, ndjson(&vector_events(&a, "wsa", 20)), None).await;
+    assert_eq!(status, 200);
+    let alice = token(&server, "alice", "acme", &["ws-a"], &[]);
+    let (status, events) = chat(&server, &alice, json!({ "message": "What errors are in the logs?", "workspace": "ws-a" })).await;
+    assert_eq!(status, 200, "{events:?}");
+    let n = names(&events);
+    assert_eq!(n.first(), Some(&"conversation"), "{n:?}");
+    assert!(n.contains(&"tool_call") && n.contains(&"tool_result"), "a tool call went round: {events:?}");
+    let call = &events.iter().find(|(e, _)| e == "tool_call").expect("tool_call").1;
+    assert!(["logs.patterns", "logs.histogram"].contains(&call["name"].as_str().unwrap_or("")), "{call}");
+    let a = answer(&events);
+    assert!(a["usage"]["prompt_tokens"].as_u64().unwrap_or(0) > 0, "{a}");
+    assert!(a["model"].as_str().unwrap_or("").ends_with("smollm2"));
+    assert!(n.contains(&"text"), "the answer streamed: {n:?}");
+}

@@ -57,6 +57,8 @@ pub struct Agent {
     pub retries: u32,
     /// How long a proposed write action waits for the user's approval.
     pub approval_ttl_ms: i64,
+    /// The first reply of a turn must call a tool (weak models look before they answer).
+    pub require_tool_first: bool,
 }
 
 /// What the user asked, and where they were looking.
@@ -123,7 +125,8 @@ impl Agent {
                 });
                 notes.push("the step budget ran out; the answer is the best one from what was found".into());
             }
-            let (text, mut calls, u) = self.ask(ChatRequest { messages: messages.clone(), tools }, tx, native).await?;
+            let require_tool = step == 0 && self.require_tool_first && !tools.is_empty();
+            let (text, mut calls, u) = self.ask(ChatRequest { messages: messages.clone(), tools, require_tool }, tx, native).await?;
             usage.prompt_tokens += if u.prompt_tokens == 0 {
                 messages.iter().map(|m| estimate_tokens(&serde_json::to_string(m).unwrap_or_default())).sum()
             } else {

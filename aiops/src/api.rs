@@ -125,7 +125,7 @@ async fn chat(State(state): State<AssistantState>, headers: HeaderMap, body: Bod
         }
     }
     let agent = Agent {
-        model,
+        model: model.clone(),
         gate: state.gate.clone(),
         registry: state.registry.clone(),
         budgets: state.config.budgets.clone(),
@@ -135,6 +135,7 @@ async fn chat(State(state): State<AssistantState>, headers: HeaderMap, body: Bod
         offer: state.config.tools_offered.max(1),
         retries: state.config.retries,
         approval_ttl_ms: (state.config.approval_ttl_secs as i64).saturating_mul(1000),
+        require_tool_first: state.models.requires_tool_first(model.as_ref()),
     };
     let (tx, rx) = mpsc::channel::<Event>(64);
     let conv = conversation.clone();

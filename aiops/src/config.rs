@@ -27,11 +27,22 @@ pub struct ProviderConfig {
     pub native_tools: bool,
     /// The server runs in our own infrastructure (counts for `local_only`); Ollama always does.
     pub local: bool,
+    /// The first reply of each turn must call a tool (`tool_choice: required`; OpenAI-compatible
+    /// servers): weak models then look at the data before they answer.
+    pub require_tool_first: bool,
 }
 
 impl Default for ProviderConfig {
     fn default() -> Self {
-        ProviderConfig { kind: String::new(), url: String::new(), model: String::new(), api_key_file: None, native_tools: true, local: false }
+        ProviderConfig {
+            kind: String::new(),
+            url: String::new(),
+            model: String::new(),
+            api_key_file: None,
+            native_tools: true,
+            local: false,
+            require_tool_first: false,
+        }
     }
 }
 
@@ -108,11 +119,17 @@ fn build(key: &str, p: &ProviderConfig, timeout_ms: u64) -> Result<Option<Arc<dy
 pub struct Models {
     default: Option<Arc<dyn ChatModel>>,
     per_org: HashMap<String, (Option<Arc<dyn ChatModel>>, bool)>,
+    /// Models whose first reply must call a tool, by `describe()` name.
+    require_tool_first: std::collections::HashSet<String>,
 }
 
 impl Models {
     pub fn from_config(c: &AssistantConfig) -> Result<Models, String> {
         let default = build("assistant.provider", &c.provider, c.timeout_ms)?;
+        let mut require_tool_first = std::collections::HashSet::new();
+        if c.provider.require_tool_first {
+            require_tool_first.insert(c.provider.model.clone());
+        }
         let mut per_org = HashMap::new();
         for (i, o) in c.organizations.iter().enumerate() {
             let key = format!("assistant.organizations[{i}]");
@@ -120,12 +137,22 @@ impl Models {
                 return Err(format!("{key}.org: must not be empty"));
             }
             let model = match &o.provider {
-                Some(p) => build(&format!("{key}.provider"), p, c.timeout_ms)?,
+                Some(p) => {
+                    if p.require_tool_first {
+                        require_tool_first.insert(p.model.clone());
+                    }
+                    build(&format!("{key}.provider"), p, c.timeout_ms)?
+                }
                 None => None,
             };
             per_org.insert(o.org.clone(), (model, o.local_only));
         }
-        Ok(Models { default, per_org })
+        Ok(Models { default, per_org, require_tool_first })
+    }
+
+    /// Whether `model`'s first reply of a turn must call a tool.
+    pub fn requires_tool_first(&self, model: &dyn ChatModel) -> bool {
+        self.require_tool_first.contains(model.describe().1)
     }
 
     /// The model that serves `org`, or why there is none.

@@ -51,6 +51,9 @@ pub struct ChatRequest {
     pub messages: Vec<Message>,
     /// Offered natively (empty: none offered, or the text protocol is in the system prompt).
     pub tools: Vec<ToolSpec>,
+    /// The model must call a tool in this reply (`tool_choice: required`), where the provider
+    /// supports it.
+    pub require_tool: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]

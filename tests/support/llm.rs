@@ -51,3 +51,59 @@ impl Drop for ScriptedModel {
         let _ = self.child.wait();
     }
 }
+
+/// llama.cpp's OpenAI-compatible server with SmolLM2-135M-Instruct, a real model: paths from
+/// `LLAMA_SERVER` and `SMOLLM2_GGUF` (`./scripts/real-model` prepares both and `./scripts/test`
+/// sets them).
+pub struct RealModel {
+    child: Child,
+    pub url: String,
+}
+
+impl RealModel {
+    pub fn start() -> RealModel {
+        let (Some(server), Some(model)) = (std::env::var_os("LLAMA_SERVER"), std::env::var_os("SMOLLM2_GGUF")) else {
+            panic!(
+                "the real-model test needs LLAMA_SERVER and SMOLLM2_GGUF: run ./scripts/test (it runs ./scripts/real-model) or set them from ./scripts/real-model's output"
+            );
+        };
+        let port = super::free_port();
+        let child = Command::new(server)
+            .arg("-m")
+            .arg(model)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--jinja", "-c", "8192", "-t", "2", "-np", "1", "--temp", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("llama-server");
+        let mut m = RealModel { child, url: format!("http://127.0.0.1:{port}") };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let ok = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && Command::new("python3")
+                    .args([
+                        "-c",
+                        &format!(
+                            "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:{port}/health', timeout=2).status == 200 else 1)"
+                        ),
+                    ])
+                    .stderr(Stdio::null())
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false);
+            if ok {
+                return m;
+            }
+            assert!(m.child.try_wait().expect("wait").is_none(), "llama-server exited during start");
+            assert!(Instant::now() < deadline, "llama-server did not load the model");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for RealModel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
