@@ -6,6 +6,7 @@
 mod support;
 
 mod assistant_api;
+mod assistant_evals;
 mod audit_api;
 mod authorization;
 mod bad_input;
