@@ -44,6 +44,20 @@ async fn start(model: &ScriptedModel, kind: &str, native: bool, extra: &str) -> 
     server
 }
 
+/// The audit records of the caller's organisation made by the agent.
+pub async fn agent_audit(server: &Server, auditor: &str) -> Vec<Value> {
+    let r: Value = client()
+        .get(server.url("/api/v1/audit/search?initiated_by=agent&since=1h&limit=1000"))
+        .bearer_auth(auditor)
+        .send()
+        .await
+        .expect("audit")
+        .json()
+        .await
+        .expect("json");
+    r["records"].as_array().cloned().unwrap_or_default()
+}
+
 /// Posts a chat and reads the whole event stream: (event, data) pairs.
 async fn chat(server: &Server, token: &str, body: Value) -> (u16, Vec<(String, Value)>) {
     let r = client().post(server.url("/api/v1/ai/chat")).bearer_auth(token).json(&body).send().await.expect("chat");
@@ -120,16 +134,7 @@ async fn a_turn_streams_tool_calls_results_text_and_a_cited_answer() {
     // Audited: the tool call as the agent for alice, and the query it ran, as the agent too.
     let auditor = token(&server, "carol", "acme", &[], &["auditor"]);
     eventually(20, "the agent's audit records", || async {
-        let r: Value = client()
-            .get(server.url("/api/v1/audit/search?initiated_by=agent&since=1h&limit=100"))
-            .bearer_auth(&auditor)
-            .send()
-            .await
-            .expect("audit")
-            .json()
-            .await
-            .expect("json");
-        let recs = r["records"].as_array().cloned().unwrap_or_default();
+        let recs = agent_audit(&server, &auditor).await;
         let has = |action: &str| recs.iter().any(|x| x["action"] == action && x["actor"] == "alice");
         has("tool.logs.patterns") && has("tool.logs.histogram") && has("logs.search") && has("logs.histogram")
     })

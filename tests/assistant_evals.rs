@@ -202,16 +202,7 @@ async fn evals_hold_against_the_scripted_model() {
         if tool_calls > 0 {
             let auditor = token(&server, "auditor", &s.user.org, &[], &["auditor"]);
             eventually(20, "the agent's audit records", || async {
-                let r: Value = client()
-                    .get(server.url("/api/v1/audit/search?initiated_by=agent&since=1h&limit=1000"))
-                    .bearer_auth(&auditor)
-                    .send()
-                    .await
-                    .expect("audit")
-                    .json()
-                    .await
-                    .expect("json");
-                let recs = r["records"].as_array().cloned().unwrap_or_default();
+                let recs = crate::assistant_api::agent_audit(&server, &auditor).await;
                 let tools: Vec<&Value> = recs.iter().filter(|x| x["action"].as_str().is_some_and(|a| a.starts_with("tool."))).collect();
                 tools.len() == tool_calls && tools.iter().all(|x| x["actor"] == s.user.name.as_str())
             })

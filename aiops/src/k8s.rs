@@ -15,7 +15,23 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::tools::{Tool, ToolContext, parse_args, schema_of};
+use crate::tools::{Registry, Tool, ToolContext, parse_args, schema_of};
+
+/// The log and workspace tools, and the Kubernetes tools when workspaces' API servers are
+/// configured; with `write_tools` the write tools too (each call then needs the user's approval).
+pub fn registry(clusters: &WorkspaceClusters, write_tools: bool) -> Registry {
+    let mut r = Registry::default();
+    if !clusters.is_empty() {
+        r.push(std::sync::Arc::new(K8sEvents(clusters.clone())));
+        r.push(std::sync::Arc::new(K8sList(clusters.clone())));
+        r.push(std::sync::Arc::new(K8sPodLogs(clusters.clone())));
+        r.push(std::sync::Arc::new(K8sGet(clusters.clone())));
+        if write_tools {
+            r.push(std::sync::Arc::new(K8sScale(clusters.clone())));
+        }
+    }
+    r
+}
 
 /// Objects listed at most; lines of a pod's log at most.
 pub const MAX_ITEMS: usize = 200;

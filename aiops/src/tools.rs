@@ -318,26 +318,13 @@ impl Default for Registry {
 }
 
 impl Registry {
-    /// The log and workspace tools, and the Kubernetes tools when workspaces' API servers are
-    /// configured.
-    /// With `write_tools`, the write tools too (each call then needs the user's approval).
-    pub fn new(clusters: &crate::k8s::WorkspaceClusters, write_tools: bool) -> Registry {
-        let mut r = Registry::default();
-        if !clusters.is_empty() {
-            use crate::k8s::{K8sEvents, K8sGet, K8sList, K8sPodLogs, K8sScale};
-            r.tools.push(Arc::new(K8sEvents(clusters.clone())));
-            r.tools.push(Arc::new(K8sList(clusters.clone())));
-            r.tools.push(Arc::new(K8sPodLogs(clusters.clone())));
-            r.tools.push(Arc::new(K8sGet(clusters.clone())));
-            if write_tools {
-                r.tools.push(Arc::new(K8sScale(clusters.clone())));
-            }
-        }
-        r
-    }
-
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
         self.tools.iter().find(|t| t.name() == name)
+    }
+
+    /// Adds a tool to the catalogue.
+    pub fn push(&mut self, tool: Arc<dyn Tool>) {
+        self.tools.push(tool);
     }
 
     /// The tools offered for `question`: the read tools whose keywords it mentions most, filled
