@@ -59,6 +59,8 @@ pub struct Agent {
     pub approval_ttl_ms: i64,
     /// The first reply of a turn must call a tool (weak models look before they answer).
     pub require_tool_first: bool,
+    /// The longest model reply, in tokens.
+    pub max_tokens: Option<u32>,
 }
 
 /// What the user asked, and where they were looking.
@@ -125,8 +127,15 @@ impl Agent {
                 });
                 notes.push("the step budget ran out; the answer is the best one from what was found".into());
             }
-            let require_tool = step == 0 && self.require_tool_first && !tools.is_empty();
-            let (text, mut calls, u) = self.ask(ChatRequest { messages: messages.clone(), tools, require_tool }, tx, native).await?;
+            let require_tool = step == 0 && !last && self.require_tool_first && !specs.is_empty();
+            // Without native tool calls, a required call is a reply constrained to name one of
+            // the offered tools (their defaults then apply).
+            let response_schema = (require_tool && !native).then(|| {
+                json!({ "type": "object", "additionalProperties": false, "required": ["tool", "arguments"], "properties": {
+                    "tool": { "enum": known }, "arguments": { "type": "object", "properties": {}, "additionalProperties": false } } })
+            });
+            let request = ChatRequest { messages: messages.clone(), tools, require_tool: require_tool && native, response_schema, max_tokens: self.max_tokens };
+            let (text, mut calls, u) = self.ask(request, tx, native).await?;
             usage.prompt_tokens += if u.prompt_tokens == 0 {
                 messages.iter().map(|m| estimate_tokens(&serde_json::to_string(m).unwrap_or_default())).sum()
             } else {

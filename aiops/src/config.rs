@@ -73,6 +73,8 @@ pub struct AssistantConfig {
     pub write_tools: bool,
     /// How long a proposed write action waits for approval.
     pub approval_ttl_secs: u64,
+    /// The longest model reply, in tokens (0: the server's default).
+    pub max_output_tokens: u32,
 }
 
 impl Default for AssistantConfig {
@@ -87,6 +89,7 @@ impl Default for AssistantConfig {
             timeout_ms: 120_000,
             write_tools: false,
             approval_ttl_secs: 600,
+            max_output_tokens: 2048,
         }
     }
 }

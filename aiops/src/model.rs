@@ -54,6 +54,11 @@ pub struct ChatRequest {
     /// The model must call a tool in this reply (`tool_choice: required`), where the provider
     /// supports it.
     pub require_tool: bool,
+    /// A JSON Schema the reply must follow (a grammar on servers that have one, like
+    /// llama.cpp's): how a weak model without native tool calls is made to pick a tool.
+    pub response_schema: Option<serde_json::Value>,
+    /// The longest reply, in tokens.
+    pub max_tokens: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]

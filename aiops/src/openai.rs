@@ -48,6 +48,12 @@ impl OpenAiCompatible {
             })
             .collect();
         let mut body = json!({ "model": self.model, "messages": messages, "stream": true, "stream_options": { "include_usage": true } });
+        if let Some(n) = r.max_tokens {
+            body["max_tokens"] = json!(n);
+        }
+        if let Some(schema) = &r.response_schema {
+            body["response_format"] = json!({ "type": "json_schema", "json_schema": { "name": "tool_call", "schema": schema } });
+        }
         if !r.tools.is_empty() {
             body["tools"] = r
                 .tools
