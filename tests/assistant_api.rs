@@ -448,7 +448,7 @@ async fn write_actions_wait_for_the_users_approval() {
 async fn a_real_model_streams_and_round_trips_a_tool_call() {
     let real = crate::support::llm::RealModel::start();
     let extra = format!(
-        "[assistant]\nretries = 1\ntimeout_ms = 240000\ntools_offered = 2\nmax_output_tokens = 96\n[assistant.budgets]\nmax_steps = 2\nturn_timeout_ms = 600000\n[assistant.provider]\nkind = \"openai\"\nurl = \"{}/v1\"\nmodel = \"smollm2\"\nlocal = true\nnative_tools = false\nrequire_tool_first = true\n",
+        "[assistant]\nretries = 1\ntimeout_ms = 240000\ntools_offered = 2\nmax_output_tokens = 96\n[assistant.budgets]\nmax_steps = 2\nturn_timeout_ms = 600000\nmax_output_bytes = 3000\n[assistant.provider]\nkind = \"openai\"\nurl = \"{}/v1\"\nmodel = \"smollm2\"\nlocal = true\nnative_tools = false\nrequire_tool_first = true\n",
         real.url
     );
     let server = Server::start(ServerOptions { extra_toml: extra, ..Default::default() });

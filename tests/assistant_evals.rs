@@ -241,7 +241,8 @@ async fn evals_against_a_real_model() {
         let mut extra = provider_toml(&url, &model, &s).replace("tools_offered = 4\n", &weak);
         extra.push_str(&format!("native_tools = {native}\nrequire_tool_first = {}\nlocal = true\n", !native));
         if !native {
-            extra = extra.replace("[assistant.budgets]\n", "[assistant.budgets]\nmax_steps = 2\nturn_timeout_ms = 900000\n");
+            // A small context: tool results are cut to fit it.
+            extra = extra.replace("[assistant.budgets]\n", "[assistant.budgets]\nmax_steps = 2\nturn_timeout_ms = 900000\nmax_output_bytes = 3000\n");
         }
         let server = Server::start(ServerOptions { extra_toml: extra, ..Default::default() });
         fixtures(&server, &s).await;

@@ -73,7 +73,8 @@ async fn backups(c: &Control) {
     assert_eq!(cron["spec"]["schedule"], "0 2 * * *");
     let container = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["envFrom"], json!([{ "secretRef": { "name": "s3-creds" } }]));
-    assert!(container["env"].to_string().contains(r#""secretKeyRef":{"key":"key","name":"backup-key"}"#), "{container}");
+    let key_env = container["env"].as_array().and_then(|e| e.iter().find(|v| v["name"] == "BACKUP_KEY")).cloned().unwrap_or(Value::Null);
+    assert_eq!(key_env["valueFrom"], json!({ "secretKeyRef": { "name": "backup-key", "key": "key" } }), "{container}");
     assert!(container["args"].to_string().contains("--encrypt"), "{container}");
     let key = object(&host, &format!("/api/v1/namespaces/{ns}/secrets/backup-key"))["stringData"]["key"].as_str().expect("key").to_owned();
     assert_eq!(key.len(), 64);

@@ -71,7 +71,7 @@ impl RealModel {
         let child = Command::new(server)
             .arg("-m")
             .arg(model)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--jinja", "-c", "8192", "-t", "2", "-np", "1", "--temp", "0"])
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--jinja", "-c", "8192", "-t", "1", "-np", "1", "--temp", "0"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
