@@ -468,7 +468,7 @@ async fn a_real_model_streams_and_round_trips_a_tool_call() {
     let call = &events.iter().find(|(e, _)| e == "tool_call").expect("tool_call").1;
     assert!(["logs.patterns", "logs.search"].contains(&call["name"].as_str().unwrap_or("")), "one of the two tools offered: {call}");
     let result = &events.iter().find(|(e, _)| e == "tool_result").expect("tool_result").1;
-    assert_eq!(result["status"], "ok", "{result}");
+    assert!(result["status"] == "ok" || result["status"] == "truncated", "the tool ran (its result may be cut to the small context): {result}");
     let a = answer(&events);
     assert!(a["usage"]["prompt_tokens"].as_u64().unwrap_or(0) > 0, "{a}");
     assert!(a["model"].as_str().unwrap_or("").ends_with("smollm2"));
