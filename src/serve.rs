@@ -124,6 +124,7 @@ async fn control_plane(
     config: &Config,
     listen: SocketAddr,
     pipeline: Pipeline,
+    verifier: auth::TokenVerifier,
 ) -> anyhow::Result<(Router, control::repo::Repo, watch::Sender<bool>, Vec<tokio::task::JoinHandle<()>>)> {
     let c = &config.control;
     c.validate().map_err(anyhow::Error::msg)?;
@@ -132,9 +133,7 @@ async fn control_plane(
     db.migrate().await?;
     tracing::info!(database = db.kind(), "control database ready");
     let repo = control::repo::Repo::new(db, c.worker.max_attempts);
-    let settings = config.auth.validate(&config.data_dir).map_err(anyhow::Error::msg)?;
     let issuer = if config.auth.issuer.is_empty() { auth::DEV_ISSUER.to_owned() } else { config.auth.issuer.clone() };
-    let verifier = Arc::new(auth::TokenVerifier::new(settings).map_err(|e| anyhow::anyhow!("auth: {e}"))?);
     let provisioner = control::provider::from_config(&c.kubernetes).map_err(anyhow::Error::msg)?;
     if c.kubernetes.host_url.is_empty() && !listen.ip().is_loopback() {
         tracing::warn!("control.kubernetes.host_url is not set: workspaces are planned, not provisioned");
@@ -176,8 +175,8 @@ async fn control_plane(
 fn assistant_router(config: &Config, queries: query::QueryState, repo: control::repo::Repo, audit: Arc<dyn schemas::AuditSink>) -> anyhow::Result<Router> {
     let a = &config.assistant;
     let models = aiops::Models::from_config(a).map_err(anyhow::Error::msg)?;
-    let settings = config.auth.validate(&config.data_dir).map_err(anyhow::Error::msg)?;
-    let verifier = Arc::new(auth::TokenVerifier::new(settings).map_err(|e| anyhow::anyhow!("auth: {e}"))?);
+    // One verifier (one key set, one token cache) for every API of the server.
+    let verifier = queries.verifier.clone();
     let gate = Arc::new(sandbox::ToolGate::new(sandbox::Redactor::new(a.redaction), Some(audit)));
     let state = aiops::api::AssistantState {
         verifier,
@@ -296,8 +295,8 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(|| async { axum::Json(schemas::openapi::document()) }))
         .with_state(Ops { pipeline: pipeline.clone(), registry });
-    let (control_router, control_repo, control_stop, control_tasks) = control_plane(&config, listen, pipeline.clone()).await?;
     let queries = query_state(&config, listen, store.clone(), Arc::new(PipelineAudit(pipeline.clone())))?;
+    let (control_router, control_repo, control_stop, control_tasks) = control_plane(&config, listen, pipeline.clone(), queries.verifier.clone()).await?;
     let assistant = assistant_router(&config, queries.clone(), control_repo, Arc::new(PipelineAudit(pipeline.clone())))?;
     let app = ingest::http::router(state.clone()).merge(query::router(queries)).merge(control_router).merge(assistant).merge(ops).fallback(not_found);
 

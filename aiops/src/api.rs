@@ -37,7 +37,7 @@ const HISTORY_MESSAGES: usize = 40;
 
 #[derive(Clone)]
 pub struct AssistantState {
-    pub verifier: Arc<TokenVerifier>,
+    pub verifier: TokenVerifier,
     pub models: Models,
     pub gate: Arc<ToolGate>,
     pub queries: AgentQueries,
@@ -58,8 +58,7 @@ pub fn router(state: AssistantState) -> Router {
 
 impl AssistantState {
     async fn identify(&self, headers: &HeaderMap) -> Result<Arc<Identity>, ApiError> {
-        let (token, cookies) = auth::credentials(headers);
-        self.verifier.verify(token, cookies).await.map_err(ApiError::from)
+        self.verifier.verify_request(headers).await.map_err(ApiError::from)
     }
 
     fn repo(&self) -> Result<&control::repo::Repo, ApiError> {

@@ -54,7 +54,7 @@ pub(crate) fn now_secs() -> i64 {
 }
 
 /// The bearer token and the cookie header of a request, as [`TokenVerifier::verify`] takes them.
-pub fn credentials(headers: &http::HeaderMap) -> (&str, Option<&str>) {
+pub(crate) fn credentials(headers: &http::HeaderMap) -> (&str, Option<&str>) {
     let token = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -108,6 +108,12 @@ impl TokenVerifier {
         &self.inner.settings
     }
 
+    /// Verifies the bearer token of a request (with its `Cookie` header, for token binding).
+    pub async fn verify_request(&self, headers: &http::HeaderMap) -> Result<Arc<Identity>, AuthError> {
+        let (token, cookies) = crate::credentials(headers);
+        self.verify(token, cookies).await
+    }
+
     /// Verifies `token`. `cookie_header` is the request's `Cookie` header, needed only when
     /// token binding is configured.
     pub async fn verify(&self, token: &str, cookie_header: Option<&str>) -> Result<Arc<Identity>, AuthError> {

@@ -25,8 +25,6 @@ pub enum ControlError {
     Forbidden(String),
     #[error("{0}")]
     PlanNotAllowed(String),
-    #[error("{0}")]
-    Unauthenticated(String),
 }
 
 impl From<ControlError> for ApiError {
@@ -38,7 +36,6 @@ impl From<ControlError> for ApiError {
             ControlError::Conflict(m) => ApiError::new(ErrorCode::Conflict, m),
             ControlError::Forbidden(m) => ApiError::new(ErrorCode::Forbidden, m),
             ControlError::PlanNotAllowed(m) => ApiError::new(ErrorCode::PlanNotAllowed, m),
-            ControlError::Unauthenticated(m) => ApiError::new(ErrorCode::Unauthenticated, m),
             ControlError::Database(ref d) if is_unavailable(d) => {
                 tracing::warn!(error = %e, "control database unavailable");
                 ApiError::new(ErrorCode::Unavailable, "the control database is not reachable; retry shortly")

@@ -25,7 +25,7 @@ pub(crate) const MAX_PAGE: usize = 200;
 #[derive(Clone)]
 pub struct ControlState {
     pub repo: Repo,
-    pub verifier: Arc<TokenVerifier>,
+    pub verifier: TokenVerifier,
     /// The token role of organisation administrators.
     pub admin_role: String,
     /// Wakes the worker and the audit relay after a change.
@@ -42,8 +42,7 @@ pub(crate) type Answer = Result<Response, ApiError>;
 
 impl ControlState {
     pub(crate) async fn identify(&self, headers: &HeaderMap) -> Result<Arc<Identity>, ApiError> {
-        let (token, cookies) = auth::credentials(headers);
-        self.verifier.verify(token, cookies).await.map_err(ApiError::from)
+        self.verifier.verify_request(headers).await.map_err(ApiError::from)
     }
 
     pub(crate) fn is_admin(&self, id: &Identity) -> bool {

@@ -115,8 +115,7 @@ impl QueryState {
 
     /// The identity of the request's bearer token.
     pub async fn identify(&self, headers: &HeaderMap) -> Result<Arc<Identity>, ApiError> {
-        let (token, cookies) = auth::credentials(headers);
-        self.verifier.verify(token, cookies).await.map_err(|e| {
+        self.verifier.verify_request(headers).await.map_err(|e| {
             tracing::debug!(error = %e, "token refused");
             ApiError::from(e)
         })
