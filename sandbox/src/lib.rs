@@ -8,13 +8,16 @@
 //!   private keys, `password=` and friends) and, by configuration, e-mails and IP addresses, in
 //!   what the model reads and in what is audited;
 //! - [`channel`] frames tool output as untrusted data the data cannot break out of, with
-//!   invisible Unicode removed.
+//!   invisible Unicode removed;
+//! - [`jail::Jail`] runs anything a tool executes in a separate process with no network, a
+//!   read-only view of the system, a scratch directory, no capabilities and resource limits.
 //!
 //! Authorisation itself happens where the data is: each tool reads through the query service
 //! with the turn's identity, so the same `Gate` rules and tenant walls apply.
 
 pub mod channel;
 pub mod gate;
+pub mod jail;
 pub mod redact;
 
 pub use gate::{Admission, Budgets, CallOutcome, Ran, ToolClass, ToolError, ToolGate, Turn};
