@@ -77,10 +77,26 @@ enum Command {
     },
     /// Print the OpenAPI document of the HTTP API.
     Openapi,
+    /// Kubernetes manifests.
+    Manifest {
+        #[command(subcommand)]
+        action: ManifestAction,
+    },
     /// Check or print the effective configuration.
     Config {
         #[command(subcommand)]
         action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ManifestAction {
+    /// Check the manifest on stdin (YAML documents or JSON) against Kubernetes' typed schemas;
+    /// exits 1 when a document has errors. Nothing is applied.
+    Validate {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -113,6 +129,36 @@ fn load(common: &Common, listen: Option<String>) -> anyhow::Result<config::Confi
     Ok(c)
 }
 
+/// `dataplane manifest validate`: the report on stdin's manifest (also what the assistant runs,
+/// jailed).
+fn validate_manifest(json: bool) -> ExitCode {
+    use std::io::Read;
+    let mut text = String::new();
+    let limit = aiops::manifest::MAX_BYTES as u64 + 1;
+    if let Err(e) = std::io::stdin().take(limit).read_to_string(&mut text) {
+        eprintln!("error: the manifest on stdin: {e}");
+        return ExitCode::from(2);
+    }
+    let report = aiops::manifest::check(&text);
+    if json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        if let Some(e) = &report.error {
+            println!("error: {e}");
+        }
+        for d in &report.documents {
+            println!("{} {}/{}: {}", d.kind, d.namespace.as_deref().unwrap_or("-"), d.name, if d.valid { "valid" } else { "INVALID" });
+            for e in &d.errors {
+                println!("  error: {e}");
+            }
+            for w in &d.warnings {
+                println!("  warning: {w}");
+            }
+        }
+    }
+    if report.valid() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
 fn main() -> ExitCode {
     // One process-wide TLS provider (ring) for every outbound HTTPS client (OIDC keys, kube).
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -129,6 +175,7 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Command::Openapi => serde_json::to_string_pretty(&schemas::openapi::document()).map(|s| println!("{s}")).map_err(Into::into),
+        Command::Manifest { action: ManifestAction::Validate { json } } => return validate_manifest(json),
         Command::Config { action: ConfigAction::Check { common } } => load(&common, None).map(|_| println!("configuration is valid")),
         Command::Config { action: ConfigAction::Print { common } } => load(&common, None).and_then(|c| {
             print!("{}", toml::to_string_pretty(&config::redacted(&c))?);

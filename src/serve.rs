@@ -186,9 +186,22 @@ fn assistant_router(config: &Config, queries: query::QueryState, repo: control::
         control: Some(repo),
         admin_role: config.control.admin_role.clone(),
         config: Arc::new(a.clone()),
-        registry: aiops::k8s::registry(&aiops::k8s::WorkspaceClusters::new(&config.auth.kubernetes), a.write_tools),
+        registry: aiops::k8s::registry(&aiops::k8s::WorkspaceClusters::new(&config.auth.kubernetes), a.write_tools, validator(a)),
     };
     Ok(aiops::api::router(state))
+}
+
+/// The jailed manifest checker: this binary's `manifest validate`, in the sandbox's jail. None
+/// (and no `manifest.validate` tool) where the jail cannot be built.
+fn validator(a: &aiops::AssistantConfig) -> Option<Arc<aiops::manifest_tools::Validator>> {
+    let exe = std::env::current_exe().map_err(|e| tracing::warn!("manifest.validate is off: this binary's path: {e}")).ok()?;
+    match sandbox::jail::Jail::new(a.jail.clone()) {
+        Ok(jail) => Some(Arc::new(aiops::manifest_tools::Validator::new(jail, exe))),
+        Err(e) => {
+            tracing::warn!("manifest.validate is off: {e}");
+            None
+        }
+    }
 }
 
 /// The control plane's audit outbox is relayed into the same pipeline; a record leaves the

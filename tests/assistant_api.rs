@@ -360,6 +360,63 @@ async fn kubernetes_tools_act_as_the_user() {
     assert!(!requests.iter().any(|r| r.contains("/secrets")), "{requests:?}");
 }
 
+/// Manifests are checked in the jail against the typed schemas and dry-run on the workspace's
+/// API server as the user; nothing is ever stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifests_are_checked_in_the_jail_and_dry_run_as_the_user() {
+    use crate::support::kube::FakeKube;
+    let kube = FakeKube::start(&[], json!([{ "user": "alice", "groups": [], "namespaces": ["shop"] }]));
+    let model = ScriptedModel::start();
+    let extra = format!("[[auth.kubernetes.workspaces]]\nworkspace = \"ws-a\"\nurl = \"{}\"\ntoken_file = \"{}\"\n", kube.url, kube.token_file.display());
+    let server =
+        Server::start(ServerOptions { extra_toml: format!("{}{extra}", assistant_toml(&model, "openai", true, "tools_offered = 8")), ..Default::default() });
+    let good = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: cart, labels: {app: cart}}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: cart}}\n  template:\n    metadata: {labels: {app: cart}}\n    spec:\n      containers: [{name: cart, image: 'ghcr.io/acme/cart:1.4.2', resources: {requests: {cpu: 100m}}}]\n";
+    let bad = good.replace("matchLabels: {app: cart}", "matchLabels: {app: kart}").replace("name: cart, image", "name: cart, imagePulPolicy: Always, image");
+    let elsewhere = good.replace("name: cart, labels", "name: cart, namespace: admin, labels");
+    let bomb: String = std::iter::once("a: &a [x,x,x,x,x,x,x,x,x]\n".to_owned())
+        .chain((b'b'..=b'j').map(|c| format!("{0}: &{0} [{1}]\n", c as char, vec![format!("*{}", (c - 1) as char); 9].join(","))))
+        .collect();
+    let alice = token(&server, "alice", "acme", &["ws-a"], &[]);
+    model
+        .script(json!([
+            { "tool_calls": [
+                { "name": "manifest.validate", "arguments": { "manifest": bad } },
+                { "name": "manifest.validate", "arguments": { "manifest": good } },
+                { "name": "manifest.validate", "arguments": { "manifest": elsewhere } },
+                { "name": "manifest.validate", "arguments": { "manifest": bomb } },
+                { "name": "manifest.generate", "arguments": { "name": "web", "image": "ghcr.io/acme/web:2.0.1", "replicas": 3, "port": 8080, "memory": "256Mi" } },
+            ] },
+            { "text": "The first manifest has a typo and a selector that matches nothing." },
+        ]))
+        .await;
+    let (_, events) =
+        chat(&server, &alice, json!({ "message": "validate this manifest yaml and generate one for web", "workspace": "ws-a", "project": "shop" })).await;
+    let results: Vec<&Value> = events.iter().filter(|(n, _)| n == "tool_result").map(|(_, v)| v).collect();
+    assert_eq!(results.len(), 5, "{events:?}");
+    assert!(results.iter().all(|r| r["status"] == "ok"), "{results:?}");
+    let seen = model.requests().await[1].to_string();
+    for want in [
+        "imagePulPolicy: no such field in apps/v1 Deployment",
+        "spec.selector does not match spec.template.metadata.labels (missing app=kart)",
+        "accepted by workspace ws-a's API server",
+        "refused: forbidden",
+        "repetition limit exceeded",
+        "checked in the sandbox's jail (landlock: full, own network namespace: true",
+        "Deployment shop/web: 3 replica(s) of ghcr.io/acme/web:2.0.1, port 8080",
+        "Service shop/web: port 8080",
+        "Nothing was applied",
+    ] {
+        assert!(seen.contains(want), "{want} not in what the model saw: {seen}");
+    }
+    let requests = kube.requests().await;
+    let patches: Vec<&String> = requests.iter().filter(|r| r.starts_with("PATCH")).collect();
+    // The good one, the one in admin (refused) and the two generated objects; never the bad one.
+    assert_eq!(patches.len(), 4, "{requests:?}");
+    assert!(patches.iter().all(|r| r.contains(" as alice")), "{patches:?}");
+    assert_eq!(patches.iter().filter(|r| r.ends_with("(dry run)")).count(), 3, "the refused one is stopped before admission: {patches:?}");
+    assert!(kube.objects().await.keys().all(|k| !k.contains("deployments") && !k.contains("services")), "a dry run stores nothing");
+}
+
 /// A write tool only proposes: the exact action is stored and shown; approving runs it as the
 /// user, denying or waiting too long runs nothing, and only the owner decides.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

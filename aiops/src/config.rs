@@ -75,6 +75,8 @@ pub struct AssistantConfig {
     pub approval_ttl_secs: u64,
     /// The longest model reply, in tokens (0: the server's default).
     pub max_output_tokens: u32,
+    /// The jail of what tools execute (the manifest checks).
+    pub jail: sandbox::jail::JailConfig,
 }
 
 impl Default for AssistantConfig {
@@ -90,6 +92,7 @@ impl Default for AssistantConfig {
             write_tools: false,
             approval_ttl_secs: 600,
             max_output_tokens: 2048,
+            jail: sandbox::jail::JailConfig::default(),
         }
     }
 }

@@ -17,10 +17,15 @@ use serde_json::{Value, json};
 
 use crate::tools::{Registry, Tool, ToolContext, parse_args, schema_of};
 
-/// The log and workspace tools, and the Kubernetes tools when workspaces' API servers are
-/// configured; with `write_tools` the write tools too (each call then needs the user's approval).
-pub fn registry(clusters: &WorkspaceClusters, write_tools: bool) -> Registry {
+/// The log and workspace tools, the manifest tools (validation when a jailed `validator` is
+/// given), and the Kubernetes tools when workspaces' API servers are configured; with
+/// `write_tools` the write tools too (each call then needs the user's approval).
+pub fn registry(clusters: &WorkspaceClusters, write_tools: bool, validator: Option<std::sync::Arc<crate::manifest_tools::Validator>>) -> Registry {
     let mut r = Registry::default();
+    r.push(std::sync::Arc::new(crate::manifest_tools::ManifestGenerate { clusters: clusters.clone() }));
+    if let Some(validator) = validator {
+        r.push(std::sync::Arc::new(crate::manifest_tools::ManifestValidate { validator, clusters: clusters.clone() }));
+    }
     if !clusters.is_empty() {
         r.push(std::sync::Arc::new(K8sEvents(clusters.clone())));
         r.push(std::sync::Arc::new(K8sList(clusters.clone())));
@@ -57,7 +62,7 @@ impl WorkspaceClusters {
     }
 
     /// A client of `workspace`'s API server impersonating `id` (user and groups).
-    fn client_as(&self, id: &auth::Identity, workspace: &str) -> Result<kube::Client, ToolError> {
+    pub(crate) fn client_as(&self, id: &auth::Identity, workspace: &str) -> Result<kube::Client, ToolError> {
         let Some(w) = self.servers.get(workspace) else {
             return Err(ToolError(format!("workspace `{workspace}` has no Kubernetes API server configured")));
         };
@@ -139,7 +144,7 @@ fn mask_env(v: &mut Value) {
     }
 }
 
-fn kube_error(e: kube::Error) -> ToolError {
+pub(crate) fn kube_error(e: kube::Error) -> ToolError {
     match e {
         kube::Error::Api(s) if s.code == 403 => ToolError(format!("forbidden: the workspace's API server does not allow the user this ({})", s.message)),
         kube::Error::Api(s) if s.code == 404 => ToolError(format!("not found: {}", s.message)),
@@ -150,7 +155,7 @@ fn kube_error(e: kube::Error) -> ToolError {
 
 /// The workspace a call is about: the one named, else the one the user is looking at; only
 /// workspaces the user may see.
-async fn workspace_of(ctx: &ToolContext<'_>, named: Option<&str>) -> Result<String, ToolError> {
+pub(crate) async fn workspace_of(ctx: &ToolContext<'_>, named: Option<&str>) -> Result<String, ToolError> {
     let Some(ws) = named.or(ctx.workspace) else { return Err(ToolError("say which workspace".into())) };
     let allowed = match ctx.control {
         Some(repo) => repo.visible_workspace(ctx.identity, ctx.admin_role, ws).await.is_ok() || ctx.identity.workspaces().contains(ws),
@@ -159,7 +164,7 @@ async fn workspace_of(ctx: &ToolContext<'_>, named: Option<&str>) -> Result<Stri
     if allowed { Ok(ws.to_owned()) } else { Err(ToolError(format!("workspace `{ws}` is not one of the user's"))) }
 }
 
-fn namespace_of<'a>(ctx: &'a ToolContext<'_>, named: Option<&'a str>) -> Result<&'a str, ToolError> {
+pub(crate) fn namespace_of<'a>(ctx: &'a ToolContext<'_>, named: Option<&'a str>) -> Result<&'a str, ToolError> {
     named.or(ctx.project).ok_or_else(|| ToolError("say which project (namespace)".into()))
 }
 

@@ -10,6 +10,8 @@
 //! - [`agent::Agent`] runs the loop: stream, run the calls (at once) through the sandbox's
 //!   [`sandbox::ToolGate`], feed back the framed results, stop at the step budget with a
 //!   tool-less best answer, cite the queries run, say what could not be seen.
+//! - [`manifest`] checks manifests against Kubernetes' typed schemas (run in the sandbox's jail)
+//!   and generates them from typed values; nothing is ever applied by it.
 //! - [`api`] is `POST /api/v1/ai/chat` (server-sent events) and the conversations, kept per
 //!   user in the control database.
 //!
@@ -24,6 +26,8 @@ pub mod api;
 pub mod config;
 pub mod fallback;
 pub mod k8s;
+pub mod manifest;
+pub mod manifest_tools;
 pub mod model;
 pub mod ollama;
 pub mod openai;

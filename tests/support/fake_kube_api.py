@@ -15,7 +15,7 @@ requests log notes `as <user>` (or `as -`).
 
 It also keeps objects like an API server does for server-side apply: PATCH with
 `application/apply-patch+yaml` creates or replaces the object at its path (uid,
-resourceVersion and creationTimestamp filled in), GET reads an object or lists a collection,
+resourceVersion and creationTimestamp filled in; with `dryRun=All` nothing is stored), GET reads an object or lists a collection,
 DELETE removes it (a namespace takes the objects inside it along), and a missing object is a
 404 Status.
 
@@ -243,9 +243,13 @@ class Handler(BaseHTTPRequestHandler):
         name = path.rsplit("/", 1)[-1]
         if body.get("metadata", {}).get("name") != name or not body.get("kind") or not body.get("apiVersion"):
             return self.send_json(422, status(422, "Invalid", "apiVersion, kind and metadata.name (matching the path) are required"))
+        dry_run = "All" in parse_qs(urlparse(self.path).query).get("dryRun", [])
         with LOCK:
-            STATE["version"] += 1
             old = STATE["objects"].get(path)
+            if dry_run:  # admitted and answered, never stored
+                STATE["requests"][-1] += " (dry run)"
+                return self.send_json(200 if old else 201, body)
+            STATE["version"] += 1
             meta = body["metadata"]
             meta["uid"] = (old or {}).get("metadata", {}).get("uid") or "uid-%d" % STATE["version"]
             meta["creationTimestamp"] = (old or {}).get("metadata", {}).get("creationTimestamp") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
