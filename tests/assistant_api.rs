@@ -360,6 +360,74 @@ async fn kubernetes_tools_act_as_the_user() {
     assert!(!requests.iter().any(|r| r.contains("/secrets")), "{requests:?}");
 }
 
+/// metrics.query runs PromQL over the Prometheus API's own path as the user: another
+/// workspace's series stay out whatever the query names, the answer is summarised per series,
+/// and the query is audited as the agent's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_queried_as_the_user() {
+    use ingest::decode::remote_write::proto::{Label, Sample, TimeSeries, WriteRequest};
+    use prost::Message;
+    let model = ScriptedModel::start();
+    let server = start(&model, "openai", true, "").await;
+    let now_ms = now_ns() / 1_000_000;
+    let series = |ws: &str, pod: &str, per_sec: f64| TimeSeries {
+        labels: [("__name__", "http_requests_total"), ("hexabase_organization", "acme"), ("workspace", ws), ("namespace", "shop"), ("pod", pod)]
+            .iter()
+            .map(|(k, v)| Label { name: (*k).into(), value: (*v).into() })
+            .collect(),
+        samples: (0..40).rev().map(|i| Sample { value: per_sec * (600 - i * 15) as f64, timestamp: now_ms - i * 15_000 }).collect(),
+    };
+    let req =
+        WriteRequest { timeseries: vec![series("ws-a", "cart-1", 2.0), series("ws-a", "cart-2", 5.0), series("ws-b", "vault-0", 100.0)], metadata: vec![] };
+    let r = client()
+        .post(server.url("/api/v1/write"))
+        .bearer_auth(TOKEN_ALL)
+        .header("content-type", "application/x-protobuf")
+        .body(crate::support::fixtures::snappy(&req.encode_to_vec()))
+        .send()
+        .await
+        .expect("write");
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap_or_default());
+    let alice = token(&server, "alice", "acme", &["ws-a"], &[]);
+    eventually(20, "the samples to be queryable", || async {
+        let r: Value = client()
+            .get(server.url("/prometheus/api/v1/query?query=http_requests_total"))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .expect("query")
+            .json()
+            .await
+            .expect("json");
+        r["data"]["result"].as_array().is_some_and(|a| a.len() == 2)
+    })
+    .await;
+    model
+        .script(json!([
+            { "tool_calls": [
+                { "name": "metrics.query", "arguments": { "query": "sum by (pod) (rate(http_requests_total[1m]))", "since": "10m" } },
+                { "name": "metrics.query", "arguments": { "query": "http_requests_total{workspace=\"ws-b\"}", "instant": true } },
+                { "name": "metrics.query", "arguments": { "query": "rate(http_requests_total[1m]" } },
+            ] },
+            { "text": "cart-2 serves about 5 requests a second." },
+        ]))
+        .await;
+    let (_, events) = chat(&server, &alice, json!({ "message": "what is the request rate (metrics) of the cart pods?", "workspace": "ws-a" })).await;
+    let statuses: Vec<&str> = events.iter().filter(|(n, _)| n == "tool_result").map(|(_, v)| v["status"].as_str().unwrap_or("")).collect();
+    assert_eq!(statuses, ["ok", "ok", "error"], "{events:?}");
+    let seen = model.requests().await[1].to_string();
+    assert!(seen.contains("cart-2") && seen.contains("cart-1"), "{seen}");
+    assert!(!seen.contains("vault-0"), "another workspace's series reached the model: {seen}");
+    // The rate of cart-2, largest first, summarised.
+    let first = seen.find("cart-2").expect("cart-2");
+    assert!(first < seen.find("cart-1").expect("cart-1"), "largest last value first");
+    assert!(seen.contains(r#"\"last\":5"#) || seen.contains(r#""last":5"#), "{seen}");
+    let citations = answer(&events)["citations"].as_array().cloned().unwrap_or_default();
+    assert!(citations.iter().any(|c| c.to_string().contains("/prometheus/api/v1/query_range?query=sum")), "{citations:?}");
+    let audit = agent_audit(&server, &token(&server, "aud", "acme", &[], &["auditor"])).await;
+    assert!(audit.iter().any(|r| r["action"] == "prometheus.query_range" && r["actor"] == "alice" && r["outcome"] == "ok"), "{audit:?}");
+}
+
 /// Manifests are checked in the jail against the typed schemas and dry-run on the workspace's
 /// API server as the user; nothing is ever stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -305,6 +305,118 @@ impl Tool for WorkspaceDescribe {
     }
 }
 
+// ---- metrics.query
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct MetricsArgs {
+    /// A PromQL query, like sum by (pod) (rate(http_requests_total{project="shop"}[5m])). Only
+    /// the user's own series are read, whatever it names.
+    pub query: String,
+    /// How far back, like 15m, 1h, 1d. Default 1h.
+    pub since: Option<String>,
+    /// Only the value now (an instant query) instead of a series over time.
+    pub instant: Option<bool>,
+}
+
+/// Series in a metrics result at most; points per series at most.
+pub const MAX_SERIES: usize = 50;
+const POINTS: i64 = 60;
+
+impl MetricsArgs {
+    /// The Prometheus API's parameters: `query` and, for a range, `start`, `end` and a `step`
+    /// giving about 60 points.
+    fn params(&self, now_s: i64) -> Result<Vec<(&'static str, String)>, ToolError> {
+        let mut p = vec![("query", self.query.clone())];
+        if self.instant == Some(true) {
+            p.push(("time", now_s.to_string()));
+            return Ok(p);
+        }
+        let since = self.since.as_deref().unwrap_or("1h");
+        let Some(ns) = query::params::parse_duration_ns(since).filter(|n| *n > 0) else {
+            return Err(ToolError(format!("metrics.query: since `{since}` is not a duration like 15m, 1h or 1d")));
+        };
+        let secs = (ns / 1_000_000_000).max(60);
+        p.push(("start", (now_s - secs).to_string()));
+        p.push(("end", now_s.to_string()));
+        p.push(("step", (secs / POINTS).max(15).to_string()));
+        Ok(p)
+    }
+}
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// A series as the model reads it: its labels, min, max, mean and last, and its points.
+fn series_summary(s: &Value) -> (f64, Value) {
+    let points: Vec<(f64, f64)> =
+        s["values"].as_array().map(|v| v.iter().filter_map(|p| Some((p[0].as_f64()?, p[1].as_str()?.parse::<f64>().ok()?))).collect()).unwrap_or_default();
+    let values: Vec<f64> = points.iter().map(|p| p.1).filter(|v| v.is_finite()).collect();
+    let last = points.last().map_or(f64::NAN, |p| p.1);
+    let (min, max) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    let mean = if values.is_empty() { f64::NAN } else { values.iter().sum::<f64>() / values.len() as f64 };
+    let num = |v: f64| if v.is_finite() { json!((v * 1e4).round() / 1e4) } else { Value::Null };
+    let out = json!({
+        "metric": s["metric"], "last": num(last), "min": num(min), "max": num(max), "mean": num(mean),
+        "points": points.iter().map(|(t, v)| json!([*t as i64, num(*v)])).collect::<Vec<_>>(),
+    });
+    (if last.is_finite() { last } else { f64::NEG_INFINITY }, out)
+}
+
+pub struct MetricsQuery;
+
+impl Tool for MetricsQuery {
+    fn name(&self) -> &'static str {
+        "metrics.query"
+    }
+    fn description(&self) -> &'static str {
+        "Run a PromQL query over the user's metrics: over time (about 60 points per series, with min, max, mean and last) or, with instant, the value now. At most 50 series: aggregate with sum by (...) or topk."
+    }
+    fn class(&self) -> ToolClass {
+        ToolClass::Read
+    }
+    fn parameters(&self) -> Value {
+        schema_of::<MetricsArgs>()
+    }
+    fn keywords(&self) -> &'static [&'static str] {
+        &["metric", "cpu", "memory", "latency", "throughput", "usage", "prometheus", "promql", "slow", "requests per", "saturat"]
+    }
+    fn run<'a>(&'a self, ctx: &'a ToolContext<'a>, args: Value) -> BoxFuture<'a, Result<Value, ToolError>> {
+        Box::pin(async move {
+            let a: MetricsArgs = parse_args(self.name(), args)?;
+            let data = ctx.queries.metrics(ctx.identity, &a.params(now_s())?).await.map_err(api_error)?;
+            let result = data["result"].as_array().cloned().unwrap_or_default();
+            let total = result.len();
+            let mut out = match data["resultType"].as_str() {
+                Some("matrix") => {
+                    let mut series: Vec<(f64, Value)> = result.iter().map(series_summary).collect();
+                    // The largest last values first: what an operator looks at.
+                    series.sort_by(|a, b| b.0.total_cmp(&a.0));
+                    json!({ "series": series.into_iter().take(MAX_SERIES).map(|s| s.1).collect::<Vec<_>>() })
+                }
+                Some("vector") => {
+                    json!({ "samples": result.iter().take(MAX_SERIES).map(|s| json!({ "metric": s["metric"], "value": s["value"][1] })).collect::<Vec<_>>() })
+                }
+                _ => json!({ "value": data["result"] }),
+            };
+            out["result_type"] = data["resultType"].clone();
+            if total > MAX_SERIES {
+                out["note"] = json!(format!("{total} series; the {MAX_SERIES} with the largest values are shown: aggregate (sum by, topk) to see the rest"));
+            }
+            if total == 0 {
+                out["note"] = json!("no series: the metric may not exist for this user's workspaces, or the selectors match nothing");
+            }
+            Ok(out)
+        })
+    }
+    fn cite(&self, _ctx: &ToolContext<'_>, args: &Value) -> Option<String> {
+        let a: MetricsArgs = serde_json::from_value(args.clone()).ok()?;
+        let params = a.params(now_s()).ok()?;
+        let path = if a.instant == Some(true) { "/prometheus/api/v1/query" } else { "/prometheus/api/v1/query_range" };
+        Some(cite_url(path, &params))
+    }
+}
+
 /// Every tool there is.
 #[derive(Clone)]
 pub struct Registry {
@@ -313,7 +425,7 @@ pub struct Registry {
 
 impl Default for Registry {
     fn default() -> Self {
-        Registry { tools: vec![Arc::new(LogsPatterns), Arc::new(LogsHistogram), Arc::new(LogsSearch), Arc::new(WorkspaceDescribe)] }
+        Registry { tools: vec![Arc::new(LogsPatterns), Arc::new(LogsHistogram), Arc::new(LogsSearch), Arc::new(WorkspaceDescribe), Arc::new(MetricsQuery)] }
     }
 }
 

@@ -11,6 +11,9 @@ use serde_json::{Value, json};
 use crate::audit::as_agent;
 use crate::state::QueryState;
 
+/// Bytes of one metrics answer read at most.
+const MAX_METRICS_BYTES: usize = 8 << 20;
+
 #[derive(Clone)]
 pub struct AgentQueries {
     state: QueryState,
@@ -35,6 +38,30 @@ impl AgentQueries {
     pub async fn histogram(&self, id: &Identity, params: &[(&str, String)]) -> Result<Value, ApiError> {
         let raw = Self::raw(params);
         as_agent(crate::api::histogram_as(&self.state, id, Some(&raw))).await
+    }
+
+    /// A PromQL query as `id` over the Prometheus API's own path (scoped to what `id` may read,
+    /// limited, audited): instant with `params` `query` (and `time`), a range with `start`,
+    /// `end` and `step` too. The answer's `data` (`resultType`, `result`).
+    pub async fn metrics(&self, id: &Identity, params: &[(&str, String)]) -> Result<Value, ApiError> {
+        let p = crate::params::Params::parse(Some(&Self::raw(params)))?;
+        let range = p.one("step").is_some();
+        let id = std::sync::Arc::new(id.clone());
+        as_agent(async {
+            let resp = if range { crate::prom::query_range_as(&self.state, id, p).await? } else { crate::prom::query_as(&self.state, id, p).await? };
+            let status = resp.status();
+            let body = axum::body::to_bytes(resp.into_body(), MAX_METRICS_BYTES).await.map_err(|_| {
+                ApiError::new(schemas::ErrorCode::LimitExceeded, "the answer is larger than 8 MiB; aggregate (sum by, topk) or narrow the selectors")
+            })?;
+            let v: Value = serde_json::from_slice(&body).map_err(|e| ApiError::new(schemas::ErrorCode::Internal, format!("the metrics answer: {e}")))?;
+            if !status.is_success() || v["status"] != "success" {
+                let msg = v["error"].as_str().unwrap_or("the metrics query failed").to_owned();
+                let code = if status.is_client_error() { schemas::ErrorCode::InvalidQuery } else { schemas::ErrorCode::Unavailable };
+                return Err(ApiError::new(code, msg));
+            }
+            Ok(v["data"].clone())
+        })
+        .await
     }
 
     /// The search's lines grouped into templates with counts, most frequent first (at most

@@ -99,6 +99,10 @@ struct Request {
 async fn begin(state: &QueryState, headers: &HeaderMap, raw: Option<&str>, body: &[u8]) -> Result<Request, ApiError> {
     let params = Params::from_request(raw, headers, body)?;
     let id = state.identify(headers).await?;
+    begin_as(state, id, params).await
+}
+
+async fn begin_as(state: &QueryState, id: Arc<Identity>, params: Params) -> Result<Request, ApiError> {
     let upstream = state.prometheus.clone().ok_or_else(|| {
         ApiError::new(ErrorCode::Unavailable, "no Prometheus upstream is configured; set prometheus.upstream to a Prometheus-compatible server's URL")
     })?;
@@ -366,30 +370,44 @@ fn too_big() -> ApiError {
 }
 
 async fn query(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
+    let params = Params::from_request(raw.as_deref(), &headers, &body)?;
+    let id = state.identify(&headers).await?;
+    Ok(query_as(&state, id, params).await?)
+}
+
+/// `query` (an instant PromQL query) as `id`: scoped, limited and audited like the HTTP API.
+pub(crate) async fn query_as(state: &QueryState, id: Arc<Identity>, params: Params) -> Result<Response, ApiError> {
     if state.prometheus.is_none() {
-        return Ok(native::query(&state, &headers, raw.as_deref(), &body).await?);
+        return native::query(state, id, params).await;
     }
-    let r = begin(&state, &headers, raw.as_deref(), &body).await?;
+    let r = begin_as(state, id, params).await?;
     let mut form = vec![("query", r.scoped_query("query")?)];
     form.extend(r.passed(&["time", "limit"]));
     let text = r.params.one("query").unwrap_or_default();
-    Ok(r.run(&state, "prometheus.query", text, "query", form).await?.into_response())
+    r.run(state, "prometheus.query", text, "query", form).await
 }
 
 async fn query_range(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
+    let params = Params::from_request(raw.as_deref(), &headers, &body)?;
+    let id = state.identify(&headers).await?;
+    Ok(query_range_as(&state, id, params).await?)
+}
+
+/// `query_range` as `id`: scoped, limited and audited like the HTTP API.
+pub(crate) async fn query_range_as(state: &QueryState, id: Arc<Identity>, params: Params) -> Result<Response, ApiError> {
     if state.prometheus.is_none() {
-        return Ok(native::query_range(&state, &headers, raw.as_deref(), &body).await?);
+        return native::query_range(state, id, params).await;
     }
-    let r = begin(&state, &headers, raw.as_deref(), &body).await?;
+    let r = begin_as(state, id, params).await?;
     let (start, end) = (required_time(&r.params, "start")?, required_time(&r.params, "end")?);
-    check_range(&state, start, end)?;
+    check_range(state, start, end)?;
     if r.params.one("step").is_none() {
-        return Err(ApiError::new(ErrorCode::InvalidQuery, "`step` (a duration like 30s, or seconds) is required").into());
+        return Err(ApiError::new(ErrorCode::InvalidQuery, "`step` (a duration like 30s, or seconds) is required"));
     }
     let mut form = vec![("query", r.scoped_query("query")?)];
     form.extend(r.passed(&["start", "end", "step", "limit"]));
     let text = r.params.one("query").unwrap_or_default();
-    Ok(r.run(&state, "prometheus.query_range", text, "query_range", form).await?.into_response())
+    r.run(state, "prometheus.query_range", text, "query_range", form).await
 }
 
 async fn query_exemplars(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {

@@ -30,8 +30,14 @@ struct Native {
 async fn begin(state: &QueryState, headers: &HeaderMap, raw: Option<&str>, body: &[u8]) -> Result<Native, ApiError> {
     let params = Params::from_request(raw, headers, body)?;
     let id = state.identify(headers).await?;
-    let scope = state.gate.metrics(&id).await?;
-    Ok(Native { id, params, scope })
+    Native::new(state, id, params).await
+}
+
+impl Native {
+    async fn new(state: &QueryState, id: std::sync::Arc<Identity>, params: Params) -> Result<Native, ApiError> {
+        let scope = state.gate.metrics(&id).await?;
+        Ok(Native { id, params, scope })
+    }
 }
 
 fn now_ms() -> i64 {
@@ -103,8 +109,8 @@ async fn evaluate(state: &QueryState, n: &Native, steps: eval::Steps) -> Result<
     Ok((value, rows))
 }
 
-pub(super) async fn query(state: &QueryState, headers: &HeaderMap, raw: Option<&str>, body: &[u8]) -> Result<Response, ApiError> {
-    let n = begin(state, headers, raw, body).await?;
+pub(super) async fn query(state: &QueryState, id: std::sync::Arc<Identity>, params: Params) -> Result<Response, ApiError> {
+    let n = Native::new(state, id, params).await?;
     let t = time(&n.params, "time")?.map_or_else(now_ms, |ns| ns / 1_000_000);
     let steps = eval::Steps { start: t, end: t, step: 1 };
     let text = n.params.one("query").unwrap_or_default().to_owned();
@@ -120,8 +126,8 @@ pub(super) async fn query(state: &QueryState, headers: &HeaderMap, raw: Option<&
     }))
 }
 
-pub(super) async fn query_range(state: &QueryState, headers: &HeaderMap, raw: Option<&str>, body: &[u8]) -> Result<Response, ApiError> {
-    let n = begin(state, headers, raw, body).await?;
+pub(super) async fn query_range(state: &QueryState, id: std::sync::Arc<Identity>, params: Params) -> Result<Response, ApiError> {
+    let n = Native::new(state, id, params).await?;
     let (start, end) = (required_time(&n.params, "start")? / 1_000_000, required_time(&n.params, "end")? / 1_000_000);
     check_range(state, start * 1_000_000, end * 1_000_000)?;
     let step = n.params.one("step").and_then(parse_duration_ns).map(|ns| ns / 1_000_000).filter(|s| *s > 0);
