@@ -428,6 +428,51 @@ async fn metrics_are_queried_as_the_user() {
     assert!(audit.iter().any(|r| r["action"] == "prometheus.query_range" && r["actor"] == "alice" && r["outcome"] == "ok"), "{audit:?}");
 }
 
+/// A conversation longer than the model's context is sent compacted: earlier turns become their
+/// questions and answers in the system message, their tool results left out; what is stored
+/// stays whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_conversations_are_compacted_to_fit_the_context() {
+    let model = ScriptedModel::start();
+    let server = Server::start(ServerOptions {
+        extra_toml: format!("{}context_tokens = 3000\n", assistant_toml(&model, "openai", true, "max_output_tokens = 256")),
+        ..Default::default()
+    });
+    let a = Source::new("acme", "ws-a", "shop");
+    let (status, body) = post_logs(&server, TOKEN_ALL, ndjson(&vector_events(&a, "wsa", 100)), None).await;
+    assert_eq!(status, 200, "{body}");
+    let alice = token(&server, "alice", "acme", &["ws-a"], &[]);
+    eventually(20, "the logs to be searchable", || async {
+        let r: Value =
+            client().get(server.url("/api/v1/logs/search?since=1h&limit=100")).bearer_auth(&alice).send().await.expect("search").json().await.expect("json");
+        r["lines"].as_array().is_some_and(|l| l.len() >= 100)
+    })
+    .await;
+    model
+        .script(json!([
+            { "tool_calls": [{ "name": "logs.search", "arguments": { "limit": 100 } }] },
+            { "text": "first answer: the cart pods log wsa lines." },
+            { "text": "second answer" },
+        ]))
+        .await;
+    let (_, events) = chat(&server, &alice, json!({ "message": "what do the logs say?", "workspace": "ws-a" })).await;
+    let cid = events[0].1["id"].as_str().expect("conversation id").to_owned();
+    let (_, events) = chat(&server, &alice, json!({ "message": "and the second question?", "conversation_id": cid, "workspace": "ws-a" })).await;
+    let reqs = model.requests().await;
+    assert_eq!(reqs.len(), 3);
+    let step2 = reqs[1]["messages"].to_string();
+    assert!(step2.matches("wsa").count() >= 100, "the latest step's results are sent whole");
+    let turn2 = &reqs[2]["messages"];
+    let system = turn2[0]["content"].as_str().unwrap_or("");
+    assert!(system.contains("The user asked: what do the logs say?") && system.contains("You answered: first answer"), "{system}");
+    assert!(!turn2.to_string().contains("wsa-") && turn2.as_array().is_some_and(|m| m.iter().all(|m| m["role"] != "tool")), "{turn2}");
+    assert_eq!(turn2.as_array().and_then(|m| m.last()).map(|m| m["content"].clone()), Some(json!("and the second question?")));
+    assert!(answer(&events)["notes"].to_string().contains("compacted"), "{events:?}");
+    let read: Value =
+        client().get(server.url(&format!("/api/v1/ai/conversations/{cid}"))).bearer_auth(&alice).send().await.expect("read").json().await.expect("json");
+    assert_eq!(read["data"]["messages"].as_array().map(Vec::len), Some(6), "the stored conversation is whole: {read}");
+}
+
 /// Manifests are checked in the jail against the typed schemas and dry-run on the workspace's
 /// API server as the user; nothing is ever stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,6 +61,8 @@ pub struct Agent {
     pub require_tool_first: bool,
     /// The longest model reply, in tokens.
     pub max_tokens: Option<u32>,
+    /// The model's context window: requests longer than it are compacted ([`crate::context`]).
+    pub context_tokens: u32,
 }
 
 /// What the user asked, and where they were looking.
@@ -134,7 +136,15 @@ impl Agent {
                 json!({ "type": "object", "additionalProperties": false, "required": ["tool", "arguments"], "properties": {
                     "tool": { "enum": known }, "arguments": { "type": "object", "properties": {}, "additionalProperties": false } } })
             });
-            let request = ChatRequest { messages: messages.clone(), tools, require_tool: require_tool && native, response_schema, max_tokens: self.max_tokens };
+            // What is sent fits the context: the reply's room and the tools' schemas set aside.
+            let room = u64::from(self.max_tokens.unwrap_or(1024))
+                + crate::context::total(&[Message::System { content: serde_json::to_string(&tools).unwrap_or_default() }]);
+            let budget = u64::from(self.context_tokens).saturating_sub(room).max(256);
+            let (sent, compacted) = crate::context::fit(&messages, first_new, budget);
+            if compacted && !notes.iter().any(|n: &String| n.contains("compacted")) {
+                notes.push("the conversation was longer than the model's context: earlier turns were compacted to their questions and answers".into());
+            }
+            let request = ChatRequest { messages: sent, tools, require_tool: require_tool && native, response_schema, max_tokens: self.max_tokens };
             let (text, mut calls, u) = self.ask(request, tx, native).await?;
             usage.prompt_tokens += if u.prompt_tokens == 0 {
                 messages.iter().map(|m| estimate_tokens(&serde_json::to_string(m).unwrap_or_default())).sum()

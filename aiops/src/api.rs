@@ -136,6 +136,7 @@ async fn chat(State(state): State<AssistantState>, headers: HeaderMap, body: Bod
         approval_ttl_ms: (state.config.approval_ttl_secs as i64).saturating_mul(1000),
         require_tool_first: state.models.requires_tool_first(model.as_ref()),
         max_tokens: Some(state.config.max_output_tokens).filter(|n| *n > 0),
+        context_tokens: state.models.context_tokens(model.as_ref()),
     };
     let (tx, rx) = mpsc::channel::<Event>(64);
     let conv = conversation.clone();

@@ -30,6 +30,8 @@ pub struct ProviderConfig {
     /// The first reply of each turn must call a tool (`tool_choice: required`; OpenAI-compatible
     /// servers): weak models then look at the data before they answer.
     pub require_tool_first: bool,
+    /// The model's context window in tokens: longer conversations are compacted to fit.
+    pub context_tokens: u32,
 }
 
 impl Default for ProviderConfig {
@@ -42,6 +44,7 @@ impl Default for ProviderConfig {
             native_tools: true,
             local: false,
             require_tool_first: false,
+            context_tokens: 32_768,
         }
     }
 }
@@ -127,6 +130,8 @@ pub struct Models {
     per_org: HashMap<String, (Option<Arc<dyn ChatModel>>, bool)>,
     /// Models whose first reply must call a tool, by `describe()` name.
     require_tool_first: std::collections::HashSet<String>,
+    /// Context windows, by `describe()` name.
+    context_tokens: HashMap<String, u32>,
 }
 
 impl Models {
@@ -136,6 +141,8 @@ impl Models {
         if c.provider.require_tool_first {
             require_tool_first.insert(c.provider.model.clone());
         }
+        let mut context_tokens = HashMap::new();
+        context_tokens.insert(c.provider.model.clone(), c.provider.context_tokens);
         let mut per_org = HashMap::new();
         for (i, o) in c.organizations.iter().enumerate() {
             let key = format!("assistant.organizations[{i}]");
@@ -147,18 +154,24 @@ impl Models {
                     if p.require_tool_first {
                         require_tool_first.insert(p.model.clone());
                     }
+                    context_tokens.insert(p.model.clone(), p.context_tokens);
                     build(&format!("{key}.provider"), p, c.timeout_ms)?
                 }
                 None => None,
             };
             per_org.insert(o.org.clone(), (model, o.local_only));
         }
-        Ok(Models { default, per_org, require_tool_first })
+        Ok(Models { default, per_org, require_tool_first, context_tokens })
     }
 
     /// Whether `model`'s first reply of a turn must call a tool.
     pub fn requires_tool_first(&self, model: &dyn ChatModel) -> bool {
         self.require_tool_first.contains(model.describe().1)
+    }
+
+    /// `model`'s context window in tokens.
+    pub fn context_tokens(&self, model: &dyn ChatModel) -> u32 {
+        self.context_tokens.get(model.describe().1).copied().unwrap_or(32_768)
     }
 
     /// The model that serves `org`, or why there is none.

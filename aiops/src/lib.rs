@@ -24,6 +24,7 @@
 pub mod agent;
 pub mod api;
 pub mod config;
+pub mod context;
 pub mod fallback;
 pub mod k8s;
 pub mod manifest;

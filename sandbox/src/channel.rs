@@ -23,8 +23,8 @@ pub fn strip_invisible(s: &str) -> String {
 }
 
 /// The frame's tags. Occurrences inside the data are defused so the data cannot end the frame.
-const OPEN: &str = "<tool_output";
-const CLOSE: &str = "</tool_output>";
+pub const OPEN: &str = "<tool_output";
+pub const CLOSE: &str = "</tool_output>";
 
 /// `content` framed as the output of call `id` of `tool`.
 pub fn frame(tool: &str, id: &str, content: &str) -> String {
