@@ -7,6 +7,7 @@ mod support;
 
 mod assistant_api;
 mod assistant_evals;
+mod assistant_tools;
 mod audit_api;
 mod authorization;
 mod bad_input;

@@ -62,6 +62,11 @@ pub struct RealModel {
 
 impl RealModel {
     pub fn start() -> RealModel {
+        RealModel::start_with(&[])
+    }
+
+    /// With more llama-server flags (`--metrics`, `--ignore-eos`, …).
+    pub fn start_with(flags: &[&str]) -> RealModel {
         let (Some(server), Some(model)) = (std::env::var_os("LLAMA_SERVER"), std::env::var_os("SMOLLM2_GGUF")) else {
             panic!(
                 "the real-model test needs LLAMA_SERVER and SMOLLM2_GGUF: run ./scripts/test (it runs ./scripts/real-model) or set them from ./scripts/real-model's output"
@@ -72,6 +77,7 @@ impl RealModel {
             .arg("-m")
             .arg(model)
             .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--jinja", "-c", "8192", "-t", "1", "-np", "1", "--temp", "0"])
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -98,6 +104,14 @@ impl RealModel {
             assert!(Instant::now() < deadline, "llama-server did not load the model");
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+}
+
+impl RealModel {
+    /// One of llama-server's `/metrics` (with `--metrics`), like `llamacpp:n_decode_total`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.url)).await.expect("metrics").text().await.expect("text");
+        text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok())).unwrap_or_else(|| panic!("no {name} in {text}"))
     }
 }
 
