@@ -364,7 +364,7 @@ async fn a_real_model_streams_and_round_trips_a_tool_call() {
     assert_eq!(status, 200);
     let alice = token(&server, "alice", "acme", &["ws-a"], &[]);
     // A small model on two CPU threads takes tens of seconds for a turn.
-    let slow = reqwest::Client::builder().timeout(Duration::from_secs(600)).build().expect("client");
+    let slow = crate::support::client_with_timeout(Duration::from_secs(600));
     let started = std::time::Instant::now();
     let (status, events) = chat_with(&slow, &server, &alice, json!({ "message": "What errors are in the logs?", "workspace": "ws-a" })).await;
     eprintln!("real-model turn: {:.1} s", started.elapsed().as_secs_f64());

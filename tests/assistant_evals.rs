@@ -66,6 +66,50 @@ struct Checks {
     statuses: BTreeMap<String, String>,
     #[serde(default)]
     never_seen: Vec<String>,
+    /// Facts the answer must state: judged by a model when one is configured, else by regex.
+    #[serde(default)]
+    facts: Vec<Fact>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fact {
+    fact: String,
+    regex: String,
+}
+
+/// Who decides whether an answer states a fact: a model (OpenAI-compatible chat completions,
+/// its reply held to a JSON verdict), or, without one, the fact's regex.
+enum Judge<'a> {
+    Regex,
+    Model { http: &'a reqwest::Client, url: &'a str, model: &'a str },
+}
+
+impl Judge<'_> {
+    async fn holds(&self, question: &str, answer: &str, f: &Fact) -> Result<bool, String> {
+        let Judge::Model { http, url, model } = self else { return Ok(Regex::new(&f.regex).expect("regex").is_match(answer)) };
+        let schema = json!({ "type": "object", "required": ["holds", "reason"], "additionalProperties": false,
+            "properties": { "holds": { "type": "boolean" }, "reason": { "type": "string", "maxLength": 200 } } });
+        let body = json!({
+            "model": model, "temperature": 0, "max_tokens": 120,
+            "messages": [
+                { "role": "system", "content": "You grade an assistant's answer. Say whether the answer states the given fact (the same meaning in any words). Reply with JSON only." },
+                { "role": "user", "content": format!("Question: {question}\nAnswer: {answer}\nFact: {}\nDoes the answer state the fact?", f.fact) },
+            ],
+            "response_format": { "type": "json_schema", "json_schema": { "name": "verdict", "strict": true, "schema": schema } },
+        });
+        let r = http.post(format!("{url}/chat/completions")).json(&body).send().await.map_err(|e| format!("judge: {e}"))?;
+        let status = r.status();
+        let v: Value = r.json().await.map_err(|e| format!("judge: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("judge answered {status}: {v}"));
+        }
+        let text = v["choices"][0]["message"]["content"].as_str().unwrap_or("");
+        let verdict: Value = serde_json::from_str(text).map_err(|e| format!("judge's verdict is not JSON ({e}): {text}"))?;
+        let holds = verdict["holds"].as_bool().ok_or_else(|| format!("judge's verdict has no `holds`: {text}"))?;
+        eprintln!("judge {model}: «{}» {} ({})", f.fact, if holds { "holds" } else { "does not hold" }, verdict["reason"].as_str().unwrap_or(""));
+        Ok(holds)
+    }
 }
 
 fn scenarios() -> Vec<(String, Scenario)> {
@@ -142,16 +186,21 @@ async fn ask_with(http: &reqwest::Client, server: &Server, token: &str, s: &Scen
 }
 
 /// The checks of `s` on one turn; `model_saw` is every request the model got (scripted runs).
-fn check(s: &Scenario, events: &[(String, Value)], model_saw: Option<&str>, answers_count: bool) -> Vec<String> {
+async fn check(s: &Scenario, question: &str, events: &[(String, Value)], model_saw: Option<&str>, judge: &Judge<'_>) -> Vec<String> {
     let mut failed = Vec::new();
     let calls: Vec<&str> = events.iter().filter(|(n, _)| n == "tool_call").filter_map(|(_, v)| v["name"].as_str()).collect();
     let answer = events.iter().find(|(n, _)| n == "answer").map(|(_, v)| v["text"].as_str().unwrap_or("").to_owned());
     let Some(answer) = answer else { return vec![format!("no answer: {events:?}")] };
-    if answers_count {
-        for re in &s.checks.answer_matches {
-            if !Regex::new(re).expect("regex").is_match(&answer) {
-                failed.push(format!("the answer does not match {re}: {answer}"));
-            }
+    for re in &s.checks.answer_matches {
+        if !Regex::new(re).expect("regex").is_match(&answer) {
+            failed.push(format!("the answer does not match {re}: {answer}"));
+        }
+    }
+    for f in &s.checks.facts {
+        match judge.holds(question, &answer, f).await {
+            Ok(true) => {}
+            Ok(false) => failed.push(format!("the answer does not state «{}»: {answer}", f.fact)),
+            Err(e) => failed.push(e),
         }
     }
     for t in &s.checks.tools_must {
@@ -198,7 +247,7 @@ async fn evals_hold_against_the_scripted_model() {
             let events = ask(&server, &tok, &s, q).await;
             tool_calls += events.iter().filter(|(n, _)| n == "tool_call").count();
             let saw = serde_json::to_string(&model.requests().await).unwrap_or_default();
-            for f in check(&s, &events, Some(&saw), true) {
+            for f in check(&s, q, &events, Some(&saw), &Judge::Regex).await {
                 failures.push(format!("{file} ({}) «{q}»: {f}", s.name));
             }
         }
@@ -220,7 +269,8 @@ async fn evals_hold_against_the_scripted_model() {
 /// default the small real model CI has (SmolLM2-135M-Instruct in llama.cpp's server; one
 /// scenario, its question only, k = 1 — a turn takes about a minute there); point it elsewhere
 /// with `EVAL_PROVIDER_URL`, `EVAL_MODEL`, `EVAL_NATIVE_TOOLS`, `EVAL_K`, `EVAL_SCENARIOS`
-/// (file names, comma-separated, or `all`), `EVAL_PARAPHRASES=1` and `EVAL_MIN_PASS_RATE`.
+/// (file names, comma-separated, or `all`), `EVAL_PARAPHRASES=1` and `EVAL_MIN_PASS_RATE`;
+/// facts are judged by `EVAL_JUDGE_URL`/`EVAL_JUDGE_MODEL` (default the model under test).
 /// Every run must give an answer; the pass rate is printed and held to the minimum (default 0:
 /// a small model's answers are measured, not required).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,7 +284,11 @@ async fn evals_against_a_real_model() {
     let min: f64 = env("EVAL_MIN_PASS_RATE").and_then(|v| v.parse().ok()).unwrap_or(0.0);
     let wanted = env("EVAL_SCENARIOS").unwrap_or_else(|| "checkout_crash.toml".into());
     let paraphrases = env("EVAL_PARAPHRASES").is_some_and(|v| v == "1");
-    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(900)).build().expect("client");
+    let http = crate::support::client_with_timeout(std::time::Duration::from_secs(900));
+    // Facts are judged by a model: `EVAL_JUDGE_URL`/`EVAL_JUDGE_MODEL`, else the model under test.
+    let judge_url = env("EVAL_JUDGE_URL").unwrap_or_else(|| url.clone());
+    let judge_model = env("EVAL_JUDGE_MODEL").unwrap_or_else(|| model.clone());
+    let judge = Judge::Model { http: &http, url: &judge_url, model: &judge_model };
     let mut rates = Vec::new();
     for (file, s) in scenarios().into_iter().filter(|(f, _)| wanted == "all" || wanted.split(',').any(|w| w.trim() == f)) {
         let weak = if native { String::new() } else { "max_output_tokens = 96\ntools_offered = 2\n".into() };
@@ -253,7 +307,7 @@ async fn evals_against_a_real_model() {
             for q in &questions {
                 let events = ask_with(&http, &server, &tok, &s, q).await;
                 assert!(events.iter().any(|(n, _)| n == "answer"), "{file} «{q}»: no answer from the real model: {events:?}");
-                let failed = check(&s, &events, None, true);
+                let failed = check(&s, q, &events, None, &judge).await;
                 runs += 1;
                 if failed.is_empty() {
                     passed += 1;

@@ -258,8 +258,13 @@ impl Drop for ClickHouse {
 }
 
 pub fn client() -> reqwest::Client {
+    client_with_timeout(Duration::from_secs(30))
+}
+
+/// A client for slow answers (a real model on two CPU threads).
+pub fn client_with_timeout(timeout: Duration) -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client")
+    reqwest::Client::builder().timeout(timeout).build().expect("client")
 }
 
 /// A stored log row, as much of it as tests look at.
