@@ -1,7 +1,8 @@
 //! `assistant-bench`: what the assistant adds to a turn and to a tool call, excluding model
 //! time, against a model server that answers at once (in this process, the OpenAI streaming
 //! format), beside the same model request sent straight to that server and the same log search
-//! sent straight to the query API, in the same run. See `bench/README.md`.
+//! sent straight to the query API, in the same run; and what the jail adds to the program
+//! `manifest.validate` runs, beside the same program spawned plainly. See `bench/README.md`.
 //!
 //! ```sh
 //! cargo build --release -p dataplane -p bench
@@ -166,6 +167,57 @@ fn p50(v: &mut [f64]) -> f64 {
     quantile(v, 0.5)
 }
 
+/// A manifest of two documents, as `manifest.validate` gets it.
+const MANIFEST: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: cart, labels: {app: cart}}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: cart}}\n  template:\n    metadata: {labels: {app: cart}}\n    spec:\n      containers: [{name: cart, image: 'ghcr.io/acme/cart:1.4.2', resources: {requests: {cpu: 100m}}}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: cart}\nspec: {selector: {app: cart}, ports: [{port: 80}]}\n";
+
+/// What the jail adds to a program `manifest.validate` runs: the same `dataplane manifest
+/// validate` in the jail and spawned plainly, same input, same run.
+async fn jail_cost(args: &Args) -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let jail = sandbox::jail::Jail::new(sandbox::jail::JailConfig::default())?;
+    let argv = ["manifest", "validate", "--json"];
+    let plain = || async {
+        let t = Instant::now();
+        let mut child = tokio::process::Command::new(&args.dataplane)
+            .args(argv)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        if let Some(mut i) = child.stdin.take() {
+            i.write_all(MANIFEST.as_bytes()).await?;
+        }
+        let out = child.wait_with_output().await?;
+        anyhow::ensure!(out.status.success(), "plain run failed: {}", String::from_utf8_lossy(&out.stdout));
+        anyhow::Ok(t.elapsed().as_secs_f64() * 1e3)
+    };
+    let jailed = || async {
+        let t = Instant::now();
+        let run = jail.run(&args.dataplane, &argv, MANIFEST.as_bytes(), &[]).await?;
+        anyhow::ensure!(run.success(), "jailed run failed: {run:?}");
+        anyhow::Ok((t.elapsed().as_secs_f64() * 1e3, run.landlock))
+    };
+    for _ in 0..5 {
+        plain().await?;
+        jailed().await?;
+    }
+    let runs = args.runs.min(100);
+    let (mut p, mut j, mut landlock) = (Vec::new(), Vec::new(), "");
+    for _ in 0..runs {
+        p.push(plain().await?);
+        let (ms, l) = jailed().await?;
+        j.push(ms);
+        landlock = l;
+    }
+    let (p, j) = (p50(&mut p), p50(&mut j));
+    println!(
+        "  manifest check ({runs} runs): in the jail {j:.2} (landlock {landlock}), the same command spawned plainly {p:.2}: +{:.2} ms ({:.2}×)",
+        j - p,
+        j / p
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let run = || -> anyhow::Result<()> {
         let args = parse_args()?;
@@ -224,7 +276,7 @@ fn main() -> ExitCode {
             let per_call = tool_turn - text_turn - model_ttft - query;
             println!("  overhead per tool call (tool turn − text turn − one more model call − the direct search): {per_call:.2} ms");
             println!("  tool latency inside the turn vs the direct query API: {:.2}×", (tool_turn - text_turn - model_ttft) / query);
-            anyhow::Ok(())
+            jail_cost(&args).await
         })
     };
     match run() {
