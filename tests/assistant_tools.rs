@@ -274,3 +274,58 @@ async fn write_actions_wait_for_the_users_approval() {
     assert_eq!(decide(alice.clone(), "appr-0000".into(), "maybe").await.0, 400);
     assert_eq!(kube.requests().await.iter().filter(|r| r.starts_with("PATCH")).count(), 2, "one apply by the test, one approved scale");
 }
+
+/// Restarts and applies are write tools too: each proposes its exact action (an apply, the
+/// checked objects), and runs as the user only once approved; a manifest with errors or a
+/// Secret is refused before anything is proposed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_and_applies_wait_for_approval_too() {
+    use crate::support::kube::FakeKube;
+    let kube = FakeKube::start(&[], json!([{ "user": "alice", "groups": [], "namespaces": ["shop"] }]));
+    let model = ScriptedModel::start();
+    let extra = format!("[[auth.kubernetes.workspaces]]\nworkspace = \"ws-a\"\nurl = \"{}\"\ntoken_file = \"{}\"\n", kube.url, kube.token_file.display());
+    let server =
+        Server::start(ServerOptions { extra_toml: format!("{}{extra}", assistant_toml(&model, "openai", true, "write_tools = true")), ..Default::default() });
+    let cart = "/apis/apps/v1/namespaces/shop/deployments/cart";
+    kube.apply(cart, json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "cart", "namespace": "shop" }, "spec": { "replicas": 2 } }))
+        .await;
+    let web = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, labels: {app: web}}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: 'ghcr.io/acme/web:2.0.1'}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {selector: {app: web}, ports: [{port: 80}]}\n";
+    let typo = web.replace("containers:", "containres:");
+    let secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: db}\nstringData: {password: hunter2}\n";
+    let alice = token(&server, "alice", "acme", &["ws-a"], &[]);
+    model
+        .script(json!([
+            { "tool_calls": [
+                { "name": "k8s.restart", "arguments": { "kind": "deployment", "name": "cart" } },
+                { "name": "k8s.apply", "arguments": { "manifest": web } },
+                { "name": "k8s.apply", "arguments": { "manifest": typo } },
+                { "name": "k8s.apply", "arguments": { "manifest": secret } },
+            ] },
+            { "text": "Approve the restart and the apply." },
+        ]))
+        .await;
+    let (_, events) = chat(&server, &alice, json!({ "message": "restart cart and apply this manifest", "workspace": "ws-a", "project": "shop" })).await;
+    let statuses: Vec<&str> = events.iter().filter(|(n, _)| n == "tool_result").map(|(_, v)| v["status"].as_str().unwrap_or("")).collect();
+    assert_eq!(statuses, ["awaiting_approval", "awaiting_approval", "error", "error"], "{events:?}");
+    let seen = model.requests().await[1].to_string();
+    assert!(seen.contains("containres: no such field") && seen.contains("Secrets are never handled"), "{seen}");
+    let requests: Vec<Value> = events.iter().filter(|(n, _)| n == "approval_request").map(|(_, v)| v.clone()).collect();
+    assert_eq!(requests[0]["action"], "restart Deployment shop/cart in workspace ws-a (a rolling restart: its pods are replaced one by one)");
+    assert_eq!(requests[1]["action"], "apply to workspace ws-a (server-side apply as you): Deployment shop/web, Service shop/web");
+    let objects = || async { kube.objects().await };
+    assert!(!objects().await.keys().any(|k| k.contains("/web")), "nothing is applied before the approval");
+    assert!(objects().await[cart]["spec"].get("template").is_none());
+    for r in &requests {
+        let url = server.url(&format!("/api/v1/ai/approvals/{}", r["id"].as_str().unwrap_or("")));
+        let done: Value =
+            client().post(url).bearer_auth(&alice).json(&json!({ "decision": "approve" })).send().await.expect("decide").json().await.expect("json");
+        assert_eq!(done["data"]["status"], "executed", "{done}");
+    }
+    let after = objects().await;
+    assert!(after[cart]["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"].is_string(), "{:?}", after[cart]);
+    assert_eq!(after["/apis/apps/v1/namespaces/shop/deployments/web"]["spec"]["template"]["spec"]["containers"][0]["image"], "ghcr.io/acme/web:2.0.1");
+    assert!(after.contains_key("/api/v1/namespaces/shop/services/web"), "{:?}", after.keys());
+    let patches: Vec<String> = kube.requests().await.into_iter().filter(|r| r.starts_with("PATCH") && !r.contains("/cart as -")).collect();
+    assert_eq!(patches.len(), 3, "{patches:?}");
+    assert!(patches.iter().all(|r| r.ends_with(" as alice")), "as the user, never a dry run here: {patches:?}");
+}

@@ -247,7 +247,7 @@ impl Agent {
 
     /// Stores the exact action of write call `c` for the user's approval and tells them.
     async fn propose(&self, ctx: &ToolContext<'_>, tool: &dyn crate::tools::Tool, c: &ToolCall, conversation: &str, tx: &mpsc::Sender<Event>) -> sandbox::Ran {
-        let (action, resolved) = match tool.action(ctx, &c.arguments) {
+        let (action, resolved) = match tool.action(ctx, &c.arguments).await {
             Ok(a) => a,
             Err(e) => return sandbox::Ran::Done(Err(e)),
         };

@@ -23,8 +23,8 @@ use crate::tools::{Registry, Tool, ToolContext, parse_args, schema_of};
 pub fn registry(clusters: &WorkspaceClusters, write_tools: bool, validator: Option<std::sync::Arc<crate::manifest_tools::Validator>>) -> Registry {
     let mut r = Registry::default();
     r.push(std::sync::Arc::new(crate::manifest_tools::ManifestGenerate { clusters: clusters.clone() }));
-    if let Some(validator) = validator {
-        r.push(std::sync::Arc::new(crate::manifest_tools::ManifestValidate { validator, clusters: clusters.clone() }));
+    if let Some(validator) = &validator {
+        r.push(std::sync::Arc::new(crate::manifest_tools::ManifestValidate { validator: validator.clone(), clusters: clusters.clone() }));
     }
     if !clusters.is_empty() {
         r.push(std::sync::Arc::new(K8sEvents(clusters.clone())));
@@ -32,7 +32,11 @@ pub fn registry(clusters: &WorkspaceClusters, write_tools: bool, validator: Opti
         r.push(std::sync::Arc::new(K8sPodLogs(clusters.clone())));
         r.push(std::sync::Arc::new(K8sGet(clusters.clone())));
         if write_tools {
-            r.push(std::sync::Arc::new(K8sScale(clusters.clone())));
+            r.push(std::sync::Arc::new(crate::k8s_write::K8sScale(clusters.clone())));
+            r.push(std::sync::Arc::new(crate::k8s_write::K8sRestart(clusters.clone())));
+            if let Some(v) = &validator {
+                r.push(std::sync::Arc::new(crate::k8s_write::K8sApply { validator: v.clone(), clusters: clusters.clone() }));
+            }
         }
     }
     r
@@ -78,7 +82,7 @@ impl WorkspaceClusters {
 }
 
 /// The kinds the tools read; Secrets are not among them.
-fn resource(kind: &str) -> Result<ApiResource, ToolError> {
+pub(crate) fn resource(kind: &str) -> Result<ApiResource, ToolError> {
     let (group, version, kind_name, plural) = match kind.to_ascii_lowercase().trim_end_matches('s') {
         "pod" => ("", "v1", "Pod", "pods"),
         "service" => ("", "v1", "Service", "services"),
@@ -429,71 +433,5 @@ mod tests {
         assert!(!s.contains("hunter2") && !s.contains("managedFields") && s.contains("DB_PASSWORD") && s.contains("secretKeyRef"), "{s}");
         let cm = sanitize(json!({ "kind": "ConfigMap", "data": { "app.conf": "password=x" } }));
         assert_eq!(cm["data"]["app.conf"], "[masked]");
-    }
-}
-
-// ---- write tools: offered only with `assistant.write_tools`, run only after the user approved
-// the exact action (stored server-side), as the user.
-
-#[derive(Debug, Deserialize, JsonSchema)]
-pub struct ScaleArgs {
-    pub workspace: Option<String>,
-    pub namespace: Option<String>,
-    /// deployment or statefulset.
-    pub kind: String,
-    pub name: String,
-    /// 0–50.
-    pub replicas: u32,
-}
-
-pub struct K8sScale(pub WorkspaceClusters);
-
-fn scalable(kind: &str) -> Result<ApiResource, ToolError> {
-    let ar = resource(kind)?;
-    if ar.kind == "Deployment" || ar.kind == "StatefulSet" { Ok(ar) } else { Err(ToolError("only deployments and statefulsets are scaled".into())) }
-}
-
-impl Tool for K8sScale {
-    fn name(&self) -> &'static str {
-        "k8s.scale"
-    }
-    fn description(&self) -> &'static str {
-        "Propose scaling a deployment or statefulset. It does not happen until the user approves the exact change."
-    }
-    fn class(&self) -> ToolClass {
-        ToolClass::Write
-    }
-    fn parameters(&self) -> Value {
-        schema_of::<ScaleArgs>()
-    }
-    fn keywords(&self) -> &'static [&'static str] {
-        &["scale", "replica"]
-    }
-    fn action(&self, ctx: &ToolContext<'_>, args: &Value) -> Result<(String, Value), ToolError> {
-        let a: ScaleArgs = parse_args(self.name(), args.clone())?;
-        let ar = scalable(&a.kind)?;
-        if a.replicas > 50 {
-            return Err(ToolError("at most 50 replicas".into()));
-        }
-        let ws = a.workspace.as_deref().or(ctx.workspace).ok_or_else(|| ToolError("say which workspace".into()))?;
-        let ns = namespace_of(ctx, a.namespace.as_deref())?;
-        let resolved = json!({ "workspace": ws, "namespace": ns, "kind": a.kind, "name": a.name, "replicas": a.replicas });
-        Ok((format!("scale {} {ns}/{} in workspace {ws} to {} replicas", ar.kind, a.name, a.replicas), resolved))
-    }
-    fn run<'a>(&'a self, ctx: &'a ToolContext<'a>, args: Value) -> BoxFuture<'a, Result<Value, ToolError>> {
-        Box::pin(async move {
-            let a: ScaleArgs = parse_args(self.name(), args)?;
-            let ws = workspace_of(ctx, a.workspace.as_deref()).await?;
-            let ns = namespace_of(ctx, a.namespace.as_deref())?;
-            let ar = scalable(&a.kind)?;
-            let api: Api<DynamicObject> = Api::namespaced_with(self.0.client_as(ctx.identity, &ws)?, ns, &ar);
-            let patch = json!({ "spec": { "replicas": a.replicas } });
-            let o = api.patch(&a.name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.map_err(kube_error)?;
-            Ok(json!({ "scaled": format!("{}/{}", ns, a.name), "replicas": o.data["spec"]["replicas"] }))
-        })
-    }
-    fn cite(&self, ctx: &ToolContext<'_>, args: &Value) -> Option<String> {
-        let ns = args["namespace"].as_str().or(ctx.project)?;
-        Some(format!("kubectl scale {} {} -n {ns} --replicas={}", args["kind"].as_str()?, args["name"].as_str()?, args["replicas"]))
     }
 }

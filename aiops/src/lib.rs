@@ -27,6 +27,7 @@ pub mod config;
 pub mod context;
 pub mod fallback;
 pub mod k8s;
+pub mod k8s_write;
 pub mod manifest;
 pub mod manifest_tools;
 pub mod model;

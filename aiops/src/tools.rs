@@ -41,8 +41,8 @@ pub trait Tool: Send + Sync {
     /// For write tools: the exact action `args` ask for, as the user is asked to approve it,
     /// and the arguments with every default filled in (what runs once approved, with no
     /// context); an error when they do not make a valid action.
-    fn action(&self, _ctx: &ToolContext<'_>, _args: &Value) -> Result<(String, Value), ToolError> {
-        Err(ToolError("this tool does not change anything".into()))
+    fn action<'a>(&'a self, _ctx: &'a ToolContext<'a>, _args: &'a Value) -> BoxFuture<'a, Result<(String, Value), ToolError>> {
+        Box::pin(async { Err(ToolError("this tool does not change anything".into())) })
     }
 }
 
