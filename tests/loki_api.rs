@@ -183,6 +183,19 @@ async fn loki_api(server: Server) {
         // The JSON field `workspace` becomes `workspace_extracted`; the stream label is ws-a.
         (r#"{project="shop"} | json | workspace="ws-b""#, Box::new(|_: &Row| false)),
         (r#"{project="shop"} | json | workspace_extracted="ws-b""#, Box::new(|r: &Row| r.tenant == 'a' && r.kind == "json")),
+        // pattern: a leading literal must open the line (JSON and plain lines extract nothing).
+        (
+            r#"{project="shop"} | pattern "tenant=<t> msg=\"<m>\" dur=<_> status=<st>" | st="500" and m="slow call""#,
+            Box::new(|r: &Row| r.tenant == 'a' && r.kind == "logfmt" && r.status == 500),
+        ),
+        (
+            r#"{project="shop"} | regexp `dur=(?P<d>[0-9]+)\.5` | d >= 3"#,
+            Box::new(|r: &Row| r.tenant == 'a' && r.kind == "logfmt" && r.line.split("dur=").nth(1).unwrap().starts_with(['3', '4'])),
+        ),
+        (
+            r#"{project="shop"} | logfmt | label_format code=status | code="500" | status="""#,
+            Box::new(|r: &Row| r.tenant == 'a' && r.kind == "logfmt" && r.status == 500),
+        ),
     ];
     for (q, want) in &cases {
         let (s, body) = ask(range(q)).await;
@@ -251,6 +264,18 @@ async fn loki_api(server: Server) {
         }
     }
     assert_eq!(m, want, "{body}");
+    // Comparisons filter (keeping the value), or give 1/0 with `bool`.
+    let (_, body) = ask(mp(r#"sum by (level) (count_over_time({workspace="ws-a"}[1m])) > 1"#, "60s")).await;
+    let over_one: BTreeMap<_, Vec<(i64, f64)>> =
+        want.iter().map(|(l, p)| (l.clone(), p.iter().filter(|(_, v)| *v > 1.0).copied().collect::<Vec<_>>())).filter(|(_, p)| !p.is_empty()).collect();
+    assert_eq!(matrix(&body), over_one, "{body}");
+    let (_, body) = ask(mp(r#"sum by (level) (count_over_time({workspace="ws-a"}[1m])) > bool 1"#, "60s")).await;
+    let as_bool: BTreeMap<_, Vec<(i64, f64)>> =
+        want.iter().map(|(l, p)| (l.clone(), p.iter().map(|(t, v)| (*t, if *v > 1.0 { 1.0 } else { 0.0 })).collect())).collect();
+    assert_eq!(matrix(&body), as_bool, "{body}");
+    // label_format never renames or sets a tenancy label.
+    let (s, body) = ask(range(r#"{project="shop"} | label_format workspace="ws-b""#)).await;
+    assert_eq!((s, body["error"]["code"].as_str()), (400, Some("invalid_query")), "{body}");
     // The same through the pipeline path (a parser stage), which must agree.
     let (_, body) = ask(mp(r#"sum by (level) (count_over_time({workspace="ws-a"} | logfmt | drop __error__, __error_details__ [1m]))"#, "60s")).await;
     assert_eq!(matrix(&body), want, "pipeline and storage counts agree: {body}");
@@ -482,8 +507,19 @@ async fn loki_api(server: Server) {
         r#" | line_format "{{.workspace}} {{.project}}""#,
         " | drop workspace",
         " | keep project, pod",
+        r#" | pattern "tenant=<tenant> <_>""#,
+        r#" | regexp `tenant=(?P<workspace>\w)`"#,
+        r#" | logfmt | label_format pod="{{.tenant}}", owner=pod"#,
     ];
-    let aggs = ["sum by (workspace) ({})", "count by (project) ({})", "sum({})", "topk(3, sum by (pod, workspace) ({}))", "{}"];
+    let aggs = [
+        "sum by (workspace) ({})",
+        "count by (project) ({})",
+        "sum({})",
+        "topk(3, sum by (pod, workspace) ({}))",
+        "{}",
+        "sum by (workspace) ({}) > 0",
+        "{} >= bool 1",
+    ];
     for _ in 0..60 {
         let mut sel: Vec<&str> = (0..1 + next(3)).map(|_| matchers[next(matchers.len())]).collect();
         sel.dedup();
@@ -518,7 +554,8 @@ async fn loki_api(server: Server) {
     // Bad requests get a 400 with a message Grafana shows and a stable code.
     for (q, code) in [
         (r#"{project="shop""#, "invalid_query"),
-        (r#"{project="shop"} | regexp "(?P<x>\\w+)""#, "invalid_query"),
+        (r#"{project="shop"} | regexp "(\\w+)""#, "invalid_query"),
+        (r#"{project="shop"} | pattern "<a><b>""#, "invalid_query"),
         (r#"sum_over_time({project="shop"} | unwrap latency_ms [1m])"#, "invalid_query"),
         (r#"{project=~"(\\w{100}){100}"}"#, "invalid_query"),
         (r#"{project="shop"} |~ "(a""#, "invalid_query"),

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use super::labels::Labels;
-use super::{AggOp, BinOp, Grouping, MetricExpr, RangeFn};
+use super::{AggOp, BinOp, CmpOp, Grouping, MetricExpr, RangeFn};
 
 pub use crate::params::Steps;
 
@@ -125,6 +125,11 @@ pub fn eval(e: &MetricExpr, steps: &Steps, inputs: &mut std::vec::IntoIter<Bucke
             let l = eval(lhs, steps, inputs, max_series)?;
             let r = eval(rhs, steps, inputs, max_series)?;
             binary(*op, l, r)
+        }
+        MetricExpr::Compare { op, bool_mod, lhs, rhs } => {
+            let l = eval(lhs, steps, inputs, max_series)?;
+            let r = eval(rhs, steps, inputs, max_series)?;
+            compare(*op, *bool_mod, l, r)
         }
     };
     if let Value::Vector(m) = &v
@@ -258,6 +263,48 @@ fn binary(op: BinOp, l: Value, r: Value) -> Value {
     }
 }
 
+fn holds(op: CmpOp, a: f64, b: f64) -> bool {
+    match op {
+        CmpOp::Eq => a == b,
+        CmpOp::Ne => a != b,
+        CmpOp::Gt => a > b,
+        CmpOp::Ge => a >= b,
+        CmpOp::Lt => a < b,
+        CmpOp::Le => a <= b,
+    }
+}
+
+/// A comparison, as PromQL's: without `bool` a point is kept (with the vector's value — the
+/// left one between two vectors) where it holds and dropped where not; with `bool` every point
+/// is 1 or 0. Vectors pair up on identical label sets.
+fn compare(op: CmpOp, bool_mod: bool, l: Value, r: Value) -> Value {
+    let point = |a: f64, b: f64, keep: f64| {
+        let h = holds(op, a, b);
+        if bool_mod { Some(if h { 1.0 } else { 0.0 }) } else { h.then_some(keep) }
+    };
+    let series = |m: Matrix, f: &dyn Fn(usize, usize, f64) -> Option<f64>| -> Matrix {
+        m.into_iter()
+            .enumerate()
+            .filter_map(|(i, (labels, v))| {
+                let v: Vec<Option<f64>> = v.into_iter().enumerate().map(|(k, x)| x.and_then(|x| f(i, k, x))).collect();
+                v.iter().any(Option::is_some).then_some((labels, v))
+            })
+            .collect()
+    };
+    match (l, r) {
+        (Value::Scalar(a), Value::Scalar(b)) => Value::Scalar(if holds(op, a, b) { 1.0 } else { 0.0 }),
+        (Value::Vector(m), Value::Scalar(b)) => Value::Vector(series(m, &|_, _, x| point(x, b, x))),
+        (Value::Scalar(a), Value::Vector(m)) => Value::Vector(series(m, &|_, _, x| point(a, x, x))),
+        (Value::Vector(lm), Value::Vector(rm)) => {
+            let right: BTreeMap<Labels, Vec<Option<f64>>> = rm.into_iter().collect();
+            let paired: Vec<Option<&Vec<Option<f64>>>> = lm.iter().map(|(labels, _)| right.get(labels)).collect();
+            let kept: Matrix = lm.into_iter().zip(&paired).filter(|(_, r)| r.is_some()).map(|(s, _)| s).collect();
+            let rights: Vec<&Vec<Option<f64>>> = paired.into_iter().flatten().collect();
+            Value::Vector(series(kept, &|i, k, x| rights[i][k].and_then(|y| point(x, y, x))))
+        }
+    }
+}
+
 /// A sample value as Loki writes it (Go's shortest `'f'` formatting, `+Inf`, `NaN`).
 pub fn format_value(v: f64) -> String {
     if v.is_nan() {
@@ -337,6 +384,15 @@ mod tests {
         assert_eq!(d[0].1, vec![Some(2.0), Some(1.0)]);
         let Value::Vector(r) = binary(BinOp::Div, Value::Vector(s.clone()), Value::Vector(s[..1].to_vec())) else { panic!() };
         assert_eq!(r, vec![(labels(&[("level", "error")]), vec![Some(1.0), Some(1.0)])], "only matching label sets pair up");
+        let Value::Vector(gt) = compare(CmpOp::Gt, false, Value::Vector(s.clone()), Value::Scalar(4.0)) else { panic!() };
+        assert_eq!(gt, vec![(labels(&[("level", "info")]), vec![Some(5.0), None])], "filtered, values kept");
+        let Value::Vector(b) = compare(CmpOp::Gt, true, Value::Vector(s.clone()), Value::Scalar(4.0)) else { panic!() };
+        assert_eq!(b[0].1, vec![Some(0.0), Some(0.0)], "with bool: 1 or 0 at every point");
+        let Value::Vector(lt) = compare(CmpOp::Lt, false, Value::Scalar(3.0), Value::Vector(s.clone())) else { panic!() };
+        assert_eq!(lt, vec![(labels(&[("level", "error")]), vec![Some(4.0), None]), (labels(&[("level", "info")]), vec![Some(5.0), None])]);
+        let Value::Vector(vv) = compare(CmpOp::Ge, false, Value::Vector(s.clone()), Value::Vector(s[1..].to_vec())) else { panic!() };
+        assert_eq!(vv, vec![(labels(&[("level", "info")]), vec![Some(5.0), Some(1.0)])]);
+        assert_eq!(compare(CmpOp::Eq, true, Value::Scalar(1.0), Value::Scalar(1.0)), Value::Scalar(1.0));
         assert_eq!(format_value(1.0 / 0.0), "+Inf");
         assert_eq!(format_value(2.0), "2");
         assert_eq!(format_value(0.25), "0.25");

@@ -3,13 +3,16 @@
 //! - stream selectors `{label="v", other!="w", re=~"a|b", nre!~"c.*"}` over the stream labels
 //!   ([`labels::STREAM_LABELS`]);
 //! - line filters `|= "text"`, `!= "text"`, `|~ "re"`, `!~ "re"`, with `or` alternatives;
-//! - the parsers `json` (with optional `label="path"` extractions) and `logfmt`;
+//! - the parsers `json` (with optional `label="path"` extractions), `logfmt`, `regexp "…"`
+//!   (named groups) and `pattern "<_> <name> …"`;
 //! - label filters: strings (`= != =~ !~`), numbers (`== != > >= < <=`), `and`, `or`, commas,
 //!   parentheses;
-//! - `line_format "{{.label}} …"` (field references and `__line__`), `drop`, `keep`;
+//! - `line_format "{{.label}} …"` (field references and `__line__`), `label_format` (renames
+//!   `dst=src` and templates `dst="{{.a}}…"`; never of the tenancy labels), `drop`, `keep`;
 //! - metric queries: `count_over_time`, `rate`, `bytes_over_time`, `bytes_rate` over
 //!   `[range]` (with `offset`), `sum`/`avg`/`min`/`max`/`count`/`topk`/`bottomk` `by`/`without`,
-//!   arithmetic between them and with numbers, and `vector(n)` (Grafana's health check).
+//!   arithmetic between them and with numbers, comparisons (`== != > >= < <=`, filtering, or
+//!   1/0 with `bool`), and `vector(n)` (Grafana's health check).
 //!
 //! Anything else is a parse error naming what is not supported: a clear 400, never a query
 //! that silently means something else. Semantics follow Loki's documentation: label matchers'
@@ -81,6 +84,26 @@ pub enum TemplatePart {
     Timestamp,
 }
 
+/// One piece of a `pattern` expression.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PatternPart {
+    Literal(String),
+    /// `<name>`, or `<_>` (None): text up to the next literal.
+    Capture(Option<String>),
+}
+
+/// What `label_format` sets a label to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LabelValue {
+    /// `dst=src`: the value of `src`, which is removed.
+    Rename(String),
+    /// `dst="template"`.
+    Template(Vec<TemplatePart>),
+}
+
+/// Labels `label_format` never renames or sets: the tenancy a row was stored under.
+pub const TENANCY_LABELS: [&str; 2] = ["workspace", "project"];
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Stage {
     /// Alternatives joined by `or`: the line passes if any of them holds (for the negative
@@ -92,8 +115,12 @@ pub enum Stage {
     /// `json`, with `label="path"` extractions (all top-level and nested fields when empty).
     Json(Vec<(String, String)>),
     Logfmt,
+    /// `regexp "…"`: named groups become labels.
+    Regexp(String),
+    Pattern(Vec<PatternPart>),
     Labels(LabelPred),
     LineFormat(Vec<TemplatePart>),
+    LabelFormat(Vec<(String, LabelValue)>),
     /// Names alone, or matchers (drop only the labels whose value matches).
     Drop(Vec<Matcher>),
     Keep(Vec<Matcher>),
@@ -160,6 +187,13 @@ pub enum MetricExpr {
         lhs: Box<MetricExpr>,
         rhs: Box<MetricExpr>,
     },
+    /// A comparison: keeps the points where it holds, or with `bool` gives 1 or 0.
+    Compare {
+        op: CmpOp,
+        bool_mod: bool,
+        lhs: Box<MetricExpr>,
+        rhs: Box<MetricExpr>,
+    },
     /// A bare number (a scalar).
     Number(f64),
     /// `vector(n)`: one series with no labels.
@@ -178,7 +212,7 @@ impl MetricExpr {
         match self {
             MetricExpr::Range { log, .. } => vec![log],
             MetricExpr::Agg { inner, .. } => inner.logs(),
-            MetricExpr::Binary { lhs, rhs, .. } => {
+            MetricExpr::Binary { lhs, rhs, .. } | MetricExpr::Compare { lhs, rhs, .. } => {
                 let mut v = lhs.logs();
                 v.extend(rhs.logs());
                 v

@@ -125,7 +125,7 @@ pub fn parse(src: &str) -> Result<Expr, String> {
     if p.toks.is_empty() {
         return Err("the query is empty".into());
     }
-    let e = if p.starts_log() { Expr::Log(p.log_expr()?) } else { Expr::Metric(p.binary(0)?) };
+    let e = if p.starts_log() { Expr::Log(p.log_expr()?) } else { Expr::Metric(p.comparison()?) };
     if p.pos < p.toks.len() {
         return Err(format!("unexpected {} at {}", p.describe(), p.at()));
     }
@@ -304,6 +304,38 @@ impl Parser {
                 Ok(Stage::Logfmt)
             }
             "line_format" => Ok(Stage::LineFormat(template(&self.string("a line_format template")?)?)),
+            "regexp" => Ok(Stage::Regexp(self.string("a regexp with named groups")?)),
+            "pattern" => Ok(Stage::Pattern(pattern(&self.string("a pattern like \"<_> <method> <path>\"")?)?)),
+            "label_format" => {
+                let mut list = Vec::new();
+                loop {
+                    let dst = self.ident("a label name")?;
+                    self.expect_sym("=")?;
+                    let value = match self.peek().cloned() {
+                        Some(Tok::Str(t)) => {
+                            self.pos += 1;
+                            LabelValue::Template(template(&t)?)
+                        }
+                        _ => LabelValue::Rename(self.ident("a label to rename, or a quoted template")?),
+                    };
+                    for l in std::iter::once(dst.as_str()).chain(match &value {
+                        LabelValue::Rename(src) => Some(src.as_str()),
+                        LabelValue::Template(_) => None,
+                    }) {
+                        if TENANCY_LABELS.contains(&l) {
+                            return Err(format!("label_format cannot rename or set `{l}`: it is the tenancy the row was stored under"));
+                        }
+                    }
+                    if list.iter().any(|(d, _)| *d == dst) {
+                        return Err(format!("label_format sets `{dst}` twice; use two label_format stages"));
+                    }
+                    list.push((dst, value));
+                    if !self.eat_sym(",") {
+                        break;
+                    }
+                }
+                Ok(Stage::LabelFormat(list))
+            }
             "drop" | "keep" => {
                 let mut list = Vec::new();
                 loop {
@@ -316,7 +348,9 @@ impl Parser {
                 Ok(if name == "drop" { Stage::Drop(list) } else { Stage::Keep(list) })
             }
             "unwrap" => Err("`unwrap` and the range functions over unwrapped values are not supported".into()),
-            other => Err(format!("pipeline stage `{other}` is not supported (supported: json, logfmt, line_format, drop, keep, label filters, line filters)")),
+            other => Err(format!(
+                "pipeline stage `{other}` is not supported (supported: json, logfmt, regexp, pattern, line_format, label_format, drop, keep, label filters, line filters)"
+            )),
         }
     }
 
@@ -403,15 +437,41 @@ impl Parser {
             let rhs = self.binary(next_min)?;
             lhs = MetricExpr::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs) };
         }
-        for cmp in ["==", "!=", ">", "<", ">=", "<="] {
-            if self.is_sym(cmp) {
-                return Err(format!("comparison operator `{cmp}` between metric queries is not supported"));
+        self.depth -= 1;
+        Ok(lhs)
+    }
+
+    /// Comparisons, below arithmetic in precedence, left-associative; `bool` after the
+    /// operator gives 1 or 0 instead of filtering.
+    fn comparison(&mut self) -> Result<MetricExpr, String> {
+        let mut lhs = self.binary(0)?;
+        loop {
+            let op = match self.peek() {
+                Some(Tok::Sym("==")) => CmpOp::Eq,
+                Some(Tok::Sym("!=")) => CmpOp::Ne,
+                Some(Tok::Sym(">")) => CmpOp::Gt,
+                Some(Tok::Sym(">=")) => CmpOp::Ge,
+                Some(Tok::Sym("<")) => CmpOp::Lt,
+                Some(Tok::Sym("<=")) => CmpOp::Le,
+                _ => break,
+            };
+            self.pos += 1;
+            let bool_mod = self.is_ident("bool");
+            if bool_mod {
+                self.pos += 1;
             }
+            if self.is_ident("on") || self.is_ident("ignoring") || self.is_ident("group_left") || self.is_ident("group_right") {
+                return Err(format!("{} in binary operations is not supported", self.describe()));
+            }
+            let rhs = self.binary(0)?;
+            if !bool_mod && matches!((&lhs, &rhs), (MetricExpr::Number(_), MetricExpr::Number(_))) {
+                return Err("comparisons between numbers need the bool modifier (like 1 > bool 0)".into());
+            }
+            lhs = MetricExpr::Compare { op, bool_mod, lhs: Box::new(lhs), rhs: Box::new(rhs) };
         }
         if self.is_ident("and") || self.is_ident("or") || self.is_ident("unless") {
             return Err(format!("set operator {} is not supported", self.describe()));
         }
-        self.depth -= 1;
         Ok(lhs)
     }
 
@@ -430,7 +490,7 @@ impl Parser {
             }
             Some(Tok::Sym("(")) => {
                 self.pos += 1;
-                let e = self.binary(0)?;
+                let e = self.comparison()?;
                 self.expect_sym(")")?;
                 Ok(e)
             }
@@ -521,7 +581,7 @@ impl Parser {
             } else {
                 None
             };
-            let inner = self.binary(0)?;
+            let inner = self.comparison()?;
             self.expect_sym(")")?;
             if grouping.is_none() {
                 grouping = self.grouping()?;
@@ -538,6 +598,46 @@ impl Parser {
             "`{name}` is not supported (supported: count_over_time, rate, bytes_over_time, bytes_rate, sum, avg, min, max, count, topk, bottomk, vector)"
         ))
     }
+}
+
+/// A `pattern` expression: literal text and `<name>` captures (`<_>` captures nothing); at
+/// least one named capture, and never two captures side by side (Loki's rules).
+fn pattern(src: &str) -> Result<Vec<PatternPart>, String> {
+    let mut out: Vec<PatternPart> = Vec::new();
+    let mut literal = String::new();
+    let mut rest = src;
+    while !rest.is_empty() {
+        let capture = rest.strip_prefix('<').and_then(|r| {
+            let end = r.find('>')?;
+            let name = &r[..end];
+            let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !name.starts_with(|c: char| c.is_ascii_digit());
+            valid.then_some((name, end + 2))
+        });
+        match capture {
+            Some((name, len)) => {
+                if !literal.is_empty() {
+                    out.push(PatternPart::Literal(std::mem::take(&mut literal)));
+                }
+                if matches!(out.last(), Some(PatternPart::Capture(_))) {
+                    return Err(format!("pattern `{src}`: two captures side by side (`<{name}>` follows another) cannot be told apart"));
+                }
+                out.push(PatternPart::Capture((name != "_").then(|| name.to_owned())));
+                rest = &rest[len..];
+            }
+            None => {
+                let ch = rest.chars().next().unwrap_or_default();
+                literal.push(ch);
+                rest = &rest[ch.len_utf8()..];
+            }
+        }
+    }
+    if !literal.is_empty() {
+        out.push(PatternPart::Literal(literal));
+    }
+    if !out.iter().any(|p| matches!(p, PatternPart::Capture(Some(_)))) {
+        return Err(format!("pattern `{src}`: at least one named capture like <name> is needed"));
+    }
+    Ok(out)
 }
 
 /// A `line_format` template: text with `{{.label}}`, `{{__line__}}` and `{{__timestamp__}}`.
@@ -606,6 +706,15 @@ mod tests {
         ));
         assert!(matches!(parse("topk(3, bytes_rate({a=\"b\"}[30s]))").unwrap(), Expr::Metric(MetricExpr::Agg { op: AggOp::Topk, param: Some(3.0), .. })));
         assert!(matches!(parse("vector(1)+vector(1)").unwrap(), Expr::Metric(MetricExpr::Binary { .. })));
+        // Comparisons sit below arithmetic: `a + 1 > 2` is `(a + 1) > 2`.
+        let Expr::Metric(MetricExpr::Compare { op: CmpOp::Gt, bool_mod: false, lhs, .. }) = parse("count_over_time({a=\"b\"}[5m]) + 1 > 2").unwrap() else {
+            panic!("expected > at the top")
+        };
+        assert!(matches!(*lhs, MetricExpr::Binary { op: BinOp::Add, .. }));
+        assert!(matches!(parse("sum(rate({a=\"b\"}[1m])) >= bool 0.5").unwrap(), Expr::Metric(MetricExpr::Compare { bool_mod: true, op: CmpOp::Ge, .. })));
+        assert!(parse("1 > 2").is_err(), "numbers need bool");
+        assert!(parse("1 > bool 2").is_ok());
+        assert!(parse("rate({a=\"b\"}[1m]) > on(pod) rate({a=\"b\"}[1m])").is_err());
     }
 
     #[test]
@@ -614,10 +723,9 @@ mod tests {
             ("", "empty"),
             ("{a=\"b\"", "expected"),
             ("{a=b}", "quoted string"),
-            ("{a=\"b\"} | regexp \"(?P<x>.)\"", "not supported"),
             ("{a=\"b\"} | unwrap latency", "not supported"),
             ("sum_over_time({a=\"b\"}[1m])", "not supported"),
-            ("count_over_time({a=\"b\"}[1m]) > 5", "not supported"),
+            ("count_over_time({a=\"b\"}[1m]) > on(a) count_over_time({a=\"b\"}[1m])", "not supported"),
             ("count_over_time({a=\"b\"}[1m]) or vector(1)", "not supported"),
             ("count_over_time({a=\"b\"})", "`[`"),
             ("{a=\"b\"} |= ip(\"1.2.3.4\")", "not supported"),

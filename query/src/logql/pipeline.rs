@@ -8,7 +8,7 @@ use storage::search::REGEX_SIZE_LIMIT;
 use storage::{LogFilters, Term};
 
 use super::labels::{Labels, STREAM_LABELS, extracted_name, sanitize};
-use super::{CmpOp, LabelPred, LineOp, LogExpr, MatchOp, Matcher, Stage, TemplatePart};
+use super::{CmpOp, LabelPred, LabelValue, LineOp, LogExpr, MatchOp, Matcher, PatternPart, Stage, TemplatePart};
 
 fn regex(pattern: &str, anchored: bool) -> Result<Regex, String> {
     let p = if anchored { format!("^(?:{pattern})$") } else { pattern.to_owned() };
@@ -88,11 +88,19 @@ impl Pred {
 }
 
 enum Step {
-    Line { op: LineOp, values: Vec<String>, regexes: Vec<Regex> },
+    Line {
+        op: LineOp,
+        values: Vec<String>,
+        regexes: Vec<Regex>,
+    },
     Json(Vec<(String, Vec<PathPart>)>),
     Logfmt,
+    /// The regex and its named groups.
+    Regexp(Regex),
+    Pattern(Vec<PatternPart>),
     Labels(Pred),
     LineFormat(Vec<TemplatePart>),
+    LabelFormat(Vec<(String, LabelValue)>),
     Drop(Vec<LabelMatch>),
     Keep(Vec<LabelMatch>),
 }
@@ -175,8 +183,17 @@ impl Pipeline {
                 }
                 Stage::Json(params) => Step::Json(params.iter().map(|(l, p)| Ok((l.clone(), json_path(p)?))).collect::<Result<_, String>>()?),
                 Stage::Logfmt => Step::Logfmt,
+                Stage::Regexp(re) => {
+                    let r = regex(re, false)?;
+                    if r.capture_names().flatten().next().is_none() {
+                        return Err(format!("regexp `{re}`: at least one named group like (?P<name>…) is needed"));
+                    }
+                    Step::Regexp(r)
+                }
+                Stage::Pattern(p) => Step::Pattern(p.clone()),
                 Stage::Labels(p) => Step::Labels(Pred::new(p)?),
                 Stage::LineFormat(t) => Step::LineFormat(t.clone()),
+                Stage::LabelFormat(f) => Step::LabelFormat(f.clone()),
                 Stage::Drop(m) => Step::Drop(m.iter().map(LabelMatch::new).collect::<Result<_, _>>()?),
                 Stage::Keep(m) => Step::Keep(m.iter().map(LabelMatch::new).collect::<Result<_, _>>()?),
             });
@@ -272,24 +289,114 @@ impl Pipeline {
                         e.labels.insert("__error_details__".into(), format!("label `{name}` is not a number"));
                     }
                 },
-                Step::LineFormat(t) => {
-                    let mut out = String::new();
-                    for part in t {
-                        match part {
-                            TemplatePart::Text(s) => out.push_str(s),
-                            TemplatePart::Label(l) => out.push_str(e.labels.get(l).map_or("", String::as_str)),
-                            TemplatePart::Line => out.push_str(&e.line),
-                            TemplatePart::Timestamp => out.push_str(&crate::params::rfc3339(e.timestamp_ns)),
+                Step::Regexp(r) => {
+                    if let Some(c) = r.captures(&e.line) {
+                        let found: Vec<(String, String)> =
+                            r.capture_names().flatten().filter_map(|n| c.name(n).map(|m| (n.to_owned(), m.as_str().to_owned()))).collect();
+                        for (k, v) in found {
+                            set(e, &k, v);
                         }
                     }
-                    e.line = out;
                 }
+                Step::Pattern(p) => {
+                    for (k, v) in pattern_match(p, &e.line) {
+                        set(e, &k, v);
+                    }
+                }
+                Step::LineFormat(t) => e.line = render(t, e),
+                Step::LabelFormat(f) => label_format(f, e),
                 Step::Drop(ms) => e.labels.retain(|k, v| !ms.iter().any(|m| &m.name == k && m.matches(v))),
                 Step::Keep(ms) => e.labels.retain(|k, v| ms.iter().any(|m| &m.name == k && m.matches(v))),
             }
         }
         true
     }
+}
+
+fn render(t: &[TemplatePart], e: &Entry) -> String {
+    let mut out = String::new();
+    for part in t {
+        match part {
+            TemplatePart::Text(s) => out.push_str(s),
+            TemplatePart::Label(l) => out.push_str(e.labels.get(l).map_or("", String::as_str)),
+            TemplatePart::Line => out.push_str(&e.line),
+            TemplatePart::Timestamp => out.push_str(&crate::params::rfc3339(e.timestamp_ns)),
+        }
+    }
+    out
+}
+
+/// `label_format`, as Loki does it: renames move a value (the source goes); templates see the
+/// labels as they were when the first template ran; an empty value removes the label.
+fn label_format(f: &[(String, LabelValue)], e: &mut Entry) {
+    let mut snapshot: Option<Entry> = None;
+    for (dst, value) in f {
+        let v = match value {
+            LabelValue::Rename(src) => {
+                let Some(v) = e.labels.remove(src) else { continue };
+                if e.metadata.remove(src) {
+                    e.metadata.insert(dst.clone());
+                }
+                v
+            }
+            LabelValue::Template(t) => {
+                let seen = snapshot.get_or_insert_with(|| Entry {
+                    timestamp_ns: e.timestamp_ns,
+                    line: e.line.clone(),
+                    labels: e.labels.clone(),
+                    metadata: BTreeSet::new(),
+                });
+                e.metadata.remove(dst);
+                render(t, seen)
+            }
+        };
+        if v.is_empty() {
+            e.labels.remove(dst);
+        } else {
+            e.labels.insert(dst.clone(), v);
+        }
+    }
+}
+
+/// What a `pattern` captures in `line`, by Loki's matcher: a leading literal must open the
+/// line; each capture runs to its next literal, or to the end of the line when that literal
+/// is not found (the remaining captures then stay unset).
+fn pattern_match(p: &[PatternPart], line: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = line;
+    let mut parts = p;
+    if let Some(PatternPart::Literal(l)) = parts.first() {
+        if !rest.starts_with(l.as_str()) {
+            return out;
+        }
+        rest = &rest[l.len()..];
+        parts = &parts[1..];
+    }
+    while let Some(PatternPart::Capture(name)) = parts.first() {
+        let Some(PatternPart::Literal(l)) = parts.get(1) else {
+            // Ending on a capture: the rest of the line.
+            if let Some(n) = name {
+                out.push((n.clone(), rest.to_owned()));
+            }
+            return out;
+        };
+        match rest.find(l.as_str()) {
+            None => {
+                if let Some(n) = name {
+                    out.push((n.clone(), rest.to_owned()));
+                }
+                return out;
+            }
+            Some(i) => {
+                if let Some(n) = name {
+                    out.push((n.clone(), rest[..i].to_owned()));
+                }
+                rest = &rest[i + l.len()..];
+                parts = &parts[2..];
+            }
+        }
+    }
+    out
 }
 
 /// Sets an extracted label. An empty value is no label (Loki drops empty labels).
@@ -442,6 +549,43 @@ mod tests {
         labels.insert("pod".into(), "api-1".into());
         let mut e = Entry { timestamp_ns: 0, line: line.into(), labels, metadata: BTreeSet::new() };
         p.process(&mut e).then_some((e.line, e.labels))
+    }
+
+    #[test]
+    fn regexp_pattern_and_label_format() {
+        let apache = r#"10.0.0.7 - - [01/Dec/2026:10:00:00 +0000] "GET /cart/items HTTP/1.1" 503 1234"#;
+        let (_, l) = run(r#"{a="b"} | pattern "<ip> - - [<_>] \"<method> <path> <_>\" <status> <size>""#, apache).unwrap();
+        let got = |l: &Labels, k: &str| l.get(k).cloned().unwrap_or_default();
+        assert_eq!(
+            [got(&l, "ip"), got(&l, "method"), got(&l, "path"), got(&l, "status"), got(&l, "size")],
+            ["10.0.0.7", "GET", "/cart/items", "503", "1234"].map(String::from)
+        );
+        // A leading literal must open the line; a missing literal ends the captures with the rest.
+        let (_, l) = run(r#"{a="b"} | pattern "x<v>""#, "abc").unwrap();
+        assert!(!l.contains_key("v"));
+        let (_, l) = run(r#"{a="b"} | pattern "<a> | <b> ;""#, "one | two three").unwrap();
+        assert_eq!((got(&l, "a"), got(&l, "b")), ("one".into(), "two three".into()));
+        // regexp: named groups; a name of a stream label is renamed; no match, no labels.
+        let (_, l) = run(r#"{a="b"} | regexp `(?P<method>[A-Z]+) (?P<pod>\S+)`"#, apache).unwrap();
+        assert_eq!((got(&l, "method"), got(&l, "pod"), got(&l, "pod_extracted")), ("GET".into(), "api-1".into(), "/cart/items".into()));
+        let (_, l) = run(r#"{a="b"} | regexp "(?P<x>zzz)""#, apache).unwrap();
+        assert!(!l.contains_key("x"));
+        // label_format: rename (the source goes) and templates (over the labels before it).
+        let (_, l) = run(r#"{a="b"} | logfmt | label_format who=user, line="{{.pod}}:{{.team}}""#, "user=ana team=web").unwrap();
+        assert_eq!((got(&l, "who"), got(&l, "line"), l.contains_key("user")), ("ana".into(), "api-1:web".into(), false));
+        assert!(parse(r#"{a="b"} | label_format x=a, x="b""#).is_err(), "a label once per label_format");
+        let (_, l) = run(r#"{a="b"} | label_format pod="{{.pod}}-x""#, "").unwrap();
+        assert_eq!(got(&l, "pod"), "api-1-x", "label_format overwrites, unlike parsers");
+        for bad in [
+            r#"{a="b"} | label_format workspace="ws-b""#,
+            r#"{a="b"} | label_format w=workspace"#,
+            r#"{a="b"} | pattern "<a><b>""#,
+            r#"{a="b"} | pattern "<_> x""#,
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        let Ok(Expr::Log(l)) = parse(r#"{a="b"} | regexp `(\d+)`"#) else { panic!() };
+        assert!(Pipeline::new(&l).err().unwrap_or_default().contains("named group"));
     }
 
     #[test]

@@ -378,7 +378,7 @@ fn plan<'a>(e: &'a MetricExpr, parent: Option<&'a MetricExpr>, out: &mut Vec<Pla
             out.push((log, *range_ns, *offset_ns, columns, matches!(func, RangeFn::BytesOverTime | RangeFn::BytesRate)));
         }
         MetricExpr::Agg { inner, .. } => plan(inner, Some(e), out),
-        MetricExpr::Binary { lhs, rhs, .. } => {
+        MetricExpr::Binary { lhs, rhs, .. } | MetricExpr::Compare { lhs, rhs, .. } => {
             plan(lhs, Some(e), out);
             plan(rhs, Some(e), out);
         }
