@@ -273,6 +273,43 @@ async fn loki_api(server: Server) {
     let as_bool: BTreeMap<_, Vec<(i64, f64)>> =
         want.iter().map(|(l, p)| (l.clone(), p.iter().map(|(t, v)| (*t, if *v > 1.0 { 1.0 } else { 0.0 })).collect())).collect();
     assert_eq!(matrix(&body), as_bool, "{body}");
+    // Unwrapped values: sums, maxima and medians of `dur` per pod over (t - range, t].
+    let dur = |r: &Row| -> f64 { r.line.split("dur=").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap() };
+    let window = |pod: &str, t: i64, range: i64| -> Vec<f64> {
+        shop.iter().filter(|r| r.kind == "logfmt" && r.pod == pod && r.ts > t * S - range * S && r.ts <= t * S).map(|r| dur(r)).collect()
+    };
+    for (q, range, f) in [
+        (r#"sum by (pod) (sum_over_time({project="shop"} |= "dur=" | logfmt | unwrap dur | __error__="" [2m]))"#, 120, "sum"),
+        (r#"max_over_time({project="shop"} |= "dur=" | logfmt | unwrap dur [10m]) by (pod)"#, 600, "max"),
+        (r#"quantile_over_time(0.5, {project="shop"} |= "dur=" | logfmt | unwrap dur [10m]) by (pod)"#, 600, "median"),
+    ] {
+        let (s, body) = ask(mp(q, "60s")).await;
+        assert_eq!(s, 200, "{q}: {body}");
+        let m = matrix(&body);
+        assert_eq!(m.keys().cloned().collect::<Vec<_>>(), vec![labels(&[("pod", "api-1")]), labels(&[("pod", "worker-1")])], "{q}: {body}");
+        for (l, points) in &m {
+            for (t, v) in points {
+                let mut w = window(&l["pod"], *t, range);
+                w.sort_by(f64::total_cmp);
+                let want = match f {
+                    "sum" => w.iter().sum::<f64>(),
+                    "max" => w[w.len() - 1],
+                    _ if w.len() % 2 == 1 => w[w.len() / 2],
+                    _ => (w[w.len() / 2 - 1] + w[w.len() / 2]) / 2.0,
+                };
+                assert!((v - want).abs() < 1e-9, "{q} {l:?} at {t}: {v} vs {want}");
+            }
+            assert_eq!(
+                points.len(),
+                (0..=6).filter(|k| !window(&l["pod"], t0 / S + k * 60, range).is_empty()).count(),
+                "{q}: a point where the window has samples"
+            );
+        }
+    }
+    // A value that is not of the conversion's kind is a pipeline error, as in Loki.
+    let (s, body) = ask(mp(r#"sum(sum_over_time({project="shop"} |= "dur=" | logfmt | unwrap duration(dur) [1m]))"#, "60s")).await;
+    assert_eq!((s, body["error"]["code"].as_str()), (400, Some("invalid_query")), "{body}");
+    assert!(body["message"].as_str().unwrap_or("").contains("SampleExtractionErr"), "{body}");
     // label_format never renames or sets a tenancy label.
     let (s, body) = ask(range(r#"{project="shop"} | label_format workspace="ws-b""#)).await;
     assert_eq!((s, body["error"]["code"].as_str()), (400, Some("invalid_query")), "{body}");
@@ -556,7 +593,8 @@ async fn loki_api(server: Server) {
         (r#"{project="shop""#, "invalid_query"),
         (r#"{project="shop"} | regexp "(\\w+)""#, "invalid_query"),
         (r#"{project="shop"} | pattern "<a><b>""#, "invalid_query"),
-        (r#"sum_over_time({project="shop"} | unwrap latency_ms [1m])"#, "invalid_query"),
+        (r#"sum_over_time({project="shop"} | json [1m])"#, "invalid_query"),
+        (r#"sum_over_time({project="shop"} | json | unwrap latency_ms [1m]) by (pod)"#, "invalid_query"),
         (r#"{project=~"(\\w{100}){100}"}"#, "invalid_query"),
         (r#"{project="shop"} |~ "(a""#, "invalid_query"),
     ] {

@@ -52,10 +52,12 @@ pub fn layout(steps: &Steps, range_ns: i64, offset_ns: i64) -> Layout {
 /// Most buckets (series × buckets per series) one query may hold: 16 bytes each.
 pub const MAX_CELLS: usize = 16 << 20;
 
-/// Entries and bytes per series per bucket, for one range function.
+/// Entries and bytes per series per bucket, for one range function; or, for an unwrapped one,
+/// the samples of each series.
 #[derive(Debug, Clone)]
 pub struct Buckets {
     pub series: BTreeMap<Labels, Vec<(u64, u64)>>,
+    pub samples: BTreeMap<Labels, Vec<(i64, f64)>>,
     /// Most series this may hold; one more sets `overflow` instead of being added.
     limit: usize,
     pub overflow: bool,
@@ -63,7 +65,7 @@ pub struct Buckets {
 
 impl Default for Buckets {
     fn default() -> Buckets {
-        Buckets { series: BTreeMap::new(), limit: usize::MAX, overflow: false }
+        Buckets { series: BTreeMap::new(), samples: BTreeMap::new(), limit: usize::MAX, overflow: false }
     }
 }
 
@@ -90,6 +92,20 @@ impl Buckets {
         }
     }
 
+    /// A sample of an unwrapped range function.
+    pub fn add_sample(&mut self, labels: Labels, ts: i64, value: f64) {
+        if !self.samples.contains_key(&labels) && self.samples.len() >= self.limit {
+            self.overflow = true;
+            return;
+        }
+        self.samples.entry(labels).or_default().push((ts, value));
+    }
+
+    /// Every series' labels, counted or sampled.
+    pub fn labels(&self) -> impl Iterator<Item = &Labels> {
+        self.series.keys().chain(self.samples.keys())
+    }
+
     pub fn add_count(&mut self, layout: &Layout, labels: Labels, start_ns: i64, entries: u64, bytes: u64) {
         if let Some(c) = self.cell(layout, labels, start_ns) {
             c.0 += entries;
@@ -113,9 +129,13 @@ pub fn eval(e: &MetricExpr, steps: &Steps, inputs: &mut std::vec::IntoIter<Bucke
     let v = match e {
         MetricExpr::Number(n) => Value::Scalar(*n),
         MetricExpr::Vector(n) => Value::Vector(vec![(Labels::new(), vec![Some(*n); steps.len()])]),
-        MetricExpr::Range { func, range_ns, offset_ns, .. } => {
+        MetricExpr::Range { func, range_ns, offset_ns, unwrap, param, .. } => {
             let b = inputs.next().ok_or("internal: a range function without its input")?;
-            Value::Vector(range(*func, b, steps, *range_ns, *offset_ns))
+            if unwrap.is_some() {
+                Value::Vector(unwrapped(*func, *param, b.samples, steps, *range_ns, *offset_ns))
+            } else {
+                Value::Vector(range(*func, b, steps, *range_ns, *offset_ns))
+            }
         }
         MetricExpr::Agg { op, grouping, param, inner } => match eval(inner, steps, inputs, max_series)? {
             Value::Scalar(_) => return Err("aggregations need a vector, not a number".into()),
@@ -164,6 +184,8 @@ fn range(func: RangeFn, b: Buckets, steps: &Steps, range_ns: i64, offset_ns: i64
                 RangeFn::Rate => entries as f64 / secs,
                 RangeFn::BytesOverTime => bytes as f64,
                 RangeFn::BytesRate => bytes as f64 / secs,
+                // The parser gives these an unwrap, so they never come here.
+                _ => f64::NAN,
             });
             any |= v.is_some();
             values.push(v);
@@ -173,6 +195,68 @@ fn range(func: RangeFn, b: Buckets, steps: &Steps, range_ns: i64, offset_ns: i64
         }
     }
     out
+}
+
+/// An unwrapped range function over each series' samples in every window
+/// `(t - range - offset, t - offset]`.
+fn unwrapped(func: RangeFn, param: Option<f64>, samples: BTreeMap<Labels, Vec<(i64, f64)>>, steps: &Steps, range_ns: i64, offset_ns: i64) -> Matrix {
+    let secs = range_ns as f64 / 1e9;
+    let mut out = Vec::with_capacity(samples.len());
+    for (labels, mut points) in samples {
+        points.sort_by_key(|p| p.0);
+        let mut values = Vec::with_capacity(steps.len());
+        for k in 0..steps.len() {
+            let end = steps.at(k) - offset_ns;
+            let (lo, hi) = (points.partition_point(|p| p.0 <= end - range_ns), points.partition_point(|p| p.0 <= end));
+            let w: Vec<f64> = points[lo..hi].iter().map(|p| p.1).collect();
+            values.push((!w.is_empty()).then(|| over(func, param, &w, secs)));
+        }
+        if values.iter().any(Option::is_some) {
+            out.push((labels, values));
+        }
+    }
+    out
+}
+
+/// One window's value; `w` is in time order and not empty.
+fn over(func: RangeFn, param: Option<f64>, w: &[f64], secs: f64) -> f64 {
+    let n = w.len() as f64;
+    let sum: f64 = w.iter().sum();
+    let var = || {
+        let mean = sum / n;
+        w.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n
+    };
+    match func {
+        RangeFn::CountOverTime => n,
+        RangeFn::Rate => sum / secs,
+        RangeFn::SumOverTime => sum,
+        RangeFn::AvgOverTime => sum / n,
+        RangeFn::MinOverTime => w.iter().copied().fold(f64::INFINITY, f64::min),
+        RangeFn::MaxOverTime => w.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        RangeFn::FirstOverTime => w[0],
+        RangeFn::LastOverTime => w[w.len() - 1],
+        RangeFn::StdvarOverTime => var(),
+        RangeFn::StddevOverTime => var().sqrt(),
+        RangeFn::QuantileOverTime => quantile(param.unwrap_or(0.5), w),
+        RangeFn::BytesOverTime | RangeFn::BytesRate => f64::NAN,
+    }
+}
+
+/// Prometheus's quantile: linear between the two nearest ranks; below 0 is -Inf, above 1 +Inf.
+fn quantile(q: f64, w: &[f64]) -> f64 {
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    let mut v = w.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = q * (v.len() - 1) as f64;
+    let lower = rank.floor() as usize;
+    let upper = (lower + 1).min(v.len() - 1);
+    let weight = rank - lower as f64;
+    v[lower] * (1.0 - weight) + v[upper] * weight
 }
 
 fn group_key(labels: &Labels, g: Option<&Grouping>) -> Labels {
@@ -393,6 +477,11 @@ mod tests {
         let Value::Vector(vv) = compare(CmpOp::Ge, false, Value::Vector(s.clone()), Value::Vector(s[1..].to_vec())) else { panic!() };
         assert_eq!(vv, vec![(labels(&[("level", "info")]), vec![Some(5.0), Some(1.0)])]);
         assert_eq!(compare(CmpOp::Eq, true, Value::Scalar(1.0), Value::Scalar(1.0)), Value::Scalar(1.0));
+        assert_eq!(quantile(0.5, &[1.0, 2.0, 3.0, 4.0]), 2.5);
+        assert_eq!(quantile(0.99, &[5.0]), 5.0);
+        assert_eq!(over(RangeFn::StddevOverTime, None, &[2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0], 1.0), 2.0);
+        assert_eq!(over(RangeFn::Rate, None, &[30.0, 30.0], 60.0), 1.0);
+        assert_eq!(over(RangeFn::FirstOverTime, None, &[3.0, 1.0], 1.0), 3.0);
         assert_eq!(format_value(1.0 / 0.0), "+Inf");
         assert_eq!(format_value(2.0), "2");
         assert_eq!(format_value(0.25), "0.25");

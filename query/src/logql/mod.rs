@@ -11,7 +11,8 @@
 //!   `dst=src` and templates `dst="{{.a}}…"`; never of the tenancy labels), `drop`, `keep`;
 //! - metric queries: `count_over_time`, `rate`, `bytes_over_time`, `bytes_rate` over
 //!   `[range]` (with `offset`), `sum`/`avg`/`min`/`max`/`count`/`topk`/`bottomk` `by`/`without`,
-//!   arithmetic between them and with numbers, comparisons (`== != > >= < <=`, filtering, or
+//!   over `| unwrap` (`duration(…)`, `bytes(…)`) the `*_over_time` functions and
+//!   `quantile_over_time`, arithmetic between them and with numbers, comparisons (`== != > >= < <=`, filtering, or
 //!   1/0 with `bool`), and `vector(n)` (Grafana's health check).
 //!
 //! Anything else is a parse error naming what is not supported: a clear 400, never a query
@@ -139,6 +140,36 @@ pub enum RangeFn {
     Rate,
     BytesOverTime,
     BytesRate,
+    // Over unwrapped values only:
+    SumOverTime,
+    AvgOverTime,
+    MinOverTime,
+    MaxOverTime,
+    FirstOverTime,
+    LastOverTime,
+    StddevOverTime,
+    StdvarOverTime,
+    /// With its φ.
+    QuantileOverTime,
+}
+
+/// How an unwrapped label's value becomes a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conversion {
+    Number,
+    /// `duration(…)`/`duration_seconds(…)`: Go durations (`1.5s`, `2m3s`, `250ms`) in seconds.
+    Duration,
+    /// `bytes(…)`: `5 MiB`, `3k`, `1G` in bytes.
+    Bytes,
+}
+
+/// `| unwrap [conv(]label[)] [| label filters…]`: the label whose value is the sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unwrap {
+    pub label: String,
+    pub conversion: Conversion,
+    /// Label filters after the unwrap (typically `__error__=""`).
+    pub post: Vec<LabelPred>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,6 +206,12 @@ pub enum MetricExpr {
         log: LogExpr,
         range_ns: i64,
         offset_ns: i64,
+        /// The values when the log query ends in `| unwrap`.
+        unwrap: Option<Unwrap>,
+        /// `quantile_over_time`'s φ.
+        param: Option<f64>,
+        /// `… by (…)`/`without (…)` on an unwrapped range function.
+        grouping: Option<Grouping>,
     },
     Agg {
         op: AggOp,

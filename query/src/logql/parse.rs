@@ -250,6 +250,8 @@ impl Parser {
                 Some(Tok::Sym("!=")) => LineOp::NotContains,
                 Some(Tok::Sym("|~")) => LineOp::Regex,
                 Some(Tok::Sym("!~")) => LineOp::NotRegex,
+                // `| unwrap` ends the log query of a range function (its caller reads it).
+                Some(Tok::Sym("|")) if matches!(self.toks.get(self.pos + 1), Some((_, Tok::Ident(u))) if u == "unwrap") => break,
                 Some(Tok::Sym("|")) => {
                     self.pos += 1;
                     stages.push(self.stage()?);
@@ -347,11 +349,38 @@ impl Parser {
                 }
                 Ok(if name == "drop" { Stage::Drop(list) } else { Stage::Keep(list) })
             }
-            "unwrap" => Err("`unwrap` and the range functions over unwrapped values are not supported".into()),
             other => Err(format!(
                 "pipeline stage `{other}` is not supported (supported: json, logfmt, regexp, pattern, line_format, label_format, drop, keep, label filters, line filters)"
             )),
         }
+    }
+
+    /// After `| unwrap`: the label, maybe in a conversion, then label filters.
+    fn unwrap(&mut self) -> Result<Unwrap, String> {
+        let first = self.ident("the label to unwrap")?;
+        let conversion = match first.as_str() {
+            "duration" | "duration_seconds" => Some(Conversion::Duration),
+            "bytes" => Some(Conversion::Bytes),
+            _ => None,
+        };
+        let (label, conversion) = match conversion {
+            Some(c) if self.eat_sym("(") => {
+                let l = self.ident("the label to unwrap")?;
+                self.expect_sym(")")?;
+                (l, c)
+            }
+            _ => (first, Conversion::Number),
+        };
+        let mut post = Vec::new();
+        while self.eat_sym("|") {
+            let followed_by_op =
+                matches!(self.toks.get(self.pos + 1), Some((_, Tok::Sym(s))) if ["=", "!=", "=~", "!~", "==", ">", ">=", "<", "<="].contains(s));
+            if !matches!(self.peek(), Some(Tok::Ident(_))) || !followed_by_op {
+                return Err(format!("only label filters (like | __error__=\"\") may follow unwrap, found {}", self.describe()));
+            }
+            post.push(self.label_or()?);
+        }
+        Ok(Unwrap { label, conversion, post })
     }
 
     fn label_or(&mut self) -> Result<LabelPred, String> {
@@ -532,11 +561,41 @@ impl Parser {
             "rate" => Some(RangeFn::Rate),
             "bytes_over_time" => Some(RangeFn::BytesOverTime),
             "bytes_rate" => Some(RangeFn::BytesRate),
+            "sum_over_time" => Some(RangeFn::SumOverTime),
+            "avg_over_time" => Some(RangeFn::AvgOverTime),
+            "min_over_time" => Some(RangeFn::MinOverTime),
+            "max_over_time" => Some(RangeFn::MaxOverTime),
+            "first_over_time" => Some(RangeFn::FirstOverTime),
+            "last_over_time" => Some(RangeFn::LastOverTime),
+            "stddev_over_time" => Some(RangeFn::StddevOverTime),
+            "stdvar_over_time" => Some(RangeFn::StdvarOverTime),
+            "quantile_over_time" => Some(RangeFn::QuantileOverTime),
             _ => None,
         };
         if let Some(func) = range_fn {
             self.expect_sym("(")?;
+            let param = if func == RangeFn::QuantileOverTime {
+                let Some(Tok::Num(q)) = self.next() else { return Err("`quantile_over_time` needs φ first, like quantile_over_time(0.99, …)".into()) };
+                self.expect_sym(",")?;
+                Some(q)
+            } else {
+                None
+            };
             let log = self.log_expr()?;
+            let unwrap = if self.is_sym("|") {
+                self.pos += 2; // `|` `unwrap`
+                Some(self.unwrap()?)
+            } else {
+                None
+            };
+            let counts = matches!(func, RangeFn::CountOverTime | RangeFn::Rate | RangeFn::BytesOverTime | RangeFn::BytesRate);
+            match (&unwrap, counts) {
+                (None, false) => return Err(format!("`{name}` works on unwrapped values: end its log query with | unwrap <label>")),
+                (Some(_), true) if matches!(func, RangeFn::BytesOverTime | RangeFn::BytesRate) => {
+                    return Err(format!("`{name}` counts line bytes and takes no unwrap; use sum_over_time over unwrap bytes(…)"));
+                }
+                _ => {}
+            }
             self.expect_sym("[")?;
             let range_ns = match self.next() {
                 Some(Tok::Dur(d)) if d > 0 => d,
@@ -553,10 +612,11 @@ impl Parser {
                 0
             };
             self.expect_sym(")")?;
-            if self.is_ident("by") || self.is_ident("without") {
+            let grouping = self.grouping()?;
+            if grouping.is_some() && (unwrap.is_none() || matches!(func, RangeFn::SumOverTime | RangeFn::Rate | RangeFn::CountOverTime)) {
                 return Err(format!("grouping on `{name}` is not supported; group with an aggregation like sum by (…)"));
             }
-            return Ok(MetricExpr::Range { func, log, range_ns, offset_ns });
+            return Ok(MetricExpr::Range { func, log, range_ns, offset_ns, unwrap, param, grouping });
         }
         let agg = match name {
             "sum" => Some(AggOp::Sum),
@@ -595,7 +655,7 @@ impl Parser {
             return Ok(MetricExpr::Vector(n));
         }
         Err(format!(
-            "`{name}` is not supported (supported: count_over_time, rate, bytes_over_time, bytes_rate, sum, avg, min, max, count, topk, bottomk, vector)"
+            "`{name}` is not supported (supported: count_over_time, rate, bytes_over_time, bytes_rate, sum/avg/min/max/first/last/stddev/stdvar/quantile_over_time over unwrap, sum, avg, min, max, count, topk, bottomk, vector)"
         ))
     }
 }
@@ -723,8 +783,11 @@ mod tests {
             ("", "empty"),
             ("{a=\"b\"", "expected"),
             ("{a=b}", "quoted string"),
-            ("{a=\"b\"} | unwrap latency", "not supported"),
-            ("sum_over_time({a=\"b\"}[1m])", "not supported"),
+            ("{a=\"b\"} | unwrap latency", "unexpected"),
+            ("sum_over_time({a=\"b\"}[1m])", "unwrap"),
+            ("bytes_rate({a=\"b\"} | unwrap x [1m])", "no unwrap"),
+            ("sum_over_time({a=\"b\"} | unwrap x [1m]) by (pod)", "not supported"),
+            ("avg_over_time({a=\"b\"} | unwrap x | json [1m])", "only label filters"),
             ("count_over_time({a=\"b\"}[1m]) > on(a) count_over_time({a=\"b\"}[1m])", "not supported"),
             ("count_over_time({a=\"b\"}[1m]) or vector(1)", "not supported"),
             ("count_over_time({a=\"b\"})", "`[`"),

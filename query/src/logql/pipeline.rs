@@ -8,7 +8,7 @@ use storage::search::REGEX_SIZE_LIMIT;
 use storage::{LogFilters, Term};
 
 use super::labels::{Labels, STREAM_LABELS, extracted_name, sanitize};
-use super::{CmpOp, LabelPred, LabelValue, LineOp, LogExpr, MatchOp, Matcher, PatternPart, Stage, TemplatePart};
+use super::{CmpOp, Conversion, Grouping, LabelPred, LabelValue, LineOp, LogExpr, MatchOp, Matcher, PatternPart, Stage, TemplatePart, Unwrap};
 
 fn regex(pattern: &str, anchored: bool) -> Result<Regex, String> {
     let p = if anchored { format!("^(?:{pattern})$") } else { pattern.to_owned() };
@@ -165,6 +165,16 @@ pub struct Pipeline {
     steps: Vec<Step>,
     /// How many leading steps are line filters storage applies exactly.
     pushed: usize,
+    unwrap: Option<Sampler>,
+}
+
+/// What `| unwrap` makes of an entry: the label, its conversion, the filters after it, and the
+/// range function's grouping.
+struct Sampler {
+    label: String,
+    conversion: Conversion,
+    post: Vec<Pred>,
+    grouping: Option<Grouping>,
 }
 
 impl Pipeline {
@@ -199,13 +209,45 @@ impl Pipeline {
             });
         }
         let pushed = steps.iter().take_while(|s| matches!(s, Step::Line { values, .. } if values.len() == 1)).count();
-        Ok(Pipeline { selector, steps, pushed })
+        Ok(Pipeline { selector, steps, pushed, unwrap: None })
+    }
+
+    /// The pipeline of an unwrapped range function: each entry becomes a sample.
+    pub fn unwrapping(mut self, u: &Unwrap, grouping: Option<&Grouping>) -> Result<Pipeline, String> {
+        let post = u.post.iter().map(Pred::new).collect::<Result<_, _>>()?;
+        self.unwrap = Some(Sampler { label: u.label.clone(), conversion: u.conversion, post, grouping: grouping.cloned() });
+        Ok(self)
+    }
+
+    /// An entry that went through [`Pipeline::process`] as a sample: its series (without the
+    /// unwrapped label, grouped as the range function says) and value. A value that does not
+    /// convert marks the series with `__error__="SampleExtractionErr"` unless a filter after
+    /// the unwrap leaves it out. None when a filter after the unwrap drops it.
+    pub fn sample(&self, e: Entry) -> Option<(Labels, f64)> {
+        let s = self.unwrap.as_ref()?;
+        let mut labels = e.series_labels();
+        let raw = labels.remove(&s.label);
+        let value = raw.as_deref().and_then(|r| convert(s.conversion, r));
+        if value.is_none() {
+            labels.insert("__error__".into(), "SampleExtractionErr".into());
+            labels.insert("__error_details__".into(), format!("`{}`: {:?} is not a number of that kind", s.label, raw.unwrap_or_default()));
+        }
+        for p in &s.post {
+            if !p.eval(&labels).unwrap_or(false) {
+                return None;
+            }
+        }
+        let labels = match &s.grouping {
+            None => labels,
+            Some(g) => labels.into_iter().filter(|(k, _)| k.starts_with("__error") || g.labels.contains(k) != g.without).collect(),
+        };
+        Some((labels, value.unwrap_or(f64::NAN)))
     }
 
     /// Whether every stage is a line filter storage applies itself (counts per stream then
     /// answer metric queries exactly).
     pub fn only_pushed(&self) -> bool {
-        self.pushed == self.steps.len()
+        self.pushed == self.steps.len() && self.unwrap.is_none()
     }
 
     /// The line filters storage can apply exactly, as search terms.
@@ -311,6 +353,68 @@ impl Pipeline {
         }
         true
     }
+}
+
+/// A label's value as a sample: a number, a Go duration in seconds (`1h2m`, `1.5s`, `250ms`),
+/// or a byte size (`5 MiB`, `3k`, `1G`, `512`).
+fn convert(c: Conversion, raw: &str) -> Option<f64> {
+    let raw = raw.trim();
+    match c {
+        Conversion::Number => raw.parse().ok(),
+        Conversion::Duration => duration_seconds(raw),
+        Conversion::Bytes => bytes(raw),
+    }
+}
+
+fn duration_seconds(s: &str) -> Option<f64> {
+    let (neg, mut rest) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    if rest == "0" {
+        return Some(0.0);
+    }
+    let mut total = 0.0;
+    let mut any = false;
+    while !rest.is_empty() {
+        let n = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+        let value: f64 = rest[..n].parse().ok()?;
+        rest = &rest[n..];
+        let u = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let scale = match &rest[..u] {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = &rest[u..];
+        total += value * scale;
+        any = true;
+    }
+    any.then_some(if neg { -total } else { total })
+}
+
+fn bytes(s: &str) -> Option<f64> {
+    let n = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let value: f64 = s[..n].parse().ok()?;
+    let scale = match s[n..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "p" | "pb" => 1e15,
+        "ki" | "kib" => 1024.0,
+        "mi" | "mib" => 1024.0 * 1024.0,
+        "gi" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "ti" | "tib" => 1024f64.powi(4),
+        "pi" | "pib" => 1024f64.powi(5),
+        _ => return None,
+    };
+    Some(value * scale)
 }
 
 fn render(t: &[TemplatePart], e: &Entry) -> String {
@@ -549,6 +653,42 @@ mod tests {
         labels.insert("pod".into(), "api-1".into());
         let mut e = Entry { timestamp_ns: 0, line: line.into(), labels, metadata: BTreeSet::new() };
         p.process(&mut e).then_some((e.line, e.labels))
+    }
+
+    #[test]
+    fn unwrapped_samples_convert_and_group() {
+        assert_eq!(duration_seconds("1m30s"), Some(90.0));
+        assert_eq!(duration_seconds("250ms"), Some(0.25));
+        assert_eq!(duration_seconds("1.5h"), Some(5400.0));
+        assert_eq!(duration_seconds("10"), None, "a Go duration needs its unit");
+        assert_eq!(bytes("5 MiB"), Some(5.0 * 1024.0 * 1024.0));
+        assert_eq!(bytes("3k"), Some(3000.0));
+        assert_eq!(bytes("12"), Some(12.0));
+        assert_eq!(bytes("x"), None);
+        let Ok(Expr::Metric(crate::logql::MetricExpr::Range { log, unwrap: Some(u), grouping, .. })) =
+            parse(r#"max_over_time({a="b"} | logfmt | unwrap duration(took) | __error__="" [1m]) by (pod)"#)
+        else {
+            panic!("an unwrapped range")
+        };
+        let p = Pipeline::new(&log).unwrap().unwrapping(&u, grouping.as_ref()).unwrap();
+        let entry = |line: &str| {
+            let mut labels = Labels::new();
+            labels.insert("pod".into(), "api-1".into());
+            let mut e = Entry { timestamp_ns: 0, line: line.into(), labels, metadata: BTreeSet::new() };
+            assert!(p.process(&mut e));
+            e
+        };
+        let (l, v) = p.sample(entry("took=1.5s user=ana")).unwrap();
+        assert_eq!((v, l.len(), l.get("pod").map(String::as_str)), (1.5, 1, Some("api-1")), "grouped by pod; the unwrapped label gone");
+        assert!(p.sample(entry("took=fast")).is_none(), "a value that does not convert is left out by __error__=\"\"");
+        let Ok(Expr::Metric(crate::logql::MetricExpr::Range { log, unwrap: Some(u), .. })) = parse(r#"sum_over_time({a="b"} | logfmt | unwrap n [1m])"#) else {
+            panic!()
+        };
+        let p = Pipeline::new(&log).unwrap().unwrapping(&u, None).unwrap();
+        let mut e = Entry { timestamp_ns: 0, line: "n=x".into(), labels: Labels::new(), metadata: BTreeSet::new() };
+        assert!(p.process(&mut e));
+        let (l, v) = p.sample(e).unwrap();
+        assert!(v.is_nan() && l.get("__error__").map(String::as_str) == Some("SampleExtractionErr"), "{l:?}");
     }
 
     #[test]

@@ -27,7 +27,7 @@ use storage::{LogSearch, StreamColumns, StreamCount, StreamsBy};
 use crate::logql::eval::{self, Buckets, Steps};
 use crate::logql::labels::{self, Labels, STREAM_LABELS};
 use crate::logql::pipeline::{Entry, Pipeline};
-use crate::logql::{AggOp, Expr, LogExpr, MetricExpr, RangeFn};
+use crate::logql::{AggOp, Expr, Grouping, LogExpr, MetricExpr, RangeFn, Unwrap};
 use crate::params::{Params, parse_duration_ns};
 use crate::params::{next_cursor, now_ns};
 use crate::patterns;
@@ -273,11 +273,13 @@ async fn range_input(
     id: &Identity,
     l: &LogExpr,
     layout: &eval::Layout,
-    columns: StreamColumns,
-    bytes: bool,
+    (columns, bytes, sampled): (StreamColumns, bool, Option<(&Unwrap, Option<&Grouping>)>),
     scanned: &mut Scanned,
 ) -> Result<Buckets, ApiError> {
-    let pl = compile(l)?;
+    let mut pl = compile(l)?;
+    if let Some((u, g)) = sampled {
+        pl = pl.unwrapping(u, g).map_err(invalid)?;
+    }
     let scope = scope_for(state, id, Some(&pl)).await?;
     let mut q = search(scope, layout.origin, layout.to_ns(), Some(&pl), false);
     let mut b = Buckets::new(layout, state.limits.max_series);
@@ -296,7 +298,13 @@ async fn range_input(
         let s = scan(state, q, |r| {
             if let Some(e) = entry_of(&pl, r) {
                 let (ts, bytes) = (e.timestamp_ns, e.line.len() as u64);
-                b.add(layout, e.series_labels(), ts, bytes);
+                if sampled.is_some() {
+                    if let Some((labels, v)) = pl.sample(e) {
+                        b.add_sample(labels, ts, v);
+                    }
+                } else {
+                    b.add(layout, e.series_labels(), ts, bytes);
+                }
             }
             true
         })
@@ -304,7 +312,7 @@ async fn range_input(
         scanned.lines += s.lines;
         scanned.bytes += s.bytes;
     }
-    if let Some(err) = b.series.keys().find_map(|l| l.get("__error__")) {
+    if let Some(err) = b.labels().find_map(|l| l.get("__error__")) {
         return Err(invalid(format!("pipeline error: `{err}` on some lines; add | __error__=\"\" to leave out lines that fail to parse")));
     }
     if b.overflow {
@@ -335,12 +343,12 @@ async fn collect_inputs(
 ) -> Result<(), ApiError> {
     let mut ordered = Vec::new();
     plan(m, None, &mut ordered);
-    for (log, range_ns, offset_ns, columns, bytes) in ordered {
+    for (log, range_ns, offset_ns, columns, bytes, sampled) in ordered {
         let layout = eval::layout(steps, range_ns, offset_ns);
         if layout.count > 200_000 {
             return Err(ApiError::new(ErrorCode::LimitExceeded, "the range and step give too many points; make the range a multiple of the step"));
         }
-        out.push(range_input(state, id, log, &layout, columns, bytes, scanned).await?);
+        out.push(range_input(state, id, log, &layout, (columns, bytes, sampled), scanned).await?);
     }
     Ok(())
 }
@@ -356,7 +364,7 @@ fn label_columns(c: StreamColumns, label: &str) -> StreamColumns {
 
 /// What [`plan`] gives for one range function: its log query, range, offset, the columns to
 /// group by and whether it needs message bytes.
-type Planned<'a> = (&'a LogExpr, i64, i64, StreamColumns, bool);
+type Planned<'a> = (&'a LogExpr, i64, i64, StreamColumns, bool, Option<(&'a Unwrap, Option<&'a Grouping>)>);
 
 /// The range functions of `e`, depth-first and left to right (the order `eval` reads them),
 /// each with the stream columns storage must group by. A sum (by stream labels) straight over
@@ -364,7 +372,7 @@ type Planned<'a> = (&'a LogExpr, i64, i64, StreamColumns, bool);
 /// before or after grouping is the same; anything else needs every stream.
 fn plan<'a>(e: &'a MetricExpr, parent: Option<&'a MetricExpr>, out: &mut Vec<Planned<'a>>) {
     match e {
-        MetricExpr::Range { func, log, range_ns, offset_ns } => {
+        MetricExpr::Range { func, log, range_ns, offset_ns, unwrap: None, .. } => {
             let columns = match parent {
                 Some(MetricExpr::Agg { op: AggOp::Sum, grouping, .. }) if grouping.as_ref().is_none_or(|g| !g.without) => {
                     let mut c = log.selector.iter().fold(StreamColumns::NONE, |c, m| label_columns(c, &m.name));
@@ -375,7 +383,10 @@ fn plan<'a>(e: &'a MetricExpr, parent: Option<&'a MetricExpr>, out: &mut Vec<Pla
                 }
                 _ => StreamColumns::ALL,
             };
-            out.push((log, *range_ns, *offset_ns, columns, matches!(func, RangeFn::BytesOverTime | RangeFn::BytesRate)));
+            out.push((log, *range_ns, *offset_ns, columns, matches!(func, RangeFn::BytesOverTime | RangeFn::BytesRate), None));
+        }
+        MetricExpr::Range { log, range_ns, offset_ns, unwrap: Some(u), grouping, .. } => {
+            out.push((log, *range_ns, *offset_ns, StreamColumns::ALL, false, Some((u, grouping.as_ref()))));
         }
         MetricExpr::Agg { inner, .. } => plan(inner, Some(e), out),
         MetricExpr::Binary { lhs, rhs, .. } | MetricExpr::Compare { lhs, rhs, .. } => {
