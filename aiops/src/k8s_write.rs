@@ -242,14 +242,7 @@ impl Tool for K8sApply {
                 let (api_version, kind, name) =
                     (o["apiVersion"].as_str().unwrap_or(""), o["kind"].as_str().unwrap_or(""), o["metadata"]["name"].as_str().unwrap_or(""));
                 let k = manifest::kind(api_version, kind).filter(|k| k.kind != "Secret").ok_or_else(|| ToolError(format!("{kind} is not applied here")))?;
-                let (group, version) = k.api_version.split_once('/').unwrap_or(("", k.api_version));
-                let ar = ApiResource {
-                    group: group.into(),
-                    version: version.into(),
-                    api_version: k.api_version.into(),
-                    kind: k.kind.into(),
-                    plural: k.plural.into(),
-                };
+                let ar = k.api_resource();
                 let api: Api<DynamicObject> = match o["metadata"]["namespace"].as_str() {
                     Some(ns) if k.namespaced => Api::namespaced_with(client.clone(), ns, &ar),
                     _ => Api::all_with(client.clone(), &ar),

@@ -81,6 +81,20 @@ kinds! {
     "rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", true, RoleBinding;
 }
 
+impl Kind {
+    /// The kind as kube's dynamic API addresses it.
+    pub fn api_resource(&self) -> kube::api::ApiResource {
+        let (group, version) = self.api_version.split_once('/').unwrap_or(("", self.api_version));
+        kube::api::ApiResource {
+            group: group.into(),
+            version: version.into(),
+            api_version: self.api_version.into(),
+            kind: self.kind.into(),
+            plural: self.plural.into(),
+        }
+    }
+}
+
 pub fn kind(api_version: &str, kind: &str) -> Option<&'static Kind> {
     KINDS.iter().find(|k| k.api_version == api_version && k.kind == kind)
 }
