@@ -113,6 +113,10 @@ async fn sql_reads_only_the_callers_rows_and_refuses_the_rest() {
     let id = auth::TokenVerifier::new(settings).unwrap().verify(&alice, None).await.unwrap();
     let gate = auth::Gate::new(std::sync::Arc::new(auth::StaticPolicy::members_read_all()), "platform-operator", Vec::new());
     let scope = gate.logs(&id, None, None).await.unwrap();
+    // Grants of single projects: the wall's (workspace, project) pairs, one pair here.
+    let project = |p: &str| std::collections::BTreeSet::from([p.to_owned()]);
+    let shop = gate.logs(&id, None, Some(&project("shop"))).await.unwrap();
+    let billing = gate.logs(&id, None, Some(&project("billing"))).await.unwrap();
     let store = ch.store();
     let ask =
         |sql: &str, logs: Option<auth::TenantScope>| storage::SqlRead { sql: sql.into(), logs, metrics: None, format: "TabSeparated".into(), timeout_secs: 10 };
@@ -122,6 +126,8 @@ async fn sql_reads_only_the_callers_rows_and_refuses_the_rest() {
         ("SELECT count() FROM (SELECT * FROM hexabase.logs UNION ALL SELECT * FROM hexabase.logs)", Some(scope.clone()), "10"),
         ("SELECT count() FROM hexabase.logs", None, "0"),
         ("SELECT count() FROM hexabase.audit_logs", Some(scope.clone()), "0"),
+        ("SELECT count() FROM hexabase.logs", Some(shop), "5"),
+        ("SELECT count() FROM hexabase.logs WHERE 1", Some(billing), "0"),
     ] {
         let got = storage::Store::sql(&store, &ask(sql, logs)).await.unwrap();
         assert_eq!(String::from_utf8_lossy(&got).trim(), want, "{sql}");

@@ -229,8 +229,9 @@ impl ClickHouseStore {
                         }
                     }
                 }
-                let ws = if all.is_empty() { "0".to_owned() } else { format!("has([{}], workspace)", all.join(", ")) };
-                let wp = if pairs.is_empty() { "0".to_owned() } else { format!("has([{}], (workspace, project))", pairs.join(", ")) };
+                // `IN` with literal sets: a hash set built once per query, and usable by the index.
+                let ws = if all.is_empty() { "0".to_owned() } else { format!("workspace IN ({})", all.join(", ")) };
+                let wp = if pairs.is_empty() { "0".to_owned() } else { format!("(workspace, project) IN ({})", pairs.join(", ")) };
                 parts.push(format!("({ws} OR {wp})"));
             }
             if parts.is_empty() { "1".into() } else { parts.join(" AND ") }
