@@ -186,7 +186,7 @@ fn assistant_router(config: &Config, queries: query::QueryState, repo: control::
         control: Some(repo),
         admin_role: config.control.admin_role.clone(),
         config: Arc::new(a.clone()),
-        registry: aiops::k8s::registry(&aiops::k8s::WorkspaceClusters::new(&config.auth.kubernetes), a.write_tools, validator(a)),
+        registry: aiops::catalog::registry(&aiops::k8s::WorkspaceClusters::new(&config.auth.kubernetes), a.write_tools, validator(a)),
     };
     Ok(aiops::api::router(state))
 }

@@ -15,32 +15,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::tools::{Registry, Tool, ToolContext, parse_args, schema_of};
-
-/// The log and workspace tools, the manifest tools (validation when a jailed `validator` is
-/// given), and the Kubernetes tools when workspaces' API servers are configured; with
-/// `write_tools` the write tools too (each call then needs the user's approval).
-pub fn registry(clusters: &WorkspaceClusters, write_tools: bool, validator: Option<std::sync::Arc<crate::manifest_tools::Validator>>) -> Registry {
-    let mut r = Registry::default();
-    r.push(std::sync::Arc::new(crate::manifest_tools::ManifestGenerate { clusters: clusters.clone() }));
-    if let Some(validator) = &validator {
-        r.push(std::sync::Arc::new(crate::manifest_tools::ManifestValidate { validator: validator.clone(), clusters: clusters.clone() }));
-    }
-    if !clusters.is_empty() {
-        r.push(std::sync::Arc::new(K8sEvents(clusters.clone())));
-        r.push(std::sync::Arc::new(K8sList(clusters.clone())));
-        r.push(std::sync::Arc::new(K8sPodLogs(clusters.clone())));
-        r.push(std::sync::Arc::new(K8sGet(clusters.clone())));
-        if write_tools {
-            r.push(std::sync::Arc::new(crate::k8s_write::K8sScale(clusters.clone())));
-            r.push(std::sync::Arc::new(crate::k8s_write::K8sRestart(clusters.clone())));
-            if let Some(v) = &validator {
-                r.push(std::sync::Arc::new(crate::k8s_write::K8sApply { validator: v.clone(), clusters: clusters.clone() }));
-            }
-        }
-    }
-    r
-}
+use crate::tools::{Tool, ToolContext, parse_args, schema_of};
 
 /// Objects listed at most; lines of a pod's log at most.
 pub const MAX_ITEMS: usize = 200;

@@ -23,6 +23,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod catalog;
 pub mod config;
 pub mod context;
 pub mod fallback;

@@ -27,6 +27,7 @@ pub mod eval;
 pub mod labels;
 pub mod parse;
 pub mod pipeline;
+mod templates;
 
 pub use parse::parse;
 

@@ -1,0 +1,80 @@
+//! Tests of [`super`] (parse.rs).
+
+use super::*;
+
+fn m(name: &str, op: MatchOp, value: &str) -> Matcher {
+    Matcher { name: name.into(), op, value: value.into() }
+}
+
+#[test]
+fn log_queries_parse() {
+    let e = parse(r#"{project="shop", pod=~"api-.*"} |= "error" or "fatal" != `timeout` | json | status >= 500 and method="GET" | line_format "{{.pod}}: {{__line__}}" | drop trace_id"#).unwrap();
+    let Expr::Log(l) = e else { panic!("not a log query") };
+    assert_eq!(l.selector, vec![m("project", MatchOp::Eq, "shop"), m("pod", MatchOp::Re, "api-.*")]);
+    assert_eq!(l.stages[0], Stage::Line { op: LineOp::Contains, values: vec!["error".into(), "fatal".into()] });
+    assert_eq!(l.stages[1], Stage::Line { op: LineOp::NotContains, values: vec!["timeout".into()] });
+    assert_eq!(l.stages[2], Stage::Json(vec![]));
+    assert_eq!(
+        l.stages[3],
+        Stage::Labels(LabelPred::And(
+            Box::new(LabelPred::Num { name: "status".into(), op: CmpOp::Ge, value: 500.0 }),
+            Box::new(LabelPred::Str(m("method", MatchOp::Eq, "GET")))
+        ))
+    );
+    assert_eq!(l.stages[4], Stage::LineFormat(vec![TemplatePart::Label("pod".into()), TemplatePart::Text(": ".into()), TemplatePart::Line]));
+    assert_eq!(l.stages[5], Stage::Drop(vec![m("trace_id", MatchOp::Re, ".*")]));
+}
+
+#[test]
+fn metric_queries_parse_with_precedence() {
+    let e = parse(r#"sum by (level) (count_over_time({project="shop"} |= "x" [5m])) / 2 + 1"#).unwrap();
+    let Expr::Metric(MetricExpr::Binary { op: BinOp::Add, lhs, .. }) = e else { panic!("expected + at the top: {e:?}") };
+    let MetricExpr::Binary { op: BinOp::Div, lhs: agg, .. } = *lhs else { panic!("expected /") };
+    let MetricExpr::Agg { op: AggOp::Sum, grouping: Some(g), inner, .. } = *agg else { panic!("expected sum by") };
+    assert_eq!(g.labels, vec!["level"]);
+    assert!(matches!(*inner, MetricExpr::Range { func: RangeFn::CountOverTime, range_ns: 300_000_000_000, .. }));
+    // Grouping after the arguments, topk, offset, vector literals.
+    assert!(matches!(
+        parse("sum(rate({a=\"b\"}[1m] offset 5m)) without (pod)").unwrap(),
+        Expr::Metric(MetricExpr::Agg { grouping: Some(Grouping { without: true, .. }), .. })
+    ));
+    assert!(matches!(parse("topk(3, bytes_rate({a=\"b\"}[30s]))").unwrap(), Expr::Metric(MetricExpr::Agg { op: AggOp::Topk, param: Some(3.0), .. })));
+    assert!(matches!(parse("vector(1)+vector(1)").unwrap(), Expr::Metric(MetricExpr::Binary { .. })));
+    // Comparisons sit below arithmetic: `a + 1 > 2` is `(a + 1) > 2`.
+    let Expr::Metric(MetricExpr::Compare { op: CmpOp::Gt, bool_mod: false, lhs, .. }) = parse("count_over_time({a=\"b\"}[5m]) + 1 > 2").unwrap() else {
+        panic!("expected > at the top")
+    };
+    assert!(matches!(*lhs, MetricExpr::Binary { op: BinOp::Add, .. }));
+    assert!(matches!(parse("sum(rate({a=\"b\"}[1m])) >= bool 0.5").unwrap(), Expr::Metric(MetricExpr::Compare { bool_mod: true, op: CmpOp::Ge, .. })));
+    assert!(parse("1 > 2").is_err(), "numbers need bool");
+    assert!(parse("1 > bool 2").is_ok());
+    assert!(parse("rate({a=\"b\"}[1m]) > on(pod) rate({a=\"b\"}[1m])").is_err());
+}
+
+#[test]
+fn unsupported_and_malformed_queries_are_named() {
+    for (q, needle) in [
+        ("", "empty"),
+        ("{a=\"b\"", "expected"),
+        ("{a=b}", "quoted string"),
+        ("{a=\"b\"} | unwrap latency", "unexpected"),
+        ("sum_over_time({a=\"b\"}[1m])", "unwrap"),
+        ("bytes_rate({a=\"b\"} | unwrap x [1m])", "no unwrap"),
+        ("sum_over_time({a=\"b\"} | unwrap x [1m]) by (pod)", "not supported"),
+        ("avg_over_time({a=\"b\"} | unwrap x | json [1m])", "only label filters"),
+        ("count_over_time({a=\"b\"}[1m]) > on(a) count_over_time({a=\"b\"}[1m])", "not supported"),
+        ("count_over_time({a=\"b\"}[1m]) or vector(1)", "not supported"),
+        ("count_over_time({a=\"b\"})", "`[`"),
+        ("{a=\"b\"} |= ip(\"1.2.3.4\")", "not supported"),
+        ("{a=\"b\"} | line_format \"{{ printf .x }}\"", "not supported"),
+        ("{a=\"b\"} | x > 5s", "not supported"),
+        ("\"unterminated", "unterminated"),
+        ("{a=\"\\q\"}", "escape"),
+    ] {
+        let e = parse(q).expect_err(q);
+        assert!(e.contains(needle), "{q}: {e}");
+    }
+    let deep = format!("{}vector(1){}", "(".repeat(500), ")".repeat(500));
+    assert!(parse(&deep).unwrap_err().contains("nests"));
+    assert!(parse(&"a".repeat(MAX_QUERY_BYTES + 1)).unwrap_err().contains("longer"));
+}

@@ -1,0 +1,137 @@
+//! Tests of [`super`] (pipeline.rs).
+
+use super::*;
+use crate::logql::{Expr, parse};
+
+fn run(q: &str, line: &str) -> Option<(String, Labels)> {
+    let Ok(Expr::Log(l)) = parse(q) else { panic!("{q}") };
+    let p = Pipeline::new(&l).unwrap();
+    let mut labels = Labels::new();
+    labels.insert("pod".into(), "api-1".into());
+    let mut e = Entry { timestamp_ns: 0, line: line.into(), labels, metadata: BTreeSet::new() };
+    p.process(&mut e).then_some((e.line, e.labels))
+}
+
+#[test]
+fn unwrapped_samples_convert_and_group() {
+    assert_eq!(duration_seconds("1m30s"), Some(90.0));
+    assert_eq!(duration_seconds("250ms"), Some(0.25));
+    assert_eq!(duration_seconds("1.5h"), Some(5400.0));
+    assert_eq!(duration_seconds("10"), None, "a Go duration needs its unit");
+    assert_eq!(bytes("5 MiB"), Some(5.0 * 1024.0 * 1024.0));
+    assert_eq!(bytes("3k"), Some(3000.0));
+    assert_eq!(bytes("12"), Some(12.0));
+    assert_eq!(bytes("x"), None);
+    let Ok(Expr::Metric(crate::logql::MetricExpr::Range { log, unwrap: Some(u), grouping, .. })) =
+        parse(r#"max_over_time({a="b"} | logfmt | unwrap duration(took) | __error__="" [1m]) by (pod)"#)
+    else {
+        panic!("an unwrapped range")
+    };
+    let p = Pipeline::new(&log).unwrap().unwrapping(&u, grouping.as_ref()).unwrap();
+    let entry = |line: &str| {
+        let mut labels = Labels::new();
+        labels.insert("pod".into(), "api-1".into());
+        let mut e = Entry { timestamp_ns: 0, line: line.into(), labels, metadata: BTreeSet::new() };
+        assert!(p.process(&mut e));
+        e
+    };
+    let (l, v) = p.sample(entry("took=1.5s user=ana")).unwrap();
+    assert_eq!((v, l.len(), l.get("pod").map(String::as_str)), (1.5, 1, Some("api-1")), "grouped by pod; the unwrapped label gone");
+    assert!(p.sample(entry("took=fast")).is_none(), "a value that does not convert is left out by __error__=\"\"");
+    let Ok(Expr::Metric(crate::logql::MetricExpr::Range { log, unwrap: Some(u), .. })) = parse(r#"sum_over_time({a="b"} | logfmt | unwrap n [1m])"#) else {
+        panic!()
+    };
+    let p = Pipeline::new(&log).unwrap().unwrapping(&u, None).unwrap();
+    let mut e = Entry { timestamp_ns: 0, line: "n=x".into(), labels: Labels::new(), metadata: BTreeSet::new() };
+    assert!(p.process(&mut e));
+    let (l, v) = p.sample(e).unwrap();
+    assert!(v.is_nan() && l.get("__error__").map(String::as_str) == Some("SampleExtractionErr"), "{l:?}");
+}
+
+#[test]
+fn regexp_pattern_and_label_format() {
+    let apache = r#"10.0.0.7 - - [01/Dec/2026:10:00:00 +0000] "GET /cart/items HTTP/1.1" 503 1234"#;
+    let (_, l) = run(r#"{a="b"} | pattern "<ip> - - [<_>] \"<method> <path> <_>\" <status> <size>""#, apache).unwrap();
+    let got = |l: &Labels, k: &str| l.get(k).cloned().unwrap_or_default();
+    assert_eq!(
+        [got(&l, "ip"), got(&l, "method"), got(&l, "path"), got(&l, "status"), got(&l, "size")],
+        ["10.0.0.7", "GET", "/cart/items", "503", "1234"].map(String::from)
+    );
+    // A leading literal must open the line; a missing literal ends the captures with the rest.
+    let (_, l) = run(r#"{a="b"} | pattern "x<v>""#, "abc").unwrap();
+    assert!(!l.contains_key("v"));
+    let (_, l) = run(r#"{a="b"} | pattern "<a> | <b> ;""#, "one | two three").unwrap();
+    assert_eq!((got(&l, "a"), got(&l, "b")), ("one".into(), "two three".into()));
+    // regexp: named groups; a name of a stream label is renamed; no match, no labels.
+    let (_, l) = run(r#"{a="b"} | regexp `(?P<method>[A-Z]+) (?P<pod>\S+)`"#, apache).unwrap();
+    assert_eq!((got(&l, "method"), got(&l, "pod"), got(&l, "pod_extracted")), ("GET".into(), "api-1".into(), "/cart/items".into()));
+    let (_, l) = run(r#"{a="b"} | regexp "(?P<x>zzz)""#, apache).unwrap();
+    assert!(!l.contains_key("x"));
+    // label_format: rename (the source goes) and templates (over the labels before it).
+    let (_, l) = run(r#"{a="b"} | logfmt | label_format who=user, line="{{.pod}}:{{.team}}""#, "user=ana team=web").unwrap();
+    assert_eq!((got(&l, "who"), got(&l, "line"), l.contains_key("user")), ("ana".into(), "api-1:web".into(), false));
+    assert!(parse(r#"{a="b"} | label_format x=a, x="b""#).is_err(), "a label once per label_format");
+    let (_, l) = run(r#"{a="b"} | label_format pod="{{.pod}}-x""#, "").unwrap();
+    assert_eq!(got(&l, "pod"), "api-1-x", "label_format overwrites, unlike parsers");
+    for bad in
+        [r#"{a="b"} | label_format workspace="ws-b""#, r#"{a="b"} | label_format w=workspace"#, r#"{a="b"} | pattern "<a><b>""#, r#"{a="b"} | pattern "<_> x""#]
+    {
+        assert!(parse(bad).is_err(), "{bad}");
+    }
+    let Ok(Expr::Log(l)) = parse(r#"{a="b"} | regexp `(\d+)`"#) else { panic!() };
+    assert!(Pipeline::new(&l).err().unwrap_or_default().contains("named group"));
+}
+
+#[test]
+fn stages_follow_loki_semantics() {
+    // Line filters are case-sensitive; `or` alternatives; negations need none to match.
+    assert!(run(r#"{a="b"} |= "Err""#, "an Err here").is_some());
+    assert!(run(r#"{a="b"} |= "err""#, "an Err here").is_none());
+    assert!(run(r#"{a="b"} |= "x" or "Err""#, "an Err here").is_some());
+    assert!(run(r#"{a="b"} != "x" or "Err""#, "an Err here").is_none());
+    assert!(run(r#"{a="b"} |~ "E[a-z]+""#, "an Err here").is_some());
+    // json: nested keys joined with `_`, arrays skipped, stream-label collisions renamed.
+    let (_, l) = run(r#"{a="b"} | json"#, r#"{"status":503,"req":{"method":"GET"},"tags":[1],"pod":"evil","ok":true}"#).unwrap();
+    assert_eq!(l.get("status").map(String::as_str), Some("503"));
+    assert_eq!(l.get("req_method").map(String::as_str), Some("GET"));
+    assert_eq!(l.get("pod").map(String::as_str), Some("api-1"));
+    assert_eq!(l.get("pod_extracted").map(String::as_str), Some("evil"));
+    assert_eq!(l.get("ok").map(String::as_str), Some("true"));
+    assert!(!l.contains_key("tags"));
+    let (_, l) = run(r#"{a="b"} | json m="req.method", first="tags[0]""#, r#"{"req":{"method":"PUT"},"tags":["x"]}"#).unwrap();
+    assert_eq!((l["m"].as_str(), l["first"].as_str()), ("PUT", "x"));
+    // A line that is not JSON is kept, marked with __error__, and `__error__=""` drops it.
+    assert_eq!(run(r#"{a="b"} | json"#, "plain").unwrap().1["__error__"], "JSONParserErr");
+    assert!(run(r#"{a="b"} | json | __error__="""#, "plain").is_none());
+    // logfmt, numeric filters, and/or, line_format, drop/keep.
+    let line = r#"level=warn msg="slow call" dur=1.5 status=500"#;
+    assert!(run(r#"{a="b"} | logfmt | status >= 500 and dur > 1"#, line).is_some());
+    assert!(run(r#"{a="b"} | logfmt | status < 500 or msg="fast""#, line).is_none());
+    assert!(run(r#"{a="b"} | logfmt | msg=~"slow.*""#, line).is_some());
+    assert!(run(r#"{a="b"} | logfmt | msg=~"slow""#, line).is_none(), "label regexes are anchored");
+    let (out, l) = run(r#"{a="b"} | logfmt | line_format "{{.pod}} {{.msg}} ({{.missing}})" | drop dur, status"#, line).unwrap();
+    assert_eq!(out, "api-1 slow call ()");
+    assert!(!l.contains_key("dur") && !l.contains_key("status") && l.contains_key("msg"));
+    let (_, l) = run(r#"{a="b"} | logfmt | keep pod, level_extracted"#, line).unwrap();
+    assert_eq!(l.keys().collect::<Vec<_>>(), vec!["level_extracted", "pod"]);
+    // A non-numeric value in a numeric filter is a LabelFilterErr, not a silent match.
+    assert_eq!(run(r#"{a="b"} | logfmt | msg > 3"#, line).unwrap().1["__error__"], "LabelFilterErr");
+    assert_eq!(run(r#"{a="b"} | logfmt"#, r#"a="unclosed"#).unwrap().1["__error__"], "LogfmtParserErr");
+}
+
+#[test]
+fn pushdown_is_exact() {
+    let Ok(Expr::Log(l)) = parse(r#"{project="shop", pod=~"a.*"} |= "x" !~ "y+" |= "a" or "b" | json |= "z""#) else { panic!() };
+    let p = Pipeline::new(&l).unwrap();
+    assert_eq!(p.terms(), vec![Term::Exact("x".into()), Term::Not(Box::new(Term::Regex("y+".into())))]);
+    assert_eq!(p.filters().projects, vec!["shop".to_owned()]);
+    assert!(p.filters().pods.is_empty());
+    assert!(!p.only_pushed());
+    assert!(
+        Pipeline::new(&match parse(r#"{a="b"} |~ "(a""#).unwrap() {
+            Expr::Log(l) => l,
+            _ => unreachable!(),
+        })
+        .is_err()
+    );
+}
