@@ -12,16 +12,21 @@ use crate::support::fixtures::now_ns;
 use crate::support::llm::ScriptedModel;
 use crate::support::{Server, ServerOptions, TOKEN_ALL, client, eventually};
 
+/// A fake API server for workspace ws-a on which alice may use project `shop`, a scripted model,
+/// and a server pointed at both with `assistant` settings.
+fn with_kube(assistant: &str) -> (crate::support::kube::FakeKube, ScriptedModel, Server) {
+    let kube = crate::support::kube::FakeKube::start(&[], json!([{ "user": "alice", "groups": [], "namespaces": ["shop"] }]));
+    let model = ScriptedModel::start();
+    let extra = format!("[[auth.kubernetes.workspaces]]\nworkspace = \"ws-a\"\nurl = \"{}\"\ntoken_file = \"{}\"\n", kube.url, kube.token_file.display());
+    let server = Server::start(ServerOptions { extra_toml: format!("{}{extra}", assistant_toml(&model, "openai", true, assistant)), ..Default::default() });
+    (kube, model, server)
+}
+
 /// The Kubernetes tools read the workspace's API server as the user (impersonated), so its
 /// RBAC decides; Secrets are never read; env values and secrets in logs are masked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubernetes_tools_act_as_the_user() {
-    use crate::support::kube::FakeKube;
-    let kube = FakeKube::start(&[], json!([{ "user": "alice", "groups": [], "namespaces": ["shop"] }]));
-    let model = ScriptedModel::start();
-    let extra = format!("[[auth.kubernetes.workspaces]]\nworkspace = \"ws-a\"\nurl = \"{}\"\ntoken_file = \"{}\"\n", kube.url, kube.token_file.display());
-    let server =
-        Server::start(ServerOptions { extra_toml: format!("{}{extra}", assistant_toml(&model, "openai", true, "tools_offered = 8")), ..Default::default() });
+    let (kube, model, server) = with_kube("tools_offered = 8");
     let pod = json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "cart-1", "namespace": "shop" },
         "spec": { "containers": [{ "name": "app", "image": "cart:1.4", "env": [{ "name": "DB_PASSWORD", "value": "hunter2" }] }] },
         "status": { "phase": "Running", "containerStatuses": [{ "name": "app", "restartCount": 7, "state": { "waiting": { "reason": "CrashLoopBackOff" } } }] } });
@@ -143,12 +148,7 @@ async fn metrics_are_queried_as_the_user() {
 /// API server as the user; nothing is ever stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manifests_are_checked_in_the_jail_and_dry_run_as_the_user() {
-    use crate::support::kube::FakeKube;
-    let kube = FakeKube::start(&[], json!([{ "user": "alice", "groups": [], "namespaces": ["shop"] }]));
-    let model = ScriptedModel::start();
-    let extra = format!("[[auth.kubernetes.workspaces]]\nworkspace = \"ws-a\"\nurl = \"{}\"\ntoken_file = \"{}\"\n", kube.url, kube.token_file.display());
-    let server =
-        Server::start(ServerOptions { extra_toml: format!("{}{extra}", assistant_toml(&model, "openai", true, "tools_offered = 8")), ..Default::default() });
+    let (kube, model, server) = with_kube("tools_offered = 8");
     let good = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: cart, labels: {app: cart}}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: cart}}\n  template:\n    metadata: {labels: {app: cart}}\n    spec:\n      containers: [{name: cart, image: 'ghcr.io/acme/cart:1.4.2', resources: {requests: {cpu: 100m}}}]\n";
     let bad = good.replace("matchLabels: {app: cart}", "matchLabels: {app: kart}").replace("name: cart, image", "name: cart, imagePulPolicy: Always, image");
     let elsewhere = good.replace("name: cart, labels", "name: cart, namespace: admin, labels");
@@ -200,14 +200,7 @@ async fn manifests_are_checked_in_the_jail_and_dry_run_as_the_user() {
 /// user, denying or waiting too long runs nothing, and only the owner decides.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_actions_wait_for_the_users_approval() {
-    use crate::support::kube::FakeKube;
-    let kube = FakeKube::start(&[], json!([{ "user": "alice", "groups": [], "namespaces": ["shop"] }]));
-    let model = ScriptedModel::start();
-    let extra = format!("[[auth.kubernetes.workspaces]]\nworkspace = \"ws-a\"\nurl = \"{}\"\ntoken_file = \"{}\"\n", kube.url, kube.token_file.display());
-    let server = Server::start(ServerOptions {
-        extra_toml: format!("{}{extra}", assistant_toml(&model, "openai", true, "write_tools = true\napproval_ttl_secs = 2")),
-        ..Default::default()
-    });
+    let (kube, model, server) = with_kube("write_tools = true\napproval_ttl_secs = 2");
     let deploy = "/apis/apps/v1/namespaces/shop/deployments/cart";
     kube.apply(
         deploy,
@@ -280,12 +273,7 @@ async fn write_actions_wait_for_the_users_approval() {
 /// Secret is refused before anything is proposed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_and_applies_wait_for_approval_too() {
-    use crate::support::kube::FakeKube;
-    let kube = FakeKube::start(&[], json!([{ "user": "alice", "groups": [], "namespaces": ["shop"] }]));
-    let model = ScriptedModel::start();
-    let extra = format!("[[auth.kubernetes.workspaces]]\nworkspace = \"ws-a\"\nurl = \"{}\"\ntoken_file = \"{}\"\n", kube.url, kube.token_file.display());
-    let server =
-        Server::start(ServerOptions { extra_toml: format!("{}{extra}", assistant_toml(&model, "openai", true, "write_tools = true")), ..Default::default() });
+    let (kube, model, server) = with_kube("write_tools = true");
     let cart = "/apis/apps/v1/namespaces/shop/deployments/cart";
     kube.apply(cart, json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "cart", "namespace": "shop" }, "spec": { "replicas": 2 } }))
         .await;
