@@ -155,6 +155,7 @@ async fn manifests_are_checked_in_the_jail_and_dry_run_as_the_user() {
     let bomb: String = std::iter::once("a: &a [x,x,x,x,x,x,x,x,x]\n".to_owned())
         .chain((b'b'..=b'j').map(|c| format!("{0}: &{0} [{1}]\n", c as char, vec![format!("*{}", (c - 1) as char); 9].join(","))))
         .collect();
+    let unbalanced: String = format!("a: {}{}", "[".repeat(100_000), "]".repeat(100_000)).chars().take(256 * 1024).collect();
     let alice = token(&server, "alice", "acme", &["ws-a"], &[]);
     model
         .script(json!([
@@ -164,6 +165,9 @@ async fn manifests_are_checked_in_the_jail_and_dry_run_as_the_user() {
                 { "name": "manifest.validate", "arguments": { "manifest": elsewhere } },
                 { "name": "manifest.validate", "arguments": { "manifest": bomb } },
                 { "name": "manifest.generate", "arguments": { "name": "web", "image": "ghcr.io/acme/web:2.0.1", "replicas": 3, "port": 8080, "memory": "256Mi" } },
+                // Unbalanced flow brackets: the YAML parser spends ~40 s of CPU on these 256 KiB;
+                // the jail stops it at its CPU limit.
+                { "name": "manifest.validate", "arguments": { "manifest": unbalanced } },
             ] },
             { "text": "The first manifest has a typo and a selector that matches nothing." },
         ]))
@@ -171,8 +175,9 @@ async fn manifests_are_checked_in_the_jail_and_dry_run_as_the_user() {
     let (_, events) =
         chat(&server, &alice, json!({ "message": "validate this manifest yaml and generate one for web", "workspace": "ws-a", "project": "shop" })).await;
     let results: Vec<&Value> = events.iter().filter(|(n, _)| n == "tool_result").map(|(_, v)| v).collect();
-    assert_eq!(results.len(), 5, "{events:?}");
-    assert!(results.iter().all(|r| r["status"] == "ok"), "{results:?}");
+    assert_eq!(results.len(), 6, "{events:?}");
+    assert!(results[..5].iter().all(|r| r["status"] == "ok"), "{results:?}");
+    assert_eq!(results[5]["status"], "error", "{results:?}");
     let seen = model.requests().await[1].to_string();
     for want in [
         "imagePulPolicy: no such field in apps/v1 Deployment",
@@ -184,6 +189,7 @@ async fn manifests_are_checked_in_the_jail_and_dry_run_as_the_user() {
         "Deployment shop/web: 3 replica(s) of ghcr.io/acme/web:2.0.1, port 8080",
         "Service shop/web: port 8080",
         "Nothing was applied",
+        "the validator was stopped by signal",
     ] {
         assert!(seen.contains(want), "{want} not in what the model saw: {seen}");
     }

@@ -550,6 +550,14 @@ spec:
         assert!(check("kind: [").error.is_some());
         assert!(check("").error.is_some());
         assert!(check(&"---\na: 1\n".repeat(30)).error.as_deref().unwrap_or("").contains("more than"));
+        // Hostile shapes end as errors, not as a stack overflow or a parse that never ends.
+        let deep = format!("a: {}{}", "[".repeat(1_000), "]".repeat(1_000));
+        assert!(check(&deep).error.as_deref().unwrap_or("").contains("recursion limit"), "{:?}", check(&deep).error);
+        let bomb = (1..10).fold(String::from("a0: &a0 [x, x, x, x, x, x, x, x, x]\n"), |acc, i| {
+            format!("{acc}a{i}: &a{i} [{}]\n", vec![format!("*a{}", i - 1); 9].join(", "))
+        });
+        assert!(check(&bomb).error.as_deref().unwrap_or("").contains("not valid YAML"), "an alias bomb is refused by the parser");
+        assert!(check(&"x".repeat(MAX_BYTES + 1)).error.as_deref().unwrap_or("").contains("at most"));
     }
 
     #[test]
