@@ -233,6 +233,18 @@ impl Adapter {
         Ok(text)
     }
 
+    /// `query` with request settings (`?name=value`), as a client sends them.
+    pub async fn sql_with(&self, client: &reqwest::Client, query: &str, settings: &[(&str, String)]) -> anyhow::Result<String> {
+        let qs = serde_urlencoded::to_string(settings)?;
+        let r = client.post(format!("{}/?{qs}", self.url)).body(query.to_owned()).send().await?;
+        let status = r.status();
+        let text = r.text().await?;
+        if !status.is_success() || text.contains("DB::Exception") {
+            bail!("ClickHouse: {query}: {status} {}", text.trim());
+        }
+        Ok(text)
+    }
+
     /// `SELECT` of unsigned integers, one row.
     pub async fn numbers(&self, client: &reqwest::Client, query: &str) -> anyhow::Result<Vec<u64>> {
         let text = self.sql(client, query).await?;
