@@ -13,7 +13,7 @@
 mod procs;
 
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -130,18 +130,6 @@ async fn model_direct(http: &reqwest::Client, url: &str, body: &Value) -> anyhow
     Ok(t)
 }
 
-fn token(server: &Server, binary: &std::path::Path) -> anyhow::Result<String> {
-    let out = Command::new(binary)
-        .args(["token", "--config"])
-        .arg(server.data_dir.join("bench-config.toml"))
-        .args(["--user", "bench", "--org", "acme", "--workspace", "ws-a", "--ttl", "2h"])
-        .output()?;
-    if !out.status.success() {
-        bail!("dataplane token: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
-}
-
 fn events(lines: usize) -> anyhow::Result<Vec<u8>> {
     let dir = std::env::var_os("LOGHUB_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/loghub"));
     let text = std::fs::read_to_string(dir.join("HDFS/HDFS_2k.log")).with_context(|| format!("{} (set LOGHUB_DIR)", dir.display()))?;
@@ -234,7 +222,7 @@ fn main() -> ExitCode {
             if !r.status().is_success() {
                 bail!("ingest: {}", r.status());
             }
-            let tok = token(&server, &args.dataplane)?;
+            let tok = procs::dev_token(&server, &args.dataplane, "acme", "ws-a")?;
             let search = server.url("/api/v1/logs/search?workspace=ws-a&q=ERROR&since=1h&limit=20");
             for _ in 0..200 {
                 let v: Value = http.get(&search).bearer_auth(&tok).send().await?.json().await?;

@@ -12,7 +12,7 @@
 mod procs;
 
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -65,15 +65,7 @@ fn parse_args() -> anyhow::Result<Args> {
 type Samples = [Vec<f64>; 4];
 
 fn admin_token(server: &Server, binary: &std::path::Path) -> anyhow::Result<String> {
-    let out = Command::new(binary)
-        .args(["token", "--config"])
-        .arg(server.data_dir.join("bench-config.toml"))
-        .args(["--user", "bench", "--org", "acme", "--role", "org-admin", "--ttl", "2h"])
-        .output()?;
-    if !out.status.success() {
-        bail!("dataplane token: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+    procs::dev_token_with(server, binary, &["--org", "acme", "--role", "org-admin"])
 }
 
 async fn expect(resp: reqwest::Response, status: u16) -> anyhow::Result<Value> {

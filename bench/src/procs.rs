@@ -165,10 +165,16 @@ impl Server {
 
 /// A token of the server's development issuer (`dataplane token`).
 pub fn dev_token(server: &Server, binary: &Path, org: &str, workspace: &str) -> anyhow::Result<String> {
+    dev_token_with(server, binary, &["--org", org, "--workspace", workspace])
+}
+
+/// A development-issuer token for user `bench` with `claims` (`--org`, `--workspace`, `--role`…).
+pub fn dev_token_with(server: &Server, binary: &Path, claims: &[&str]) -> anyhow::Result<String> {
     let out = Command::new(binary)
         .args(["token", "--config"])
         .arg(server.data_dir.join("bench-config.toml"))
-        .args(["--user", "bench", "--org", org, "--workspace", workspace, "--ttl", "2h"])
+        .args(["--user", "bench", "--ttl", "2h"])
+        .args(claims)
         .output()
         .context("dataplane token")?;
     if !out.status.success() {
