@@ -44,13 +44,12 @@ pub struct ScaleArgs {
 
 pub struct K8sScale(pub WorkspaceClusters);
 
-fn one_of(kind: &str, kinds: &[&str], what: &str) -> Result<ApiResource, ToolError> {
+const SCALABLE: &[&str] = &["Deployment", "StatefulSet"];
+
+/// `kind`'s resource when it is one of `kinds`, else `refusal`.
+fn one_of(kind: &str, kinds: &[&str], refusal: &str) -> Result<ApiResource, ToolError> {
     let ar = resource(kind)?;
-    if kinds.contains(&ar.kind.as_str()) {
-        Ok(ar)
-    } else {
-        Err(ToolError(format!("only {what} are {}", if kinds.len() == 2 { "scaled" } else { "restarted" })))
-    }
+    if kinds.contains(&ar.kind.as_str()) { Ok(ar) } else { Err(ToolError(refusal.into())) }
 }
 
 impl Tool for K8sScale {
@@ -72,7 +71,7 @@ impl Tool for K8sScale {
     fn action<'a>(&'a self, ctx: &'a ToolContext<'a>, args: &'a Value) -> BoxFuture<'a, Result<(String, Value), ToolError>> {
         Box::pin(async move {
             let a: ScaleArgs = parse_args(self.name(), args.clone())?;
-            let ar = one_of(&a.kind, &["Deployment", "StatefulSet"], "deployments and statefulsets")?;
+            let ar = one_of(&a.kind, SCALABLE, "only deployments and statefulsets are scaled")?;
             if a.replicas > 50 {
                 return Err(ToolError("at most 50 replicas".into()));
             }
@@ -87,7 +86,7 @@ impl Tool for K8sScale {
             let a: ScaleArgs = parse_args(self.name(), args)?;
             let ws = workspace_of(ctx, a.workspace.as_deref()).await?;
             let ns = namespace_of(ctx, a.namespace.as_deref())?;
-            let ar = one_of(&a.kind, &["Deployment", "StatefulSet"], "deployments and statefulsets")?;
+            let ar = one_of(&a.kind, SCALABLE, "only deployments and statefulsets are scaled")?;
             let api: Api<DynamicObject> = Api::namespaced_with(self.0.client_as(ctx.identity, &ws)?, ns, &ar);
             let patch = json!({ "spec": { "replicas": a.replicas } });
             let o = api.patch(&a.name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(kube_error)?;
@@ -134,7 +133,7 @@ impl Tool for K8sRestart {
     fn action<'a>(&'a self, ctx: &'a ToolContext<'a>, args: &'a Value) -> BoxFuture<'a, Result<(String, Value), ToolError>> {
         Box::pin(async move {
             let a: RestartArgs = parse_args(self.name(), args.clone())?;
-            let ar = one_of(&a.kind, RESTARTABLE, "deployments, statefulsets and daemonsets")?;
+            let ar = one_of(&a.kind, RESTARTABLE, "only deployments, statefulsets and daemonsets are restarted")?;
             let ws = workspace_named(ctx, a.workspace.as_deref())?;
             let ns = namespace_of(ctx, a.namespace.as_deref())?;
             let resolved = json!({ "workspace": ws, "namespace": ns, "kind": a.kind, "name": a.name });
@@ -146,7 +145,7 @@ impl Tool for K8sRestart {
             let a: RestartArgs = parse_args(self.name(), args)?;
             let ws = workspace_of(ctx, a.workspace.as_deref()).await?;
             let ns = namespace_of(ctx, a.namespace.as_deref())?;
-            let ar = one_of(&a.kind, RESTARTABLE, "deployments, statefulsets and daemonsets")?;
+            let ar = one_of(&a.kind, RESTARTABLE, "only deployments, statefulsets and daemonsets are restarted")?;
             let api: Api<DynamicObject> = Api::namespaced_with(self.0.client_as(ctx.identity, &ws)?, ns, &ar);
             let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             let patch = json!({ "spec": { "template": { "metadata": { "annotations": { "kubectl.kubernetes.io/restartedAt": at } } } } });

@@ -26,7 +26,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Documents in one text at most.
 pub const MAX_DOCUMENTS: usize = 20;
@@ -468,11 +468,6 @@ pub fn generate(spec: &Spec, namespace: &str) -> Result<(Vec<Value>, Vec<String>
 /// The objects as one YAML text, documents separated by `---`.
 pub fn to_yaml(objects: &[Value]) -> String {
     objects.iter().filter_map(|o| serde_yaml_ng::to_string(o).ok()).collect::<Vec<_>>().join("---\n")
-}
-
-/// `dataplane manifest validate`: the report on stdin's text, as JSON.
-pub fn report_json(text: &str) -> Value {
-    json!(check(text))
 }
 
 #[cfg(test)]

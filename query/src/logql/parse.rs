@@ -357,7 +357,7 @@ impl Parser {
     }
 
     /// After `| unwrap`: the label, maybe in a conversion, then label filters.
-    fn unwrap(&mut self) -> Result<Unwrap, String> {
+    fn unwrap_stage(&mut self) -> Result<Unwrap, String> {
         let first = self.ident("the label to unwrap")?;
         let conversion = match first.as_str() {
             "duration" | "duration_seconds" => Some(Conversion::Duration),
@@ -585,7 +585,7 @@ impl Parser {
             let log = self.log_expr()?;
             let unwrap = if self.is_sym("|") {
                 self.pos += 2; // `|` `unwrap`
-                Some(self.unwrap()?)
+                Some(self.unwrap_stage()?)
             } else {
                 None
             };
