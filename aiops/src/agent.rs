@@ -92,6 +92,8 @@ impl Agent {
         let offered = self.registry.offer(q.text, self.offer);
         let specs = Registry::specs(&offered);
         let known: Vec<&str> = offered.iter().map(|t| t.name()).collect();
+        // What the tools' schemas take of the context, set aside beside the reply's room.
+        let tool_tokens = estimate_tokens(&serde_json::to_string(&specs).unwrap_or_default());
         let native = self.model.native_tools();
         let mut system = format!("{SYSTEM}\n{}", sandbox::channel::SYSTEM_RULES);
         if let Some(ws) = q.workspace {
@@ -137,8 +139,7 @@ impl Agent {
                     "tool": { "enum": known }, "arguments": { "type": "object", "properties": {}, "additionalProperties": false } } })
             });
             // What is sent fits the context: the reply's room and the tools' schemas set aside.
-            let room = u64::from(self.max_tokens.unwrap_or(1024))
-                + crate::context::total(&[Message::System { content: serde_json::to_string(&tools).unwrap_or_default() }]);
+            let room = u64::from(self.max_tokens.unwrap_or(1024)) + if tools.is_empty() { 0 } else { tool_tokens };
             let budget = u64::from(self.context_tokens).saturating_sub(room).max(256);
             let (sent, compacted) = crate::context::fit(&messages, first_new, budget);
             if compacted && !notes.iter().any(|n: &String| n.contains("compacted")) {

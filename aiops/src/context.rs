@@ -76,21 +76,23 @@ pub fn fit(messages: &[Message], first_new: usize, budget: u64) -> (Vec<Message>
     let Message::System { content: system } = &messages[0] else { return (messages.to_vec(), false) };
     let current = &messages[first_new..];
     let all = exchanges(&messages[1..first_new]);
-    // As many of the latest exchanges as fit beside this turn.
-    let mut keep = all.len();
-    let build = |keep: usize, current: &[Message]| {
-        let kept = &all[all.len() - keep..];
-        let system = if all.is_empty() { system.clone() } else { format!("{system}{}", summary(kept, all.len() - keep)) };
-        let mut out = vec![Message::System { content: system }];
-        out.extend_from_slice(current);
-        out
+    // As many of the latest exchanges as fit beside this turn (measured once: only the system
+    // message changes with what is kept).
+    let this_turn = total(current);
+    let system_with = |keep: usize| {
+        let content = if all.is_empty() { system.clone() } else { format!("{system}{}", summary(&all[all.len() - keep..], all.len() - keep)) };
+        Message::System { content }
     };
-    let mut out = build(keep, current);
-    while total(&out) > budget && keep > 0 {
+    let mut keep = all.len();
+    let mut head = system_with(keep);
+    while keep > 0 && tokens(&head) + this_turn > budget {
         keep -= 1;
-        out = build(keep, current);
+        head = system_with(keep);
     }
-    if total(&out) <= budget {
+    let fits = tokens(&head) + this_turn <= budget;
+    let mut out = vec![head];
+    out.extend_from_slice(current);
+    if fits {
         return (out, true);
     }
     // This turn's earlier steps: their tool results cut to the opening (the latest step's
