@@ -323,22 +323,32 @@ fn apply(op: BinOp, a: f64, b: f64) -> f64 {
 }
 
 fn binary(op: BinOp, l: Value, r: Value) -> Value {
+    combine(l, r, |a, b| apply(op, a, b), |a, b, _| Some(apply(op, a, b)))
+}
+
+/// `l` and `r` combined point by point: two numbers by `scalars`; a vector with a number, or
+/// two vectors paired one-to-one on identical label sets, by `points(left, right, the vector's
+/// value — the left one between two vectors)`. A series left without points is dropped.
+fn combine(l: Value, r: Value, scalars: impl Fn(f64, f64) -> f64, points: impl Fn(f64, f64, f64) -> Option<f64>) -> Value {
+    let series = |m: Matrix, f: &dyn Fn(f64) -> Option<f64>| -> Matrix {
+        m.into_iter()
+            .filter_map(|(labels, v)| {
+                let v: Vec<Option<f64>> = v.into_iter().map(|x| x.and_then(f)).collect();
+                v.iter().any(Option::is_some).then_some((labels, v))
+            })
+            .collect()
+    };
     match (l, r) {
-        (Value::Scalar(a), Value::Scalar(b)) => Value::Scalar(apply(op, a, b)),
-        (Value::Vector(m), Value::Scalar(b)) => {
-            Value::Vector(m.into_iter().map(|(l, v)| (l, v.into_iter().map(|x| x.map(|a| apply(op, a, b))).collect())).collect())
-        }
-        (Value::Scalar(a), Value::Vector(m)) => {
-            Value::Vector(m.into_iter().map(|(l, v)| (l, v.into_iter().map(|x| x.map(|b| apply(op, a, b))).collect())).collect())
-        }
+        (Value::Scalar(a), Value::Scalar(b)) => Value::Scalar(scalars(a, b)),
+        (Value::Vector(m), Value::Scalar(b)) => Value::Vector(series(m, &|x| points(x, b, x))),
+        (Value::Scalar(a), Value::Vector(m)) => Value::Vector(series(m, &|x| points(a, x, x))),
         (Value::Vector(lm), Value::Vector(rm)) => {
-            // One-to-one matching on identical label sets.
             let right: BTreeMap<Labels, Vec<Option<f64>>> = rm.into_iter().collect();
             Value::Vector(
                 lm.into_iter()
                     .filter_map(|(labels, lv)| {
                         let rv = right.get(&labels)?;
-                        let v: Vec<Option<f64>> = lv.iter().zip(rv).map(|(a, b)| Some(apply(op, (*a)?, (*b)?))).collect();
+                        let v: Vec<Option<f64>> = lv.iter().zip(rv).map(|(a, b)| points((*a)?, (*b)?, (*a)?)).collect();
                         v.iter().any(Option::is_some).then_some((labels, v))
                     })
                     .collect(),
@@ -362,31 +372,8 @@ fn holds(op: CmpOp, a: f64, b: f64) -> bool {
 /// left one between two vectors) where it holds and dropped where not; with `bool` every point
 /// is 1 or 0. Vectors pair up on identical label sets.
 fn compare(op: CmpOp, bool_mod: bool, l: Value, r: Value) -> Value {
-    let point = |a: f64, b: f64, keep: f64| {
-        let h = holds(op, a, b);
-        if bool_mod { Some(if h { 1.0 } else { 0.0 }) } else { h.then_some(keep) }
-    };
-    let series = |m: Matrix, f: &dyn Fn(usize, usize, f64) -> Option<f64>| -> Matrix {
-        m.into_iter()
-            .enumerate()
-            .filter_map(|(i, (labels, v))| {
-                let v: Vec<Option<f64>> = v.into_iter().enumerate().map(|(k, x)| x.and_then(|x| f(i, k, x))).collect();
-                v.iter().any(Option::is_some).then_some((labels, v))
-            })
-            .collect()
-    };
-    match (l, r) {
-        (Value::Scalar(a), Value::Scalar(b)) => Value::Scalar(if holds(op, a, b) { 1.0 } else { 0.0 }),
-        (Value::Vector(m), Value::Scalar(b)) => Value::Vector(series(m, &|_, _, x| point(x, b, x))),
-        (Value::Scalar(a), Value::Vector(m)) => Value::Vector(series(m, &|_, _, x| point(a, x, x))),
-        (Value::Vector(lm), Value::Vector(rm)) => {
-            let right: BTreeMap<Labels, Vec<Option<f64>>> = rm.into_iter().collect();
-            let paired: Vec<Option<&Vec<Option<f64>>>> = lm.iter().map(|(labels, _)| right.get(labels)).collect();
-            let kept: Matrix = lm.into_iter().zip(&paired).filter(|(_, r)| r.is_some()).map(|(s, _)| s).collect();
-            let rights: Vec<&Vec<Option<f64>>> = paired.into_iter().flatten().collect();
-            Value::Vector(series(kept, &|i, k, x| rights[i][k].and_then(|y| point(x, y, x))))
-        }
-    }
+    let truth = |a, b| if holds(op, a, b) { 1.0 } else { 0.0 };
+    combine(l, r, truth, |a, b, keep| if bool_mod { Some(truth(a, b)) } else { holds(op, a, b).then_some(keep) })
 }
 
 /// A sample value as Loki writes it (Go's shortest `'f'` formatting, `+Inf`, `NaN`).
