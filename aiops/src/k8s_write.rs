@@ -241,11 +241,7 @@ impl Tool for K8sApply {
                 let (api_version, kind, name) =
                     (o["apiVersion"].as_str().unwrap_or(""), o["kind"].as_str().unwrap_or(""), o["metadata"]["name"].as_str().unwrap_or(""));
                 let k = manifest::kind(api_version, kind).filter(|k| k.kind != "Secret").ok_or_else(|| ToolError(format!("{kind} is not applied here")))?;
-                let ar = k.api_resource();
-                let api: Api<DynamicObject> = match o["metadata"]["namespace"].as_str() {
-                    Some(ns) if k.namespaced => Api::namespaced_with(client.clone(), ns, &ar),
-                    _ => Api::all_with(client.clone(), &ar),
-                };
+                let api = k.api(client.clone(), o["metadata"]["namespace"].as_str());
                 let obj: DynamicObject = serde_json::from_value(o.clone()).map_err(|e| ToolError(e.to_string()))?;
                 api.patch(name, &PatchParams::apply(MANAGER).validation_strict(), &Patch::Apply(&obj)).await.map_err(kube_error)?;
                 applied.push(format!("{kind} {}{name}", o["metadata"]["namespace"].as_str().map(|n| format!("{n}/")).unwrap_or_default()));

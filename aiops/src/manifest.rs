@@ -93,6 +93,14 @@ impl Kind {
             plural: self.plural.into(),
         }
     }
+
+    /// The dynamic API of this kind: in `namespace` when the kind is namespaced, else cluster-wide.
+    pub fn api(&self, client: kube::Client, namespace: Option<&str>) -> kube::api::Api<kube::api::DynamicObject> {
+        match namespace {
+            Some(ns) if self.namespaced => kube::api::Api::namespaced_with(client, ns, &self.api_resource()),
+            _ => kube::api::Api::all_with(client, &self.api_resource()),
+        }
+    }
 }
 
 pub fn kind(api_version: &str, kind: &str) -> Option<&'static Kind> {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::{DynamicObject, Patch, PatchParams};
 use sandbox::jail::{End, Jail};
 use sandbox::{ToolClass, ToolError};
 use schemars::JsonSchema;
@@ -74,9 +74,8 @@ async fn dry_run(clusters: &WorkspaceClusters, ctx: &ToolContext<'_>, workspace:
         Ok(c) => c,
         Err(e) => return format!("not run: {}", e.0),
     };
-    let ar = k.api_resource();
     let ns = doc.namespace.as_deref().unwrap_or(namespace);
-    let api: Api<DynamicObject> = if k.namespaced { Api::namespaced_with(client, ns, &ar) } else { Api::all_with(client, &ar) };
+    let api = k.api(client, Some(ns));
     let mut object = object.clone();
     if k.namespaced {
         object["metadata"]["namespace"] = json!(ns);
