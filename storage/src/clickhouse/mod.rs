@@ -176,10 +176,10 @@ impl ClickHouseStore {
             sql.push_str(" AND org_id = {org:String}");
         }
         if req.workspaces.is_some() {
-            sql.push_str(" AND has({ws:Array(String)}, workspace)");
+            sql.push_str(" AND workspace IN {ws:Array(String)}");
         }
         if read.metrics.is_some() {
-            sql.push_str(" AND has({names:Array(String)}, metric)");
+            sql.push_str(" AND metric IN {names:Array(String)}");
         }
         let mut q = self
             .client
@@ -214,7 +214,7 @@ impl ClickHouseStore {
             sql.push_str(" AND org_id = {org:String}");
         }
         if req.workspaces.is_some() {
-            sql.push_str(" AND has({ws:Array(String)}, workspace)");
+            sql.push_str(" AND workspace IN {ws:Array(String)}");
         }
         sql.push_str(" ORDER BY timestamp");
         let query = |sql: &str| {

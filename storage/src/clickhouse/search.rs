@@ -11,9 +11,16 @@ use super::{ClickHouseStore, LogOut, timed};
 use crate::StoreError;
 use crate::search::{HistogramBucket, LogSearch, StreamColumns, StreamCount, StreamsBy, Term};
 
+/// A time bucket is sent back as its index (`intDiv(t - from, step)`) and its start computed
+/// here: a query parameter in arithmetic the engine repeats for every row is not folded into a
+/// constant, and `from + index * step` per row cost about a millisecond per million rows.
+fn bucket_start(from_ns: i64, step_ns: i64, bucket: i64) -> i64 {
+    from_ns.saturating_add(bucket.saturating_mul(step_ns))
+}
+
 #[derive(Row, Deserialize)]
 struct StreamOut {
-    start: i64,
+    bucket: i64,
     c_workspace: String,
     c_project: String,
     c_application: String,
@@ -28,7 +35,7 @@ struct StreamOut {
 
 #[derive(Row, Deserialize)]
 struct BucketOut {
-    start: i64,
+    bucket: i64,
     severity: String,
     count: u64,
 }
@@ -57,7 +64,7 @@ fn conditions(q: &LogSearch) -> (String, Vec<(String, P)>) {
         ("f_severity", "severity", &f.severities),
     ] {
         if !values.is_empty() {
-            sql.push_str(&format!(" AND has({{{name}:Array(String)}}, {column})"));
+            sql.push_str(&format!(" AND {column} IN {{{name}:Array(String)}}"));
             params.push((name.into(), P::Strs(values.clone())));
         }
     }
@@ -105,12 +112,13 @@ pub(super) fn scope_conditions(scope: &auth::TenantScope, prefix: &str) -> (Stri
             }
         }
         // The shape depends on which kinds of grant the scope has, never on their values.
-        // The first `has` names every workspace, so the primary key (org_id, workspace, …)
-        // prunes by workspace (ClickHouse cannot prune through an OR).
+        // The first condition names every workspace, so the primary key (org_id, workspace, …)
+        // prunes by workspace (ClickHouse cannot prune through an OR). `IN` a set rather than
+        // `has` of an array: a hash set built once per query, cheaper per row.
         let mut every: Vec<String> = grants.iter().map(|g| g.workspace().to_owned()).collect();
         every.sort();
         every.dedup();
-        sql.push_str(&format!(" AND has({{{prefix}scope_every:Array(String)}}, workspace)"));
+        sql.push_str(&format!(" AND workspace IN {{{prefix}scope_every:Array(String)}}"));
         params.push((format!("{prefix}scope_every"), P::Strs(every)));
         match (all.is_empty(), ns_w.is_empty()) {
             // Whole workspaces only: `scope_every` says it all.
@@ -126,7 +134,7 @@ pub(super) fn scope_conditions(scope: &auth::TenantScope, prefix: &str) -> (Stri
             // Both, or nothing at all (an empty scope matches no row either way).
             _ => {
                 sql.push_str(&format!(
-                    " AND (has({{{prefix}scope_ws:Array(String)}}, workspace) OR arrayExists((w, p) -> w = workspace AND p = project, {{{prefix}scope_nw:Array(String)}}, {{{prefix}scope_np:Array(String)}}))",
+                    " AND (workspace IN {{{prefix}scope_ws:Array(String)}} OR arrayExists((w, p) -> w = workspace AND p = project, {{{prefix}scope_nw:Array(String)}}, {{{prefix}scope_np:Array(String)}}))",
                 ));
                 params.push((format!("{prefix}scope_ws"), P::Strs(all)));
                 params.push((format!("{prefix}scope_nw"), P::Strs(ns_w)));
@@ -317,15 +325,17 @@ impl ClickHouseStore {
         }
         validate_terms(&q.terms)?;
         let (cond, mut params) = conditions(q);
-        params.push(("step".into(), P::I64(step_ns.max(1))));
+        let step = step_ns.max(1);
+        params.push(("step".into(), P::I64(step)));
         let sql = format!(
-            "SELECT {{from:Int64}} + intDiv(toUnixTimestamp64Nano(timestamp) - {{from:Int64}}, {{step:Int64}}) * {{step:Int64}} AS start, severity, count() AS count \
-             FROM {} WHERE {cond} GROUP BY start, severity",
+            "SELECT intDiv(toUnixTimestamp64Nano(timestamp) - {{from:Int64}}, {{step:Int64}}) AS bucket, severity, count() AS count \
+             FROM {} WHERE {cond} GROUP BY bucket, severity",
             self.table(schemas::Table::Logs)
         );
         let rows = timed(self.bind(&sql, params, &q.scope).fetch_all::<BucketOut>()).await?;
         // Sorted here: a few thousand buckets cost less to sort than the engine's ORDER BY.
-        let mut out: Vec<HistogramBucket> = rows.into_iter().map(|r| HistogramBucket { start_ns: r.start, severity: r.severity, count: r.count }).collect();
+        let mut out: Vec<HistogramBucket> =
+            rows.into_iter().map(|r| HistogramBucket { start_ns: bucket_start(q.from_ns, step, r.bucket), severity: r.severity, count: r.count }).collect();
         out.sort_unstable_by(|a, b| (a.start_ns, &a.severity).cmp(&(b.start_ns, &b.severity)));
         Ok(out)
     }
@@ -339,9 +349,10 @@ impl ClickHouseStore {
         }
         validate_terms(&q.terms)?;
         let (cond, mut params) = conditions(q);
-        params.push(("step".into(), P::I64(step_ns.unwrap_or(i64::MAX).max(1))));
+        let step = step_ns.unwrap_or(i64::MAX).max(1);
+        params.push(("step".into(), P::I64(step)));
         // Column names are fixed here; only which of them are grouped by varies.
-        let (mut select, mut group) = (String::new(), String::from("start"));
+        let (mut select, mut group) = (String::new(), String::from("bucket"));
         for (i, name) in StreamColumns::NAMES.iter().enumerate() {
             // Aliases differ from the column names, so WHERE still reads the columns.
             if columns.has(i) {
@@ -352,7 +363,7 @@ impl ClickHouseStore {
             }
         }
         let sql = format!(
-            "SELECT {{from:Int64}} + intDiv(toUnixTimestamp64Nano(timestamp) - {{from:Int64}}, {{step:Int64}}) * {{step:Int64}} AS start, \
+            "SELECT intDiv(toUnixTimestamp64Nano(timestamp) - {{from:Int64}}, {{step:Int64}}) AS bucket, \
              {select}count() AS entries, {} AS bytes \
              FROM {} WHERE {cond} GROUP BY {group}",
             if by.bytes { "sum(length(message))" } else { "toUInt64(0)" },
@@ -362,7 +373,7 @@ impl ClickHouseStore {
         let mut out: Vec<StreamCount> = rows
             .into_iter()
             .map(|r| StreamCount {
-                start_ns: r.start,
+                start_ns: bucket_start(q.from_ns, step, r.bucket),
                 workspace: r.c_workspace,
                 project: r.c_project,
                 application: r.c_application,
