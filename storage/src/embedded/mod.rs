@@ -432,6 +432,16 @@ fn writer_properties(effort: Effort) -> WriterProperties {
     for column in ["message", "trace_id", "span_id", "observed_timestamp"] {
         b = b.set_column_dictionary_enabled(ColumnPath::from(column), false);
     }
+    // A fresh file holds one tenant's rows of under a second: its tenancy and pod columns are
+    // a dictionary of a few values and runs of small indices, which zstd barely shrinks, while
+    // every compressed column costs a compression and a decompression context per file (each
+    // probing the CPU, which traps to the hypervisor on a virtual machine). Compaction
+    // compresses everything.
+    if let Effort::Fresh = effort {
+        for column in ["org_id", "workspace", "project", "application", "pod", "container", "node", "stream", "severity"] {
+            b = b.set_column_compression(ColumnPath::from(column), Compression::UNCOMPRESSED);
+        }
+    }
     b.build()
 }
 
