@@ -184,7 +184,7 @@ impl EmbeddedStore {
                 bytes,
             })
             .collect();
-        out.sort_unstable_by(StreamCount::order);
+        StreamCount::sort_all(&mut out);
         Ok(out)
     }
 }
