@@ -169,7 +169,7 @@ pub fn now_ns() -> i64 {
 
 pub fn rfc3339(ns: i64) -> String {
     chrono::DateTime::from_timestamp(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string())
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
         .unwrap_or_default()
 }
 
@@ -185,6 +185,14 @@ pub fn next_cursor(prev: Option<Cursor>, lines: &[LogRecord]) -> Option<Cursor> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_print_as_rfc3339_with_nanoseconds() {
+        assert_eq!(rfc3339(1_700_000_000_000_000_005), "2023-11-14T22:13:20.000000005Z");
+        assert_eq!(rfc3339(1_700_000_000_120_000_000), "2023-11-14T22:13:20.120000000Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999999999Z");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000000Z");
+    }
 
     #[test]
     fn times_durations_and_cursors() {
