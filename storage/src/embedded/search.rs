@@ -184,7 +184,7 @@ impl EmbeddedStore {
                 bytes,
             })
             .collect();
-        StreamCount::sort_all(&mut out);
+        out.sort_unstable_by(StreamCount::order);
         Ok(out)
     }
 }
