@@ -207,6 +207,7 @@ async fn jail_cost(args: &Args) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    ingest::keep_freed_memory();
     let run = || -> anyhow::Result<()> {
         let args = parse_args()?;
         let _ = rustls::crypto::ring::default_provider().install_default();

@@ -61,6 +61,7 @@ fn per_op_us(start: Instant, n: usize) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    ingest::keep_freed_memory();
     let mut n = 20_000usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {

@@ -242,6 +242,7 @@ async fn run_db(args: &Args, name: &str, database_url: Option<String>) -> anyhow
 }
 
 fn main() -> ExitCode {
+    ingest::keep_freed_memory();
     let run = || -> anyhow::Result<()> {
         let args = parse_args()?;
         let _ = rustls::crypto::ring::default_provider().install_default();
