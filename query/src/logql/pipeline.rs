@@ -307,6 +307,16 @@ impl Pipeline {
         })
     }
 
+    /// [`Pipeline::selects`] without the matchers on `workspace`, for streams grouped without
+    /// that column: a query's scope holds only the workspaces every such matcher accepts (the
+    /// Loki API's `scope_for`), so storage returns no row they would refuse.
+    pub fn selects_in_scope(&self, stream: &Labels) -> bool {
+        self.selector.iter().filter(|m| m.name != "workspace").all(|m| {
+            let v = if STREAM_LABELS.contains(&m.name.as_str()) { stream.get(&m.name).map_or("", String::as_str) } else { "" };
+            m.matches(v)
+        })
+    }
+
     /// Runs the stages; `false` when the entry is filtered out. The selector is checked by
     /// the caller ([`Pipeline::selects`]) on the stream labels first.
     pub fn process(&self, e: &mut Entry) -> bool {

@@ -289,7 +289,7 @@ async fn range_input(
             let labels = labels::of_stream(&s);
             scanned.lines += s.entries;
             scanned.bytes += s.bytes;
-            if pl.selects(&labels) {
+            if pl.selects_in_scope(&labels) {
                 b.add_count(layout, labels, s.start_ns, s.entries, s.bytes);
             }
         }
@@ -375,7 +375,9 @@ fn plan<'a>(e: &'a MetricExpr, parent: Option<&'a MetricExpr>, out: &mut Vec<Pla
         MetricExpr::Range { func, log, range_ns, offset_ns, unwrap: None, .. } => {
             let columns = match parent {
                 Some(MetricExpr::Agg { op: AggOp::Sum, grouping, .. }) if grouping.as_ref().is_none_or(|g| !g.without) => {
-                    let mut c = log.selector.iter().fold(StreamColumns::NONE, |c, m| label_columns(c, &m.name));
+                    // Not `workspace` for its matchers: the scope already holds only the
+                    // workspaces they accept (grouping by it cost a lookup per row).
+                    let mut c = log.selector.iter().filter(|m| m.name != "workspace").fold(StreamColumns::NONE, |c, m| label_columns(c, &m.name));
                     for l in grouping.iter().flat_map(|g| &g.labels) {
                         c = label_columns(c, l);
                     }
