@@ -147,6 +147,8 @@ class Handler(BaseHTTPRequestHandler):
         self.raw()
         with LOCK:
             STATE["requests"].append(method + " " + path)
+            # This request's own entry: requests run on threads, so the last one may be another's.
+            self.log_index = len(STATE["requests"]) - 1
             hit = None
             for f in STATE["faults"]:
                 if f.get("times", 0) > 0 and f.get("method", method) == method and f.get("path_contains", "") in path:
@@ -178,7 +180,7 @@ class Handler(BaseHTTPRequestHandler):
         user = self.headers.get("Impersonate-User")
         groups = self.headers.get_all("Impersonate-Group") or []
         with LOCK:
-            STATE["requests"][-1] += " as " + (user or "-")
+            STATE["requests"][self.log_index] += " as " + (user or "-")
         if user is not None and not impersonation_allowed(user, groups, path):
             return self.send_json(403, status(403, "Forbidden", 'pods is forbidden: User "%s" cannot get resource in the namespace "%s"' % (user, namespace_of(path))))
         if path.endswith("/log"):
@@ -225,7 +227,7 @@ class Handler(BaseHTTPRequestHandler):
         user = self.headers.get("Impersonate-User")
         groups = self.headers.get_all("Impersonate-Group") or []
         with LOCK:
-            STATE["requests"][-1] += " as " + (user or "-")
+            STATE["requests"][self.log_index] += " as " + (user or "-")
         if user is not None and not impersonation_allowed(user, groups, path):
             return self.send_json(403, status(403, "Forbidden", 'User "%s" cannot patch resource in the namespace "%s"' % (user, namespace_of(path))))
         if self.headers.get("Content-Type") == "application/merge-patch+json":
@@ -247,7 +249,7 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             old = STATE["objects"].get(path)
             if dry_run:  # admitted and answered, never stored
-                STATE["requests"][-1] += " (dry run)"
+                STATE["requests"][self.log_index] += " (dry run)"
                 return self.send_json(200 if old else 201, body)
             STATE["version"] += 1
             meta = body["metadata"]
