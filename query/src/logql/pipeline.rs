@@ -301,17 +301,18 @@ impl Pipeline {
     /// Whether a stream's labels pass the selector (labels other than stream labels are
     /// absent in a selector, as in Loki).
     pub fn selects(&self, stream: &Labels) -> bool {
-        self.selector.iter().all(|m| {
-            let v = if STREAM_LABELS.contains(&m.name.as_str()) { stream.get(&m.name).map_or("", String::as_str) } else { "" };
-            m.matches(v)
-        })
+        self.selects_with(stream, |_| true)
     }
 
     /// [`Pipeline::selects`] without the matchers on `workspace`, for streams grouped without
     /// that column: a query's scope holds only the workspaces every such matcher accepts (the
     /// Loki API's `scope_for`), so storage returns no row they would refuse.
     pub fn selects_in_scope(&self, stream: &Labels) -> bool {
-        self.selector.iter().filter(|m| m.name != "workspace").all(|m| {
+        self.selects_with(stream, |name| name != "workspace")
+    }
+
+    fn selects_with(&self, stream: &Labels, checked: impl Fn(&str) -> bool) -> bool {
+        self.selector.iter().filter(|m| checked(&m.name)).all(|m| {
             let v = if STREAM_LABELS.contains(&m.name.as_str()) { stream.get(&m.name).map_or("", String::as_str) } else { "" };
             m.matches(v)
         })
