@@ -230,19 +230,13 @@ impl Adapter {
 
     /// Runs one statement, returns its TabSeparated answer.
     pub async fn sql(&self, client: &reqwest::Client, query: &str) -> anyhow::Result<String> {
-        let r = client.post(format!("{}/", self.url)).body(query.to_owned()).send().await?;
-        let status = r.status();
-        let text = r.text().await?;
-        if !status.is_success() || text.contains("DB::Exception") {
-            bail!("ClickHouse: {query}: {status} {}", text.trim());
-        }
-        Ok(text)
+        self.sql_with(client, query, &[]).await
     }
 
     /// `query` with request settings (`?name=value`), as a client sends them.
     pub async fn sql_with(&self, client: &reqwest::Client, query: &str, settings: &[(&str, String)]) -> anyhow::Result<String> {
-        let qs = serde_urlencoded::to_string(settings)?;
-        let r = client.post(format!("{}/?{qs}", self.url)).body(query.to_owned()).send().await?;
+        let url = if settings.is_empty() { format!("{}/", self.url) } else { format!("{}/?{}", self.url, serde_urlencoded::to_string(settings)?) };
+        let r = client.post(url).body(query.to_owned()).send().await?;
         let status = r.status();
         let text = r.text().await?;
         if !status.is_success() || text.contains("DB::Exception") {
