@@ -224,11 +224,8 @@ async fn engine_call(engine: &Engine, client: &reqwest::Client, q: &Question, ws
                     )
                 }
             };
-            let text = if wall {
-                adapter.sql_with(client, &sql, &[("additional_table_filters", wall_filter(org, ws))]).await?
-            } else {
-                adapter.sql(client, &sql).await?
-            };
+            let settings = if wall { vec![("additional_table_filters", wall_filter(org, ws))] } else { Vec::new() };
+            let text = adapter.sql_with(client, &sql, &settings).await?;
             Ok(text.lines().filter(|l| !l.is_empty()).count())
         }
     }
