@@ -3,7 +3,8 @@
 //! [`Store`] is the one boundary. Two implementations:
 //! - [`embedded::EmbeddedStore`]: the zero-setup default for one machine. Parquet files on disk,
 //!   one directory per table, tenant and UTC day; small files compacted; whole days expired by
-//!   retention.
+//!   retention; read by DataFusion through [`embedded::ScopedTable`], a table provider that
+//!   cannot return a row outside the request's scope.
 //! - [`clickhouse::ClickHouseStore`]: production, through the official `clickhouse` crate, with a
 //!   deterministic `insert_deduplication_token` per batch and partition so retries never
 //!   duplicate.

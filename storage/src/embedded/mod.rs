@@ -22,9 +22,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, AsArray, BooleanArray};
-use arrow::compute::filter_record_batch;
-use arrow::datatypes::{TimestampMillisecondType, TimestampNanosecondType};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -41,6 +38,10 @@ use crate::search::{HistogramBucket, LogSearch};
 use crate::{BoxFuture, ScanRequest, Store, StoreError, WriteBatch};
 
 mod search;
+mod table;
+mod wall;
+
+pub use table::ScopedTable;
 
 const NS_PER_DAY: i64 = 86_400 * 1_000_000_000;
 
@@ -185,19 +186,27 @@ impl EmbeddedStore {
     }
 
     fn scan_blocking(&self, req: &ScanRequest) -> Result<Vec<RecordBatch>, StoreError> {
+        let table = self.scoped_table(req.table, &self.dirs_for(req)?, table::wall_of_request(req))?;
+        let plan = table.plan(None, &[table.time_range(req.from_ns, req.to_ns)]).map_err(planning)?;
         let mut out = Vec::new();
-        for dir in self.dirs_for(req)? {
-            // Metric samples keep milliseconds; their files are read whole.
-            let range = (req.table != Table::Metrics).then_some((req.from_ns, req.to_ns));
-            each_stored_batch(&dir, range, |batch| {
-                let batch = filter_rows(batch, req).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-                if batch.num_rows() > 0 {
-                    out.push(batch);
-                }
-                Ok(())
-            })?;
-        }
+        table::each_batch(plan, |batch| {
+            out.push(batch.clone());
+            Ok(())
+        })?;
         Ok(out)
+    }
+
+    /// `table` as a scope sees it: the Parquet files of `dirs` (the scope's partition
+    /// directories) under `wall` (the scope's predicate).
+    fn scoped_table(&self, table: Table, dirs: &[PathBuf], wall: datafusion::logical_expr::Expr) -> Result<ScopedTable, StoreError> {
+        let mut files = Vec::new();
+        for dir in dirs {
+            for path in stored_files(dir)? {
+                let size = fs::metadata(&path)?.len();
+                files.push((path, size));
+            }
+        }
+        ScopedTable::new(table, files, wall)
     }
 
     /// Metric series from the cached decoding of each file in range (decoded on first use).
@@ -215,7 +224,7 @@ impl EmbeddedStore {
                     Some(c) => c,
                     None => {
                         let mut batches = Vec::new();
-                        each_batch_of(&path, None, &mut |b: &RecordBatch| {
+                        each_batch_of(&path, &mut |b: &RecordBatch| {
                             batches.push(b.clone());
                             Ok(())
                         })?;
@@ -383,28 +392,8 @@ fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
-/// Keeps only rows inside the request's time range and tenant. Directories already narrowed the
-/// files; this re-checks every row so a misplaced file can never widen a scan.
-fn filter_rows(batch: &RecordBatch, req: &ScanRequest) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let n = batch.num_rows();
-    let mut keep = vec![true; n];
-    if let Some(ts) = batch.column_by_name("timestamp") {
-        if let Some(a) = ts.as_primitive_opt::<TimestampNanosecondType>() {
-            keep.iter_mut().enumerate().for_each(|(i, k)| *k &= a.value(i) >= req.from_ns && a.value(i) < req.to_ns);
-        } else if let Some(a) = ts.as_primitive_opt::<TimestampMillisecondType>() {
-            let (from, to) = (req.from_ns.div_euclid(1_000_000), req.to_ns.div_euclid(1_000_000));
-            keep.iter_mut().enumerate().for_each(|(i, k)| *k &= a.value(i) >= from && a.value(i) < to);
-        }
-    }
-    for (column, allowed) in [("org_id", req.org_id.as_ref().map(|o| vec![o.clone()])), ("workspace", req.workspaces.clone())] {
-        let (Some(allowed), Some(col)) = (allowed, batch.column_by_name(column)) else { continue };
-        let Some(col) = col.as_string_opt::<i32>() else { continue };
-        keep.iter_mut().enumerate().for_each(|(i, k)| *k &= col.is_valid(i) && allowed.iter().any(|a| a == col.value(i)));
-    }
-    if keep.iter().all(|k| *k) {
-        return Ok(batch.clone());
-    }
-    filter_record_batch(batch, &BooleanArray::from(keep))
+fn planning(e: datafusion::error::DataFusionError) -> StoreError {
+    StoreError::Unavailable(format!("planning a read of stored files: {e}"))
 }
 
 /// How hard a file is compressed: batch files are written on the ingest path, so cheaply
@@ -445,35 +434,6 @@ fn writer_properties(effort: Effort) -> WriterProperties {
     b.build()
 }
 
-/// The row groups of a file whose `timestamp` range (from the column's statistics, which
-/// every file keeps) meets `[from_ns, to_ns)`; a row group without statistics is kept.
-fn row_groups_in(meta: &parquet::file::metadata::ParquetMetaData, from_ns: i64, to_ns: i64) -> Vec<usize> {
-    let column = meta.file_metadata().schema_descr().columns().iter().position(|c| c.path().string() == "timestamp");
-    (0..meta.num_row_groups())
-        .filter(|&i| {
-            let Some(stats) = column.and_then(|c| meta.row_group(i).column(c).statistics()) else { return true };
-            match stats {
-                parquet::file::statistics::Statistics::Int64(s) => match (s.min_opt(), s.max_opt()) {
-                    (Some(min), Some(max)) => *max >= from_ns && *min < to_ns,
-                    _ => true,
-                },
-                _ => true,
-            }
-        })
-        .collect()
-}
-
-/// Calls `f` with every batch of rows of every finished Parquet file in `dir` (files being
-/// written are dot-files until renamed into place). With `range` (Unix nanoseconds, for
-/// tables whose time is in nanoseconds), row groups entirely outside it are not read, and
-/// files with none inside are not opened beyond their footer.
-fn each_stored_batch(dir: &Path, range: Option<(i64, i64)>, mut f: impl FnMut(&RecordBatch) -> Result<(), StoreError>) -> Result<(), StoreError> {
-    for path in stored_files(dir)? {
-        each_batch_of(&path, range, &mut f)?;
-    }
-    Ok(())
-}
-
 /// The Parquet files of a partition directory (not the temporary ones).
 fn stored_files(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
     let mut out = Vec::new();
@@ -487,19 +447,11 @@ fn stored_files(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
     Ok(out)
 }
 
-fn each_batch_of(path: &Path, range: Option<(i64, i64)>, f: &mut impl FnMut(&RecordBatch) -> Result<(), StoreError>) -> Result<(), StoreError> {
+/// Calls `f` with every batch of rows of the Parquet file at `path`, read whole (metric
+/// files decoded once into the series cache).
+fn each_batch_of(path: &Path, f: &mut impl FnMut(&RecordBatch) -> Result<(), StoreError>) -> Result<(), StoreError> {
     let unreadable = |e: parquet::errors::ParquetError| StoreError::Unavailable(format!("reading {}: {e}", path.display()));
-    let mut builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?).map_err(unreadable)?;
-    if let Some((from, to)) = range {
-        let groups = row_groups_in(builder.metadata(), from, to);
-        if groups.is_empty() {
-            return Ok(());
-        }
-        if groups.len() < builder.metadata().num_row_groups() {
-            builder = builder.with_row_groups(groups);
-        }
-    }
-    let reader = builder.with_batch_size(8192).build().map_err(unreadable)?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?).map_err(unreadable)?.with_batch_size(8192).build().map_err(unreadable)?;
     for batch in reader {
         f(&batch.map_err(|e| StoreError::Unavailable(format!("reading {}: {e}", path.display())))?)?;
     }

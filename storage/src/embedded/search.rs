@@ -1,8 +1,10 @@
-//! Search and histogram over the embedded store's Parquet files.
+//! Search, histogram and stream counts over the embedded store's Parquet files, read by
+//! DataFusion through the scope's [`super::ScopedTable`].
 //!
-//! The scope is applied twice: only the partition directories of the scope's organisation and
-//! workspaces are opened (a tenant outside the scope is never read from disk), and every row is
-//! checked against `TenantScope::allows` before anything else looks at it.
+//! The scope is applied three times: only the partition directories of the scope's
+//! organisation and workspaces are listed (a tenant outside the scope is never read from disk),
+//! the table's wall filters every row DataFusion's scan yields, and every row is checked again
+//! against `TenantScope::allows` before anything else looks at it.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -12,7 +14,7 @@ use arrow::datatypes::TimestampNanosecondType;
 use arrow::record_batch::RecordBatch;
 use schemas::Table;
 
-use super::{DirKey, EmbeddedStore, NS_PER_DAY, each_stored_batch, escape};
+use super::{DirKey, EmbeddedStore, NS_PER_DAY, escape, planning, table};
 use crate::StoreError;
 use schemas::{LogRecord, Severity};
 
@@ -38,8 +40,11 @@ impl EmbeddedStore {
         self.partition_dirs(Some(Table::Logs), &keep)
     }
 
-    /// Calls `f` with every batch of rows in the scope's directories.
-    fn each_batch(&self, q: &LogSearch, mut f: impl FnMut(&RecordBatch) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    /// Calls `f` with every batch of rows of the scope in the query's range (narrowed by its
+    /// cursor), read by DataFusion through the scope's [`super::ScopedTable`]. `all_columns`:
+    /// whether the batches must carry what a returned line shows (observed time, attributes,
+    /// trace and span ids), or only what [`Columns::matches`] and the groupings look at.
+    fn each_batch(&self, q: &LogSearch, all_columns: bool, f: impl FnMut(&RecordBatch) -> Result<(), StoreError>) -> Result<(), StoreError> {
         // A cursor narrows the range: a later page reads only the row groups it can come from.
         let (mut from, mut to) = (q.from_ns, q.to_ns);
         if let Some(c) = q.cursor {
@@ -49,10 +54,10 @@ impl EmbeddedStore {
                 to = to.min(c.timestamp_ns.saturating_add(1));
             }
         }
-        for dir in self.search_dirs(q)? {
-            each_stored_batch(&dir, Some((from, to)), &mut f)?;
-        }
-        Ok(())
+        let table = self.scoped_table(Table::Logs, &self.search_dirs(q)?, table::wall_of_scope(&q.scope))?;
+        let projection: Option<Vec<usize>> = (!all_columns).then(|| MATCHED_COLUMNS.iter().filter_map(|c| table.column(c)).collect());
+        let plan = table.plan(projection.as_ref(), &[table.time_range(from, to)]).map_err(planning)?;
+        table::each_batch(plan, f)
     }
 
     pub(super) fn search_blocking(&self, q: &LogSearch) -> Result<Vec<LogRecord>, StoreError> {
@@ -61,7 +66,7 @@ impl EmbeddedStore {
         let want = q.limit + q.cursor.map_or(0, |c| c.skip as usize);
         let mut out: Vec<LogRecord> = Vec::new();
         let mut floor: Option<LogRecord> = None;
-        self.each_batch(q, |batch| {
+        self.each_batch(q, true, |batch| {
             let c = Columns::of(batch)?;
             for i in 0..batch.num_rows() {
                 let Some(ts) = c.matches(i, q, &matcher) else { continue };
@@ -104,7 +109,7 @@ impl EmbeddedStore {
         let matcher = Matcher::new(&q.terms).map_err(StoreError::Rejected)?;
         // By severity first, so a row costs a lookup by `&str`, not a new key string.
         let mut counts: HashMap<String, HashMap<i64, u64>> = HashMap::new();
-        self.each_batch(q, |batch| {
+        self.each_batch(q, false, |batch| {
             let c = Columns::of(batch)?;
             for i in 0..batch.num_rows() {
                 let Some(ts) = c.matches(i, q, &matcher) else { continue };
@@ -137,7 +142,7 @@ impl EmbeddedStore {
         let mut names: HashMap<String, u32> = HashMap::from([(String::new(), 0)]);
         let mut by_id: Vec<String> = vec![String::new()];
         let mut counts: HashMap<(i64, [u32; 8]), (u64, u64)> = HashMap::new();
-        self.each_batch(q, |batch| {
+        self.each_batch(q, false, |batch| {
             let c = Columns::of(batch)?;
             for i in 0..batch.num_rows() {
                 let Some(ts) = c.matches(i, q, &matcher) else { continue };
@@ -189,10 +194,14 @@ impl EmbeddedStore {
     }
 }
 
-/// The columns of a `logs` batch, by name.
+/// The columns [`Columns::matches`], the histogram and the stream counts read; a read for them
+/// alone leaves the rest (attributes above all) undecoded.
+const MATCHED_COLUMNS: [&str; 11] = ["timestamp", "org_id", "workspace", "project", "application", "pod", "container", "node", "stream", "severity", "message"];
+
+/// The columns of a `logs` batch, by name. Those only a returned line shows are optional.
 struct Columns<'a> {
     ts: &'a arrow::array::PrimitiveArray<TimestampNanosecondType>,
-    observed: &'a arrow::array::PrimitiveArray<TimestampNanosecondType>,
+    observed: Option<&'a arrow::array::PrimitiveArray<TimestampNanosecondType>>,
     org: &'a StringArray,
     workspace: &'a StringArray,
     project: &'a StringArray,
@@ -203,9 +212,9 @@ struct Columns<'a> {
     stream: &'a StringArray,
     severity: &'a StringArray,
     message: &'a StringArray,
-    trace_id: &'a StringArray,
-    span_id: &'a StringArray,
-    attributes: &'a MapArray,
+    trace_id: Option<&'a StringArray>,
+    span_id: Option<&'a StringArray>,
+    attributes: Option<&'a MapArray>,
 }
 
 impl<'a> Columns<'a> {
@@ -216,9 +225,7 @@ impl<'a> Columns<'a> {
         };
         Ok(Columns {
             ts: col("timestamp")?.as_primitive_opt::<TimestampNanosecondType>().ok_or_else(|| StoreError::Unavailable("timestamp column type".into()))?,
-            observed: col("observed_timestamp")?
-                .as_primitive_opt::<TimestampNanosecondType>()
-                .ok_or_else(|| StoreError::Unavailable("observed_timestamp column type".into()))?,
+            observed: b.column_by_name("observed_timestamp").and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>()),
             org: s("org_id")?,
             workspace: s("workspace")?,
             project: s("project")?,
@@ -229,9 +236,9 @@ impl<'a> Columns<'a> {
             stream: s("stream")?,
             severity: s("severity")?,
             message: s("message")?,
-            trace_id: s("trace_id")?,
-            span_id: s("span_id")?,
-            attributes: col("attributes")?.as_map_opt().ok_or_else(|| StoreError::Unavailable("attributes column type".into()))?,
+            trace_id: s("trace_id").ok(),
+            span_id: s("span_id").ok(),
+            attributes: b.column_by_name("attributes").and_then(|c| c.as_map_opt()),
         })
     }
 
@@ -256,8 +263,8 @@ impl<'a> Columns<'a> {
 
     fn line(&self, i: usize, ts: i64) -> LogRecord {
         let mut attributes = Vec::new();
-        if !self.attributes.is_null(i) {
-            let entry = self.attributes.value(i);
+        if let Some(a) = self.attributes.filter(|a| !a.is_null(i)) {
+            let entry = a.value(i);
             let (keys, values) = (entry.column(0).as_string::<i32>(), entry.column(1).as_string::<i32>());
             for j in 0..entry.len() {
                 attributes.push((keys.value(j).to_owned(), if values.is_null(j) { String::new() } else { values.value(j).to_owned() }));
@@ -265,7 +272,7 @@ impl<'a> Columns<'a> {
         }
         LogRecord {
             timestamp_ns: ts,
-            observed_ns: self.observed.value(i),
+            observed_ns: self.observed.map_or(0, |o| o.value(i)),
             org_id: self.s(self.org, i).to_owned(),
             workspace: self.s(self.workspace, i).to_owned(),
             project: self.s(self.project, i).to_owned(),
@@ -276,8 +283,8 @@ impl<'a> Columns<'a> {
             stream: self.s(self.stream, i).to_owned(),
             severity: Severity::parse(self.s(self.severity, i)).unwrap_or_default(),
             message: self.s(self.message, i).to_owned(),
-            trace_id: self.s(self.trace_id, i).to_owned(),
-            span_id: self.s(self.span_id, i).to_owned(),
+            trace_id: self.trace_id.map_or("", |a| self.s(a, i)).to_owned(),
+            span_id: self.span_id.map_or("", |a| self.s(a, i)).to_owned(),
             attributes,
         }
     }

@@ -1,5 +1,7 @@
 use super::*;
 use crate::BatchId;
+use arrow::array::AsArray;
+use arrow::datatypes::TimestampNanosecondType;
 use schemas::{LogRecord, Rows};
 
 fn rows(ws: &str, n: usize, t0: i64) -> Rows {
@@ -40,27 +42,79 @@ async fn reads_skip_row_groups_and_files_outside_the_time_range_and_keep_what_is
     w.close().unwrap();
     let meta = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap()).unwrap().metadata().clone();
     assert_eq!(meta.num_row_groups(), 4);
-    assert_eq!(row_groups_in(&meta, 15, 25), vec![1, 2]);
-    assert_eq!(row_groups_in(&meta, 10, 11), vec![1], "a range's end is exclusive, its start inclusive");
-    assert!(row_groups_in(&meta, 40, 50).is_empty());
-    let read = |range| {
-        let mut ts = Vec::new();
-        each_stored_batch(dir.path(), range, |b| {
-            let a = b.column_by_name("timestamp").unwrap().as_primitive::<TimestampNanosecondType>();
-            ts.extend(a.values().iter().copied());
-            Ok(())
-        })
-        .unwrap();
-        ts
+    let size = fs::metadata(&path).unwrap().len();
+    let table = ScopedTable::new(Table::Logs, vec![(path.clone(), size)], table::wall_of_request(&scan_req(Some("ws-a")))).unwrap();
+    // (timestamps returned, rows the Parquet scan yielded before the filter above it)
+    let read = |from: i64, to: i64| {
+        let plan = table.plan(None, &[table.time_range(from, to)]).unwrap();
+        let table = &table;
+        async move {
+            let _ = table;
+            let batches = datafusion::physical_plan::collect(plan.clone(), Arc::new(datafusion::execution::TaskContext::default())).await.unwrap();
+            let mut ts: Vec<i64> =
+                batches.iter().flat_map(|b| b.column_by_name("timestamp").unwrap().as_primitive::<TimestampNanosecondType>().values().to_vec()).collect();
+            ts.sort_unstable();
+            let scanned = plan.children()[0].metrics().and_then(|m| m.output_rows()).unwrap_or(usize::MAX);
+            (ts, scanned)
+        }
     };
-    assert_eq!(read(Some((15, 25))), (10..30).collect::<Vec<i64>>(), "whole row groups around the range; callers filter rows");
-    assert!(read(Some((100, 200))).is_empty());
-    assert_eq!(read(None).len(), 40);
+    assert_eq!(read(15, 25).await, ((15..25).collect::<Vec<i64>>(), 20), "row groups 1 and 2 are read, their rows filtered");
+    assert_eq!(read(10, 11).await, (vec![10], 10), "a range's end is exclusive, its start inclusive");
+    assert_eq!(read(100, 200).await, (vec![], 0), "no row group is read");
+    assert_eq!(read(0, 40).await.1, 40);
     // Through the store: a narrow search finds exactly its rows.
     let store = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path().join("store"))).unwrap());
     store.write(&WriteBatch { id: BatchId { wal_id: "w".into(), seq: 1 }, rows: rows("ws-a", 1_000, 0).into() }).await.unwrap();
     let req = ScanRequest { from_ns: 500, to_ns: 510, ..scan_req(Some("ws-a")) };
     assert_eq!(count(&store.scan(&req).await.unwrap()), 10);
+}
+
+#[tokio::test]
+async fn the_table_provider_returns_only_its_scope_whatever_a_query_asks() {
+    use datafusion::logical_expr::{col, lit};
+    // A file holding two workspaces' rows where only ws-a's belong (a misplaced file): the
+    // wall above the scan keeps ws-b's rows out even when the query asks for them.
+    let dir = tempfile::tempdir().unwrap();
+    let mut records = match rows("ws-a", 5, 0) {
+        Rows::Logs(r) => r,
+        _ => unreachable!(),
+    };
+    records.extend(match rows("ws-b", 7, 100) {
+        Rows::Logs(r) => r,
+        _ => unreachable!(),
+    });
+    let path = dir.path().join("b-mixed.parquet");
+    let batch = schemas::arrow_schema::to_record_batch(&Rows::Logs(records)).unwrap();
+    let mut w = ArrowWriter::try_new(File::create(&path).unwrap(), batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let file = vec![(path.clone(), fs::metadata(&path).unwrap().len())];
+    let workspaces = |table: ScopedTable, asked: Option<datafusion::logical_expr::Expr>| async move {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let mut df = ctx.read_table(Arc::new(table)).unwrap();
+        if let Some(e) = asked {
+            df = df.filter(e).unwrap();
+        }
+        let mut out: Vec<String> = df
+            .collect()
+            .await
+            .unwrap()
+            .iter()
+            .flat_map(|b| b.column_by_name("workspace").unwrap().as_string::<i32>().iter().flatten().map(str::to_owned).collect::<Vec<_>>())
+            .collect();
+        out.sort();
+        out.dedup_by(|a, b| a == b);
+        out
+    };
+    let scoped = || ScopedTable::new(Table::Logs, file.clone(), table::wall_of_request(&scan_req(Some("ws-a")))).unwrap();
+    assert_eq!(workspaces(scoped(), None).await, ["ws-a"]);
+    assert_eq!(workspaces(scoped(), Some(col("workspace").eq(lit("ws-b")).or(lit(true)))).await, ["ws-a"]);
+    assert!(workspaces(scoped(), Some(col("workspace").eq(lit("ws-b")))).await.is_empty());
+    let other_org = ScanRequest { org_id: Some("globex".into()), ..scan_req(None) };
+    assert!(workspaces(ScopedTable::new(Table::Logs, file.clone(), table::wall_of_request(&other_org)).unwrap(), None).await.is_empty());
+    // Without a wall the same file and query give both workspaces: the wall is what held.
+    let open = ScopedTable::new(Table::Logs, file.clone(), lit(true)).unwrap();
+    assert_eq!(workspaces(open, Some(col("workspace").eq(lit("ws-b")).or(lit(true)))).await, ["ws-a", "ws-b"]);
 }
 
 #[tokio::test]
