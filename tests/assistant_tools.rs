@@ -140,8 +140,13 @@ async fn metrics_are_queried_as_the_user() {
     assert!(seen.contains(r#"\"last\":5"#) || seen.contains(r#""last":5"#), "{seen}");
     let citations = answer(&events)["citations"].as_array().cloned().unwrap_or_default();
     assert!(citations.iter().any(|c| c.to_string().contains("/prometheus/api/v1/query_range?query=sum")), "{citations:?}");
-    let audit = agent_audit(&server, &token(&server, "aud", "acme", &[], &["auditor"])).await;
-    assert!(audit.iter().any(|r| r["action"] == "prometheus.query_range" && r["actor"] == "alice" && r["outcome"] == "ok"), "{audit:?}");
+    // Durable when the chat ends, searchable once its batch is stored (as any ingested row).
+    let auditor = token(&server, "aud", "acme", &[], &["auditor"]);
+    eventually(20, "the agent's prometheus.query_range audit record", || async {
+        let audit = agent_audit(&server, &auditor).await;
+        audit.iter().any(|r| r["action"] == "prometheus.query_range" && r["actor"] == "alice" && r["outcome"] == "ok")
+    })
+    .await;
 }
 
 /// Manifests are checked in the jail against the typed schemas and dry-run on the workspace's
