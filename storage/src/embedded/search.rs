@@ -41,9 +41,10 @@ impl EmbeddedStore {
     }
 
     /// Calls `f` with every batch of rows of the scope in the query's range (narrowed by its
-    /// cursor and by `times`, half-open ranges of which a row must be in one), read by
-    /// DataFusion through the scope's [`super::ScopedTable`], with the columns of `read`.
-    fn each_batch(&self, q: &LogSearch, read: Read, times: &[(i64, i64)], f: impl FnMut(&RecordBatch) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    /// cursor), read by DataFusion through the scope's [`super::ScopedTable`]. `all_columns`:
+    /// whether the batches must carry what a returned line shows (observed time, attributes,
+    /// trace and span ids), or only what [`Columns::matches`] and the groupings look at.
+    fn each_batch(&self, q: &LogSearch, all_columns: bool, f: impl FnMut(&RecordBatch) -> Result<(), StoreError>) -> Result<(), StoreError> {
         // A cursor narrows the range: a later page reads only the row groups it can come from.
         let (mut from, mut to) = (q.from_ns, q.to_ns);
         if let Some(c) = q.cursor {
@@ -54,56 +55,21 @@ impl EmbeddedStore {
             }
         }
         let table = self.scoped_table(Table::Logs, &self.search_dirs(q)?, table::wall_of_scope(&q.scope))?;
-        let columns: &[&str] = match read {
-            Read::Matched => &MATCHED_COLUMNS,
-            Read::Ordered => &ORDERED_COLUMNS,
-            Read::All => &[],
-        };
-        let projection: Option<Vec<usize>> = (!columns.is_empty()).then(|| columns.iter().filter_map(|c| table.column(c)).collect());
-        let mut filters = vec![table.time_range(from, to)];
-        filters.extend(datafusion::logical_expr::utils::disjunction(times.iter().map(|(a, b)| table.time_range(*a, *b))));
-        let plan = table.plan(projection.as_ref(), &filters).map_err(planning)?;
+        let projection: Option<Vec<usize>> = (!all_columns).then(|| MATCHED_COLUMNS.iter().filter_map(|c| table.column(c)).collect());
+        let plan = table.plan(projection.as_ref(), &[table.time_range(from, to)]).map_err(planning)?;
         table::each_batch(plan, f)
     }
 
-    /// A page of lines, read in two passes. The first reads only the columns that decide
-    /// which lines are on the page and in what order (not attributes, observed times or span
-    /// ids, the costliest to decode); the second reads every column, but only of the row groups
-    /// and pages holding the first pass's timestamps. The page is the same: every line of it
-    /// has one of those timestamps, and lines at the same timestamps are ordered alike.
     pub(super) fn search_blocking(&self, q: &LogSearch) -> Result<Vec<LogRecord>, StoreError> {
         let matcher = Matcher::new(&q.terms).map_err(StoreError::Rejected)?;
-        let keys = self.page(q, &matcher, Read::Ordered, &[])?;
-        if keys.is_empty() {
-            return Ok(keys);
-        }
-        let mut out = self.page(q, &matcher, Read::All, &time_ranges(keys.iter().map(|l| l.timestamp_ns)))?;
-        if let Some(cur) = q.cursor {
-            // Pass over the rows at the cursor's timestamp that the previous page returned.
-            let mut skipped = 0;
-            out.retain(|l| {
-                if l.timestamp_ns == cur.timestamp_ns && skipped < cur.skip {
-                    skipped += 1;
-                    return false;
-                }
-                true
-            });
-        }
-        out.truncate(q.limit);
-        Ok(out)
-    }
-
-    /// The first `limit` + the cursor's `skip` matching lines in the search's order, with the
-    /// columns of `read`, among rows in `times` (see [`EmbeddedStore::each_batch`]).
-    fn page(&self, q: &LogSearch, matcher: &Matcher, read: Read, times: &[(i64, i64)]) -> Result<Vec<LogRecord>, StoreError> {
         let order = if q.oldest_first { oldest_first } else { newest_first };
         let want = q.limit + q.cursor.map_or(0, |c| c.skip as usize);
         let mut out: Vec<LogRecord> = Vec::new();
         let mut floor: Option<LogRecord> = None;
-        self.each_batch(q, read, times, |batch| {
+        self.each_batch(q, true, |batch| {
             let c = Columns::of(batch)?;
             for i in 0..batch.num_rows() {
-                let Some(ts) = c.matches(i, q, matcher) else { continue };
+                let Some(ts) = c.matches(i, q, &matcher) else { continue };
                 if let Some(cur) = q.cursor
                     && (if q.oldest_first { ts < cur.timestamp_ns } else { ts > cur.timestamp_ns })
                 {
@@ -124,6 +90,18 @@ impl EmbeddedStore {
         })?;
         out.sort_by(order);
         out.truncate(want);
+        if let Some(cur) = q.cursor {
+            // Pass over the rows at the cursor's timestamp that the previous page returned.
+            let mut skipped = 0;
+            out.retain(|l| {
+                if l.timestamp_ns == cur.timestamp_ns && skipped < cur.skip {
+                    skipped += 1;
+                    return false;
+                }
+                true
+            });
+        }
+        out.truncate(q.limit);
         Ok(out)
     }
 
@@ -131,7 +109,7 @@ impl EmbeddedStore {
         let matcher = Matcher::new(&q.terms).map_err(StoreError::Rejected)?;
         // By severity first, so a row costs a lookup by `&str`, not a new key string.
         let mut counts: HashMap<String, HashMap<i64, u64>> = HashMap::new();
-        self.each_batch(q, Read::Matched, &[], |batch| {
+        self.each_batch(q, false, |batch| {
             let c = Columns::of(batch)?;
             for i in 0..batch.num_rows() {
                 let Some(ts) = c.matches(i, q, &matcher) else { continue };
@@ -164,7 +142,7 @@ impl EmbeddedStore {
         let mut names: HashMap<String, u32> = HashMap::from([(String::new(), 0)]);
         let mut by_id: Vec<String> = vec![String::new()];
         let mut counts: HashMap<(i64, [u32; 8]), (u64, u64)> = HashMap::new();
-        self.each_batch(q, Read::Matched, &[], |batch| {
+        self.each_batch(q, false, |batch| {
             let c = Columns::of(batch)?;
             for i in 0..batch.num_rows() {
                 let Some(ts) = c.matches(i, q, &matcher) else { continue };
@@ -216,37 +194,9 @@ impl EmbeddedStore {
     }
 }
 
-/// The columns a read of the store's logs decodes.
-#[derive(Clone, Copy)]
-enum Read {
-    /// What [`Columns::matches`], the histogram and the stream counts look at.
-    Matched,
-    /// And what orders search results (their trace ids).
-    Ordered,
-    /// Every column: the lines returned.
-    All,
-}
-
-/// At most this many time ranges select the second pass of a search (each is a condition on
-/// every row of the pages read).
-const MAX_TIME_RANGES: usize = 16;
-
-/// Half-open ranges covering `times`: one per distinct time while there are at most
-/// [`MAX_TIME_RANGES`], otherwise that many, each spanning a run of consecutive distinct times.
-pub(super) fn time_ranges(times: impl Iterator<Item = i64>) -> Vec<(i64, i64)> {
-    let mut times: Vec<i64> = times.collect();
-    times.sort_unstable();
-    times.dedup();
-    let per = times.len().div_ceil(MAX_TIME_RANGES).max(1);
-    times.chunks(per).map(|run| (run[0], run[run.len() - 1].saturating_add(1))).collect()
-}
-
 /// The columns [`Columns::matches`], the histogram and the stream counts read; a read for them
 /// alone leaves the rest (attributes above all) undecoded.
 const MATCHED_COLUMNS: [&str; 11] = ["timestamp", "org_id", "workspace", "project", "application", "pod", "container", "node", "stream", "severity", "message"];
-/// [`MATCHED_COLUMNS`] and what else orders search results ([`newest_first`]).
-const ORDERED_COLUMNS: [&str; 12] =
-    ["timestamp", "org_id", "workspace", "project", "application", "pod", "container", "node", "stream", "severity", "message", "trace_id"];
 
 /// The columns of a `logs` batch, by name. Those only a returned line shows are optional.
 struct Columns<'a> {

@@ -239,8 +239,8 @@ async fn alice_scope(dir: &Path) -> auth::TenantScope {
 
 #[tokio::test]
 async fn search_pages_are_whole_lines_in_order_with_every_column() {
-    // Lines with attributes, observed times and span ids (read only by a search's second pass),
-    // many sharing a timestamp, in several files; paged through 7 at a time, newest first.
+    // Lines with attributes, observed times and span ids, many sharing a timestamp, in several
+    // files; paged through 7 at a time, newest first, with and without a word.
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path().join("store"))).unwrap());
     let base = now_ns() - 3_600_000_000_000;
@@ -288,15 +288,4 @@ async fn search_pages_are_whole_lines_in_order_with_every_column() {
         }
         assert_eq!(pages, expected, "terms {terms:?}");
     }
-}
-
-#[test]
-fn a_search_second_pass_covers_every_first_pass_time_in_few_ranges() {
-    use super::search::time_ranges;
-    assert_eq!(time_ranges([5, 1, 5, 3].into_iter()), vec![(1, 2), (3, 4), (5, 6)]);
-    let times: Vec<i64> = (0..40).map(|i| i * i).collect();
-    let ranges = time_ranges(times.iter().copied());
-    assert!(ranges.len() <= 16, "{ranges:?}");
-    assert!(times.iter().all(|t| ranges.iter().any(|(a, b)| a <= t && t < b)), "{ranges:?}");
-    assert_eq!(time_ranges([i64::MAX].into_iter()), vec![(i64::MAX, i64::MAX)], "saturates (an empty range: such a row is never stored)");
 }
