@@ -90,7 +90,10 @@ impl ScopedTable {
             }
             columns
         });
-        let source = ParquetSource::new(self.schema.clone()).with_predicate(physical(&predicate, &self.schema)?);
+        // Pruning by row-group statistics only: the page index would be read and decoded for
+        // every column of every file per query, and prunes nothing here (only the time column
+        // keeps statistics, and a row group's times fill about one page).
+        let source = ParquetSource::new(self.schema.clone()).with_predicate(physical(&predicate, &self.schema)?).with_enable_page_index(false);
         let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
             .with_file_groups(self.file_groups())
             .with_projection_indices(read.clone())?
