@@ -100,7 +100,12 @@ impl EmbeddedStore {
 
     /// Opens the store for reading only, beside a writer in another process (no repair: the
     /// writer's temporary files are its own).
-    pub fn open_for_reading(config: EmbeddedConfig) -> EmbeddedStore {
+    pub fn open_for_reading(mut config: EmbeddedConfig) -> EmbeddedStore {
+        // Reads name files by absolute path (DataFusion's object store takes nothing else), so
+        // a relative root (the default `./data`) is resolved once, here.
+        if let Ok(root) = fs::canonicalize(&config.root).or_else(|_| std::path::absolute(&config.root)) {
+            config.root = root;
+        }
         let series_cache = moka::sync::Cache::builder()
             .max_capacity(SERIES_CACHE_BYTES)
             .weigher(|_: &PathBuf, c: &Arc<CachedSeries>| u32::try_from(c.series.iter().map(crate::MetricSeries::weight).sum::<usize>()).unwrap_or(u32::MAX))

@@ -289,3 +289,19 @@ async fn search_pages_are_whole_lines_in_order_with_every_column() {
         assert_eq!(pages, expected, "terms {terms:?}");
     }
 }
+
+#[tokio::test]
+async fn a_store_under_a_relative_path_is_read() {
+    // The default data directory is `./data`: reads must not depend on an absolute root.
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    let up: PathBuf = cwd.components().skip(1).map(|_| "..").collect();
+    let relative = up.join(dir.path().strip_prefix("/").unwrap()).join("store");
+    assert!(relative.is_relative());
+    let store = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(&relative)).unwrap());
+    store.write(&WriteBatch { id: BatchId { wal_id: "w".into(), seq: 1 }, rows: rows("ws-a", 10, 1_000).into() }).await.unwrap();
+    assert_eq!(count(&store.scan(&scan_req(Some("ws-a"))).await.unwrap()), 10);
+    let scope = alice_scope(dir.path()).await;
+    let q = LogSearch { scope, from_ns: 0, to_ns: i64::MAX, filters: Default::default(), terms: vec![], limit: 100, cursor: None, oldest_first: false };
+    assert_eq!(store.search(&q).await.unwrap().len(), 10);
+}
