@@ -72,8 +72,8 @@ impl ScopedTable {
         Ok(ScopedTable { schema: schemas::arrow_schema::schema(table), files, wall })
     }
 
-    /// The physical plan of a read: DataFusion's Parquet scan of the scope's files, pruned
-    /// (row groups and pages) by the wall and `filters`, under a [`WallExec`] that keeps only
+    /// The physical plan of a read: DataFusion's Parquet scan of the scope's files, its row
+    /// groups pruned by the wall and `filters`, under a [`WallExec`] that keeps only
     /// the rows satisfying both, then `projection` (indices into the table's schema; `None`:
     /// every column).
     pub fn plan(&self, projection: Option<&Vec<usize>>, filters: &[Expr]) -> DfResult<Arc<dyn ExecutionPlan>> {
@@ -113,9 +113,10 @@ impl ScopedTable {
         files.sort_by_key(|f| std::cmp::Reverse(f.object_meta.size));
         let mut out: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); groups];
         for f in files {
-            let smallest = out.iter_mut().min_by_key(|(bytes, _)| *bytes).expect("at least one group");
-            smallest.0 += f.object_meta.size;
-            smallest.1.push(f);
+            if let Some(smallest) = out.iter_mut().min_by_key(|(bytes, _)| *bytes) {
+                smallest.0 += f.object_meta.size;
+                smallest.1.push(f);
+            }
         }
         out.into_iter().map(|(_, files)| FileGroup::new(files)).collect()
     }
