@@ -9,13 +9,13 @@
 //!    above its scan, so a misplaced file, a wrong statistic or a filter a caller forgot can
 //!    never widen a read.
 //!
-//! Filters a query pushes down (the time range, column conditions) prune row groups and pages
-//! by the files' statistics and are evaluated with the wall above the scan: they only narrow. The wall
+//! Filters a query pushes down (the time range, column conditions) prune row groups by the
+//! files' statistics and are evaluated with the wall above the scan: they only narrow. The wall
 //! is built from values (`lit`), never from text, like every other condition here.
 //!
 //! The store's own reads ([`super::EmbeddedStore`]'s search, histogram, streams and scans) build
 //! the physical plan directly with [`ScopedTable::plan`]; registered in a DataFusion session,
-//! the same provider answers DataFrame and SQL queries with the same wall.
+//! the same provider answers DataFrame queries with the same wall.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -77,7 +77,7 @@ impl ScopedTable {
     /// the rows satisfying both, then `projection` (indices into the table's schema; `None`:
     /// every column).
     pub fn plan(&self, projection: Option<&Vec<usize>>, filters: &[Expr]) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let predicate = conjunction(std::iter::once(self.wall.clone()).chain(filters.iter().cloned())).unwrap_or_else(|| self.wall.clone());
+        let predicate = filters.iter().fold(self.wall.clone(), |all, f| all.and(f.clone()));
         // The scan reads the projection's columns first, then those only the predicate needs.
         let read: Option<Vec<usize>> = projection.map(|p| {
             let mut columns = p.clone();

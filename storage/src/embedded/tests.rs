@@ -48,9 +48,7 @@ async fn reads_skip_row_groups_and_files_outside_the_time_range_and_keep_what_is
     // (timestamps returned, rows the Parquet scan yielded before the filter above it)
     let read = |from: i64, to: i64| {
         let plan = table.plan(None, &[table.time_range(from, to)]).unwrap();
-        let table = &table;
         async move {
-            let _ = table;
             let batches = datafusion::physical_plan::collect(plan.clone(), Arc::new(datafusion::execution::TaskContext::default())).await.unwrap();
             let mut ts: Vec<i64> =
                 batches.iter().flat_map(|b| b.column_by_name("timestamp").unwrap().as_primitive::<TimestampNanosecondType>().values().to_vec()).collect();
