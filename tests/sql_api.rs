@@ -132,6 +132,23 @@ async fn sql_reads_only_the_callers_rows_and_refuses_the_rest() {
         let got = storage::Store::sql(&store, &ask(sql, logs)).await.unwrap();
         assert_eq!(String::from_utf8_lossy(&got).trim(), want, "{sql}");
     }
+    // A scope of one whole workspace and one namespace of another (the wall's alternatives
+    // joined by OR): ws-b's rows are all in `shop`, so granting `billing` there adds none.
+    let root_id = auth::TokenVerifier::new(auth::AuthConfig::default().validate(&server.data_dir).unwrap()).unwrap().verify(&root, None).await.unwrap();
+    for (ns_b, want) in [("shop", "12"), ("billing", "5")] {
+        let grant = |workspace: &str, ns: &str| auth::StaticGrant {
+            users: vec!["root".into()],
+            groups: Vec::new(),
+            workspace: workspace.into(),
+            namespaces: vec![ns.into()],
+        };
+        let policy = auth::StaticPolicy { members_read_all: false, grants: vec![grant("ws-a", "*"), grant("ws-b", ns_b)] };
+        let mixed = auth::Gate::new(std::sync::Arc::new(policy), "platform-operator", Vec::new()).logs(&root_id, None, None).await.unwrap();
+        for sql in ["SELECT count() FROM hexabase.logs", "SELECT count() FROM hexabase.logs WHERE workspace = 'ws-b' OR 1"] {
+            let got = storage::Store::sql(&store, &ask(sql, Some(mixed.clone()))).await.unwrap();
+            assert_eq!(String::from_utf8_lossy(&got).trim(), want, "{sql} with ws-b/{ns_b}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -237,7 +237,7 @@ async fn engine_call(engine: &Engine, client: &reqwest::Client, q: &Question, ws
 fn wall_filter(org: &str, ws: &str) -> String {
     let mut entries = Vec::new();
     for table in schemas::Table::ALL {
-        let f = if table == schemas::Table::Logs { format!("org_id = \\'{org}\\' AND (workspace IN (\\'{ws}\\') OR 0)") } else { "0".to_owned() };
+        let f = if table == schemas::Table::Logs { format!("org_id = \\'{org}\\' AND workspace = \\'{ws}\\'") } else { "0".to_owned() };
         for name in [format!("hexabase.{}", table.name()), format!("hexabase.{}_local", table.name())] {
             entries.push(format!("'{name}': '{f}'"));
         }
