@@ -157,6 +157,9 @@ pub trait Store: Send + Sync + 'static {
     fn migrate(&self) -> BoxFuture<'_, Result<(), StoreError>>;
     fn write<'a>(&'a self, batch: &'a WriteBatch) -> BoxFuture<'a, Result<(), StoreError>>;
     fn scan<'a>(&'a self, request: &'a ScanRequest) -> BoxFuture<'a, Result<Vec<RecordBatch>, StoreError>>;
+    /// The lines matching `query`, as an answer shows them: every column but the observed time
+    /// and the span id, which no answer shows and are not read (`observed_ns` 0, `span_id`
+    /// empty). [`Store::scan`] reads whole rows.
     fn search<'a>(&'a self, query: &'a LogSearch) -> BoxFuture<'a, Result<Vec<schemas::LogRecord>, StoreError>>;
     /// Counts per `step_ns` bucket (aligned to `query.from_ns`) and severity.
     fn histogram<'a>(&'a self, query: &'a LogSearch, step_ns: i64) -> BoxFuture<'a, Result<Vec<HistogramBucket>, StoreError>>;

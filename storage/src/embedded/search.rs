@@ -41,10 +41,10 @@ impl EmbeddedStore {
     }
 
     /// Calls `f` with every batch of rows of the scope in the query's range (narrowed by its
-    /// cursor), read by DataFusion through the scope's [`super::ScopedTable`]. `all_columns`:
-    /// whether the batches must carry what a returned line shows (observed time, attributes,
-    /// trace and span ids), or only what [`Columns::matches`] and the groupings look at.
-    fn each_batch(&self, q: &LogSearch, all_columns: bool, f: impl FnMut(&RecordBatch) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    /// cursor), read by DataFusion through the scope's [`super::ScopedTable`]. `columns`: what
+    /// a returned line shows ([`LINE_COLUMNS`]) or only what [`Columns::matches`] and the
+    /// groupings look at ([`MATCHED_COLUMNS`]).
+    fn each_batch(&self, q: &LogSearch, columns: &[&str], f: impl FnMut(&RecordBatch) -> Result<(), StoreError>) -> Result<(), StoreError> {
         // A cursor narrows the range: a later page reads only the row groups it can come from.
         let (mut from, mut to) = (q.from_ns, q.to_ns);
         if let Some(c) = q.cursor {
@@ -55,8 +55,8 @@ impl EmbeddedStore {
             }
         }
         let table = self.scoped_table(Table::Logs, &self.search_dirs(q)?, table::wall_of_scope(&q.scope))?;
-        let projection: Option<Vec<usize>> = (!all_columns).then(|| MATCHED_COLUMNS.iter().filter_map(|c| table.column(c)).collect());
-        let plan = table.plan(projection.as_ref(), &[table.time_range(from, to)]).map_err(planning)?;
+        let projection: Vec<usize> = columns.iter().filter_map(|c| table.column(c)).collect();
+        let plan = table.plan(Some(&projection), &[table.time_range(from, to)]).map_err(planning)?;
         table::each_batch(plan, f)
     }
 
@@ -66,7 +66,7 @@ impl EmbeddedStore {
         let want = q.limit + q.cursor.map_or(0, |c| c.skip as usize);
         let mut out: Vec<LogRecord> = Vec::new();
         let mut floor: Option<LogRecord> = None;
-        self.each_batch(q, true, |batch| {
+        self.each_batch(q, &LINE_COLUMNS, |batch| {
             let c = Columns::of(batch)?;
             for i in 0..batch.num_rows() {
                 let Some(ts) = c.matches(i, q, &matcher) else { continue };
@@ -109,7 +109,7 @@ impl EmbeddedStore {
         let matcher = Matcher::new(&q.terms).map_err(StoreError::Rejected)?;
         // By severity first, so a row costs a lookup by `&str`, not a new key string.
         let mut counts: HashMap<String, HashMap<i64, u64>> = HashMap::new();
-        self.each_batch(q, false, |batch| {
+        self.each_batch(q, &MATCHED_COLUMNS, |batch| {
             let c = Columns::of(batch)?;
             for i in 0..batch.num_rows() {
                 let Some(ts) = c.matches(i, q, &matcher) else { continue };
@@ -142,7 +142,7 @@ impl EmbeddedStore {
         let mut names: HashMap<String, u32> = HashMap::from([(String::new(), 0)]);
         let mut by_id: Vec<String> = vec![String::new()];
         let mut counts: HashMap<(i64, [u32; 8]), (u64, u64)> = HashMap::new();
-        self.each_batch(q, false, |batch| {
+        self.each_batch(q, &MATCHED_COLUMNS, |batch| {
             let c = Columns::of(batch)?;
             for i in 0..batch.num_rows() {
                 let Some(ts) = c.matches(i, q, &matcher) else { continue };
@@ -197,6 +197,10 @@ impl EmbeddedStore {
 /// The columns [`Columns::matches`], the histogram and the stream counts read; a read for them
 /// alone leaves the rest (attributes above all) undecoded.
 const MATCHED_COLUMNS: [&str; 11] = ["timestamp", "org_id", "workspace", "project", "application", "pod", "container", "node", "stream", "severity", "message"];
+/// What a returned line carries: all but the observed time and the span id, which no answer
+/// shows (see [`crate::Store::search`]).
+const LINE_COLUMNS: [&str; 13] =
+    ["timestamp", "org_id", "workspace", "project", "application", "pod", "container", "node", "stream", "severity", "message", "attributes", "trace_id"];
 
 /// The columns of a `logs` batch, by name. Those only a returned line shows are optional.
 struct Columns<'a> {
