@@ -378,12 +378,20 @@ fn compare(op: CmpOp, bool_mod: bool, l: Value, r: Value) -> Value {
 
 /// A sample value as Loki writes it (Go's shortest `'f'` formatting, `+Inf`, `NaN`).
 pub fn format_value(v: f64) -> String {
+    let mut out = String::new();
+    write_value(&mut out, v);
+    out
+}
+
+/// [`format_value`], appended to `out`.
+pub fn write_value(out: &mut String, v: f64) {
+    use std::fmt::Write;
     if v.is_nan() {
-        "NaN".into()
+        out.push_str("NaN");
     } else if v.is_infinite() {
-        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
     } else {
-        format!("{v}")
+        let _ = write!(out, "{v}");
     }
 }
 

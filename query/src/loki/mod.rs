@@ -428,19 +428,47 @@ fn limit(state: &QueryState, p: &Params) -> Result<usize, ApiError> {
     Ok(l)
 }
 
-fn matrix_json(m: eval::Matrix, steps: &Steps) -> Value {
-    Value::Array(
-        m.into_iter()
-            .map(|(labels, values)| {
-                let points: Vec<Value> =
-                    values.into_iter().enumerate().filter_map(|(k, v)| v.map(|v| json!([secs(steps.at(k)), eval::format_value(v)]))).collect();
-                json!({ "metric": labels, "values": points })
-            })
-            .collect(),
-    )
+/// A `matrix` answer, written straight into one buffer: a day of many series is megabytes of
+/// JSON, and building it as a tree of `Value`s first cost more than the evaluation.
+fn matrix_answer(m: eval::Matrix, steps: &Steps, stats: &Value) -> String {
+    use std::fmt::Write;
+    let points: usize = m.iter().map(|(_, v)| v.iter().flatten().count()).sum();
+    let mut out = String::with_capacity(128 + points * 24 + m.len() * 128);
+    out.push_str(r#"{"status":"success","data":{"resultType":"matrix","result":["#);
+    for (i, (labels, values)) in m.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(r#"{"metric":"#);
+        out.push_str(&json!(labels).to_string());
+        out.push_str(r#","values":["#);
+        let mut first = true;
+        for (k, v) in values.into_iter().enumerate() {
+            let Some(v) = v else { continue };
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            let _ = write!(out, "[{},\"", secs(steps.at(k)));
+            eval::write_value(&mut out, v);
+            out.push_str("\"]");
+        }
+        out.push_str("]}");
+    }
+    out.push_str(r#"],"stats":"#);
+    out.push_str(&stats.to_string());
+    out.push_str("}}");
+    out
 }
 
-async fn query_range(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
+/// What `query_range` answers: a tree (streams), or a matrix already written out with the
+/// number of its series.
+enum RangeAnswer {
+    Tree(Value),
+    Matrix(String, u64),
+}
+
+async fn query_range(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Result<Response, LokiError> {
     let started = Instant::now();
     let p = params(raw.as_deref(), &headers, &body)?;
     let id = state.identify(&headers).await?;
@@ -456,7 +484,7 @@ async fn query_range(State(state): State<QueryState>, headers: HeaderMap, RawQue
                 match expr {
                     Expr::Log(l) => {
                         let (result, scanned, n) = streams(&state, &id, &l, start, end, limit(&state, &p)?, direction_forward(&p)?).await?;
-                        Ok(json!({ "resultType": "streams", "result": streams_json(result), "stats": stats(started, &scanned, n) }))
+                        Ok(RangeAnswer::Tree(json!({ "resultType": "streams", "result": streams_json(result), "stats": stats(started, &scanned, n) })))
                     }
                     Expr::Metric(m) => {
                         let steps = Steps { start, end, step: step_of(&p, start, end)? };
@@ -466,14 +494,21 @@ async fn query_range(State(state): State<QueryState>, headers: HeaderMap, RawQue
                             eval::Value::Scalar(x) => vec![(Labels::new(), vec![Some(x); steps.len()])],
                         };
                         let n = m.len();
-                        Ok(json!({ "resultType": "matrix", "result": matrix_json(m, &steps), "stats": stats(started, &scanned, n) }))
+                        let stats = stats(started, &scanned, n);
+                        Ok(RangeAnswer::Matrix(matrix_answer(m, &steps, &stats), n as u64))
                     }
                 }
             },
-            entries_returned,
+            |a| match a {
+                RangeAnswer::Tree(v) => entries_returned(v),
+                RangeAnswer::Matrix(_, n) => *n,
+            },
         )
         .await?;
-    Ok(axum::Json(json!({ "status": "success", "data": data })))
+    Ok(match data {
+        RangeAnswer::Tree(v) => axum::Json(json!({ "status": "success", "data": v })).into_response(),
+        RangeAnswer::Matrix(body, _) => ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response(),
+    })
 }
 
 async fn query(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> Reply {
