@@ -376,7 +376,8 @@ fn compare(op: CmpOp, bool_mod: bool, l: Value, r: Value) -> Value {
     combine(l, r, truth, |a, b, keep| if bool_mod { Some(truth(a, b)) } else { holds(op, a, b).then_some(keep) })
 }
 
-/// A sample value as Loki writes it (Go's shortest `'f'` formatting, `+Inf`, `NaN`).
+/// A sample value as Loki and Prometheus write it (Go's shortest `'f'` formatting, `+Inf`,
+/// `NaN`).
 pub fn format_value(v: f64) -> String {
     let mut out = String::new();
     write_value(&mut out, v);

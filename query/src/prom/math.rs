@@ -145,31 +145,8 @@ pub(super) fn instant_rate(w: &[(i64, f64)], rate: bool) -> Option<f64> {
     Some(if rate { v / dt } else { v })
 }
 
-/// A sample value as Prometheus prints it, appended to `out`.
-pub fn write_value(out: &mut String, v: f64) {
-    use std::fmt::Write;
-    match v {
-        _ if v.is_nan() => out.push_str("NaN"),
-        f64::INFINITY => out.push_str("+Inf"),
-        f64::NEG_INFINITY => out.push_str("-Inf"),
-        _ => {
-            let _ = write!(out, "{v}");
-        }
-    }
-}
-
-/// A sample value as Prometheus prints it.
-pub fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
-    }
-}
+/// Sample values print as in Loki (the same Go formatting, `+Inf`, `NaN`).
+pub use crate::logql::eval::{format_value, write_value};
 
 #[cfg(test)]
 mod tests {
