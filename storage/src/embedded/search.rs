@@ -205,7 +205,6 @@ const LINE_COLUMNS: [&str; 13] =
 /// The columns of a `logs` batch, by name. Those only a returned line shows are optional.
 struct Columns<'a> {
     ts: &'a arrow::array::PrimitiveArray<TimestampNanosecondType>,
-    observed: Option<&'a arrow::array::PrimitiveArray<TimestampNanosecondType>>,
     org: &'a StringArray,
     workspace: &'a StringArray,
     project: &'a StringArray,
@@ -217,7 +216,6 @@ struct Columns<'a> {
     severity: &'a StringArray,
     message: &'a StringArray,
     trace_id: Option<&'a StringArray>,
-    span_id: Option<&'a StringArray>,
     attributes: Option<&'a MapArray>,
 }
 
@@ -229,7 +227,6 @@ impl<'a> Columns<'a> {
         };
         Ok(Columns {
             ts: col("timestamp")?.as_primitive_opt::<TimestampNanosecondType>().ok_or_else(|| StoreError::Unavailable("timestamp column type".into()))?,
-            observed: b.column_by_name("observed_timestamp").and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>()),
             org: s("org_id")?,
             workspace: s("workspace")?,
             project: s("project")?,
@@ -241,7 +238,6 @@ impl<'a> Columns<'a> {
             severity: s("severity")?,
             message: s("message")?,
             trace_id: s("trace_id").ok(),
-            span_id: s("span_id").ok(),
             attributes: b.column_by_name("attributes").and_then(|c| c.as_map_opt()),
         })
     }
@@ -276,7 +272,8 @@ impl<'a> Columns<'a> {
         }
         LogRecord {
             timestamp_ns: ts,
-            observed_ns: self.observed.map_or(0, |o| o.value(i)),
+            // Not read (see `LINE_COLUMNS`).
+            observed_ns: 0,
             org_id: self.s(self.org, i).to_owned(),
             workspace: self.s(self.workspace, i).to_owned(),
             project: self.s(self.project, i).to_owned(),
@@ -288,7 +285,7 @@ impl<'a> Columns<'a> {
             severity: Severity::parse(self.s(self.severity, i)).unwrap_or_default(),
             message: self.s(self.message, i).to_owned(),
             trace_id: self.trace_id.map_or("", |a| self.s(a, i)).to_owned(),
-            span_id: self.span_id.map_or("", |a| self.s(a, i)).to_owned(),
+            span_id: String::new(),
             attributes,
         }
     }
