@@ -66,7 +66,15 @@ impl ClickHouseStore {
         // is read and written against the real engine in the tests, and the crate's validation
         // (RowBinaryWithNamesAndTypes, a schema fetch per insert table) costs decode time on
         // every answer.
-        let mut client = Client::default().with_url(&config.url).with_validation(false);
+        // The crate's transport as it builds it (keep-alive probes every minute, idle connections
+        // dropped after two seconds, before a server's three to ten), with Nagle's algorithm off,
+        // which the crate leaves on: small requests and answers leave at once instead of waiting
+        // for the peer's acknowledgement of the previous segment.
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(2)).build(connector);
+        let mut client = Client::with_http_client(http).with_url(&config.url).with_validation(false);
         if !config.user.is_empty() {
             client = client.with_user(&config.user);
         }
