@@ -176,6 +176,34 @@ async fn scoped_search(server: Server) {
         }
     }
 
+    // A found line, field by field, against the event it was ingested from; its highlights
+    // point at the searched word.
+    let (_, body) = get(&server, "/api/v1/logs/search?since=1h&limit=5&q=block", Some(&alice), &[]).await;
+    let lines = body["lines"].as_array().expect("lines");
+    assert_eq!(lines.len(), 5, "{body}");
+    for l in lines {
+        let m = l["message"].as_str().expect("message");
+        let e = visible.iter().find(|e| msg(e) == m).unwrap_or_else(|| panic!("no event has {m}"));
+        let k = &e["kubernetes"];
+        assert_eq!(
+            (&l["workspace"], &l["project"], &l["pod"], &l["container"], &l["node"], &l["stream"]),
+            (&json!("ws-a"), &k["pod_namespace"], &k["pod_name"], &k["container_name"], &k["pod_node_name"], &e["stream"]),
+            "{l}"
+        );
+        let ns: i64 = l["timestamp_ns"].as_str().expect("timestamp_ns as text").parse().expect("nanoseconds");
+        assert_eq!((l["timestamp"].as_str(), ns), (e["timestamp"].as_str(), crate::support::fixtures::parse_rfc3339(e["timestamp"].as_str().unwrap())), "{l}");
+        assert!(l["level"].as_str().is_some_and(|v| !v.is_empty()) && l["trace_id"].is_string() && l["application"].is_string(), "{l}");
+        let attrs = l["attributes"].as_object().expect("attributes as an object");
+        assert!(attrs.values().all(Value::is_string), "{l}");
+        assert_eq!(attrs.get("kubernetes.container_image"), Some(&k["container_image"]), "{l}");
+        let h = l["highlights"].as_array().expect("highlights");
+        assert!(!h.is_empty(), "{l}");
+        for span in h {
+            let (a, b) = (span[0].as_u64().expect("start") as usize, span[1].as_u64().expect("end") as usize);
+            assert_eq!(m[a..b].to_ascii_lowercase(), "block", "{l}");
+        }
+    }
+
     // Paging back in time: every row once, in order.
     let (mut seen, mut cursor, mut pages) = (Vec::new(), None::<String>, 0);
     loop {

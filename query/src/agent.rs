@@ -31,13 +31,21 @@ impl AgentQueries {
     /// `GET /api/v1/logs/search` with `params`.
     pub async fn search(&self, id: &Identity, params: &[(&str, String)]) -> Result<Value, ApiError> {
         let raw = Self::raw(params);
-        as_agent(crate::api::search_as(&self.state, id, Some(&raw))).await
+        as_agent(async {
+            let answer = crate::api::search_as(&self.state, id, Some(&raw)).await?;
+            serde_json::to_value(answer).map_err(|e| ApiError::new(schemas::ErrorCode::Internal, format!("the search answer: {e}")))
+        })
+        .await
     }
 
     /// `GET /api/v1/logs/histogram` with `params`.
     pub async fn histogram(&self, id: &Identity, params: &[(&str, String)]) -> Result<Value, ApiError> {
         let raw = Self::raw(params);
-        as_agent(crate::api::histogram_as(&self.state, id, Some(&raw))).await
+        as_agent(async {
+            let answer = crate::api::histogram_as(&self.state, id, Some(&raw)).await?;
+            serde_json::to_value(answer).map_err(|e| ApiError::new(schemas::ErrorCode::Internal, format!("the histogram: {e}")))
+        })
+        .await
     }
 
     /// A PromQL query as `id` over the Prometheus API's own path (scoped to what `id` may read,

@@ -15,7 +15,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use schemas::LogRecord;
 use schemas::{ApiError, ErrorCode};
+use serde::ser::{Serialize, SerializeStruct, Serializer};
 use serde_json::{Value, json};
+use storage::search::HistogramBucket;
 use storage::search::Matcher;
 use storage::{LogFilters, LogSearch};
 
@@ -71,33 +73,97 @@ fn filters(p: &Params, projects: Option<BTreeSet<String>>) -> Result<LogFilters,
     })
 }
 
-pub(crate) fn line_json(l: &LogRecord, m: &Matcher) -> Value {
-    let attributes: serde_json::Map<String, Value> = l.attributes.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
-    json!({
-        "timestamp": rfc3339(l.timestamp_ns),
-        "timestamp_ns": l.timestamp_ns.to_string(),
-        "workspace": l.workspace,
-        "project": l.project,
-        "application": l.application,
-        "pod": l.pod,
-        "container": l.container,
-        "node": l.node,
-        "stream": l.stream,
-        "level": l.severity.as_str(),
-        "message": l.message,
-        "trace_id": l.trace_id,
-        "attributes": attributes,
-        "highlights": m.highlights(&l.message),
-    })
+/// Found lines as every answer shows them (search, context, tail), serialised straight into
+/// the answer's text: no tree of JSON values is built for a page of lines first.
+pub(crate) struct Lines<'a>(pub(crate) &'a [LogRecord], pub(crate) &'a Matcher);
+
+impl Serialize for Lines<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|l| Line(l, self.1)))
+    }
 }
 
-async fn search(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+/// One found line: its time (RFC 3339 and nanoseconds as text), where it came from, its
+/// level, text, trace id and attributes, and where the search's terms matched it.
+struct Line<'a>(&'a LogRecord, &'a Matcher);
+
+impl Serialize for Line<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (l, m) = (self.0, self.1);
+        let mut o = s.serialize_struct("Line", 14)?;
+        o.serialize_field("timestamp", &rfc3339(l.timestamp_ns))?;
+        o.serialize_field("timestamp_ns", &AsText(l.timestamp_ns))?;
+        o.serialize_field("workspace", &l.workspace)?;
+        o.serialize_field("project", &l.project)?;
+        o.serialize_field("application", &l.application)?;
+        o.serialize_field("pod", &l.pod)?;
+        o.serialize_field("container", &l.container)?;
+        o.serialize_field("node", &l.node)?;
+        o.serialize_field("stream", &l.stream)?;
+        o.serialize_field("level", l.severity.as_str())?;
+        o.serialize_field("message", &l.message)?;
+        o.serialize_field("trace_id", &l.trace_id)?;
+        o.serialize_field("attributes", &Attributes(&l.attributes))?;
+        o.serialize_field("highlights", &m.highlights(&l.message))?;
+        o.end()
+    }
+}
+
+/// A value written as a JSON string of its `Display` text.
+pub(crate) struct AsText<T>(pub(crate) T);
+
+impl<T: std::fmt::Display> Serialize for AsText<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+/// A line's attributes as one JSON object (names are unique: ingest sorts and de-duplicates
+/// them).
+struct Attributes<'a>(&'a [(String, String)]);
+
+impl Serialize for Attributes<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+/// A page of a log search, as `GET /api/v1/logs/search` answers it.
+pub(crate) struct SearchAnswer {
+    lines: Vec<LogRecord>,
+    matcher: Matcher,
+    next_cursor: Option<String>,
+    from: String,
+    to: String,
+    workspaces: Option<Vec<String>>,
+    duration_ms: f64,
+}
+
+impl Serialize for SearchAnswer {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct Stats {
+            lines: usize,
+            duration_ms: f64,
+        }
+        let mut o = s.serialize_struct("SearchAnswer", 6)?;
+        o.serialize_field("lines", &Lines(&self.lines, &self.matcher))?;
+        o.serialize_field("next_cursor", &self.next_cursor)?;
+        o.serialize_field("from", &self.from)?;
+        o.serialize_field("to", &self.to)?;
+        o.serialize_field("workspaces", &self.workspaces)?;
+        o.serialize_field("stats", &Stats { lines: self.lines.len(), duration_ms: self.duration_ms })?;
+        o.end()
+    }
+}
+
+async fn search(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Result<Json<SearchAnswer>, ApiError> {
     let id = state.identify(&headers).await?;
     Ok(Json(search_as(&state, &id, raw.as_deref()).await?))
 }
 
 /// The log search of `raw` (the dashboard's parameters) as `id`, audited.
-pub(crate) async fn search_as(state: &QueryState, id: &Identity, raw: Option<&str>) -> Result<Value, ApiError> {
+pub(crate) async fn search_as(state: &QueryState, id: &Identity, raw: Option<&str>) -> Result<SearchAnswer, ApiError> {
     let started = Instant::now();
     let p = Params::parse(raw)?;
     state
@@ -114,36 +180,33 @@ pub(crate) async fn search_as(state: &QueryState, id: &Identity, raw: Option<&st
                 let _slot = state.slot(id.user())?;
                 let lines = with_timeout(state, state.store.search(&q)).await?;
                 let next = (lines.len() == limit).then(|| next_cursor(q.cursor, &lines)).flatten();
-                Ok(json!({
-                    "lines": lines.iter().map(|l| line_json(l, &matcher)).collect::<Vec<_>>(),
-                    "next_cursor": next.map(encode_cursor),
-                    "from": rfc3339(q.from_ns),
-                    "to": rfc3339(q.to_ns),
-                    "workspaces": q.scope.workspaces(),
-                    "stats": { "lines": lines.len(), "duration_ms": started.elapsed().as_secs_f64() * 1e3 },
-                }))
+                Ok(SearchAnswer {
+                    next_cursor: next.map(encode_cursor),
+                    from: rfc3339(q.from_ns),
+                    to: rfc3339(q.to_ns),
+                    workspaces: q.scope.workspaces().map(|w| w.into_iter().map(str::to_owned).collect()),
+                    lines,
+                    matcher,
+                    duration_ms: started.elapsed().as_secs_f64() * 1e3,
+                })
             },
-            |v| v["lines"].as_array().map_or(0, |a| a.len() as u64),
+            |a| a.lines.len() as u64,
         )
         .await
 }
 
-async fn histogram(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+async fn histogram(State(state): State<QueryState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Result<Json<HistogramAnswer>, ApiError> {
     let id = state.identify(&headers).await?;
     Ok(Json(histogram_as(&state, &id, raw.as_deref()).await?))
 }
 
 /// The histogram of `raw` as `id`, audited.
-pub(crate) async fn histogram_as(state: &QueryState, id: &Identity, raw: Option<&str>) -> Result<Value, ApiError> {
+pub(crate) async fn histogram_as(state: &QueryState, id: &Identity, raw: Option<&str>) -> Result<HistogramAnswer, ApiError> {
     let p = Params::parse(raw)?;
-    state
-        .audited(id, "logs.histogram", raw.unwrap_or(""), histogram_body(state, id, &p), |v| {
-            v["totals"].as_object().map_or(0, |t| t.values().filter_map(Value::as_u64).sum())
-        })
-        .await
+    state.audited(id, "logs.histogram", raw.unwrap_or(""), histogram_body(state, id, &p), |a| a.totals().iter().map(|(_, n)| n).sum()).await
 }
 
-async fn histogram_body(state: &QueryState, id: &Identity, p: &Params) -> Result<Value, ApiError> {
+async fn histogram_body(state: &QueryState, id: &Identity, p: &Params) -> Result<HistogramAnswer, ApiError> {
     let (q, _) = log_search(state, id, p, 1).await?;
     let range = q.to_ns - q.from_ns;
     let step = match p.duration_ns("step")? {
@@ -156,23 +219,64 @@ async fn histogram_body(state: &QueryState, id: &Identity, p: &Params) -> Result
     }
     let _slot = state.slot(id.user())?;
     let buckets = with_timeout(state, state.store.histogram(&q, step)).await?;
-    let mut by_start: Vec<(i64, serde_json::Map<String, Value>)> = Vec::new();
-    let mut totals: serde_json::Map<String, Value> = serde_json::Map::new();
-    for b in buckets {
-        if by_start.last().is_none_or(|(s, _)| *s != b.start_ns) {
-            by_start.push((b.start_ns, serde_json::Map::new()));
+    Ok(HistogramAnswer { step_ns: step, buckets })
+}
+
+/// Counts by interval and level, as `GET /api/v1/logs/histogram` answers them: the store's
+/// buckets (ordered by start, then level) written straight out, grouped by start.
+pub(crate) struct HistogramAnswer {
+    step_ns: i64,
+    buckets: Vec<HistogramBucket>,
+}
+
+impl HistogramAnswer {
+    /// Every level's count over the whole range, levels in the order first seen.
+    fn totals(&self) -> Vec<(&str, u64)> {
+        let mut totals: Vec<(&str, u64)> = Vec::new();
+        for b in &self.buckets {
+            match totals.iter_mut().find(|(s, _)| *s == b.severity) {
+                Some((_, n)) => *n += b.count,
+                None => totals.push((&b.severity, b.count)),
+            }
         }
-        if let Some((_, m)) = by_start.last_mut() {
-            m.insert(b.severity.clone(), json!(b.count));
-        }
-        let t = totals.get(&b.severity).and_then(Value::as_u64).unwrap_or(0) + b.count;
-        totals.insert(b.severity, json!(t));
+        totals
     }
-    Ok(json!({
-        "step_seconds": step as f64 / 1e9,
-        "buckets": by_start.into_iter().map(|(s, counts)| json!({ "start": rfc3339(s), "start_ns": s.to_string(), "counts": counts })).collect::<Vec<_>>(),
-        "totals": totals,
-    }))
+}
+
+impl Serialize for HistogramAnswer {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        /// The buckets of one start: `{"start", "start_ns", "counts": {level: n}}`.
+        struct Bucket<'a>(&'a [HistogramBucket]);
+        impl Serialize for Bucket<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let start = self.0.first().map_or(0, |b| b.start_ns);
+                let mut o = s.serialize_struct("Bucket", 3)?;
+                o.serialize_field("start", &rfc3339(start))?;
+                o.serialize_field("start_ns", &AsText(start))?;
+                o.serialize_field("counts", &Counts(self.0.iter().map(|b| (b.severity.as_str(), b.count))))?;
+                o.end()
+            }
+        }
+        /// The buckets grouped by start.
+        struct Buckets<'a>(&'a [HistogramBucket]);
+        impl Serialize for Buckets<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.chunk_by(|a, b| a.start_ns == b.start_ns).map(Bucket))
+            }
+        }
+        /// `{level: n}` of the pairs.
+        struct Counts<I>(I);
+        impl<'a, I: Iterator<Item = (&'a str, u64)> + Clone> Serialize for Counts<I> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_map(self.0.clone())
+            }
+        }
+        let mut o = s.serialize_struct("HistogramAnswer", 3)?;
+        o.serialize_field("step_seconds", &(self.step_ns as f64 / 1e9))?;
+        o.serialize_field("buckets", &Buckets(&self.buckets))?;
+        o.serialize_field("totals", &Counts(self.totals().into_iter()))?;
+        o.end()
+    }
 }
 
 /// Most lines on either side of a hit.
@@ -221,8 +325,8 @@ async fn context_body(state: &QueryState, id: &Identity, p: &Params) -> Result<V
     b.reverse();
     let none = Matcher::new(&[]).map_err(|m| ApiError::new(ErrorCode::Internal, m))?;
     Ok(json!({
-        "before": b.iter().map(|l| line_json(l, &none)).collect::<Vec<_>>(),
-        "after": a.iter().map(|l| line_json(l, &none)).collect::<Vec<_>>(),
+        "before": Lines(&b, &none),
+        "after": Lines(&a, &none),
     }))
 }
 

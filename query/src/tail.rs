@@ -129,9 +129,7 @@ pub async fn dashboard(State(state): State<QueryState>, headers: HeaderMap, RawQ
         state.audited(&id, "logs.tail", raw.as_deref().unwrap_or(""), Follow::start(&state, q.clone(), limit), |r| r.1.len() as u64).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(16);
     let matcher = Arc::new(matcher);
-    let event = |lines: &[LogRecord], m: &Matcher| {
-        Event::default().event("lines").data(json!({ "lines": lines.iter().map(|l| crate::api::line_json(l, m)).collect::<Vec<_>>() }).to_string())
-    };
+    let event = |lines: &[LogRecord], m: &Matcher| Event::default().event("lines").data(json!({ "lines": crate::api::Lines(lines, m) }).to_string());
     let first = event(&initial, &matcher);
     tokio::spawn(async move {
         let _slot = slot;

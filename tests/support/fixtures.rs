@@ -115,3 +115,8 @@ pub fn zstd(bytes: &[u8]) -> Vec<u8> {
 pub fn snappy(bytes: &[u8]) -> Vec<u8> {
     snap::raw::Encoder::new().compress_vec(bytes).expect("snappy")
 }
+
+/// Nanoseconds since the epoch of an RFC 3339 time.
+pub fn parse_rfc3339(s: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(s).expect("RFC 3339").timestamp_nanos_opt().expect("in range")
+}

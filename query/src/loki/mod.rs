@@ -21,9 +21,11 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use schemas::{ApiError, ErrorCode, LogRecord};
+use serde::ser::{Serialize, SerializeStruct, Serializer};
 use serde_json::{Value, json};
 use storage::{LogSearch, StreamColumns, StreamCount, StreamsBy};
 
+use crate::api::AsText;
 use crate::logql::eval::{self, Buckets, Steps};
 use crate::logql::labels::{self, Labels, STREAM_LABELS};
 use crate::logql::pipeline::{Entry, Pipeline};
@@ -184,8 +186,7 @@ async fn scan(state: &QueryState, mut q: LogSearch, mut each: impl FnMut(LogReco
     }
 }
 
-/// Runs `f` as request `action` for `query`: under the query timeout and the user's
-/// concurrency limit, and audited (`rows` counts what it returned).
+/// The entries (or series) an answer's stats say it returned.
 fn entries_returned(v: &Value) -> u64 {
     v["stats"]["summary"]["totalEntriesReturned"].as_u64().unwrap_or(0)
 }
@@ -234,12 +235,52 @@ pub(crate) async fn tail_search(state: &QueryState, id: &Identity, pl: &Pipeline
 /// A log query's entries by stream labels, in read order.
 type Streams = BTreeMap<Labels, Vec<(i64, String)>>;
 
-fn streams_json(out: Streams) -> Value {
-    Value::Array(
-        out.into_iter()
-            .map(|(labels, values)| json!({ "stream": labels, "values": values.into_iter().map(|(ts, line)| json!([ts.to_string(), line])).collect::<Vec<_>>() }))
-            .collect(),
-    )
+/// A log query's answer, `{"status": "success", "data": {"resultType": "streams", ...}}`,
+/// written straight out: a page of lines is not built as a tree of JSON values first.
+struct StreamsAnswer {
+    result: Streams,
+    stats: Value,
+}
+
+impl Serialize for StreamsAnswer {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Data<'a>(&'a StreamsAnswer);
+        impl Serialize for Data<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut o = s.serialize_struct("Data", 3)?;
+                o.serialize_field("resultType", "streams")?;
+                o.serialize_field("result", &Entries(&self.0.result))?;
+                o.serialize_field("stats", &self.0.stats)?;
+                o.end()
+            }
+        }
+        struct Entries<'a>(&'a Streams);
+        impl Serialize for Entries<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter().map(|(labels, values)| Stream(labels, values)))
+            }
+        }
+        /// `{"stream": labels, "values": [["<ns>", "<line>"], ...]}`
+        struct Stream<'a>(&'a Labels, &'a [(i64, String)]);
+        impl Serialize for Stream<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut o = s.serialize_struct("Stream", 2)?;
+                o.serialize_field("stream", self.0)?;
+                o.serialize_field("values", &Values(self.1))?;
+                o.end()
+            }
+        }
+        struct Values<'a>(&'a [(i64, String)]);
+        impl Serialize for Values<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter().map(|(ts, line)| (AsText(ts), line)))
+            }
+        }
+        let mut o = s.serialize_struct("StreamsAnswer", 2)?;
+        o.serialize_field("status", "success")?;
+        o.serialize_field("data", &Data(self))?;
+        o.end()
+    }
 }
 
 /// A log query's entries: at most `limit`, newest first (`backward`) or oldest first.
@@ -461,10 +502,9 @@ fn matrix_answer(m: eval::Matrix, steps: &Steps, stats: &Value) -> String {
     out
 }
 
-/// What `query_range` answers: a tree (streams), or a matrix already written out with the
-/// number of its series.
+/// What `query_range` answers, with the number of entries (streams) or series (matrix) in it.
 enum RangeAnswer {
-    Tree(Value),
+    Streams(StreamsAnswer, u64),
     Matrix(String, u64),
 }
 
@@ -484,7 +524,7 @@ async fn query_range(State(state): State<QueryState>, headers: HeaderMap, RawQue
                 match expr {
                     Expr::Log(l) => {
                         let (result, scanned, n) = streams(&state, &id, &l, start, end, limit(&state, &p)?, direction_forward(&p)?).await?;
-                        Ok(RangeAnswer::Tree(json!({ "resultType": "streams", "result": streams_json(result), "stats": stats(started, &scanned, n) })))
+                        Ok(RangeAnswer::Streams(StreamsAnswer { result, stats: stats(started, &scanned, n) }, n as u64))
                     }
                     Expr::Metric(m) => {
                         let steps = Steps { start, end, step: step_of(&p, start, end)? };
@@ -500,13 +540,13 @@ async fn query_range(State(state): State<QueryState>, headers: HeaderMap, RawQue
                 }
             },
             |a| match a {
-                RangeAnswer::Tree(v) => entries_returned(v),
+                RangeAnswer::Streams(_, n) => *n,
                 RangeAnswer::Matrix(_, n) => *n,
             },
         )
         .await?;
     Ok(match data {
-        RangeAnswer::Tree(v) => axum::Json(json!({ "status": "success", "data": v })).into_response(),
+        RangeAnswer::Streams(answer, _) => axum::Json(answer).into_response(),
         RangeAnswer::Matrix(body, _) => ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response(),
     })
 }
