@@ -14,7 +14,9 @@ without applying; `ok`: clear), and `GET /__stats` returns `{"inserts": n, "quer
 (`inserts` counts applied INSERTs, `queries` other statements run).
 
 Where this differs from a real server (unknown settings ignored, GET not read-only, no users,
-no sessions, no compressed-block format), tests must not rely on the difference.
+no sessions, no compressed-block format), tests must not rely on the difference. Engine
+connections are kept per exact database and settings (see `Connections`), so a setting costs
+what it costs a server, not a statement per request.
 """
 
 import argparse
@@ -27,6 +29,7 @@ import sys
 import threading
 import time
 import zlib
+from collections import OrderedDict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import BytesIO
 from urllib.parse import parse_qsl, urlsplit
@@ -42,6 +45,8 @@ NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 INSERT = re.compile(r"^\s*INSERT\b", re.I)
 # `INSERT ... FORMAT X<data>`: the statement head, the format, and any inline data.
 INSERT_FORMAT = re.compile(r"^(.*?)\bFORMAT\s+([A-Za-z0-9_]+)(.*)$", re.I | re.S)
+# Statements that change a connection's own state, after which it is not kept for reuse.
+STATEFUL = re.compile(r"^\s*(SET|USE|CREATE\s+TEMPORARY|DROP\s+TEMPORARY)\b", re.I)
 TRAILING_FORMAT = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.I)
 CODE = re.compile(r"Code:\s*(\d+)")
 # As real ClickHouse does (HTTPHandler's exceptionCodeToHTTPStatus, abridged): 400 for statements
@@ -69,6 +74,40 @@ class Fault:
     def bump(self, key):
         with self.lock:
             self.stats[key] += 1
+
+
+class Connections:
+    """Engine connections kept between requests, each for one exact database and settings.
+
+    A server applies a request's URL settings to that query's context at no cost; here each
+    setting is a `SET` statement on a fresh connection, which costs as much as a small query.
+    So a connection whose settings are applied is kept and reused, but only by a later request
+    with exactly the same database and settings: nothing leaks from one request to another."""
+
+    PER_KEY, KEYS = 4, 64
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.idle = OrderedDict()  # (database, settings) -> [connection]
+
+    def take(self, key):
+        with self.lock:
+            kept = self.idle.get(key)
+            return kept.pop() if kept else None
+
+    def give(self, key, conn):
+        closing = []
+        with self.lock:
+            kept = self.idle.setdefault(key, [])
+            self.idle.move_to_end(key)
+            if len(kept) < self.PER_KEY:
+                kept.append(conn)
+            else:
+                closing.append(conn)
+            while len(self.idle) > self.KEYS:
+                closing.extend(self.idle.popitem(last=False)[1])
+        for c in closing:
+            c.close()
 
 
 class ChError(Exception):
@@ -239,14 +278,18 @@ class Handler(BaseHTTPRequestHandler):
         rest = b"".join(chunks)  # a body after a URL query continues the statement
         if rest:
             query += "\n" + rest.decode("utf-8", "surrogateescape")
-        conn = self.connect(args, settings, params)
+        key = (args.get("database", ""), tuple(sorted(settings.items())))
+        conn = self.server.connections.take(key) or self.connect(args, settings, params)
         try:
             # Query parameters go to the engine as parameters (`{name:Type}`), as a server takes them.
             res = conn.query(query, fmt, params=params) if params else conn.query(query, fmt)
         except Exception as e:  # chdb raises its own types; all carry ClickHouse's text
-            raise ChError(e) from None
-        finally:
             conn.close()
+            raise ChError(e) from None
+        if STATEFUL.match(query):
+            conn.close()
+        else:
+            self.server.connections.give(key, conn)
         self.server.fault.bump("inserts" if INSERT.match(query) else "queries")
         t = TRAILING_FORMAT.search(query)
         self.reply(200, res.bytes(), fmt=t.group(1) if t else fmt, summary={
@@ -388,6 +431,7 @@ def main():
     server.data = os.path.abspath(a.data)
     server.verbose = a.verbose
     server.fault = Fault()
+    server.connections = Connections()
     # The session: one engine for the process, kept open so per-request connections are cheap.
     session = chdb.connect(server.data)
     session.query("SELECT 1", "TabSeparated")
