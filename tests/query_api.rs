@@ -152,6 +152,25 @@ async fn scoped_search(server: Server) {
     // Filters.
     let (_, body) = get(&server, "/api/v1/logs/search?since=1h&limit=1000&project=shop", Some(&alice), &[]).await;
     assert_eq!((ids(&body).len(), prefixes(&body)), (60, BTreeSet::from(["a".into()])));
+    let (_, body) = get(&server, "/api/v1/logs/search?since=1h&limit=1000&project=shop,billing", Some(&alice), &[]).await;
+    assert_eq!((ids(&body).len(), prefixes(&body)), (100, BTreeSet::from(["a".into(), "b".into()])));
+    // Levels, one and several (the stores compare one value and look several up), against the
+    // levels of every line Alice sees.
+    let (_, all) = get(&server, "/api/v1/logs/search?since=1h&limit=1000", Some(&alice), &[]).await;
+    let mut by_level: BTreeMap<String, usize> = BTreeMap::new();
+    for l in all["lines"].as_array().expect("lines") {
+        *by_level.entry(l["level"].as_str().expect("level").to_owned()).or_default() += 1;
+    }
+    let seen = by_level.keys().next().expect("a level").clone();
+    let other = ["error", "warn", "info"].into_iter().find(|l| !by_level.contains_key(*l)).unwrap_or("fatal").to_owned();
+    for chosen in [vec![&seen], vec![&other], vec![&seen, &other]] {
+        let q = chosen.iter().map(|l| l.as_str()).collect::<Vec<_>>().join(",");
+        let (s, body) = get(&server, &format!("/api/v1/logs/search?since=1h&limit=1000&level={q}"), Some(&alice), &[]).await;
+        assert_eq!(s, 200, "{body}");
+        let want: usize = chosen.iter().map(|l| by_level.get(*l).copied().unwrap_or(0)).sum();
+        assert_eq!(ids(&body).len(), want, "level={q}");
+        assert!(body["lines"].as_array().unwrap().iter().all(|l| chosen.iter().any(|c| l["level"] == c.as_str())), "level={q}");
+    }
 
     // Terms, against an oracle computed from the fixtures.
     let visible: Vec<&Value> = sets["a"].iter().chain(&sets["b"]).collect();
