@@ -161,8 +161,8 @@ fn validate_manifest(json: bool) -> ExitCode {
 
 fn main() -> ExitCode {
     ingest::keep_freed_memory();
-    // One process-wide TLS provider (ring) for every outbound HTTPS client (OIDC keys, kube).
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // One process-wide TLS provider (AWS-LC) for every outbound HTTPS client (OIDC keys, kube).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     auth::jwt_crypto::install();
     let cli = Cli::parse();
     let result = match cli.command {

@@ -68,9 +68,9 @@ pub(crate) struct Jwks {
 
 impl Jwks {
     pub(crate) fn new(settings: OidcSettings) -> Result<Jwks, AuthError> {
-        // The issuer is reached over HTTPS with rustls and ring (idempotent if the binary has
+        // The issuer is reached over HTTPS with rustls and AWS-LC (idempotent if the binary has
         // installed the provider already).
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())

@@ -210,7 +210,7 @@ fn main() -> ExitCode {
     ingest::keep_freed_memory();
     let run = || -> anyhow::Result<()> {
         let args = parse_args()?;
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         procs::pin_process(CLIENT_CORE)?;
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
         rt.block_on(async {

@@ -112,7 +112,7 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let args = parse_args()?;
     if cfg!(debug_assertions) {
         eprintln!("warning: ingest-bench is a debug build; run it with --release");

@@ -371,7 +371,7 @@ async fn run(a: &Args) -> anyhow::Result<bool> {
 
 fn main() -> ExitCode {
     ingest::keep_freed_memory();
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let go = || -> anyhow::Result<bool> {
         let a = parse_args()?;
         if !a.dataplane.exists() {

@@ -459,7 +459,7 @@ fn schemas_now() -> i64 {
 
 fn main() -> ExitCode {
     ingest::keep_freed_memory();
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let run = || -> anyhow::Result<bool> {
         let a = parse_args()?;
         if !Path::new(&a.dataplane).exists() {

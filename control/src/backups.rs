@@ -6,7 +6,7 @@
 //! is stored; it is unsealed only to write the workspace's `backup-key` Secret, and never
 //! logged, audited or returned.
 
-use ring::rand::{SecureRandom, SystemRandom};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
 use crate::db::{Cols, is_unique_violation, new_id, now_ms};

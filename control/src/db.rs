@@ -128,11 +128,11 @@ pub fn now_ms() -> i64 {
 /// A new identifier: `prefix` and 16 random hex digits (a DNS label, so usable in names of
 /// Kubernetes objects).
 pub fn new_id(prefix: &str) -> String {
-    use ring::rand::SecureRandom;
+    use aws_lc_rs::rand::SecureRandom;
     let mut bytes = [0u8; 8];
     // The system's random source failing is not recoverable; fall back to time and a counter
     // so an id is still unique within this process.
-    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+    if aws_lc_rs::rand::SystemRandom::new().fill(&mut bytes).is_err() {
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         bytes = ((now_ms() as u64) << 16 ^ n).to_be_bytes();

@@ -1,8 +1,8 @@
 //! The server's master key and what it seals: each workspace's backup data key, AES-256-GCM
 //! under `control.master_key_file`, bound to its workspace by the associated data.
 
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use ring::rand::{SecureRandom, SystemRandom};
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 
 use crate::ControlError;
 

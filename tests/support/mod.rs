@@ -263,7 +263,7 @@ pub fn client() -> reqwest::Client {
 
 /// A client for slow answers (a real model on two CPU threads).
 pub fn client_with_timeout(timeout: Duration) -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     reqwest::Client::builder().timeout(timeout).build().expect("client")
 }
 
