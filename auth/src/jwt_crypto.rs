@@ -107,7 +107,7 @@ impl JwtSigner for Signing {
 
 /// Verifies with one key and algorithm: an HMAC secret, or a public key parsed once.
 enum Verifying {
-    Hmac(hmac::Key),
+    Hmac(Box<hmac::Key>),
     Public(Arc<ParsedPublicKey>),
 }
 
@@ -216,7 +216,7 @@ fn new_verifier(alg: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerifie
         return Err(ErrorKind::InvalidKeyFormat.into());
     }
     let verifying = match hmac_alg(*alg) {
-        Some(h) => Verifying::Hmac(hmac::Key::new(h, key.try_get_hmac_secret()?)),
+        Some(h) => Verifying::Hmac(Box::new(hmac::Key::new(h, key.try_get_hmac_secret()?))),
         None => Verifying::Public(parsed(*alg, key)?),
     };
     Ok(Box::new(Verification { alg: *alg, key: verifying }))
