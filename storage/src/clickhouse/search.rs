@@ -18,19 +18,31 @@ fn bucket_start(from_ns: i64, step_ns: i64, bucket: i64) -> i64 {
     from_ns.saturating_add(bucket.saturating_mul(step_ns))
 }
 
-#[derive(Row, Deserialize)]
-struct StreamOut {
-    bucket: i64,
-    c_workspace: String,
-    c_project: String,
-    c_application: String,
-    c_pod: String,
-    c_container: String,
-    c_node: String,
-    c_stream: String,
-    c_severity: String,
-    entries: u64,
-    bytes: u64,
+/// Reads the `RowBinary` answer of [`ClickHouseStore::stream_counts`], whose columns depend on
+/// the grouping: fixed-width integers little-endian, strings as a LEB128 length and the bytes.
+struct RowBinary<'a>(&'a [u8]);
+
+impl RowBinary<'_> {
+    fn u64(&mut self) -> Option<u64> {
+        let (head, rest) = self.0.split_first_chunk::<8>()?;
+        self.0 = rest;
+        Some(u64::from_le_bytes(*head))
+    }
+
+    fn string(&mut self) -> Option<String> {
+        let mut len = 0usize;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = self.0.split_first()?;
+            self.0 = rest;
+            len |= usize::from(b & 0x7f).checked_shl(shift)?;
+            if b & 0x80 == 0 {
+                let (text, rest) = self.0.split_at_checked(len)?;
+                self.0 = rest;
+                return Some(String::from_utf8_lossy(text).into_owned());
+            }
+        }
+        None
+    }
 }
 
 #[derive(Row, Deserialize)]
@@ -389,41 +401,54 @@ impl ClickHouseStore {
         let (cond, mut params) = conditions(q);
         let step = step_ns.unwrap_or(i64::MAX).max(1);
         params.push(("step".into(), P::I64(step)));
-        // Column names are fixed here; only which of them are grouped by varies.
+        // Column names are fixed here; only which of them are grouped by varies. Only the
+        // grouped ones are selected: a constant `''` for each of the others cost the engine
+        // about 0.15 ms per query in planning.
         let (mut select, mut group) = (String::new(), String::from("bucket"));
         for (i, name) in StreamColumns::NAMES.iter().enumerate() {
             // Aliases differ from the column names, so WHERE still reads the columns.
             if columns.has(i) {
                 select.push_str(&format!("{name} AS c_{name}, "));
                 group.push_str(&format!(", c_{name}"));
-            } else {
-                select.push_str(&format!("'' AS c_{name}, "));
             }
         }
         let sql = format!(
             "SELECT intDiv(toUnixTimestamp64Nano(timestamp) - {{from:Int64}}, {{step:Int64}}) AS bucket, \
-             {select}count() AS entries, {} AS bytes \
+             {select}count() AS entries{} \
              FROM {} WHERE {cond} GROUP BY {group}",
-            if by.bytes { "sum(length(message))" } else { "toUInt64(0)" },
+            if by.bytes { ", sum(length(message)) AS bytes" } else { "" },
             self.table(schemas::Table::Logs)
         );
-        let rows = timed(self.bind(&sql, params, &q.scope).fetch_all::<StreamOut>()).await?;
-        let mut out: Vec<StreamCount> = rows
-            .into_iter()
-            .map(|r| StreamCount {
-                start_ns: bucket_start(q.from_ns, step, r.bucket),
-                workspace: r.c_workspace,
-                project: r.c_project,
-                application: r.c_application,
-                pod: r.c_pod,
-                container: r.c_container,
-                node: r.c_node,
-                stream: r.c_stream,
-                severity: r.c_severity,
-                entries: r.entries,
-                bytes: r.bytes,
-            })
-            .collect();
+        let mut cursor = self.bind(&sql, params, &q.scope).fetch_bytes("RowBinary").map_err(super::classify)?;
+        let body = timed(cursor.collect()).await?;
+        let malformed = || StoreError::Unavailable("clickhouse sent a stream count answer that could not be read".into());
+        let mut r = RowBinary(&body);
+        let mut out = Vec::new();
+        while !r.0.is_empty() {
+            let bucket = r.u64().ok_or_else(malformed)? as i64;
+            let mut c: [String; 8] = Default::default();
+            for (i, slot) in c.iter_mut().enumerate() {
+                if columns.has(i) {
+                    *slot = r.string().ok_or_else(malformed)?;
+                }
+            }
+            let entries = r.u64().ok_or_else(malformed)?;
+            let bytes = if by.bytes { r.u64().ok_or_else(malformed)? } else { 0 };
+            let [workspace, project, application, pod, container, node, stream, severity] = c;
+            out.push(StreamCount {
+                start_ns: bucket_start(q.from_ns, step, bucket),
+                workspace,
+                project,
+                application,
+                pod,
+                container,
+                node,
+                stream,
+                severity,
+                entries,
+                bytes,
+            });
+        }
         // Sorted here rather than by the engine (cheaper for a few thousand rows).
         out.sort_unstable_by(StreamCount::order);
         Ok(out)
