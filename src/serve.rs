@@ -215,17 +215,66 @@ impl control::worker::AuditDelivery for PipelineDelivery {
 }
 
 /// Audit records of queries go through the ingest pipeline: durable in the write-ahead log,
-/// then stored like any other row. Submitting runs beside the answer, never in front of it.
-struct PipelineAudit(Pipeline);
+/// then stored like any other row. Submitting runs beside the answer, never in front of it, and
+/// in batches: a record per query submitted alone cost each query a write-ahead-log commit
+/// (its fsync's wake-ups took about 0.25 ms from an answer on two cores), and a busy server one
+/// commit per query.
+#[derive(Clone)]
+struct PipelineAudit(tokio::sync::mpsc::Sender<schemas::AuditRecord>);
+
+/// How long a batch of audit records waits for more, and the most it holds.
+const AUDIT_LINGER: Duration = Duration::from_millis(50);
+const AUDIT_BATCH: usize = 1_000;
+/// Records waiting for the pipeline before new ones are dropped (with a warning): a pipeline
+/// stalled by a storage outage must not grow memory without bound.
+const AUDIT_QUEUE: usize = 100_000;
 
 impl query::audit::AuditSink for PipelineAudit {
     fn record(&self, record: schemas::AuditRecord) {
-        let pipeline = self.0.clone();
-        tokio::spawn(async move {
-            if let Err(e) = pipeline.submit(schemas::Rows::AuditLogs(vec![record])).await {
-                tracing::warn!(error = %e, "an audit record could not be logged");
+        if self.0.try_send(record).is_err() {
+            tracing::warn!("an audit record could not be logged: {AUDIT_QUEUE} are waiting for the pipeline");
+        }
+    }
+}
+
+impl PipelineAudit {
+    /// The sink, and the task that submits its batches until `stop`, then what is queued.
+    fn start(pipeline: Pipeline, stop: Arc<Notify>) -> (PipelineAudit, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(AUDIT_QUEUE);
+        let task = tokio::spawn(async move {
+            let submit = |batch: Vec<schemas::AuditRecord>| {
+                let pipeline = pipeline.clone();
+                async move {
+                    if let Err(e) = pipeline.submit(schemas::Rows::AuditLogs(batch)).await {
+                        tracing::warn!(error = %e, "audit records could not be logged");
+                    }
+                }
+            };
+            loop {
+                let first = tokio::select! {
+                    r = rx.recv() => match r { Some(r) => r, None => return },
+                    _ = stop.notified() => break,
+                };
+                let mut batch = vec![first];
+                let deadline = tokio::time::Instant::now() + AUDIT_LINGER;
+                while batch.len() < AUDIT_BATCH {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(r)) => batch.push(r),
+                        _ => break,
+                    }
+                }
+                submit(batch).await;
+            }
+            // Stopping: what is queued goes in as it is.
+            let mut batch = Vec::new();
+            while let Ok(r) = rx.try_recv() {
+                batch.push(r);
+            }
+            if !batch.is_empty() {
+                submit(batch).await;
             }
         });
+        (PipelineAudit(tx), task)
     }
 }
 
@@ -308,9 +357,11 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(|| async { axum::Json(schemas::openapi::document()) }))
         .with_state(Ops { pipeline: pipeline.clone(), registry });
-    let queries = query_state(&config, listen, store.clone(), Arc::new(PipelineAudit(pipeline.clone())))?;
+    let stop_audit = Arc::new(Notify::new());
+    let (audit, audit_task) = PipelineAudit::start(pipeline.clone(), stop_audit.clone());
+    let queries = query_state(&config, listen, store.clone(), Arc::new(audit.clone()))?;
     let (control_router, control_repo, control_stop, control_tasks) = control_plane(&config, listen, pipeline.clone(), queries.verifier.clone()).await?;
-    let assistant = assistant_router(&config, queries.clone(), control_repo, Arc::new(PipelineAudit(pipeline.clone())))?;
+    let assistant = assistant_router(&config, queries.clone(), control_repo, Arc::new(audit))?;
     let app = ingest::http::router(state.clone()).merge(query::router(queries)).merge(control_router).merge(assistant).merge(ops).fallback(not_found);
 
     let main_listener = TcpListener::bind(listen).await.with_context(|| format!("listen: cannot bind {listen}"))?;
@@ -382,6 +433,11 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         if tokio::time::timeout(grace, t).await.is_err() {
             tracing::warn!("shutdown: the control worker did not stop within the grace period");
         }
+    }
+    // Audit records of the finished requests into the pipeline before it is drained.
+    stop_audit.notify_one();
+    if tokio::time::timeout(grace, audit_task).await.is_err() {
+        tracing::warn!("shutdown: audit records were still being logged at the end of the grace period");
     }
     tracing::info!(unstored = pipeline.unstored_records(), "shutdown: storing buffered rows");
     stop_flusher.notify_one();
