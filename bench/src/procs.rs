@@ -206,7 +206,7 @@ impl Adapter {
             .arg(&script)
             .arg("--data")
             .arg(tmp.path().join("chdb"))
-            .arg("--port-file")
+            .args(["--exit-with-parent", "--port-file"])
             .arg(&port_file)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -425,6 +425,7 @@ def main():
     ap.add_argument("--port", type=int, default=0, help="0 picks a free port")
     ap.add_argument("--port-file", help="written atomically with the bound port")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--exit-with-parent", action="store_true", help="stop when the process that started this one ends")
     a = ap.parse_args()
     os.makedirs(a.data, exist_ok=True)
     server = Server((a.host, a.port), Handler)
@@ -442,6 +443,16 @@ def main():
             f.write(f"{port}\n")
         os.replace(tmp, a.port_file)
     print(f"listening {a.host}:{port}", flush=True)
+    if a.exit_with_parent:
+        # A test or benchmark stopped by a signal never drops its guard: leave with it.
+        parent = os.getppid()
+
+        def watch():
+            while os.getppid() == parent:
+                time.sleep(1)
+            server.shutdown()
+
+        threading.Thread(target=watch, daemon=True).start()
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:

@@ -193,7 +193,7 @@ impl ClickHouse {
             .arg(script)
             .args(["--data"])
             .arg(&data)
-            .args(["--port", &port.to_string(), "--port-file"])
+            .args(["--port", &port.to_string(), "--exit-with-parent", "--port-file"])
             .arg(&port_file)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
