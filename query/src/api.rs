@@ -46,7 +46,8 @@ async fn log_search(state: &QueryState, id: &Identity, p: &Params, limit: usize)
         ));
     }
     let terms = syntax::parse(p.one("q").unwrap_or("")).map_err(|m| ApiError::new(ErrorCode::InvalidQuery, m))?;
-    let matcher = Matcher::new(&terms).map_err(|m| ApiError::new(ErrorCode::InvalidQuery, m))?;
+    // For highlights only: the store finds the lines.
+    let matcher = Matcher::without_searchers(&terms).map_err(|m| ApiError::new(ErrorCode::InvalidQuery, m))?;
     let workspaces = p.list("workspace")?;
     let projects = p.list("project")?;
     let scope = state.gate.logs(id, workspaces.as_ref(), projects.as_ref()).await.map_err(ApiError::from)?;

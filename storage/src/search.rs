@@ -171,8 +171,9 @@ pub struct Matcher {
 
 enum Compiled {
     /// The needle lowercased (for highlights) and a searcher for it ignoring ASCII case (the
-    /// literal search the regex engine would use, without compiling a regex per request).
-    Contains(Vec<u8>, aho_corasick::AhoCorasick),
+    /// literal search the regex engine would use, without compiling a regex per request);
+    /// `None` where only highlights and checks are wanted (see [`Matcher::without_searchers`]).
+    Contains(Vec<u8>, Option<aho_corasick::AhoCorasick>),
     Exact(String),
     Regex(regex::Regex),
 }
@@ -181,7 +182,19 @@ enum Compiled {
 pub const REGEX_SIZE_LIMIT: usize = 256 * 1024;
 
 impl Matcher {
+    /// A matcher to scan lines with ([`Matcher::is_match`]).
     pub fn new(terms: &[Term]) -> Result<Matcher, String> {
+        Matcher::build(terms, true)
+    }
+
+    /// The same checks (a regex over the size limits is refused) and highlights, without
+    /// building a searcher per word (about 10 µs each): for lines another engine found, and for
+    /// checking terms another engine will run. [`Matcher::is_match`] still answers, more slowly.
+    pub fn without_searchers(terms: &[Term]) -> Result<Matcher, String> {
+        Matcher::build(terms, false)
+    }
+
+    fn build(terms: &[Term], searchers: bool) -> Result<Matcher, String> {
         let mut out = Vec::new();
         for t in terms {
             let (negated, inner) = match t {
@@ -191,7 +204,11 @@ impl Matcher {
             let c = match inner {
                 Term::Contains(s) => Compiled::Contains(
                     s.to_ascii_lowercase().into_bytes(),
-                    aho_corasick::AhoCorasick::builder().ascii_case_insensitive(true).build([s.as_bytes()]).map_err(|e| format!("word `{s}`: {e}"))?,
+                    if searchers {
+                        Some(aho_corasick::AhoCorasick::builder().ascii_case_insensitive(true).build([s.as_bytes()]).map_err(|e| format!("word `{s}`: {e}"))?)
+                    } else {
+                        None
+                    },
                 ),
                 Term::Exact(s) => Compiled::Exact(s.clone()),
                 Term::Regex(r) => Compiled::Regex(
@@ -234,7 +251,8 @@ impl Matcher {
     pub fn is_match(&self, message: &str) -> bool {
         self.terms.iter().all(|(negated, c)| {
             let hit = match c {
-                Compiled::Contains(_, r) => r.is_match(message.as_bytes()),
+                Compiled::Contains(_, Some(r)) => r.is_match(message.as_bytes()),
+                Compiled::Contains(needle, None) => needle.is_empty() || message.as_bytes().windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle)),
                 Compiled::Exact(needle) => message.contains(needle.as_str()),
                 Compiled::Regex(r) => r.is_match(message),
             };
@@ -260,21 +278,26 @@ mod tests {
 
     #[test]
     fn terms_match_as_documented() {
-        let m = Matcher::new(&[Term::Contains("Packet".into()), Term::Not(Box::new(Term::Contains("terminating".into())))]).unwrap();
-        assert!(m.is_match("PACKETRESPONDER 1 started"));
-        assert!(!m.is_match("PacketResponder 1 terminating"));
-        assert!(!m.is_match("nothing here"));
-        // Words are literal text, folded for ASCII only.
-        let dot = Matcher::new(&[Term::Contains("a.b(".into())]).unwrap();
-        assert!(dot.is_match("x A.B( y") && !dot.is_match("axb("));
-        let accent = Matcher::new(&[Term::Contains("café".into())]).unwrap();
-        assert!(accent.is_match("CAFé au lait") && !accent.is_match("CAFÉ"));
-        assert!(Matcher::new(&[Term::Contains(String::new())]).unwrap().is_match("anything"));
-        let r = Matcher::new(&[Term::Regex("blk_-?[0-9]+".into())]).unwrap();
-        assert!(r.is_match("Received block blk_-1608999687919862906") && !r.is_match("blk_x"));
-        assert!(Matcher::new(&[Term::Regex("(a".into())]).is_err());
-        // A regex whose program is huge is refused instead of compiled.
-        assert!(Matcher::new(&[Term::Regex("(\\w{100}){100}".into())]).is_err());
+        // Both kinds of matcher answer alike; only how they search differs.
+        for make in [Matcher::new, Matcher::without_searchers] {
+            let m = make(&[Term::Contains("Packet".into()), Term::Not(Box::new(Term::Contains("terminating".into())))]).unwrap();
+            assert!(m.is_match("PACKETRESPONDER 1 started"));
+            assert!(!m.is_match("PacketResponder 1 terminating"));
+            assert!(!m.is_match("nothing here"));
+            assert!(!m.is_match("Pack"), "a needle longer than the line");
+            // Words are literal text, folded for ASCII only.
+            let dot = make(&[Term::Contains("a.b(".into())]).unwrap();
+            assert!(dot.is_match("x A.B( y") && !dot.is_match("axb("));
+            let accent = make(&[Term::Contains("café".into())]).unwrap();
+            assert!(accent.is_match("CAFé au lait") && !accent.is_match("CAFÉ"));
+            assert!(make(&[Term::Contains(String::new())]).unwrap().is_match("anything"));
+            assert_eq!(m.highlights("a packet, a PACKET"), vec![(2, 8), (12, 18)]);
+            let r = make(&[Term::Regex("blk_-?[0-9]+".into())]).unwrap();
+            assert!(r.is_match("Received block blk_-1608999687919862906") && !r.is_match("blk_x"));
+            assert!(make(&[Term::Regex("(a".into())]).is_err());
+            // A regex whose program is huge is refused instead of compiled.
+            assert!(make(&[Term::Regex("(\\w{100}){100}".into())]).is_err());
+        }
     }
 
     #[test]
