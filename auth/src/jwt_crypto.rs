@@ -145,20 +145,33 @@ fn material(key: &DecodingKey) -> Material<'_> {
     }
 }
 
+/// [`Material`] owned, as a kept key remembers what it was parsed from.
+enum Owned {
+    Der(Vec<u8>),
+    Rsa(Vec<u8>, Vec<u8>),
+}
+
+impl Owned {
+    fn of(m: &Material<'_>) -> Owned {
+        match m {
+            Material::Der(der) => Owned::Der(der.to_vec()),
+            Material::Rsa(n, e) => Owned::Rsa(n.to_vec(), e.to_vec()),
+        }
+    }
+
+    fn borrowed(&self) -> Material<'_> {
+        match self {
+            Owned::Der(der) => Material::Der(der),
+            Owned::Rsa(n, e) => Material::Rsa(n, e),
+        }
+    }
+}
+
 /// A parsed public key, with the algorithm and the bytes it was parsed from.
 struct Parsed {
     alg: Algorithm,
-    der: Vec<u8>,
-    n: Vec<u8>,
-    e: Vec<u8>,
-    rsa: bool,
+    from: Owned,
     key: Arc<ParsedPublicKey>,
-}
-
-impl Parsed {
-    fn is(&self, alg: Algorithm, m: &Material<'_>) -> bool {
-        self.alg == alg && *m == if self.rsa { Material::Rsa(&self.n, &self.e) } else { Material::Der(&self.der) }
-    }
 }
 
 /// At most this many parsed keys are kept: an issuer publishes a handful at a time, and only
@@ -173,7 +186,7 @@ static PARSED: std::sync::RwLock<Vec<Parsed>> = std::sync::RwLock::new(Vec::new(
 fn parsed(alg: Algorithm, key: &DecodingKey) -> Result<Arc<ParsedPublicKey>, Error> {
     let m = material(key);
     if let Ok(kept) = PARSED.read()
-        && let Some(p) = kept.iter().find(|p| p.is(alg, &m))
+        && let Some(p) = kept.iter().find(|p| p.alg == alg && p.from.borrowed() == m)
     {
         return Ok(p.key.clone());
     }
@@ -193,11 +206,7 @@ fn parsed(alg: Algorithm, key: &DecodingKey) -> Result<Arc<ParsedPublicKey>, Err
         if kept.len() >= MAX_PARSED {
             kept.clear();
         }
-        let (der, n, e, rsa) = match m {
-            Material::Der(der) => (der.to_vec(), Vec::new(), Vec::new(), false),
-            Material::Rsa(n, e) => (Vec::new(), n.to_vec(), e.to_vec(), true),
-        };
-        kept.push(Parsed { alg, der, n, e, rsa, key: k.clone() });
+        kept.push(Parsed { alg, from: Owned::of(&m), key: k.clone() });
     }
     Ok(k)
 }
