@@ -462,6 +462,30 @@ fn validate_terms(terms: &[Term]) -> Result<(), StoreError> {
 }
 
 #[cfg(test)]
+mod row_binary_tests {
+    use super::RowBinary;
+
+    #[test]
+    fn reads_integers_and_strings_and_refuses_what_is_cut_short() {
+        let mut body = 7u64.to_le_bytes().to_vec();
+        body.push(3);
+        body.extend_from_slice(b"abc");
+        // A length over one byte of LEB128: 200 = 0xc8 0x01.
+        body.extend_from_slice(&[0xc8, 0x01]);
+        body.extend_from_slice(&[b'x'; 200]);
+        let mut r = RowBinary(&body);
+        assert_eq!(r.u64(), Some(7));
+        assert_eq!(r.string().as_deref(), Some("abc"));
+        assert_eq!(r.string().map(|s| s.len()), Some(200));
+        assert!(r.0.is_empty());
+        assert_eq!(RowBinary(&[1, 2, 3]).u64(), None);
+        assert_eq!(RowBinary(&[5, b'a', b'b']).string(), None, "a string longer than the body");
+        assert_eq!(RowBinary(&[0x80]).string(), None, "a length that never ends");
+        assert_eq!(RowBinary(&[0xff; 11]).string(), None, "a length past 64 bits");
+    }
+}
+
+#[cfg(test)]
 mod literal_tests {
     #[test]
     fn literals_escape_quotes_and_backslashes() {
