@@ -13,7 +13,7 @@
 //!   followed: keys come from the configured issuer only.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet, KeyAlgorithm};
@@ -28,7 +28,8 @@ const MAX_JWKS_BYTES: usize = 256 * 1024;
 
 #[derive(Clone)]
 struct Key {
-    decoding: DecodingKey,
+    /// Shared: a lookup hands out the key without copying its material.
+    decoding: Arc<DecodingKey>,
     family: Family,
     /// The algorithm the key is restricted to, if it names one.
     alg: Option<Algorithm>,
@@ -85,13 +86,13 @@ impl Jwks {
     }
 
     /// The key for a token's `kid` and `alg`.
-    pub(crate) async fn key(&self, kid: Option<&str>, alg: Algorithm) -> Result<DecodingKey, AuthError> {
+    pub(crate) async fn key(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<DecodingKey>, AuthError> {
         let (found, age, may_refresh) = self.lookup(kid, alg);
         let stale = age.is_none_or(|a| a >= self.settings.refresh_every);
-        if let Some(k) = &found
+        if let Some(k) = found
             && !stale
         {
-            return Ok(k.clone());
+            return Ok(k);
         }
         if may_refresh && let Err(e) = self.refresh().await {
             tracing::warn!(error = %e, issuer = %self.settings.issuer, "signing key refresh failed");
@@ -107,7 +108,7 @@ impl Jwks {
     }
 
     /// The matching key, the key set's age, and whether a refresh is allowed now.
-    fn lookup(&self, kid: Option<&str>, alg: Algorithm) -> (Option<DecodingKey>, Option<Duration>, bool) {
+    fn lookup(&self, kid: Option<&str>, alg: Algorithm) -> (Option<Arc<DecodingKey>>, Option<Duration>, bool) {
         let Ok(s) = self.state.read() else { return (None, None, true) };
         let fits = |k: &Key| Some(k.family) == family_of(alg) && k.alg.is_none_or(|a| a == alg);
         let found = match kid {
@@ -215,5 +216,5 @@ fn to_key(jwk: &Jwk) -> Option<Key> {
         }),
     };
     let decoding = DecodingKey::from_jwk(jwk).ok()?;
-    Some(Key { decoding, family, alg })
+    Some(Key { decoding: Arc::new(decoding), family, alg })
 }

@@ -25,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 
+mod claims;
 mod config;
 mod dev_issuer;
 mod error;

@@ -118,6 +118,9 @@ async fn forged_tokens_are_refused() {
     let idp = idp().await;
     let v = oidc_verifier(&idp, |_| {}, |_| {});
     let good = claims(&idp);
+    // A good token first, so the verifier knows the issuer's header: forgeries that reuse it
+    // byte for byte must still fail on their signature or claims.
+    assert_eq!(v.verify(&sign(Algorithm::RS256, Some("k1"), RSA1, &good), None).await.expect("good token").user(), "alice");
     // alg none, hand-made (no library will sign it).
     let none = format!("{}.{}.", B64.encode(br#"{"alg":"none","typ":"JWT"}"#), B64.encode(good.to_string()));
     rejected(v.verify(&none, None).await);
@@ -148,6 +151,16 @@ async fn forged_tokens_are_refused() {
     evil["workspaces"] = json!(["ws-a", "ws-b", "ws-victim"]);
     let tampered = format!("{}.{}.{}", parts[0], B64.encode(evil.to_string()), parts[2]);
     rejected(v.verify(&tampered, None).await);
+    // A validly signed payload that names its organisation twice (jsonwebtoken itself refuses
+    // a doubled `sub`, `exp` and the like): refused, whichever one a parser would keep.
+    let twice = good.to_string().replacen(r#""org_id":"acme""#, r#""org_id":"acme","org_id":"victim""#, 1);
+    assert!(twice.contains(r#""org_id":"victim""#));
+    let raw = serde_json::value::RawValue::from_string(twice).unwrap();
+    let mut h = Header::new(Algorithm::RS256);
+    h.kid = Some("k1".into());
+    let doubled = jsonwebtoken::encode(&h, &raw, &EncodingKey::from_rsa_pem(RSA1).unwrap()).unwrap();
+    let e = rejected(v.verify(&doubled, None).await).to_string();
+    assert!(e.contains("appears twice"), "{e}");
     // Garbage and oversize.
     rejected(v.verify("not.a.token", None).await);
     rejected(v.verify(&"a".repeat(MAX_TOKEN_BYTES + 1), None).await);

@@ -8,13 +8,17 @@
 //! (the signature), and a hit counts only when the whole cached token equals the presented
 //! one, so a repeat costs a short hash, a lookup and a comparison, and a hash collision can
 //! only ever cost a verification. The binding cookie is still checked on every request.
+//!
+//! A cold token costs the signature check and little else: headers of tokens that verified
+//! are remembered by their encoded text (an issuer uses a handful), keys are shared rather than
+//! copied, and the payload is scanned once for the claims an identity needs instead of being
+//! built into a map of every claim.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::config::{AuthSettings, DEV_ISSUER, IssuerMode};
@@ -25,11 +29,9 @@ use crate::{AuthError, Identity, now_secs};
 /// Longer tokens are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 const CACHE_TTL: Duration = Duration::from_secs(300);
-const MAX_CLAIM_BYTES: usize = 256;
-const MAX_CLAIM_ITEMS: usize = 1024;
 
 enum Keys {
-    Development(DecodingKey),
+    Development(Arc<DecodingKey>),
     Oidc(Box<Jwks>),
 }
 
@@ -43,17 +45,59 @@ struct Inner {
     keys: Keys,
     issuer: String,
     settings: AuthSettings,
-    cache: moka::sync::Cache<u64, Arc<Verified>>,
+    cache: moka::sync::Cache<u64, Arc<Verified>, KeyIsHash>,
     /// Keys the cache's hash with per-process randomness.
-    hasher: std::hash::RandomState,
+    hasher: foldhash::fast::RandomState,
     /// The claim checks for each accepted algorithm, built once.
     validations: Vec<(Algorithm, Validation)>,
+    /// Headers already read, by their encoded text: an issuer's tokens share a handful
+    /// (one per key and algorithm), so most tokens skip decoding theirs. At most
+    /// [`MAX_HEADERS`]; others are decoded each time.
+    headers: RwLock<Vec<KnownHeader>>,
 }
+
+/// A token header that decoded, reduced to what picks the key.
+struct KnownHeader {
+    encoded: Box<str>,
+    alg: Algorithm,
+    kid: Option<Arc<str>>,
+}
+
+const MAX_HEADERS: usize = 16;
 
 /// How many trailing bytes of a token key the cache (within the signature, high in entropy).
 const KEY_BYTES: usize = 48;
 /// The cache's budget counts tokens as this many bytes each on average.
 const TOKEN_BUDGET_BYTES: u64 = 1024;
+
+/// The token cache's hasher: its keys are already keyed hashes of the tokens, so they are
+/// used as they are rather than hashed again.
+#[derive(Clone, Copy, Default)]
+struct KeyIsHash;
+
+impl std::hash::BuildHasher for KeyIsHash {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys reach this hasher; kept total for any other use.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
 
 /// Verifies bearer tokens. Cheap to clone.
 #[derive(Clone)]
@@ -75,7 +119,7 @@ impl TokenVerifier {
         let (keys, issuer) = match &settings.mode {
             IssuerMode::Development { secret_file } => {
                 let issuer = DevIssuer::load_or_create(secret_file, &settings.audience).map_err(|e| AuthError::KeysUnavailable(e.to_string()))?;
-                (Keys::Development(issuer.decoding_key()), DEV_ISSUER.to_owned())
+                (Keys::Development(Arc::new(issuer.decoding_key())), DEV_ISSUER.to_owned())
             }
             IssuerMode::Oidc(o) => (Keys::Oidc(Box::new(Jwks::new(o.clone())?)), o.issuer.clone()),
         };
@@ -83,7 +127,7 @@ impl TokenVerifier {
             .max_capacity(settings.token_cache_entries.saturating_mul(TOKEN_BUDGET_BYTES))
             .weigher(|_, v: &Arc<Verified>| u32::try_from(v.token.len() + 64).unwrap_or(u32::MAX))
             .time_to_live(CACHE_TTL)
-            .build();
+            .build_with_hasher(KeyIsHash);
         let algorithms = match &settings.mode {
             IssuerMode::Development { .. } => vec![Algorithm::HS256],
             IssuerMode::Oidc(o) => o.algorithms.clone(),
@@ -101,7 +145,9 @@ impl TokenVerifier {
                 (alg, v)
             })
             .collect();
-        Ok(TokenVerifier { inner: Arc::new(Inner { keys, issuer, settings, cache, hasher: std::hash::RandomState::new(), validations }) })
+        Ok(TokenVerifier {
+            inner: Arc::new(Inner { keys, issuer, settings, cache, hasher: foldhash::fast::RandomState::default(), validations, headers: RwLock::default() }),
+        })
     }
 
     pub fn settings(&self) -> &AuthSettings {
@@ -158,78 +204,62 @@ impl TokenVerifier {
         if same { Ok(()) } else { Err(AuthError::Binding) }
     }
 
-    async fn verify_uncached(&self, token: &str) -> Result<Identity, AuthError> {
+    /// The algorithm and key id of a token's header, and whether the header was known.
+    /// `jsonwebtoken::decode` reads the header again and checks the algorithm against the
+    /// validation's, so this only picks the key.
+    fn header(&self, encoded: &str, token: &str) -> Result<(Algorithm, Option<Arc<str>>, bool), AuthError> {
+        if let Ok(known) = self.inner.headers.read()
+            && let Some(h) = known.iter().find(|h| *h.encoded == *encoded)
+        {
+            return Ok((h.alg, h.kid.clone(), true));
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(format!("header: {e}")))?;
+        Ok((header.alg, header.kid.map(Arc::from), false))
+    }
+
+    /// Remembers the header of a token that verified (so forged tokens cannot fill the list).
+    fn remember_header(&self, encoded: &str, alg: Algorithm, kid: Option<Arc<str>>) {
+        if let Ok(mut known) = self.inner.headers.write()
+            && known.len() < MAX_HEADERS
+            && !known.iter().any(|h| *h.encoded == *encoded)
+        {
+            known.push(KnownHeader { encoded: encoded.into(), alg, kid });
+        }
+    }
+
+    async fn verify_uncached(&self, token: &str) -> Result<Identity, AuthError> {
+        let encoded_header = token.split_once('.').map_or(token, |(h, _)| h);
+        let (alg, kid, known) = self.header(encoded_header, token)?;
         let key = match &self.inner.keys {
             Keys::Development(key) => {
-                if header.alg != Algorithm::HS256 {
-                    return Err(AuthError::Invalid(format!("algorithm {:?} is not the development issuer's", header.alg)));
+                if alg != Algorithm::HS256 {
+                    return Err(AuthError::Invalid(format!("algorithm {:?} is not the development issuer's", alg)));
                 }
                 key.clone()
             }
             Keys::Oidc(jwks) => {
-                if !jwks.allows(header.alg) {
-                    return Err(AuthError::Invalid(format!("algorithm {:?} is not allowed", header.alg)));
+                if !jwks.allows(alg) {
+                    return Err(AuthError::Invalid(format!("algorithm {:?} is not allowed", alg)));
                 }
-                jwks.key(header.kid.as_deref(), header.alg).await?
+                jwks.key(kid.as_deref(), alg).await?
             }
         };
         let v = self
             .inner
             .validations
             .iter()
-            .find(|(a, _)| *a == header.alg)
+            .find(|(a, _)| *a == alg)
             .map(|(_, v)| v)
-            .ok_or_else(|| AuthError::Invalid(format!("algorithm {:?} is not allowed", header.alg)))?;
-        let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key, v).map_err(|e| match e.kind() {
+            .ok_or_else(|| AuthError::Invalid(format!("algorithm {:?} is not allowed", alg)))?;
+        // The payload is kept as its JSON text; only the claims an identity needs are parsed.
+        let data = jsonwebtoken::decode::<Box<RawValue>>(token, &key, v).map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
             _ => AuthError::Invalid(e.to_string()),
         })?;
-        self.identity_from(&data.claims)
+        if !known {
+            self.remember_header(encoded_header, alg, kid);
+        }
+        let binding = self.inner.settings.token_binding.as_ref().map(|b| b.claim.as_str());
+        crate::claims::identity(data.claims.get(), &self.inner.settings.claims, binding)
     }
-
-    fn identity_from(&self, claims: &serde_json::Map<String, Value>) -> Result<Identity, AuthError> {
-        let names = &self.inner.settings.claims;
-        let single = |name: &str| -> Result<String, AuthError> {
-            match claims.get(name) {
-                Some(Value::String(s)) if valid_claim(s) => Ok(s.clone()),
-                Some(_) => Err(AuthError::Invalid(format!("claim `{name}` is not a usable string"))),
-                None => Err(AuthError::Invalid(format!("claim `{name}` is missing"))),
-            }
-        };
-        let set = |name: &str| -> Result<BTreeSet<String>, AuthError> {
-            let bad = || AuthError::Invalid(format!("claim `{name}` must be a string or an array of strings"));
-            match claims.get(name) {
-                None | Some(Value::Null) => Ok(BTreeSet::new()),
-                Some(Value::String(s)) if valid_claim(s) => Ok(BTreeSet::from([s.clone()])),
-                Some(Value::Array(items)) if items.len() <= MAX_CLAIM_ITEMS => items
-                    .iter()
-                    .map(|v| match v {
-                        Value::String(s) if valid_claim(s) => Ok(s.clone()),
-                        _ => Err(bad()),
-                    })
-                    .collect(),
-                Some(_) => Err(bad()),
-            }
-        };
-        let exp = claims.get("exp").and_then(Value::as_f64).ok_or_else(|| AuthError::Invalid("claim `exp` is not a number".into()))?;
-        let binding = match &self.inner.settings.token_binding {
-            Some(b) => claims.get(&b.claim).and_then(Value::as_str).map(str::to_owned),
-            None => None,
-        };
-        Ok(Identity {
-            user: single(&names.user)?,
-            org_id: single(&names.org)?,
-            workspaces: set(&names.workspaces)?,
-            groups: set(&names.groups)?,
-            roles: set(&names.roles)?,
-            expires_at: exp as i64,
-            binding,
-        })
-    }
-}
-
-/// Identifiers from claims: non-empty, bounded, no control characters.
-fn valid_claim(s: &str) -> bool {
-    !s.is_empty() && s.len() <= MAX_CLAIM_BYTES && !s.chars().any(char::is_control)
 }
