@@ -174,7 +174,16 @@ struct Measured {
     walled_p50: Option<f64>,
     /// The server's own account of its time (p50), where the answer carries one.
     server_p50: Option<f64>,
+    /// What the API adds: the median of per-run differences (API − engine, the two timed back
+    /// to back in the same run), which a slow spell of the machine shifts far less than a
+    /// difference of two medians.
+    added: f64,
+    /// The same median within each of [`BATCHES`] consecutive batches of runs: lowest, highest.
+    added_spread: (f64, f64),
 }
+
+/// Consecutive batches the runs are split into to show how steady the added time is.
+const BATCHES: usize = 4;
 
 #[allow(clippy::too_many_arguments)]
 async fn engine_call(engine: &Engine, client: &reqwest::Client, q: &Question, ws: &str, org: &str, from: i64, to: i64, wall: bool) -> anyhow::Result<usize> {
@@ -286,7 +295,16 @@ async fn measure(
     for q in &questions {
         let (mut api, mut eng, mut direct, mut walled, mut server_ms) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::<f64>::new());
         let (mut rows_api, mut rows_eng) = (0, 0);
+        let mut diffs = Vec::new();
         for i in 0..a.runs + 3 {
+            // The engine goes first in every other run, so neither side always follows the other.
+            let engine_first = i % 2 == 1;
+            let mut eng_ms = 0.0;
+            if engine_first {
+                let t = Instant::now();
+                rows_eng = engine_call(engine, &client, q, ws, org, from, to, false).await?;
+                eng_ms = t.elapsed().as_secs_f64() * 1e3;
+            }
             let t = Instant::now();
             let resp = client.get(server.url(&q.api)).bearer_auth(token).send().await?;
             let status = resp.status();
@@ -305,9 +323,11 @@ async fn measure(
             if let Some(ms) = reported.filter(|_| i >= 3) {
                 server_ms.push(ms);
             }
-            let t = Instant::now();
-            rows_eng = engine_call(engine, &client, q, ws, org, from, to, false).await?;
-            let eng_ms = t.elapsed().as_secs_f64() * 1e3;
+            if !engine_first {
+                let t = Instant::now();
+                rows_eng = engine_call(engine, &client, q, ws, org, from, to, false).await?;
+                eng_ms = t.elapsed().as_secs_f64() * 1e3;
+            }
             let t = Instant::now();
             if let Some(e) = also {
                 engine_call(e, &client, q, ws, org, from, to, false).await?;
@@ -321,6 +341,7 @@ async fn measure(
             let walled_ms = t.elapsed().as_secs_f64() * 1e3;
             // The first three are warm-up (the question hot, as the target asks).
             if i >= 3 {
+                diffs.push(api_ms - eng_ms);
                 api.push(api_ms);
                 eng.push(eng_ms);
                 direct.push(direct_ms);
@@ -335,6 +356,11 @@ async fn measure(
             store_p50: also.map(|_| quantile(&mut direct, 0.5)),
             walled_p50: matches!(engine, Engine::ClickHouse { .. }).then(|| quantile(&mut walled, 0.5)),
             server_p50: (!server_ms.is_empty()).then(|| quantile(&mut server_ms, 0.5)),
+            added_spread: diffs
+                .chunks(diffs.len().div_ceil(BATCHES).max(1))
+                .map(|b| quantile(&mut b.to_vec(), 0.5))
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), m| (lo.min(m), hi.max(m))),
+            added: quantile(&mut diffs, 0.5),
         });
     }
     Ok(out)
@@ -344,14 +370,14 @@ fn report(backend: &str, a: &Args, load_secs: f64, results: &[Measured], baselin
     println!("\n## {backend}: {} rows in {} workspaces over 24 h (loaded in {load_secs:.0} s), {} hot runs each\n", a.rows, a.workspaces, a.runs);
     println!("Baseline: {baseline}.\n");
     println!(
-        "| question (one workspace, 24 h) | API p50 ms | API p95 ms | engine p50 ms | engine p95 ms | API ÷ engine (p50) | added ms (p50) | rows API / engine | server-reported p50 ms | store in-process p50 ms | engine with the wall's setting p50 ms |"
+        "| question (one workspace, 24 h) | API p50 ms | API p95 ms | engine p50 ms | engine p95 ms | API ÷ engine (p50) | added ms (median of per-run differences) | added, {BATCHES} batches' medians | rows API / engine | server-reported p50 ms | store in-process p50 ms | engine with the wall's setting p50 ms |"
     );
-    println!("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    println!("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     let mut ok = true;
     for m in results {
-        let added = m.api.0 - m.engine.0;
+        let added = m.added;
         println!(
-            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} / {} | {} | {} | {} |",
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2}–{:.2} | {} / {} | {} | {} | {} |",
             m.name,
             m.api.0,
             m.api.1,
@@ -359,6 +385,8 @@ fn report(backend: &str, a: &Args, load_secs: f64, results: &[Measured], baselin
             m.engine.1,
             m.api.0 / m.engine.0.max(1e-9),
             added,
+            m.added_spread.0,
+            m.added_spread.1,
             m.rows.0,
             m.rows.1,
             m.server_p50.map_or("–".to_owned(), |v| format!("{v:.2}")),
