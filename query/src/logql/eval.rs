@@ -106,11 +106,18 @@ impl Buckets {
         self.series.keys().chain(self.samples.keys())
     }
 
-    pub fn add_count(&mut self, layout: &Layout, labels: Labels, start_ns: i64, entries: u64, bytes: u64) {
-        if let Some(c) = self.cell(layout, labels, start_ns) {
-            c.0 += entries;
-            c.1 += bytes;
-        }
+    /// Counts storage made per stream and bucket. The labels are copied only for a new series.
+    pub fn add_count(&mut self, layout: &Layout, labels: &Labels, start_ns: i64, entries: u64, bytes: u64) {
+        let Some(j) = layout.bucket(start_ns) else { return };
+        let c = match self.series.get_mut(labels) {
+            Some(v) => &mut v[j],
+            None => match self.cell(layout, labels.clone(), start_ns) {
+                Some(c) => c,
+                None => return,
+            },
+        };
+        c.0 += entries;
+        c.1 += bytes;
     }
 }
 

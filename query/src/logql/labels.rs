@@ -43,7 +43,12 @@ fn stream_labels(c: [&str; 8]) -> Labels {
 
 /// The stream labels of a stored stream.
 pub fn of_stream(s: &StreamCount) -> Labels {
-    stream_labels([&s.workspace, &s.project, &s.application, &s.pod, &s.container, &s.node, &s.stream, &s.severity])
+    stream_labels(stream_key(s))
+}
+
+/// What a stored stream's labels are made of: equal keys, equal labels.
+pub fn stream_key(s: &StreamCount) -> [&str; 8] {
+    [&s.workspace, &s.project, &s.application, &s.pod, &s.container, &s.node, &s.stream, &s.severity]
 }
 
 /// The stream labels of a row, then its attributes as structured metadata; and the names the

@@ -10,7 +10,7 @@
 //! namespaces the caller may read; they can only narrow what [`auth::Gate`] allowed, and
 //! storage applies the scope again itself.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
 use auth::{Identity, TenantScope};
@@ -325,12 +325,15 @@ async fn range_input(
     let mut q = search(scope, layout.origin, layout.to_ns(), Some(&pl), false);
     let mut b = Buckets::new(layout, state.limits.max_series);
     if pl.only_pushed() {
-        // Storage counts entries and bytes per stream and bucket itself.
-        for s in state.store.streams(&q, StreamsBy { step_ns: Some(layout.width), columns, bytes }).await.map_err(store_error)? {
-            let labels = labels::of_stream(&s);
+        // Storage counts entries and bytes per stream and bucket itself. A stream has a row per
+        // bucket: its labels are built and checked against the selector once.
+        let rows = state.store.streams(&q, StreamsBy { step_ns: Some(layout.width), columns, bytes }).await.map_err(store_error)?;
+        let mut streams: HashMap<[&str; 8], Option<Labels>> = HashMap::new();
+        for s in &rows {
             scanned.lines += s.entries;
             scanned.bytes += s.bytes;
-            if pl.selects_in_scope(&labels) {
+            let labels = streams.entry(labels::stream_key(s)).or_insert_with(|| Some(labels::of_stream(s)).filter(|l| pl.selects_in_scope(l)));
+            if let Some(labels) = labels {
                 b.add_count(layout, labels, s.start_ns, s.entries, s.bytes);
             }
         }
