@@ -10,7 +10,7 @@
 //! namespaces the caller may read; they can only narrow what [`auth::Gate`] allowed, and
 //! storage applies the scope again itself.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use auth::{Identity, TenantScope};
@@ -328,7 +328,7 @@ async fn range_input(
         // Storage counts entries and bytes per stream and bucket itself. A stream has a row per
         // bucket: its labels are built and checked against the selector once.
         let rows = state.store.streams(&q, StreamsBy { step_ns: Some(layout.width), columns, bytes }).await.map_err(store_error)?;
-        let mut streams: HashMap<[&str; 8], Option<Labels>> = HashMap::new();
+        let mut streams: foldhash::HashMap<[&str; 8], Option<Labels>> = foldhash::HashMap::default();
         for s in &rows {
             scanned.lines += s.entries;
             scanned.bytes += s.bytes;
