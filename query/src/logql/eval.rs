@@ -6,6 +6,7 @@
 //! (when the pipeline is line filters only), or rows are bucketed as they come through the
 //! pipeline; the evaluation after that is the same.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use super::labels::Labels;
@@ -75,18 +76,21 @@ impl Buckets {
         Buckets { limit: max_series.min(MAX_CELLS / layout.count.max(1)), ..Buckets::default() }
     }
 
-    fn cell(&mut self, layout: &Layout, labels: Labels, at: i64) -> Option<&mut (u64, u64)> {
+    /// The bucket of `labels` at `at`; the labels are copied (when borrowed) only for a new
+    /// series.
+    fn cell(&mut self, layout: &Layout, labels: Cow<'_, Labels>, at: i64) -> Option<&mut (u64, u64)> {
         let j = layout.bucket(at)?;
-        if !self.series.contains_key(&labels) && self.series.len() >= self.limit {
+        let known = self.series.contains_key(&*labels);
+        if !known && self.series.len() >= self.limit {
             self.overflow = true;
             return None;
         }
-        let v = self.series.entry(labels).or_insert_with(|| vec![(0, 0); layout.count]);
+        let v = if known { self.series.get_mut(&*labels)? } else { self.series.entry(labels.into_owned()).or_insert_with(|| vec![(0, 0); layout.count]) };
         Some(&mut v[j])
     }
 
     pub fn add(&mut self, layout: &Layout, labels: Labels, ts: i64, bytes: u64) {
-        if let Some(c) = self.cell(layout, labels, ts) {
+        if let Some(c) = self.cell(layout, Cow::Owned(labels), ts) {
             c.0 += 1;
             c.1 += bytes;
         }
@@ -108,16 +112,10 @@ impl Buckets {
 
     /// Counts storage made per stream and bucket. The labels are copied only for a new series.
     pub fn add_count(&mut self, layout: &Layout, labels: &Labels, start_ns: i64, entries: u64, bytes: u64) {
-        let Some(j) = layout.bucket(start_ns) else { return };
-        let c = match self.series.get_mut(labels) {
-            Some(v) => &mut v[j],
-            None => match self.cell(layout, labels.clone(), start_ns) {
-                Some(c) => c,
-                None => return,
-            },
-        };
-        c.0 += entries;
-        c.1 += bytes;
+        if let Some(c) = self.cell(layout, Cow::Borrowed(labels), start_ns) {
+            c.0 += entries;
+            c.1 += bytes;
+        }
     }
 }
 
