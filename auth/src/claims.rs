@@ -96,12 +96,14 @@ impl<'de> Visitor<'de> for Picker<'_, '_> {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             }
-            let value: Value = map.next_value()?;
-            // Several settings may name the same claim; each gets the value.
-            for i in slots {
-                if self.picked[i].replace(value.clone()).is_some() {
+            let mut value = Some(map.next_value::<Value>()?);
+            // Several settings may name the same claim; each gets the value (the last one
+            // takes it, the others a copy).
+            while let Some(i) = slots.next() {
+                if self.picked[i].is_some() {
                     return Err(de::Error::custom(format_args!("claim `{name}` appears twice")));
                 }
+                self.picked[i] = if slots.peek().is_some() { value.clone() } else { value.take() };
             }
         }
         Ok(())
