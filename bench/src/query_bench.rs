@@ -299,11 +299,14 @@ async fn measure(
         for i in 0..a.runs + 3 {
             // The engine goes first in every other run, so neither side always follows the other.
             let engine_first = i % 2 == 1;
+            let timed_engine = || async {
+                let t = Instant::now();
+                let rows = engine_call(engine, &client, q, ws, org, from, to, false).await?;
+                anyhow::Ok((rows, t.elapsed().as_secs_f64() * 1e3))
+            };
             let mut eng_ms = 0.0;
             if engine_first {
-                let t = Instant::now();
-                rows_eng = engine_call(engine, &client, q, ws, org, from, to, false).await?;
-                eng_ms = t.elapsed().as_secs_f64() * 1e3;
+                (rows_eng, eng_ms) = timed_engine().await?;
             }
             let t = Instant::now();
             let resp = client.get(server.url(&q.api)).bearer_auth(token).send().await?;
@@ -324,9 +327,7 @@ async fn measure(
                 server_ms.push(ms);
             }
             if !engine_first {
-                let t = Instant::now();
-                rows_eng = engine_call(engine, &client, q, ws, org, from, to, false).await?;
-                eng_ms = t.elapsed().as_secs_f64() * 1e3;
+                (rows_eng, eng_ms) = timed_engine().await?;
             }
             let t = Instant::now();
             if let Some(e) = also {
