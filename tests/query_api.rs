@@ -300,6 +300,32 @@ fn config_check_names_a_wrong_auth_key() {
     assert!(err.contains("auth.algorithms"), "{err}");
 }
 
+/// An HS256 token of the development issuer for alice in `ws-a`, with an `org_id` entry per
+/// element of `orgs` (a payload serde would never write from a map, so entries are written one
+/// by one).
+fn sign_with_orgs(secret: &[u8], orgs: &[&str]) -> String {
+    struct Claims<'a>(&'a [&'a str]);
+    impl serde::Serialize for Claims<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap;
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let mut m = s.serialize_map(None)?;
+            m.serialize_entry("iss", auth::DEV_ISSUER)?;
+            m.serialize_entry("aud", "dataplane")?;
+            m.serialize_entry("sub", "alice")?;
+            for org in self.0 {
+                m.serialize_entry("org_id", org)?;
+            }
+            m.serialize_entry("workspaces", &["ws-a"])?;
+            m.serialize_entry("exp", &(now + 600))?;
+            m.end()
+        }
+    }
+    auth::jwt_crypto::install();
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256), &Claims(orgs), &jsonwebtoken::EncodingKey::from_secret(secret))
+        .expect("sign")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_and_bad_queries_get_clear_errors() {
     let server = Server::start(ServerOptions::default());
@@ -311,6 +337,13 @@ async fn tokens_and_bad_queries_get_clear_errors() {
         let (s, body) = get(&server, "/api/v1/logs/search", Some(bad), &[]).await;
         assert_eq!((s, body["error"]["code"].as_str()), (401, Some("unauthenticated")), "{bad}: {body}");
     }
+    // Correctly signed by the server's own issuer, but naming the organisation twice: refused,
+    // whichever of the two a parser would keep.
+    let secret = std::fs::read_to_string(server.data_dir.join("dev-token-secret")).expect("the development secret");
+    let (s, body) = get(&server, "/api/v1/logs/search", Some(&sign_with_orgs(secret.trim().as_bytes(), &["acme"])), &[]).await;
+    assert_eq!(s, 200, "the same token with one organisation is good: {body}");
+    let (s, body) = get(&server, "/api/v1/logs/search", Some(&sign_with_orgs(secret.trim().as_bytes(), &["acme", "globex"])), &[]).await;
+    assert_eq!((s, body["error"]["code"].as_str()), (401, Some("unauthenticated")), "{body}");
     for (q, code) in [
         ("limit=0", "limit_exceeded"),
         ("limit=100000", "limit_exceeded"),
