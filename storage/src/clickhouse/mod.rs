@@ -177,8 +177,10 @@ impl ClickHouseStore {
             return Ok(Vec::new());
         }
         let mut sql = format!(
-            "SELECT ?fields FROM {} WHERE timestamp >= fromUnixTimestamp64Milli({{from:Int64}}) AND timestamp <= fromUnixTimestamp64Milli({{to:Int64}})",
-            self.table(Table::Metrics)
+            "SELECT ?fields FROM {} WHERE timestamp >= fromUnixTimestamp64Milli{} AND timestamp <= fromUnixTimestamp64Milli{}",
+            self.table(Table::Metrics),
+            search::int(read.from_ms),
+            search::int(read.to_ms)
         );
         if req.org_id.is_some() {
             sql.push_str(" AND org_id = {org:String}");
@@ -189,12 +191,7 @@ impl ClickHouseStore {
         if read.metrics.is_some() {
             sql.push_str(" AND metric IN {names:Array(String)}");
         }
-        let mut q = self
-            .client
-            .query(&sql)
-            .param("from", read.from_ms)
-            .param("to", read.to_ms)
-            .with_setting("additional_table_filters", self.table_filters(None, Some(&read.scope)));
+        let mut q = self.client.query(&sql).with_setting("additional_table_filters", self.table_filters(None, Some(&read.scope)));
         if let Some(org) = &req.org_id {
             q = q.param("org", org.as_str());
         }
@@ -216,8 +213,12 @@ impl ClickHouseStore {
             Table::Metrics => ("fromUnixTimestamp64Milli", ceil_div(req.from_ns, 1_000_000), ceil_div(req.to_ns, 1_000_000)),
             other => return Err(StoreError::Rejected(format!("scan of {} not supported yet", other.name()))),
         };
-        let mut sql =
-            format!("SELECT ?fields FROM {} WHERE timestamp >= {convert}({{from:Int64}}) AND timestamp < {convert}({{to:Int64}})", self.table(req.table));
+        let mut sql = format!(
+            "SELECT ?fields FROM {} WHERE timestamp >= {convert}{} AND timestamp < {convert}{}",
+            self.table(req.table),
+            search::int(from),
+            search::int(to)
+        );
         if req.org_id.is_some() {
             sql.push_str(" AND org_id = {org:String}");
         }
@@ -226,7 +227,7 @@ impl ClickHouseStore {
         }
         sql.push_str(" ORDER BY timestamp");
         let query = |sql: &str| {
-            let mut q = self.client.query(sql).param("from", from).param("to", to);
+            let mut q = self.client.query(sql);
             if let Some(org) = &req.org_id {
                 q = q.param("org", org.as_str());
             }

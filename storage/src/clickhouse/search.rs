@@ -1,6 +1,7 @@
-//! Search and histogram in ClickHouse. Every value from a request travels as a server-side
-//! query parameter (`{name:Type}`); the statement text is fixed by the shape of the query
-//! (how many terms, which filters), never by its content.
+//! Search and histogram in ClickHouse. Every text from a request (names, words, patterns)
+//! travels as a server-side query parameter (`{name:Type}`); the statement's text is fixed by the
+//! shape of the query (how many terms, which filters) and by integers the service computed
+//! (times, steps, row counts), written with [`int`], never by a request's text.
 
 use clickhouse::Row;
 use serde::Deserialize;
@@ -12,8 +13,7 @@ use crate::StoreError;
 use crate::search::{HistogramBucket, LogSearch, StreamColumns, StreamCount, StreamsBy, Term};
 
 /// A time bucket is sent back as its index (`intDiv(t - from, step)`) and its start computed
-/// here: a query parameter in arithmetic the engine repeats for every row is not folded into a
-/// constant, and `from + index * step` per row cost about a millisecond per million rows.
+/// here, once per bucket rather than once per row in the engine.
 fn bucket_start(from_ns: i64, step_ns: i64, bucket: i64) -> i64 {
     from_ns.saturating_add(bucket.saturating_mul(step_ns))
 }
@@ -52,18 +52,25 @@ struct BucketOut {
     count: u64,
 }
 
-/// A parameter value.
+/// A parameter value: text from a request, or a list of such texts.
 pub(super) enum P {
-    I64(i64),
-    U64(u64),
     Str(String),
     Strs(Vec<String>),
 }
 
+/// An integer the service computed (a time, a step, a row count), as a literal of the statement.
+/// Its text is an optional sign and digits by construction, so nothing of a request's text can
+/// reach the statement through it; and the engine folds a literal into its plan, where a
+/// parameter (`{from:Int64}`) is a cast it evaluates again per block: with the five integers of
+/// a LogQL count as parameters the engine took about 0.2–0.7 ms longer per query (10,000 rows).
+pub(super) fn int(v: impl Into<i128>) -> String {
+    format!("({})", v.into())
+}
+
 /// The WHERE clause for `q` and the parameters it names.
 fn conditions(q: &LogSearch) -> (String, Vec<(String, P)>) {
-    let mut sql = String::from("timestamp >= fromUnixTimestamp64Nano({from:Int64}) AND timestamp < fromUnixTimestamp64Nano({to:Int64})");
-    let mut params = vec![("from".to_owned(), P::I64(q.from_ns)), ("to".to_owned(), P::I64(q.to_ns))];
+    let mut sql = format!("timestamp >= fromUnixTimestamp64Nano{} AND timestamp < fromUnixTimestamp64Nano{}", int(q.from_ns), int(q.to_ns));
+    let mut params = Vec::new();
     let (scope_sql, scope_params) = scope_conditions(&q.scope, "");
     sql.push_str(&scope_sql);
     params.extend(scope_params);
@@ -317,8 +324,6 @@ fn literal(v: &str) -> String {
 fn bind_params(mut query: clickhouse::query::Query, params: Vec<(String, P)>) -> clickhouse::query::Query {
     for (name, v) in params {
         query = match v {
-            P::I64(x) => query.param(&name, x),
-            P::U64(x) => query.param(&name, x),
             P::Str(x) => query.param(&name, x),
             P::Strs(x) => query.param(&name, x),
         };
@@ -338,21 +343,16 @@ impl ClickHouseStore {
             return Ok(Vec::new());
         }
         validate_terms(&q.terms)?;
-        let (mut cond, mut params) = conditions(q);
+        let (mut cond, params) = conditions(q);
         let skip = q.cursor.map_or(0, |c| u64::from(c.skip));
         if let Some(c) = q.cursor {
-            cond.push_str(if q.oldest_first {
-                " AND timestamp >= fromUnixTimestamp64Nano({cursor:Int64})"
-            } else {
-                " AND timestamp <= fromUnixTimestamp64Nano({cursor:Int64})"
-            });
-            params.push(("cursor".into(), P::I64(c.timestamp_ns)));
+            cond.push_str(&format!(" AND timestamp {} fromUnixTimestamp64Nano{}", if q.oldest_first { ">=" } else { "<=" }, int(c.timestamp_ns)));
         }
-        params.push(("limit".into(), P::U64(q.limit as u64 + skip)));
         let sql = format!(
-            "SELECT {LINE_FIELDS} FROM {} WHERE {cond} ORDER BY {} LIMIT {{limit:UInt64}}",
+            "SELECT {LINE_FIELDS} FROM {} WHERE {cond} ORDER BY {} LIMIT {}",
             self.table(schemas::Table::Logs),
-            if q.oldest_first { "timestamp ASC, pod DESC, message DESC, trace_id DESC" } else { "timestamp DESC, pod, message, trace_id" }
+            if q.oldest_first { "timestamp ASC, pod DESC, message DESC, trace_id DESC" } else { "timestamp DESC, pod, message, trace_id" },
+            q.limit as u64 + skip
         );
         let rows = timed(self.bind(&sql, params, &q.scope).fetch_all::<LogOut>()).await?;
         let mut skipped = 0u64;
@@ -374,12 +374,13 @@ impl ClickHouseStore {
             return Ok(Vec::new());
         }
         validate_terms(&q.terms)?;
-        let (cond, mut params) = conditions(q);
+        let (cond, params) = conditions(q);
         let step = step_ns.max(1);
-        params.push(("step".into(), P::I64(step)));
         let sql = format!(
-            "SELECT intDiv(toUnixTimestamp64Nano(timestamp) - {{from:Int64}}, {{step:Int64}}) AS bucket, severity, count() AS count \
+            "SELECT intDiv(toUnixTimestamp64Nano(timestamp) - {}, {}) AS bucket, severity, count() AS count \
              FROM {} WHERE {cond} GROUP BY bucket, severity",
+            int(q.from_ns),
+            int(step),
             self.table(schemas::Table::Logs)
         );
         let rows = timed(self.bind(&sql, params, &q.scope).fetch_all::<BucketOut>()).await?;
@@ -398,9 +399,8 @@ impl ClickHouseStore {
             return Ok(Vec::new());
         }
         validate_terms(&q.terms)?;
-        let (cond, mut params) = conditions(q);
+        let (cond, params) = conditions(q);
         let step = step_ns.unwrap_or(i64::MAX).max(1);
-        params.push(("step".into(), P::I64(step)));
         // Column names are fixed here; only which of them are grouped by varies. Only the
         // grouped ones are selected: a constant `''` for each of the others cost the engine
         // about 0.15 ms per query in planning.
@@ -413,9 +413,11 @@ impl ClickHouseStore {
             }
         }
         let sql = format!(
-            "SELECT intDiv(toUnixTimestamp64Nano(timestamp) - {{from:Int64}}, {{step:Int64}}) AS bucket, \
+            "SELECT intDiv(toUnixTimestamp64Nano(timestamp) - {}, {}) AS bucket, \
              {select}count() AS entries{} \
              FROM {} WHERE {cond} GROUP BY {group}",
+            int(q.from_ns),
+            int(step),
             if by.bytes { ", sum(length(message)) AS bytes" } else { "" },
             self.table(schemas::Table::Logs)
         );
