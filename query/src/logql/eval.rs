@@ -6,8 +6,8 @@
 //! (when the pipeline is line filters only), or rows are bucketed as they come through the
 //! pipeline; the evaluation after that is the same.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 use super::labels::Labels;
 use super::{AggOp, BinOp, CmpOp, Grouping, MetricExpr, RangeFn};
@@ -76,21 +76,22 @@ impl Buckets {
         Buckets { limit: max_series.min(MAX_CELLS / layout.count.max(1)), ..Buckets::default() }
     }
 
-    /// The bucket of `labels` at `at`; the labels are copied (when borrowed) only for a new
-    /// series.
-    fn cell(&mut self, layout: &Layout, labels: Cow<'_, Labels>, at: i64) -> Option<&mut (u64, u64)> {
+    /// The bucket of `labels` at `at`, with one lookup of the labels.
+    fn cell(&mut self, layout: &Layout, labels: Labels, at: i64) -> Option<&mut (u64, u64)> {
         let j = layout.bucket(at)?;
-        let known = self.series.contains_key(&*labels);
-        if !known && self.series.len() >= self.limit {
-            self.overflow = true;
-            return None;
+        let held = self.series.len();
+        match self.series.entry(labels) {
+            Entry::Occupied(e) => Some(&mut e.into_mut()[j]),
+            Entry::Vacant(_) if held >= self.limit => {
+                self.overflow = true;
+                None
+            }
+            Entry::Vacant(e) => Some(&mut e.insert(vec![(0, 0); layout.count])[j]),
         }
-        let v = if known { self.series.get_mut(&*labels)? } else { self.series.entry(labels.into_owned()).or_insert_with(|| vec![(0, 0); layout.count]) };
-        Some(&mut v[j])
     }
 
     pub fn add(&mut self, layout: &Layout, labels: Labels, ts: i64, bytes: u64) {
-        if let Some(c) = self.cell(layout, Cow::Owned(labels), ts) {
+        if let Some(c) = self.cell(layout, labels, ts) {
             c.0 += 1;
             c.1 += bytes;
         }
@@ -110,11 +111,26 @@ impl Buckets {
         self.series.keys().chain(self.samples.keys())
     }
 
-    /// Counts storage made per stream and bucket. The labels are copied only for a new series.
-    pub fn add_count(&mut self, layout: &Layout, labels: &Labels, start_ns: i64, entries: u64, bytes: u64) {
-        if let Some(c) = self.cell(layout, Cow::Borrowed(labels), start_ns) {
-            c.0 += entries;
-            c.1 += bytes;
+    /// How many more series this may hold.
+    pub fn room(&self) -> usize {
+        self.limit.saturating_sub(self.series.len())
+    }
+
+    /// A whole series of counts (entries, bytes per bucket of the layout), added to what
+    /// `labels` already holds.
+    pub fn add_series(&mut self, labels: Labels, cells: Vec<(u64, u64)>) {
+        let held = self.series.len();
+        match self.series.entry(labels) {
+            Entry::Occupied(mut e) => {
+                for (c, n) in e.get_mut().iter_mut().zip(cells) {
+                    c.0 += n.0;
+                    c.1 += n.1;
+                }
+            }
+            Entry::Vacant(_) if held >= self.limit => self.overflow = true,
+            Entry::Vacant(e) => {
+                e.insert(cells);
+            }
         }
     }
 }

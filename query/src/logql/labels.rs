@@ -43,13 +43,29 @@ fn stream_labels(c: [&str; 8]) -> Labels {
 
 /// The stream labels of a stored stream.
 pub fn of_stream(s: &StreamCount) -> Labels {
-    stream_labels(stream_key(s))
+    stream_labels(stream_key(s).0)
 }
 
 /// What a stored stream's labels are made of: equal keys, equal labels.
-pub fn stream_key(s: &StreamCount) -> [&str; 8] {
-    [&s.workspace, &s.project, &s.application, &s.pod, &s.container, &s.node, &s.stream, &s.severity]
+pub fn stream_key(s: &StreamCount) -> StreamKey<'_> {
+    StreamKey([&s.workspace, &s.project, &s.application, &s.pod, &s.container, &s.node, &s.stream, &s.severity])
 }
+
+/// A stored stream's columns, compared lengths first: a column the count was not grouped by is
+/// empty and costs no byte comparison. A LogQL count looks one up for every stored row, and
+/// comparing all eight columns byte by byte took about a third of the server's time for a
+/// `sum by (level) (count_over_time(…))` over a day (860 rows).
+#[derive(Clone, Copy, Hash)]
+pub struct StreamKey<'a>([&'a str; 8]);
+
+impl PartialEq for StreamKey<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        let pairs = || self.0.iter().zip(&other.0);
+        pairs().all(|(a, b)| a.len() == b.len()) && pairs().all(|(a, b)| a.is_empty() || a == b)
+    }
+}
+
+impl Eq for StreamKey<'_> {}
 
 /// The stream labels of a row, then its attributes as structured metadata; and the names the
 /// metadata took.
@@ -76,4 +92,26 @@ pub fn sanitize(key: &str) -> String {
 /// The name an extracted label gets: its own, or with `_extracted` when it is a stream label's.
 pub fn extracted_name(name: &str) -> String {
     if STREAM_LABELS.contains(&name) { format!("{name}_extracted") } else { name.to_owned() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StreamKey;
+
+    #[test]
+    fn stream_keys_are_equal_only_when_every_column_is() {
+        let key = |c: [&'static str; 8]| StreamKey(c);
+        let base = ["ws-a", "shop", "", "", "", "", "", "error"];
+        assert!(key(base) == key(base));
+        let mut other = base;
+        other[7] = "fatal";
+        assert!(key(base) != key(other), "same length, other bytes");
+        other[7] = "";
+        assert!(key(base) != key(other), "a column empty on one side only");
+        let mut moved = base;
+        (moved[1], moved[2]) = ("", "shop");
+        assert!(key(base) != key(moved), "the same text in another column");
+        let hash = |k: StreamKey| std::hash::BuildHasher::hash_one(&std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default(), k);
+        assert_eq!(hash(key(base)), hash(key(base)));
+    }
 }

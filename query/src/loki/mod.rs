@@ -326,16 +326,35 @@ async fn range_input(
     let mut b = Buckets::new(layout, state.limits.max_series);
     if pl.only_pushed() {
         // Storage counts entries and bytes per stream and bucket itself. A stream has a row per
-        // bucket: its labels are built and checked against the selector once.
+        // bucket: its labels are built and checked against the selector once, and its counts
+        // gathered here, so the series are looked up once per stream rather than once per row.
         let rows = state.store.streams(&q, StreamsBy { step_ns: Some(layout.width), columns, bytes }).await.map_err(store_error)?;
-        let mut streams: foldhash::HashMap<[&str; 8], Option<Labels>> = foldhash::HashMap::default();
+        let mut streams: foldhash::HashMap<labels::StreamKey, Option<usize>> = foldhash::HashMap::default();
+        let mut found: Vec<(Labels, Vec<(u64, u64)>)> = Vec::new();
+        let room = b.room();
         for s in &rows {
             scanned.lines += s.entries;
             scanned.bytes += s.bytes;
-            let labels = streams.entry(labels::stream_key(s)).or_insert_with(|| Some(labels::of_stream(s)).filter(|l| pl.selects_in_scope(l)));
-            if let Some(labels) = labels {
-                b.add_count(layout, labels, s.start_ns, s.entries, s.bytes);
+            let slot = *streams.entry(labels::stream_key(s)).or_insert_with(|| {
+                let labels = labels::of_stream(s);
+                pl.selects_in_scope(&labels).then(|| {
+                    found.push((labels, vec![(0, 0); layout.count]));
+                    found.len() - 1
+                })
+            });
+            if found.len() > room {
+                // More series than the answer may hold: no need to count the rest.
+                b.overflow = true;
+                break;
             }
+            if let (Some(i), Some(j)) = (slot, layout.bucket(s.start_ns)) {
+                let cell = &mut found[i].1[j];
+                cell.0 += s.entries;
+                cell.1 += s.bytes;
+            }
+        }
+        for (labels, cells) in found {
+            b.add_series(labels, cells);
         }
     } else {
         q.limit = PAGE;
