@@ -463,6 +463,24 @@ mod tests {
     }
 
     #[test]
+    fn whole_series_merge_into_what_their_labels_hold_and_stop_at_the_budget() {
+        let l = Layout { origin: 0, width: 10, count: 3 };
+        let mut b = Buckets::new(&l, 2);
+        assert_eq!(b.room(), 2);
+        b.add(&l, labels(&[("level", "error")]), 15, 7);
+        b.add_series(labels(&[("level", "error")]), vec![(1, 10), (2, 20), (0, 0)]);
+        b.add_series(labels(&[("level", "info")]), vec![(0, 0), (0, 0), (4, 40)]);
+        assert_eq!(b.series[&labels(&[("level", "error")])], vec![(1, 10), (3, 27), (0, 0)]);
+        assert_eq!(b.series[&labels(&[("level", "info")])], vec![(0, 0), (0, 0), (4, 40)]);
+        assert_eq!((b.room(), b.overflow), (0, false));
+        // A known series still merges when the budget is spent; a new one overflows.
+        b.add_series(labels(&[("level", "info")]), vec![(0, 0), (0, 0), (1, 1)]);
+        assert!(!b.overflow);
+        b.add_series(labels(&[("level", "warn")]), vec![(1, 1), (0, 0), (0, 0)]);
+        assert!(b.overflow && b.series.len() == 2);
+    }
+
+    #[test]
     fn aggregations_and_arithmetic() {
         let m: Matrix = vec![
             (labels(&[("level", "error"), ("pod", "a")]), vec![Some(1.0), None]),
