@@ -187,6 +187,14 @@ impl ClickHouseStore {
         bind_params(self.client.query(sql), params).with_setting("additional_table_filters", self.table_filters(Some(scope), None))
     }
 
+    /// [`Self::bind`] for a count grouped by time bucket. The engine would look for an implicit
+    /// projection (the per-part minimum, maximum and count) to answer it from, which can never
+    /// serve a grouping by bucket; not looking saved about 0.4 ms of planning per query (1 M
+    /// rows). Projections an operator defines on the table are still considered.
+    fn bind_counts(&self, sql: &str, params: Vec<(String, P)>, scope: &auth::TenantScope) -> clickhouse::query::Query {
+        self.bind(sql, params, scope).with_setting("optimize_use_implicit_projections", "0")
+    }
+
     /// A caller's checked `SELECT` (see the query crate's `sql`), its table markers replaced by
     /// subqueries scoped with parameters, run read-only; the answer in `read.format`, as bytes.
     pub(crate) async fn sql_bytes(&self, read: &crate::SqlRead) -> Result<bytes::Bytes, StoreError> {
@@ -383,7 +391,7 @@ impl ClickHouseStore {
             int(step),
             self.table(schemas::Table::Logs)
         );
-        let rows = timed(self.bind(&sql, params, &q.scope).fetch_all::<BucketOut>()).await?;
+        let rows = timed(self.bind_counts(&sql, params, &q.scope).fetch_all::<BucketOut>()).await?;
         // Sorted here: a few thousand buckets cost less to sort than the engine's ORDER BY.
         let mut out: Vec<HistogramBucket> =
             rows.into_iter().map(|r| HistogramBucket { start_ns: bucket_start(q.from_ns, step, r.bucket), severity: r.severity, count: r.count }).collect();
@@ -421,7 +429,7 @@ impl ClickHouseStore {
             if by.bytes { ", sum(length(message)) AS bytes" } else { "" },
             self.table(schemas::Table::Logs)
         );
-        let mut cursor = self.bind(&sql, params, &q.scope).fetch_bytes("RowBinary").map_err(super::classify)?;
+        let mut cursor = self.bind_counts(&sql, params, &q.scope).fetch_bytes("RowBinary").map_err(super::classify)?;
         let body = timed(cursor.collect()).await?;
         let malformed = || StoreError::Unavailable("clickhouse sent a stream count answer that could not be read".into());
         let mut r = RowBinary(&body);
