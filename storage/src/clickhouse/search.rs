@@ -505,4 +505,13 @@ mod literal_tests {
         // Twice (a filter inside the settings map): still one literal holding the first.
         assert_eq!(super::literal(&super::literal("x'")), r"'\'x\\\'\''");
     }
+
+    #[test]
+    fn computed_integers_are_bracketed_literals_that_keep_their_sign() {
+        assert_eq!(super::int(1_796_569_317_859_376_510i64), "(1796569317859376510)");
+        // A negative time after a minus sign stays one number: `t - (-5)`, never `t --5`.
+        assert_eq!(super::int(-5i64), "(-5)");
+        assert_eq!(super::int(i64::MIN), "(-9223372036854775808)");
+        assert_eq!(super::int(u64::MAX), "(18446744073709551615)");
+    }
 }
