@@ -273,6 +273,25 @@ async fn loki_api(server: Server) {
     let as_bool: BTreeMap<_, Vec<(i64, f64)>> =
         want.iter().map(|(l, p)| (l.clone(), p.iter().map(|(t, v)| (*t, if *v > 1.0 { 1.0 } else { 0.0 })).collect())).collect();
     assert_eq!(matrix(&body), as_bool, "{body}");
+    // absent_over_time: 1 at each step whose window holds no line, labelled by the selector's
+    // equality matchers (a name also matched otherwise, or twice, left out, as Loki does).
+    let silent = |pred: &dyn Fn(&Row) -> bool| -> Vec<(i64, f64)> {
+        (0..=6).map(|k| t0 + k * 60 * S).filter(|t| !visible.iter().any(|r| pred(r) && r.ts > t - 60 * S && r.ts <= *t)).map(|t| (t / S, 1.0)).collect()
+    };
+    let billing = silent(&|r: &Row| r.tenant == 'b');
+    assert!(!billing.is_empty() && billing.len() < 7, "the fixture has billing lines in some windows only: {billing:?}");
+    let (s, body) = ask(mp(r#"absent_over_time({project="billing", pod=~".+"}[1m])"#, "60s")).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(matrix(&body), BTreeMap::from([(labels(&[("project", "billing")]), billing)]), "{body}");
+    let (_, body) = ask(mp(r#"absent_over_time({project="billing", level="warn", level="info"}[1m])"#, "60s")).await;
+    assert_eq!(matrix(&body), BTreeMap::from([(labels(&[("project", "billing")]), silent(&|_: &Row| false))]), "{body}");
+    // Lines in every window: nothing is absent, so there is no series at all.
+    let (_, body) = ask(mp(r#"absent_over_time({workspace="ws-a"}[10m])"#, "60s")).await;
+    assert_eq!(body["data"]["result"], json!([]), "{body}");
+    // Another workspace's lines (ws-b has some in the first two windows) are absent for alice
+    // in every window: the answer is the same whatever that workspace holds.
+    let (_, body) = ask(mp(r#"absent_over_time({workspace="ws-b"}[1m])"#, "60s")).await;
+    assert_eq!(matrix(&body), BTreeMap::from([(labels(&[("workspace", "ws-b")]), silent(&|_: &Row| false))]), "{body}");
     // Unwrapped values: sums, maxima and medians of `dur` per pod over (t - range, t].
     let dur = |r: &Row| -> f64 { r.line.split("dur=").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap() };
     let window = |pod: &str, t: i64, range: i64| -> Vec<f64> {
@@ -597,6 +616,7 @@ async fn loki_api(server: Server) {
         (r#"sum_over_time({project="shop"} | json | unwrap latency_ms [1m]) by (pod)"#, "invalid_query"),
         (r#"{project=~"(\\w{100}){100}"}"#, "invalid_query"),
         (r#"{project="shop"} |~ "(a""#, "invalid_query"),
+        (r#"absent_over_time({project="shop"} | logfmt | unwrap dur [1m])"#, "invalid_query"),
     ] {
         let (s, body) = ask(range(q)).await;
         assert_eq!((s, body["error"]["code"].as_str()), (400, Some(code)), "{q}: {body}");

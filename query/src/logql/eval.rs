@@ -150,6 +150,10 @@ pub fn eval(e: &MetricExpr, steps: &Steps, inputs: &mut std::vec::IntoIter<Bucke
     let v = match e {
         MetricExpr::Number(n) => Value::Scalar(*n),
         MetricExpr::Vector(n) => Value::Vector(vec![(Labels::new(), vec![Some(*n); steps.len()])]),
+        MetricExpr::Range { func: RangeFn::AbsentOverTime, log, range_ns, offset_ns, .. } => {
+            let b = inputs.next().ok_or("internal: a range function without its input")?;
+            Value::Vector(absent(&log.selector, b, steps, *range_ns, *offset_ns))
+        }
         MetricExpr::Range { func, range_ns, offset_ns, unwrap, param, .. } => {
             let b = inputs.next().ok_or("internal: a range function without its input")?;
             if unwrap.is_some() {
@@ -218,6 +222,31 @@ fn range(func: RangeFn, b: Buckets, steps: &Steps, range_ns: i64, offset_ns: i64
     out
 }
 
+/// `absent_over_time`: one series, 1 at each step whose window holds no line of any series and
+/// no point elsewhere; nothing at all when no step is empty. Its labels are the selector's
+/// equality matchers, leaving out a name that is also matched another way or twice (as Loki
+/// does), so the answer never names more than the query itself did.
+fn absent(selector: &[super::Matcher], b: Buckets, steps: &Steps, range_ns: i64, offset_ns: i64) -> Matrix {
+    let present = range(RangeFn::CountOverTime, b, steps, range_ns, offset_ns);
+    let values: Vec<Option<f64>> = (0..steps.len()).map(|k| (!present.iter().any(|(_, v)| v[k].is_some())).then_some(1.0)).collect();
+    if values.iter().all(Option::is_none) {
+        return Vec::new();
+    }
+    let mut labels = Labels::new();
+    let mut ambiguous = Vec::new();
+    for m in selector {
+        if m.op == super::MatchOp::Eq && !labels.contains_key(&m.name) {
+            labels.insert(m.name.clone(), m.value.clone());
+        } else {
+            ambiguous.push(&m.name);
+        }
+    }
+    for name in ambiguous {
+        labels.remove(name);
+    }
+    vec![(labels, values)]
+}
+
 /// An unwrapped range function over each series' samples in every window
 /// `(t - range - offset, t - offset]`.
 fn unwrapped(func: RangeFn, param: Option<f64>, samples: BTreeMap<Labels, Vec<(i64, f64)>>, steps: &Steps, range_ns: i64, offset_ns: i64) -> Matrix {
@@ -259,7 +288,7 @@ fn over(func: RangeFn, param: Option<f64>, w: &[f64], secs: f64) -> f64 {
         RangeFn::StdvarOverTime => var(),
         RangeFn::StddevOverTime => var().sqrt(),
         RangeFn::QuantileOverTime => quantile(param.unwrap_or(0.5), w),
-        RangeFn::BytesOverTime | RangeFn::BytesRate => f64::NAN,
+        RangeFn::BytesOverTime | RangeFn::BytesRate | RangeFn::AbsentOverTime => f64::NAN,
     }
 }
 
@@ -460,6 +489,23 @@ mod tests {
             b.add(&wide, labels(&[("pod", &i.to_string())]), 1, 1);
         }
         assert_eq!((b.series.len(), b.overflow), (4, true));
+    }
+
+    #[test]
+    fn absent_is_one_where_no_series_has_a_line_labelled_by_unambiguous_equality_matchers() {
+        use crate::logql::{MatchOp, Matcher};
+        const S: i64 = 1_000_000_000;
+        let steps = Steps { start: 60 * S, end: 180 * S, step: 60 * S };
+        let l = layout(&steps, 60 * S, 0);
+        let mut b = Buckets::default();
+        b.add(&l, labels(&[("pod", "a")]), 30 * S, 1);
+        b.add(&l, labels(&[("pod", "b")]), 150 * S, 1);
+        let m = |name: &str, op, value: &str| Matcher { name: name.into(), op, value: value.into() };
+        let sel = [m("app", MatchOp::Eq, "cart"), m("pod", MatchOp::Re, ".+"), m("env", MatchOp::Eq, "prod"), m("env", MatchOp::Eq, "dev")];
+        let out = absent(&sel, b.clone(), &steps, 60 * S, 0);
+        assert_eq!(out, vec![(labels(&[("app", "cart")]), vec![None, Some(1.0), None])], "only (60 s, 120 s] is empty");
+        let full = Steps { start: 60 * S, end: 60 * S, step: 60 * S };
+        assert!(absent(&sel, b, &full, 60 * S, 0).is_empty(), "no empty window, no series");
     }
 
     #[test]

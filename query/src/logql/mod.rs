@@ -141,6 +141,8 @@ pub enum RangeFn {
     Rate,
     BytesOverTime,
     BytesRate,
+    /// 1 at each step whose window holds no line at all (Loki's alerting on silence).
+    AbsentOverTime,
     // Over unwrapped values only:
     SumOverTime,
     AvgOverTime,

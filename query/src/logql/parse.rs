@@ -562,6 +562,7 @@ impl Parser {
             "rate" => Some(RangeFn::Rate),
             "bytes_over_time" => Some(RangeFn::BytesOverTime),
             "bytes_rate" => Some(RangeFn::BytesRate),
+            "absent_over_time" => Some(RangeFn::AbsentOverTime),
             "sum_over_time" => Some(RangeFn::SumOverTime),
             "avg_over_time" => Some(RangeFn::AvgOverTime),
             "min_over_time" => Some(RangeFn::MinOverTime),
@@ -589,11 +590,14 @@ impl Parser {
             } else {
                 None
             };
-            let counts = matches!(func, RangeFn::CountOverTime | RangeFn::Rate | RangeFn::BytesOverTime | RangeFn::BytesRate);
+            let counts = matches!(func, RangeFn::CountOverTime | RangeFn::Rate | RangeFn::BytesOverTime | RangeFn::BytesRate | RangeFn::AbsentOverTime);
             match (&unwrap, counts) {
                 (None, false) => return Err(format!("`{name}` works on unwrapped values: end its log query with | unwrap <label>")),
                 (Some(_), true) if matches!(func, RangeFn::BytesOverTime | RangeFn::BytesRate) => {
                     return Err(format!("`{name}` counts line bytes and takes no unwrap; use sum_over_time over unwrap bytes(…)"));
+                }
+                (Some(_), true) if func == RangeFn::AbsentOverTime => {
+                    return Err("`absent_over_time` asks whether any line is there and takes no unwrap".into());
                 }
                 _ => {}
             }

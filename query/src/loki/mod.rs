@@ -416,6 +416,13 @@ async fn collect_inputs(
     Ok(())
 }
 
+/// The stream columns `log`'s selector is checked against. Not `workspace` for its matchers:
+/// the scope already holds only the workspaces they accept (grouping by it cost a lookup per
+/// row).
+fn selector_columns(log: &LogExpr) -> StreamColumns {
+    log.selector.iter().filter(|m| m.name != "workspace").fold(StreamColumns::NONE, |c, m| label_columns(c, &m.name))
+}
+
 /// The stream columns a label needs.
 fn label_columns(c: StreamColumns, label: &str) -> StreamColumns {
     match label {
@@ -436,11 +443,13 @@ type Planned<'a> = (&'a LogExpr, i64, i64, StreamColumns, bool, Option<(&'a Unwr
 fn plan<'a>(e: &'a MetricExpr, parent: Option<&'a MetricExpr>, out: &mut Vec<Planned<'a>>) {
     match e {
         MetricExpr::Range { func, log, range_ns, offset_ns, unwrap: None, .. } => {
+            // Whether a window holds any line needs no stream apart, only the selector's columns
+            // (to check the selector against); `absent` is a sum with no grouping in that sense.
+            let absent = *func == RangeFn::AbsentOverTime;
             let columns = match parent {
+                _ if absent => selector_columns(log),
                 Some(MetricExpr::Agg { op: AggOp::Sum, grouping, .. }) if grouping.as_ref().is_none_or(|g| !g.without) => {
-                    // Not `workspace` for its matchers: the scope already holds only the
-                    // workspaces they accept (grouping by it cost a lookup per row).
-                    let mut c = log.selector.iter().filter(|m| m.name != "workspace").fold(StreamColumns::NONE, |c, m| label_columns(c, &m.name));
+                    let mut c = selector_columns(log);
                     for l in grouping.iter().flat_map(|g| &g.labels) {
                         c = label_columns(c, l);
                     }
