@@ -246,9 +246,7 @@ async fn loki_api(server: Server) {
     assert!(e.iter().all(|(l, _, _)| !l.contains_key("latency_ms")) && e.iter().any(|(l, _, _)| l.contains_key("method")), "{body}");
 
     // Metric queries: counts per minute by level, against the oracle ((t - 1m, t] windows).
-    let mp = |q: &'static str, step: &str| {
-        vec![("query", q.to_owned()), ("start", t0.to_string()), ("end", (t0 + 6 * 60 * S).to_string()), ("step", step.to_owned())]
-    };
+    let mp = |q: &str, step: &str| vec![("query", q.to_owned()), ("start", t0.to_string()), ("end", (t0 + 6 * 60 * S).to_string()), ("step", step.to_owned())];
     let (s, body) = ask(mp(r#"sum by (level) (count_over_time({workspace="ws-a"}[1m]))"#, "60s")).await;
     assert_eq!(s, 200, "{body}");
     let m = matrix(&body);
@@ -292,6 +290,114 @@ async fn loki_api(server: Server) {
     // in every window: the answer is the same whatever that workspace holds.
     let (_, body) = ask(mp(r#"absent_over_time({workspace="ws-b"}[1m])"#, "60s")).await;
     assert_eq!(matrix(&body), BTreeMap::from([(labels(&[("workspace", "ws-b")]), silent(&|_: &Row| false))]), "{body}");
+    // Vector matching and set operators, against the oracle: per-minute counts over
+    // (t - 1m, t] of the lines a predicate picks, keyed by what `key` names.
+    let steps: Vec<i64> = (0..=6).map(|k| t0 + k * 60 * S).collect();
+    let count = |t: i64, pred: &dyn Fn(&Row) -> bool| visible.iter().filter(|r| pred(r) && r.ts > t - 60 * S && r.ts <= t).count() as f64;
+    let pods = ["api-1", "worker-1"];
+    type Series = BTreeMap<BTreeMap<String, String>, Vec<(i64, f64)>>;
+    let put = |out: &mut Series, l: BTreeMap<String, String>, t: i64, v: f64| out.entry(l).or_default().push((t / S, v));
+    // Each level's share of its pod's lines: many (pod, level) to one pod, `group_left`.
+    let (s, body) = ask(mp(
+        r#"sum by (pod, level) (count_over_time({workspace="ws-a"}[1m])) / ignoring(level) group_left sum by (pod) (count_over_time({workspace="ws-a"}[1m]))"#,
+        "60s",
+    ))
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let mut expect = Series::new();
+    for &t in &steps {
+        for pod in pods {
+            for level in ["error", "info", "warn"] {
+                let n = count(t, &|r: &Row| r.pod == pod && r.level == level);
+                if n > 0.0 {
+                    put(&mut expect, labels(&[("level", level), ("pod", pod)]), t, n / count(t, &|r: &Row| r.pod == pod));
+                }
+            }
+        }
+    }
+    assert_eq!(matrix(&body), expect, "{body}");
+    // `on(pod) group_right(project)`: the one side's label copied onto the many side's series.
+    let (s, body) = ask(mp(
+        r#"sum by (pod, project) (count_over_time({project="billing"}[1m])) * on(pod) group_right(project) sum by (pod, level) (count_over_time({project="shop"}[1m]))"#,
+        "60s",
+    ))
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let mut expect = Series::new();
+    for &t in &steps {
+        for pod in pods {
+            let b = count(t, &|r: &Row| r.tenant == 'b' && r.pod == pod);
+            for level in ["error", "info", "warn"] {
+                let n = count(t, &|r: &Row| r.tenant == 'a' && r.pod == pod && r.level == level);
+                if b > 0.0 && n > 0.0 {
+                    put(&mut expect, labels(&[("level", level), ("pod", pod), ("project", "billing")]), t, b * n);
+                }
+            }
+        }
+    }
+    assert!(!expect.is_empty());
+    assert_eq!(matrix(&body), expect, "{body}");
+    // Without a group modifier, two levels of one pod matching one pod is an error, not a pick.
+    let (s, body) =
+        ask(mp(r#"sum by (pod, level) (count_over_time({workspace="ws-a"}[1m])) / on(pod) sum by (pod) (count_over_time({workspace="ws-a"}[1m]))"#, "60s"))
+            .await;
+    assert_eq!((s, body["error"]["code"].as_str()), (400, Some("invalid_query")), "{body}");
+    // and / unless / or, step by step: shop's counts per pod where (or where not) the pod logged
+    // a slow call in the same window; billing's counts, else shop's.
+    let shop_pod = |t: i64, pod: &str| count(t, &|r: &Row| r.tenant == 'a' && r.pod == pod);
+    let slow = |t: i64, pod: &str| count(t, &|r: &Row| r.tenant == 'a' && r.pod == pod && r.line.contains("slow call"));
+    let billing_pod = |t: i64, pod: &str| count(t, &|r: &Row| r.tenant == 'b' && r.pod == pod);
+    for (op, keep) in [("and", true), ("unless", false)] {
+        let q = format!(
+            r#"sum by (pod) (count_over_time({{project="shop"}}[1m])) {op} on(pod) sum by (pod, level) (count_over_time({{project="shop"}} |= "slow call" [1m]))"#
+        );
+        let (s, body) = ask(mp(&q, "60s")).await;
+        assert_eq!(s, 200, "{body}");
+        let mut expect = Series::new();
+        for &t in &steps {
+            for pod in pods {
+                if shop_pod(t, pod) > 0.0 && (slow(t, pod) > 0.0) == keep {
+                    put(&mut expect, labels(&[("pod", pod)]), t, shop_pod(t, pod));
+                }
+            }
+        }
+        assert!(!expect.is_empty(), "{op}");
+        assert_eq!(matrix(&body), expect, "{op}: {body}");
+    }
+    let (s, body) = ask(mp(r#"sum by (pod) (count_over_time({project="billing"}[1m])) or sum by (pod) (count_over_time({project="shop"}[1m]))"#, "60s")).await;
+    assert_eq!(s, 200, "{body}");
+    let mut expect = Series::new();
+    for &t in &steps {
+        for pod in pods {
+            let v = if billing_pod(t, pod) > 0.0 { billing_pod(t, pod) } else { shop_pod(t, pod) };
+            if v > 0.0 {
+                put(&mut expect, labels(&[("pod", pod)]), t, v);
+            }
+        }
+    }
+    assert_eq!(matrix(&body), expect, "{body}");
+    // `or on(pod)`: shop's series (other labels) only at steps where billing has none for the pod.
+    let (s, body) = ask(mp(
+        r#"sum by (pod, project) (count_over_time({project="billing"}[1m])) or on(pod) sum by (pod, project) (count_over_time({project="shop"}[1m]))"#,
+        "60s",
+    ))
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let mut expect = Series::new();
+    for &t in &steps {
+        for pod in pods {
+            let (project, v) = if billing_pod(t, pod) > 0.0 { ("billing", billing_pod(t, pod)) } else { ("shop", shop_pod(t, pod)) };
+            if v > 0.0 {
+                put(&mut expect, labels(&[("pod", pod), ("project", project)]), t, v);
+            }
+        }
+    }
+    assert!(expect.keys().any(|l| l["project"] == "shop") && expect.keys().any(|l| l["project"] == "billing"));
+    assert_eq!(matrix(&body), expect, "{body}");
+    // A set operator reads each side in the caller's scope: ws-b, which alice may not read,
+    // holds nothing for her, so `or vector(0)` answers 0 at every step.
+    let (_, body) = ask(mp(r#"sum(count_over_time({workspace="ws-b"}[1m])) or vector(0)"#, "60s")).await;
+    assert_eq!(matrix(&body), BTreeMap::from([(labels(&[]), steps.iter().map(|t| (t / S, 0.0)).collect())]), "{body}");
     // Unwrapped values: sums, maxima and medians of `dur` per pod over (t - range, t].
     let dur = |r: &Row| -> f64 { r.line.split("dur=").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap() };
     let window = |pod: &str, t: i64, range: i64| -> Vec<f64> {
@@ -617,6 +723,9 @@ async fn loki_api(server: Server) {
         (r#"{project=~"(\\w{100}){100}"}"#, "invalid_query"),
         (r#"{project="shop"} |~ "(a""#, "invalid_query"),
         (r#"absent_over_time({project="shop"} | logfmt | unwrap dur [1m])"#, "invalid_query"),
+        (r#"count_over_time({project="shop"}[1m]) and on(pod) group_left count_over_time({project="shop"}[1m])"#, "invalid_query"),
+        (r#"count_over_time({project="shop"}[1m]) / on(pod) 2"#, "invalid_query"),
+        (r#"vector(1) or 2"#, "invalid_query"),
     ] {
         let (s, body) = ask(range(q)).await;
         assert_eq!((s, body["error"]["code"].as_str()), (400, Some(code)), "{q}: {body}");

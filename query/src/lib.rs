@@ -26,6 +26,7 @@ pub mod sql;
 pub mod state;
 pub mod syntax;
 pub mod tail;
+pub mod vector_match;
 
 pub use state::{QueryLimits, QueryState};
 

@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 
 use super::labels::Labels;
-use super::{AggOp, BinOp, CmpOp, Grouping, MetricExpr, RangeFn};
+use super::{AggOp, BinOp, CmpOp, Grouping, Matching, MetricExpr, RangeFn, SetOp};
+use crate::vector_match::{self, Series};
+use schemas::{ApiError, ErrorCode};
 
 pub use crate::params::Steps;
 
@@ -146,16 +148,20 @@ pub enum Value {
 
 /// Evaluates `e` at `steps`; `inputs` holds one [`Buckets`] per range function, in the order
 /// of [`MetricExpr::logs`].
-pub fn eval(e: &MetricExpr, steps: &Steps, inputs: &mut std::vec::IntoIter<Buckets>, max_series: usize) -> Result<Value, String> {
+/// Errors are coded: too many series is a limit, an expression that cannot be evaluated (an
+/// aggregation of a number, an ambiguous vector match) an invalid query.
+pub fn eval(e: &MetricExpr, steps: &Steps, inputs: &mut std::vec::IntoIter<Buckets>, max_series: usize) -> Result<Value, ApiError> {
+    let invalid = |m: String| ApiError::new(ErrorCode::InvalidQuery, m);
+    let missing = || ApiError::new(ErrorCode::Internal, "a range function without its input");
     let v = match e {
         MetricExpr::Number(n) => Value::Scalar(*n),
         MetricExpr::Vector(n) => Value::Vector(vec![(Labels::new(), vec![Some(*n); steps.len()])]),
         MetricExpr::Range { func: RangeFn::AbsentOverTime, log, range_ns, offset_ns, .. } => {
-            let b = inputs.next().ok_or("internal: a range function without its input")?;
+            let b = inputs.next().ok_or_else(missing)?;
             Value::Vector(absent(&log.selector, b, steps, *range_ns, *offset_ns))
         }
         MetricExpr::Range { func, range_ns, offset_ns, unwrap, param, .. } => {
-            let b = inputs.next().ok_or("internal: a range function without its input")?;
+            let b = inputs.next().ok_or_else(missing)?;
             if unwrap.is_some() {
                 Value::Vector(unwrapped(*func, *param, b.samples, steps, *range_ns, *offset_ns))
             } else {
@@ -163,24 +169,33 @@ pub fn eval(e: &MetricExpr, steps: &Steps, inputs: &mut std::vec::IntoIter<Bucke
             }
         }
         MetricExpr::Agg { op, grouping, param, inner } => match eval(inner, steps, inputs, max_series)? {
-            Value::Scalar(_) => return Err("aggregations need a vector, not a number".into()),
+            Value::Scalar(_) => return Err(invalid("aggregations need a vector, not a number".into())),
             Value::Vector(m) => Value::Vector(aggregate(*op, grouping.as_ref(), *param, m, steps.len())),
         },
-        MetricExpr::Binary { op, lhs, rhs } => {
+        MetricExpr::Binary { op, matching, lhs, rhs } => {
             let l = eval(lhs, steps, inputs, max_series)?;
             let r = eval(rhs, steps, inputs, max_series)?;
-            binary(*op, l, r)
+            binary(*op, matching, l, r, steps.len()).map_err(invalid)?
         }
-        MetricExpr::Compare { op, bool_mod, lhs, rhs } => {
+        MetricExpr::Compare { op, bool_mod, matching, lhs, rhs } => {
             let l = eval(lhs, steps, inputs, max_series)?;
             let r = eval(rhs, steps, inputs, max_series)?;
-            compare(*op, *bool_mod, l, r)
+            compare(*op, *bool_mod, matching, l, r, steps.len()).map_err(invalid)?
         }
+        MetricExpr::Set { op, matching, lhs, rhs } => match (eval(lhs, steps, inputs, max_series)?, eval(rhs, steps, inputs, max_series)?) {
+            (Value::Vector(l), Value::Vector(r)) => {
+                Value::Vector(from_series(vector_match::set(*op, &matching.labels, to_series(l), to_series(r), steps.len())))
+            }
+            _ => return Err(invalid(format!("`{}` needs a vector on both sides, not a number", set_name(*op)))),
+        },
     };
     if let Value::Vector(m) = &v
         && m.len() > max_series
     {
-        return Err(format!("the query returns more than {max_series} series; aggregate it (sum by …) or narrow the selector"));
+        return Err(ApiError::new(
+            ErrorCode::LimitExceeded,
+            format!("the query returns more than {max_series} series; aggregate it (sum by …) or narrow the selector"),
+        ));
     }
     Ok(v)
 }
@@ -372,14 +387,37 @@ fn apply(op: BinOp, a: f64, b: f64) -> f64 {
     }
 }
 
-fn binary(op: BinOp, l: Value, r: Value) -> Value {
-    combine(l, r, |a, b| apply(op, a, b), |a, b, _| Some(apply(op, a, b)))
+fn binary(op: BinOp, m: &Matching, l: Value, r: Value, n: usize) -> Result<Value, String> {
+    combine(m, l, r, n, |a, b| apply(op, a, b), |a, b, _| Some(apply(op, a, b)))
 }
 
-/// `l` and `r` combined point by point: two numbers by `scalars`; a vector with a number, or
-/// two vectors paired one-to-one on identical label sets, by `points(left, right, the vector's
-/// value — the left one between two vectors)`. A series left without points is dropped.
-fn combine(l: Value, r: Value, scalars: impl Fn(f64, f64) -> f64, points: impl Fn(f64, f64, f64) -> Option<f64>) -> Value {
+fn set_name(op: SetOp) -> &'static str {
+    match op {
+        SetOp::And => "and",
+        SetOp::Or => "or",
+        SetOp::Unless => "unless",
+    }
+}
+
+fn to_series(m: Matrix) -> Vec<Series> {
+    m.into_iter().map(|(labels, points)| Series { labels: labels.into_iter().collect(), points }).collect()
+}
+
+fn from_series(v: Vec<Series>) -> Matrix {
+    v.into_iter().map(|s| (s.labels.into_iter().collect(), s.points)).collect()
+}
+
+/// `l` and `r` combined point by point: two numbers by `scalars`; a vector and a number, or
+/// two vectors (paired as `m` says), by `points(left, right, the vector's value — the left one
+/// between two vectors)`. A series left without points is dropped.
+fn combine(
+    m: &Matching,
+    l: Value,
+    r: Value,
+    n: usize,
+    scalars: impl Fn(f64, f64) -> f64,
+    points: impl Fn(f64, f64, f64) -> Option<f64>,
+) -> Result<Value, String> {
     let series = |m: Matrix, f: &dyn Fn(f64) -> Option<f64>| -> Matrix {
         m.into_iter()
             .filter_map(|(labels, v)| {
@@ -388,23 +426,17 @@ fn combine(l: Value, r: Value, scalars: impl Fn(f64, f64) -> f64, points: impl F
             })
             .collect()
     };
-    match (l, r) {
-        (Value::Scalar(a), Value::Scalar(b)) => Value::Scalar(scalars(a, b)),
-        (Value::Vector(m), Value::Scalar(b)) => Value::Vector(series(m, &|x| points(x, b, x))),
-        (Value::Scalar(a), Value::Vector(m)) => Value::Vector(series(m, &|x| points(a, x, x))),
-        (Value::Vector(lm), Value::Vector(rm)) => {
-            let right: BTreeMap<Labels, Vec<Option<f64>>> = rm.into_iter().collect();
-            Value::Vector(
-                lm.into_iter()
-                    .filter_map(|(labels, lv)| {
-                        let rv = right.get(&labels)?;
-                        let v: Vec<Option<f64>> = lv.iter().zip(rv).map(|(a, b)| points((*a)?, (*b)?, (*a)?)).collect();
-                        v.iter().any(Option::is_some).then_some((labels, v))
-                    })
-                    .collect(),
-            )
-        }
+    if !m.is_default() && !matches!((&l, &r), (Value::Vector(_), Value::Vector(_))) {
+        return Err("on, ignoring, group_left and group_right match two vectors; a side here is a number".into());
     }
+    Ok(match (l, r) {
+        (Value::Scalar(a), Value::Scalar(b)) => Value::Scalar(scalars(a, b)),
+        (Value::Vector(v), Value::Scalar(b)) => Value::Vector(series(v, &|x| points(x, b, x))),
+        (Value::Scalar(a), Value::Vector(v)) => Value::Vector(series(v, &|x| points(a, x, x))),
+        (Value::Vector(lm), Value::Vector(rm)) => {
+            Value::Vector(from_series(vector_match::binary(m, false, to_series(lm), to_series(rm), n, |a, b| points(a, b, a))?))
+        }
+    })
 }
 
 fn holds(op: CmpOp, a: f64, b: f64) -> bool {
@@ -421,9 +453,9 @@ fn holds(op: CmpOp, a: f64, b: f64) -> bool {
 /// A comparison, as PromQL's: without `bool` a point is kept (with the vector's value — the
 /// left one between two vectors) where it holds and dropped where not; with `bool` every point
 /// is 1 or 0. Vectors pair up on identical label sets.
-fn compare(op: CmpOp, bool_mod: bool, l: Value, r: Value) -> Value {
+fn compare(op: CmpOp, bool_mod: bool, m: &Matching, l: Value, r: Value, n: usize) -> Result<Value, String> {
     let truth = |a, b| if holds(op, a, b) { 1.0 } else { 0.0 };
-    combine(l, r, truth, |a, b, keep| if bool_mod { Some(truth(a, b)) } else { holds(op, a, b).then_some(keep) })
+    combine(m, l, r, n, truth, |a, b, keep| if bool_mod { Some(truth(a, b)) } else { holds(op, a, b).then_some(keep) })
 }
 
 /// A sample value as Loki and Prometheus write it (Go's shortest `'f'` formatting, `+Inf`,
@@ -545,19 +577,20 @@ mod tests {
             top,
             vec![(labels(&[("level", "error"), ("pod", "b")]), vec![None, Some(2.0)]), (labels(&[("level", "info"), ("pod", "a")]), vec![Some(5.0), None])]
         );
-        let Value::Vector(d) = binary(BinOp::Div, Value::Vector(s.clone()), Value::Scalar(2.0)) else { panic!() };
+        let one = Matching::default();
+        let Value::Vector(d) = binary(BinOp::Div, &one, Value::Vector(s.clone()), Value::Scalar(2.0), 2).unwrap() else { panic!() };
         assert_eq!(d[0].1, vec![Some(2.0), Some(1.0)]);
-        let Value::Vector(r) = binary(BinOp::Div, Value::Vector(s.clone()), Value::Vector(s[..1].to_vec())) else { panic!() };
+        let Value::Vector(r) = binary(BinOp::Div, &one, Value::Vector(s.clone()), Value::Vector(s[..1].to_vec()), 2).unwrap() else { panic!() };
         assert_eq!(r, vec![(labels(&[("level", "error")]), vec![Some(1.0), Some(1.0)])], "only matching label sets pair up");
-        let Value::Vector(gt) = compare(CmpOp::Gt, false, Value::Vector(s.clone()), Value::Scalar(4.0)) else { panic!() };
+        let Value::Vector(gt) = compare(CmpOp::Gt, false, &one, Value::Vector(s.clone()), Value::Scalar(4.0), 2).unwrap() else { panic!() };
         assert_eq!(gt, vec![(labels(&[("level", "info")]), vec![Some(5.0), None])], "filtered, values kept");
-        let Value::Vector(b) = compare(CmpOp::Gt, true, Value::Vector(s.clone()), Value::Scalar(4.0)) else { panic!() };
+        let Value::Vector(b) = compare(CmpOp::Gt, true, &one, Value::Vector(s.clone()), Value::Scalar(4.0), 2).unwrap() else { panic!() };
         assert_eq!(b[0].1, vec![Some(0.0), Some(0.0)], "with bool: 1 or 0 at every point");
-        let Value::Vector(lt) = compare(CmpOp::Lt, false, Value::Scalar(3.0), Value::Vector(s.clone())) else { panic!() };
+        let Value::Vector(lt) = compare(CmpOp::Lt, false, &one, Value::Scalar(3.0), Value::Vector(s.clone()), 2).unwrap() else { panic!() };
         assert_eq!(lt, vec![(labels(&[("level", "error")]), vec![Some(4.0), None]), (labels(&[("level", "info")]), vec![Some(5.0), None])]);
-        let Value::Vector(vv) = compare(CmpOp::Ge, false, Value::Vector(s.clone()), Value::Vector(s[1..].to_vec())) else { panic!() };
+        let Value::Vector(vv) = compare(CmpOp::Ge, false, &one, Value::Vector(s.clone()), Value::Vector(s[1..].to_vec()), 2).unwrap() else { panic!() };
         assert_eq!(vv, vec![(labels(&[("level", "info")]), vec![Some(5.0), Some(1.0)])]);
-        assert_eq!(compare(CmpOp::Eq, true, Value::Scalar(1.0), Value::Scalar(1.0)), Value::Scalar(1.0));
+        assert_eq!(compare(CmpOp::Eq, true, &one, Value::Scalar(1.0), Value::Scalar(1.0), 2), Ok(Value::Scalar(1.0)));
         assert_eq!(quantile(0.5, &[1.0, 2.0, 3.0, 4.0]), 2.5);
         assert_eq!(quantile(0.99, &[5.0]), 5.0);
         assert_eq!(over(RangeFn::StddevOverTime, None, &[2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0], 1.0), 2.0);

@@ -13,7 +13,8 @@
 //!   `[range]` (with `offset`), `sum`/`avg`/`min`/`max`/`count`/`topk`/`bottomk` `by`/`without`,
 //!   over `| unwrap` (`duration(…)`, `bytes(…)`) the `*_over_time` functions and
 //!   `quantile_over_time`, arithmetic between them and with numbers, comparisons (`== != > >= < <=`, filtering, or
-//!   1/0 with `bool`), and `vector(n)` (Grafana's health check).
+//!   1/0 with `bool`), vector matching (`on`/`ignoring`, `group_left`/`group_right`), the set
+//!   operators `and`, `or`, `unless`, and `vector(n)` (Grafana's health check).
 //!
 //! Anything else is a parse error naming what is not supported: a clear 400, never a query
 //! that silently means something else. Semantics follow Loki's documentation: label matchers'
@@ -22,6 +23,8 @@
 //!
 //! Tenancy is not expressed here at all: the caller's scope travels beside the query (see
 //! [`crate::loki`]), and a matcher on `workspace` or `project` can only narrow it.
+
+pub use crate::vector_match::{Card, LabelMatch, Matching, SetOp};
 
 pub mod eval;
 pub mod labels;
@@ -222,8 +225,10 @@ pub enum MetricExpr {
         param: Option<f64>,
         inner: Box<MetricExpr>,
     },
+    /// Arithmetic; between two vectors, series pair up as `matching` says.
     Binary {
         op: BinOp,
+        matching: Matching,
         lhs: Box<MetricExpr>,
         rhs: Box<MetricExpr>,
     },
@@ -231,6 +236,14 @@ pub enum MetricExpr {
     Compare {
         op: CmpOp,
         bool_mod: bool,
+        matching: Matching,
+        lhs: Box<MetricExpr>,
+        rhs: Box<MetricExpr>,
+    },
+    /// `and`, `or`, `unless` between two vectors (`matching` has no group modifier).
+    Set {
+        op: SetOp,
+        matching: Matching,
         lhs: Box<MetricExpr>,
         rhs: Box<MetricExpr>,
     },
@@ -252,7 +265,7 @@ impl MetricExpr {
         match self {
             MetricExpr::Range { log, .. } => vec![log],
             MetricExpr::Agg { inner, .. } => inner.logs(),
-            MetricExpr::Binary { lhs, rhs, .. } | MetricExpr::Compare { lhs, rhs, .. } => {
+            MetricExpr::Binary { lhs, rhs, .. } | MetricExpr::Compare { lhs, rhs, .. } | MetricExpr::Set { lhs, rhs, .. } => {
                 let mut v = lhs.logs();
                 v.extend(rhs.logs());
                 v

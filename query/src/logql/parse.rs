@@ -126,7 +126,7 @@ pub fn parse(src: &str) -> Result<Expr, String> {
     if p.toks.is_empty() {
         return Err("the query is empty".into());
     }
-    let e = if p.starts_log() { Expr::Log(p.log_expr()?) } else { Expr::Metric(p.comparison()?) };
+    let e = if p.starts_log() { Expr::Log(p.log_expr()?) } else { Expr::Metric(p.metric()?) };
     if p.pos < p.toks.len() {
         return Err(format!("unexpected {} at {}", p.describe(), p.at()));
     }
@@ -460,12 +460,13 @@ impl Parser {
                 break;
             }
             self.pos += 1;
-            if self.is_ident("bool") || self.is_ident("on") || self.is_ident("ignoring") || self.is_ident("group_left") || self.is_ident("group_right") {
-                return Err(format!("{} in binary operations is not supported", self.describe()));
+            if self.is_ident("bool") {
+                return Err("the bool modifier can only follow a comparison operator (== != > >= < <=)".into());
             }
+            let matching = self.matching(false)?;
             let next_min = if op == BinOp::Pow { prec } else { prec + 1 };
             let rhs = self.binary(next_min)?;
-            lhs = MetricExpr::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs) };
+            lhs = MetricExpr::Binary { op, matching, lhs: Box::new(lhs), rhs: Box::new(rhs) };
         }
         self.depth -= 1;
         Ok(lhs)
@@ -490,25 +491,99 @@ impl Parser {
             if bool_mod {
                 self.pos += 1;
             }
-            if self.is_ident("on") || self.is_ident("ignoring") || self.is_ident("group_left") || self.is_ident("group_right") {
-                return Err(format!("{} in binary operations is not supported", self.describe()));
-            }
+            let matching = self.matching(false)?;
             let rhs = self.binary(0)?;
             if !bool_mod && matches!((&lhs, &rhs), (MetricExpr::Number(_), MetricExpr::Number(_))) {
                 return Err("comparisons between numbers need the bool modifier (like 1 > bool 0)".into());
             }
-            lhs = MetricExpr::Compare { op, bool_mod, lhs: Box::new(lhs), rhs: Box::new(rhs) };
-        }
-        if self.is_ident("and") || self.is_ident("or") || self.is_ident("unless") {
-            return Err(format!("set operator {} is not supported", self.describe()));
+            lhs = MetricExpr::Compare { op, bool_mod, matching, lhs: Box::new(lhs), rhs: Box::new(rhs) };
         }
         Ok(lhs)
+    }
+
+    /// A whole metric expression: set operators bind loosest, `or` below `and` and `unless`,
+    /// both below comparisons (as in PromQL and Loki).
+    fn metric(&mut self) -> Result<MetricExpr, String> {
+        let mut lhs = self.and_unless()?;
+        while self.is_ident("or") {
+            self.pos += 1;
+            let matching = self.matching(true)?;
+            let rhs = self.and_unless()?;
+            lhs = MetricExpr::Set { op: SetOp::Or, matching, lhs: Box::new(lhs), rhs: Box::new(rhs) };
+        }
+        Ok(lhs)
+    }
+
+    fn and_unless(&mut self) -> Result<MetricExpr, String> {
+        let mut lhs = self.comparison()?;
+        loop {
+            let op = if self.is_ident("and") {
+                SetOp::And
+            } else if self.is_ident("unless") {
+                SetOp::Unless
+            } else {
+                break;
+            };
+            self.pos += 1;
+            let matching = self.matching(true)?;
+            let rhs = self.comparison()?;
+            lhs = MetricExpr::Set { op, matching, lhs: Box::new(lhs), rhs: Box::new(rhs) };
+        }
+        Ok(lhs)
+    }
+
+    /// The vector-matching modifiers after an operator: `on(…)` or `ignoring(…)`, then (not
+    /// after a set operator) `group_left` or `group_right`, each with an optional label list.
+    fn matching(&mut self, set: bool) -> Result<Matching, String> {
+        let labels = if self.is_ident("on") {
+            self.pos += 1;
+            LabelMatch::On(self.label_list()?)
+        } else if self.is_ident("ignoring") {
+            self.pos += 1;
+            LabelMatch::Ignoring(self.label_list()?)
+        } else {
+            LabelMatch::All
+        };
+        let left = self.is_ident("group_left");
+        if !left && !self.is_ident("group_right") {
+            return Ok(Matching { labels, card: Card::OneToOne });
+        }
+        if set {
+            return Err(format!("{} cannot follow a set operator (and, or, unless): they match series one-to-one", self.describe()));
+        }
+        if labels == LabelMatch::All {
+            return Err(format!("{} needs on(…) or ignoring(…) before it", self.describe()));
+        }
+        self.pos += 1;
+        let include = if self.is_sym("(") { self.label_list()? } else { Vec::new() };
+        if let LabelMatch::On(on) = &labels
+            && let Some(both) = include.iter().find(|l| on.contains(l))
+        {
+            return Err(format!("label `{both}` must not be listed in both on(…) and the group modifier"));
+        }
+        Ok(Matching { labels, card: if left { Card::ManyToOne(include) } else { Card::OneToMany(include) } })
+    }
+
+    /// `(name, …)`, possibly empty.
+    fn label_list(&mut self) -> Result<Vec<String>, String> {
+        self.expect_sym("(")?;
+        let mut labels = Vec::new();
+        if !self.eat_sym(")") {
+            loop {
+                labels.push(self.ident("a label name")?);
+                if self.eat_sym(")") {
+                    break;
+                }
+                self.expect_sym(",")?;
+            }
+        }
+        Ok(labels)
     }
 
     fn unary(&mut self) -> Result<MetricExpr, String> {
         if self.eat_sym("-") {
             let e = self.unary()?;
-            return Ok(MetricExpr::Binary { op: BinOp::Mul, lhs: Box::new(MetricExpr::Number(-1.0)), rhs: Box::new(e) });
+            return Ok(MetricExpr::Binary { op: BinOp::Mul, matching: Matching::default(), lhs: Box::new(MetricExpr::Number(-1.0)), rhs: Box::new(e) });
         }
         if self.eat_sym("+") {
             return self.unary();
@@ -520,7 +595,7 @@ impl Parser {
             }
             Some(Tok::Sym("(")) => {
                 self.pos += 1;
-                let e = self.comparison()?;
+                let e = self.metric()?;
                 self.expect_sym(")")?;
                 Ok(e)
             }
@@ -542,18 +617,7 @@ impl Parser {
             return Ok(None);
         };
         self.pos += 1;
-        self.expect_sym("(")?;
-        let mut labels = Vec::new();
-        if !self.eat_sym(")") {
-            loop {
-                labels.push(self.ident("a label name")?);
-                if self.eat_sym(")") {
-                    break;
-                }
-                self.expect_sym(",")?;
-            }
-        }
-        Ok(Some(Grouping { without, labels }))
+        Ok(Some(Grouping { without, labels: self.label_list()? }))
     }
 
     fn call(&mut self, name: &str) -> Result<MetricExpr, String> {
@@ -646,7 +710,7 @@ impl Parser {
             } else {
                 None
             };
-            let inner = self.comparison()?;
+            let inner = self.metric()?;
             self.expect_sym(")")?;
             if grouping.is_none() {
                 grouping = self.grouping()?;

@@ -48,7 +48,29 @@ fn metric_queries_parse_with_precedence() {
     assert!(matches!(parse("sum(rate({a=\"b\"}[1m])) >= bool 0.5").unwrap(), Expr::Metric(MetricExpr::Compare { bool_mod: true, op: CmpOp::Ge, .. })));
     assert!(parse("1 > 2").is_err(), "numbers need bool");
     assert!(parse("1 > bool 2").is_ok());
-    assert!(parse("rate({a=\"b\"}[1m]) > on(pod) rate({a=\"b\"}[1m])").is_err());
+    // Vector matching after the operator (and after `bool`).
+    let Expr::Metric(MetricExpr::Binary { op: BinOp::Div, matching, .. }) =
+        parse("sum by (pod, app) (rate({a=\"b\"}[1m])) / on(app) group_left(team) sum by (app, team) (rate({a=\"b\"}[1m]))").unwrap()
+    else {
+        panic!("expected / at the top")
+    };
+    assert_eq!(matching, Matching { labels: LabelMatch::On(vec!["app".into()]), card: Card::ManyToOne(vec!["team".into()]) });
+    let Expr::Metric(MetricExpr::Compare { bool_mod: true, matching, .. }) =
+        parse("rate({a=\"b\"}[1m]) > bool ignoring(pod) group_right rate({a=\"b\"}[1m])").unwrap()
+    else {
+        panic!("expected a comparison")
+    };
+    assert_eq!(matching, Matching { labels: LabelMatch::Ignoring(vec!["pod".into()]), card: Card::OneToMany(vec![]) });
+    // Set operators bind loosest, `or` below `and`: `a or b and c > 1` is `a or (b and (c > 1))`.
+    let Expr::Metric(MetricExpr::Set { op: SetOp::Or, rhs, .. }) = parse("vector(1) or vector(2) and on() rate({a=\"b\"}[1m]) > 1").unwrap() else {
+        panic!("expected or at the top")
+    };
+    let MetricExpr::Set { op: SetOp::And, matching, rhs, .. } = *rhs else { panic!("expected and under or") };
+    assert_eq!(matching.labels, LabelMatch::On(vec![]));
+    assert!(matches!(*rhs, MetricExpr::Compare { .. }));
+    assert!(matches!(parse("(vector(1) unless vector(2)) * 2").unwrap(), Expr::Metric(MetricExpr::Binary { op: BinOp::Mul, .. })));
+    // Inside a pipeline, `or` still joins label filters.
+    assert!(matches!(parse("count_over_time({a=\"b\"} | level=\"x\" or level=\"y\" [1m])").unwrap(), Expr::Metric(MetricExpr::Range { .. })));
 }
 
 #[test]
@@ -62,8 +84,11 @@ fn unsupported_and_malformed_queries_are_named() {
         ("bytes_rate({a=\"b\"} | unwrap x [1m])", "no unwrap"),
         ("sum_over_time({a=\"b\"} | unwrap x [1m]) by (pod)", "not supported"),
         ("avg_over_time({a=\"b\"} | unwrap x | json [1m])", "only label filters"),
-        ("count_over_time({a=\"b\"}[1m]) > on(a) count_over_time({a=\"b\"}[1m])", "not supported"),
-        ("count_over_time({a=\"b\"}[1m]) or vector(1)", "not supported"),
+        ("vector(1) + bool vector(1)", "bool modifier can only follow a comparison"),
+        ("vector(1) * group_left vector(1)", "needs on(…) or ignoring(…)"),
+        ("vector(1) and on(a) group_left vector(1)", "cannot follow a set operator"),
+        ("vector(1) / on(a) group_left(a) vector(1)", "both on(…) and the group modifier"),
+        ("vector(1) / on(a vector(1)", "expected"),
         ("count_over_time({a=\"b\"})", "`[`"),
         ("{a=\"b\"} |= ip(\"1.2.3.4\")", "not supported"),
         ("{a=\"b\"} | line_format \"{{ printf .x }}\"", "not supported"),

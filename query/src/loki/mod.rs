@@ -392,7 +392,7 @@ async fn metric(state: &QueryState, id: &Identity, m: &MetricExpr, steps: &Steps
     let mut inputs = Vec::new();
     let mut scanned = Scanned::default();
     collect_inputs(state, id, m, steps, &mut inputs, &mut scanned).await?;
-    let v = eval::eval(m, steps, &mut inputs.into_iter(), state.limits.max_series).map_err(|e| ApiError::new(ErrorCode::LimitExceeded, e))?;
+    let v = eval::eval(m, steps, &mut inputs.into_iter(), state.limits.max_series)?;
     Ok((v, scanned))
 }
 
@@ -463,7 +463,7 @@ fn plan<'a>(e: &'a MetricExpr, parent: Option<&'a MetricExpr>, out: &mut Vec<Pla
             out.push((log, *range_ns, *offset_ns, StreamColumns::ALL, false, Some((u, grouping.as_ref()))));
         }
         MetricExpr::Agg { inner, .. } => plan(inner, Some(e), out),
-        MetricExpr::Binary { lhs, rhs, .. } | MetricExpr::Compare { lhs, rhs, .. } => {
+        MetricExpr::Binary { lhs, rhs, .. } | MetricExpr::Compare { lhs, rhs, .. } | MetricExpr::Set { lhs, rhs, .. } => {
             plan(lhs, Some(e), out);
             plan(rhs, Some(e), out);
         }

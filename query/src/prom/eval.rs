@@ -24,19 +24,14 @@ pub const LOOKBACK_MS: i64 = 5 * 60_000;
 /// Prometheus's stale marker.
 const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 
-pub type Labels = Vec<(String, String)>;
+use crate::vector_match::{self, Card, LabelMatch, Matching, SetOp, drop_name};
+pub use crate::vector_match::{Labels, Series};
 
 /// A series' new value for a label (`None`: unchanged).
 type Relabel = dyn Fn(&Labels) -> Option<String>;
 
 /// The evaluation times, Unix milliseconds.
 pub use crate::params::Steps;
-
-#[derive(Debug, Clone)]
-pub struct Series {
-    pub labels: Labels,
-    pub points: Vec<Option<f64>>,
-}
 
 #[derive(Debug, Clone)]
 pub enum Value {
@@ -179,11 +174,6 @@ impl Stored {
 pub struct Eval<'a> {
     pub steps: Steps,
     pub data: &'a [Stored],
-}
-
-fn drop_name(mut l: Labels) -> Labels {
-    l.retain(|(k, _)| k != "__name__");
-    l
 }
 
 fn is_stale(v: f64) -> bool {
@@ -607,102 +597,25 @@ impl Eval<'_> {
         apply: impl Fn(f64, f64) -> Option<f64>,
     ) -> Result<Value, ApiError> {
         let modifier = b.modifier.as_ref();
-        // `group_left(…)`: the left side is the many; `group_right(…)`: the right side.
-        let (include, many_right) = match modifier.map(|m| &m.card) {
-            Some(VectorMatchCardinality::ManyToOne(ls)) => (Some(&ls.labels), false),
-            Some(VectorMatchCardinality::OneToMany(ls)) => (Some(&ls.labels), true),
-            _ => (None, false),
-        };
-        let matching = modifier.and_then(|m| m.matching.as_ref());
-        let signature = |labels: &Labels| -> Labels {
-            match matching {
-                Some(LabelModifier::Include(on)) => labels.iter().filter(|(k, _)| on.labels.iter().any(|o| o == k)).cloned().collect(),
-                Some(LabelModifier::Exclude(ign)) => labels.iter().filter(|(k, _)| k != "__name__" && !ign.labels.iter().any(|o| o == k)).cloned().collect(),
-                None => labels.iter().filter(|(k, _)| k != "__name__").cloned().collect(),
-            }
+        let labels = match modifier.and_then(|m| m.matching.as_ref()) {
+            Some(LabelModifier::Include(on)) => LabelMatch::On(on.labels.clone()),
+            Some(LabelModifier::Exclude(ign)) => LabelMatch::Ignoring(ign.labels.clone()),
+            None => LabelMatch::All,
         };
         let n = self.steps.len();
-        let rsig: Vec<Labels> = r.iter().map(|s| signature(&s.labels)).collect();
-        let lsig: Vec<Labels> = l.iter().map(|s| signature(&s.labels)).collect();
         if set {
-            let present = |sigs: &[Labels], side: &[Series], i: usize| -> std::collections::HashSet<Labels> {
-                side.iter().zip(sigs).filter(|(s, _)| s.points[i].is_some()).map(|(_, k)| k.clone()).collect()
+            let op = match op {
+                "and" => SetOp::And,
+                "unless" => SetOp::Unless,
+                _ => SetOp::Or,
             };
-            let mut out: Vec<Series> = Vec::new();
-            let mut lpoints: Vec<Vec<Option<f64>>> = l.iter().map(|s| s.points.clone()).collect();
-            let mut rpoints: Vec<Vec<Option<f64>>> = vec![vec![None; n]; r.len()];
-            for i in 0..n {
-                let rs = present(&rsig, &r, i);
-                let ls = present(&lsig, &l, i);
-                for (j, k) in lsig.iter().enumerate() {
-                    let keep = match op {
-                        "and" => rs.contains(k),
-                        "unless" => !rs.contains(k),
-                        _ => true,
-                    };
-                    if !keep {
-                        lpoints[j][i] = None;
-                    }
-                }
-                if op == "or" {
-                    for (j, k) in rsig.iter().enumerate() {
-                        if !ls.contains(k) {
-                            rpoints[j][i] = r[j].points[i];
-                        }
-                    }
-                }
-            }
-            for (s, p) in l.into_iter().zip(lpoints).chain(r.into_iter().zip(rpoints)) {
-                if p.iter().any(Option::is_some) {
-                    out.push(Series { labels: s.labels, points: p });
-                }
-            }
-            return Ok(Value::Vector(out));
+            return Ok(Value::Vector(vector_match::set(op, &labels, l, r, n)));
         }
-        // Per step, each signature at most once on the "one" side (both sides, one-to-one).
-        let (many, many_sig, one, one_sig) = if many_right { (&r, &rsig, &l, &lsig) } else { (&l, &lsig, &r, &rsig) };
-        let mut out: BTreeMap<Labels, Vec<Option<f64>>> = BTreeMap::new();
-        for i in 0..n {
-            let mut ones: HashMap<&Labels, (f64, &Labels)> = HashMap::new();
-            for (s, k) in one.iter().zip(one_sig) {
-                if let Some(y) = s.points[i]
-                    && ones.insert(k, (y, &s.labels)).is_some()
-                {
-                    return Err(invalid(
-                        "found duplicate series for the match group on the side that must be unique; use on/ignoring, or group_left/group_right on the other side",
-                    ));
-                }
-            }
-            let mut seen = std::collections::HashSet::new();
-            for (s, k) in many.iter().zip(many_sig) {
-                let (Some(m), Some((o, one_labels))) = (s.points[i], ones.get(k)) else { continue };
-                if include.is_none() && !seen.insert(k) {
-                    return Err(invalid("multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"));
-                }
-                let (x, y) = if many_right { (*o, m) } else { (m, *o) };
-                let Some(v) = apply(x, y) else { continue };
-                let mut labels = if drop { drop_name(s.labels.clone()) } else { s.labels.clone() };
-                match (include, matching) {
-                    (Some(take), _) => {
-                        for name in take {
-                            labels.retain(|(k, _)| k != name);
-                            if let Some((_, v)) = one_labels.iter().find(|(k, v)| k == name && !v.is_empty()) {
-                                labels.push((name.clone(), v.clone()));
-                            }
-                        }
-                        labels.sort();
-                    }
-                    (None, Some(LabelModifier::Include(on))) => labels.retain(|(k, _)| on.labels.iter().any(|o| o == k)),
-                    (None, Some(LabelModifier::Exclude(ign))) => labels.retain(|(k, _)| !ign.labels.iter().any(|o| o == k)),
-                    (None, None) => {}
-                }
-                let slot = &mut out.entry(labels).or_insert_with(|| vec![None; n])[i];
-                if slot.is_some() {
-                    return Err(invalid("multiple matches for labels: grouping labels must ensure unique matches"));
-                }
-                *slot = Some(v);
-            }
-        }
-        Ok(Value::Vector(out.into_iter().map(|(labels, points)| Series { labels, points }).collect()))
+        let card = match modifier.map(|m| &m.card) {
+            Some(VectorMatchCardinality::ManyToOne(ls)) => Card::ManyToOne(ls.labels.clone()),
+            Some(VectorMatchCardinality::OneToMany(ls)) => Card::OneToMany(ls.labels.clone()),
+            _ => Card::OneToOne,
+        };
+        vector_match::binary(&Matching { labels, card }, drop, l, r, n, apply).map(Value::Vector).map_err(invalid)
     }
 }
