@@ -431,6 +431,34 @@ async fn loki_api(server: Server) {
             );
         }
     }
+    // rate_counter: `dur` taken as a counter per pod (each drop a reset), per second over the
+    // range, as Loki computes it (its extrapolation adds the range in seconds to the sampled
+    // span in microseconds).
+    let (s, body) = ask(mp(r#"rate_counter({project="shop"} |= "dur=" | logfmt | keep pod, dur | unwrap dur [3m])"#, "60s")).await;
+    assert_eq!(s, 200, "{body}");
+    let m = matrix(&body);
+    assert_eq!(m.len(), 2, "{body}");
+    for (l, points) in &m {
+        assert_eq!(points.len(), (0..=6).filter(|k| !window(&l["pod"], t0 / S + k * 60, 180).is_empty()).count(), "{body}");
+        for (t, v) in points {
+            let w: Vec<(i64, f64)> =
+                shop.iter().filter(|r| r.kind == "logfmt" && r.pod == l["pod"] && r.ts > t * S - 180 * S && r.ts <= t * S).map(|r| (r.ts, dur(r))).collect();
+            let want = if w.len() < 2 {
+                0.0
+            } else {
+                let (first, last) = (w[0], w[w.len() - 1]);
+                let resets: f64 = w.windows(2).filter(|p| p[1].1 < p[0].1).map(|p| p[0].1).sum();
+                let increase = last.1 - first.1 + resets;
+                let sampled = (last.0 - first.0) as f64 / 1000.0;
+                let average = sampled / (w.len() - 1) as f64;
+                let to_start = if increase > 0.0 { 180.0f64.min(sampled * first.1 / increase) } else { 180.0 };
+                let span = sampled + if to_start < average * 1.1 { to_start } else { average / 2.0 };
+                increase * span / sampled / 180.0
+            };
+            assert!((v - want).abs() <= 1e-12 * want.abs().max(1.0), "rate_counter {l:?} at {t}: {v} vs {want}");
+        }
+    }
+    assert!(m.values().flatten().any(|(_, v)| *v > 0.0), "{body}");
     // A value that is not of the conversion's kind is a pipeline error, as in Loki.
     let (s, body) = ask(mp(r#"sum(sum_over_time({project="shop"} |= "dur=" | logfmt | unwrap duration(dur) [1m]))"#, "60s")).await;
     assert_eq!((s, body["error"]["code"].as_str()), (400, Some("invalid_query")), "{body}");

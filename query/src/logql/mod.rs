@@ -11,8 +11,8 @@
 //!   `dst=src` and templates `dst="{{.a}}…"`; never of the tenancy labels), `drop`, `keep`;
 //! - metric queries: `count_over_time`, `rate`, `bytes_over_time`, `bytes_rate` over
 //!   `[range]` (with `offset`), `sum`/`avg`/`min`/`max`/`count`/`topk`/`bottomk` `by`/`without`,
-//!   over `| unwrap` (`duration(…)`, `bytes(…)`) the `*_over_time` functions and
-//!   `quantile_over_time`, arithmetic between them and with numbers, comparisons (`== != > >= < <=`, filtering, or
+//!   over `| unwrap` (`duration(…)`, `bytes(…)`) the `*_over_time` functions,
+//!   `quantile_over_time` and `rate_counter`, arithmetic between them and with numbers, comparisons (`== != > >= < <=`, filtering, or
 //!   1/0 with `bool`), vector matching (`on`/`ignoring`, `group_left`/`group_right`), the set
 //!   operators `and`, `or`, `unless`, and `vector(n)` (Grafana's health check).
 //!
@@ -157,6 +157,8 @@ pub enum RangeFn {
     StdvarOverTime,
     /// With its φ.
     QuantileOverTime,
+    /// The per-second increase of the values taken as a counter (a drop is a reset).
+    RateCounter,
 }
 
 /// How an unwrapped label's value becomes a number.

@@ -636,6 +636,7 @@ impl Parser {
             "stddev_over_time" => Some(RangeFn::StddevOverTime),
             "stdvar_over_time" => Some(RangeFn::StdvarOverTime),
             "quantile_over_time" => Some(RangeFn::QuantileOverTime),
+            "rate_counter" => Some(RangeFn::RateCounter),
             _ => None,
         };
         if let Some(func) = range_fn {
@@ -682,7 +683,8 @@ impl Parser {
             };
             self.expect_sym(")")?;
             let grouping = self.grouping()?;
-            if grouping.is_some() && (unwrap.is_none() || matches!(func, RangeFn::SumOverTime | RangeFn::Rate | RangeFn::CountOverTime)) {
+            if grouping.is_some() && (unwrap.is_none() || matches!(func, RangeFn::SumOverTime | RangeFn::Rate | RangeFn::CountOverTime | RangeFn::RateCounter))
+            {
                 return Err(format!("grouping on `{name}` is not supported; group with an aggregation like sum by (…)"));
             }
             return Ok(MetricExpr::Range { func, log, range_ns, offset_ns, unwrap, param, grouping });
