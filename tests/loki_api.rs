@@ -290,6 +290,30 @@ async fn loki_api(server: Server) {
     // in every window: the answer is the same whatever that workspace holds.
     let (_, body) = ask(mp(r#"absent_over_time({workspace="ws-b"}[1m])"#, "60s")).await;
     assert_eq!(matrix(&body), BTreeMap::from([(labels(&[("workspace", "ws-b")]), silent(&|_: &Row| false))]), "{body}");
+    // Logs Drilldown groups and filters by `detected_level`, structured metadata every line
+    // carries (the stored level), and ends its queries with `drop __error__`.
+    let (s, body) = ask(mp(r#"sum by (detected_level) (count_over_time({service_name="api"} | drop __error__ [1m]))"#, "60s")).await;
+    assert_eq!(s, 200, "{body}");
+    let mut by_level: BTreeMap<BTreeMap<String, String>, Vec<(i64, f64)>> = BTreeMap::new();
+    for k in 0..=6 {
+        let t = t0 + k * 60 * S;
+        for level in ["error", "info", "warn"] {
+            let n = visible.iter().filter(|r| r.pod == "api-1" && r.level == level && r.ts > t - 60 * S && r.ts <= t).count();
+            if n > 0 {
+                by_level.entry(labels(&[("detected_level", level)])).or_default().push((t / S, n as f64));
+            }
+        }
+    }
+    assert_eq!(matrix(&body), by_level, "{body}");
+    // Counted by storage per stream, not read line by line (so not bounded by the scan limit).
+    assert_eq!(body["data"]["stats"]["summary"]["totalBytesProcessed"], 0, "{body}");
+    let (s, body) = ask(range(r#"{service_name="api"} | detected_level="error" | drop __error__"#)).await;
+    assert_eq!(s, 200, "{body}");
+    let e = entries(&body);
+    let errors: BTreeSet<i64> = visible.iter().filter(|r| r.pod == "api-1" && r.level == "error").map(|r| r.ts).collect();
+    assert!(!errors.is_empty());
+    assert_eq!(e.iter().map(|(_, t, _)| *t).collect::<BTreeSet<_>>(), errors, "{body}");
+    assert!(e.iter().all(|(l, _, _)| l.get("detected_level").map(String::as_str) == Some("error")), "{body}");
     // Vector matching and set operators, against the oracle: per-minute counts over
     // (t - 1m, t] of the lines a predicate picks, keyed by what `key` names.
     let steps: Vec<i64> = (0..=6).map(|k| t0 + k * 60 * S).collect();

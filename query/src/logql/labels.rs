@@ -13,6 +13,11 @@ pub const STREAM_LABELS: [&str; 9] = ["workspace", "project", "application", "po
 
 pub type Labels = BTreeMap<String, String>;
 
+/// Loki's `detected_level`: structured metadata Loki adds to every line when it discovers log
+/// levels (the level it found, else `unknown`), and what Logs Drilldown groups and filters by.
+/// Here it is the stored severity, which ingest found the same way.
+pub const DETECTED_LEVEL: &str = "detected_level";
+
 /// Loki's `service_name`: the application, else the container, else `unknown_service`.
 fn service_name<'a>(application: &'a str, container: &'a str) -> &'a str {
     if !application.is_empty() {
@@ -46,6 +51,14 @@ pub fn of_stream(s: &StreamCount) -> Labels {
     stream_labels(stream_key(s).0)
 }
 
+/// The labels of a stored stream's counts as a metric query's series: its stream labels and,
+/// when the count was grouped by severity, `detected_level`.
+pub fn of_counted_stream(s: &StreamCount) -> Labels {
+    let mut out = of_stream(s);
+    put(&mut out, DETECTED_LEVEL, &s.severity);
+    out
+}
+
 /// What a stored stream's labels are made of: equal keys, equal labels.
 pub fn stream_key(s: &StreamCount) -> StreamKey<'_> {
     StreamKey([&s.workspace, &s.project, &s.application, &s.pod, &s.container, &s.node, &s.stream, &s.severity])
@@ -71,7 +84,8 @@ impl Eq for StreamKey<'_> {}
 /// metadata took.
 pub fn of_record(r: &LogRecord) -> (Labels, BTreeSet<String>) {
     let mut out = stream_labels([&r.workspace, &r.project, &r.application, &r.pod, &r.container, &r.node, &r.stream, r.severity.as_str()]);
-    let mut metadata = BTreeSet::new();
+    put(&mut out, DETECTED_LEVEL, r.severity.as_str());
+    let mut metadata = BTreeSet::from([DETECTED_LEVEL.to_owned()]);
     for (k, v) in &r.attributes {
         let name = extracted_name(&sanitize(k));
         put(&mut out, &name, v);
@@ -89,9 +103,10 @@ pub fn sanitize(key: &str) -> String {
     s
 }
 
-/// The name an extracted label gets: its own, or with `_extracted` when it is a stream label's.
+/// The name an extracted label gets: its own, or with `_extracted` when it is a stream label's
+/// (or `detected_level`, which every row carries).
 pub fn extracted_name(name: &str) -> String {
-    if STREAM_LABELS.contains(&name) { format!("{name}_extracted") } else { name.to_owned() }
+    if STREAM_LABELS.contains(&name) || name == DETECTED_LEVEL { format!("{name}_extracted") } else { name.to_owned() }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use regex::{Regex, RegexBuilder};
 use storage::search::REGEX_SIZE_LIMIT;
 use storage::{LogFilters, Term};
 
-use super::labels::{Labels, STREAM_LABELS, extracted_name, sanitize};
+use super::labels::{DETECTED_LEVEL, Labels, STREAM_LABELS, extracted_name, sanitize};
 use super::{CmpOp, Conversion, Grouping, LabelPred, LabelValue, LineOp, LogExpr, MatchOp, Matcher, PatternPart, Stage, TemplatePart, Unwrap};
 
 fn regex(pattern: &str, anchored: bool) -> Result<Regex, String> {
@@ -150,10 +150,13 @@ pub struct Entry {
 
 impl Entry {
     /// The labels a metric series is keyed by: stream and extracted labels, without
-    /// structured metadata.
+    /// structured metadata but `detected_level`, which stands for the stream's level (storage
+    /// counts per stream carry it too, so both ways of counting give the same series).
     pub fn series_labels(mut self) -> Labels {
         for k in &self.metadata {
-            self.labels.remove(k);
+            if k != DETECTED_LEVEL {
+                self.labels.remove(k);
+            }
         }
         self.labels
     }
@@ -208,7 +211,17 @@ impl Pipeline {
                 Stage::Keep(m) => Step::Keep(m.iter().map(LabelMatch::new).collect::<Result<_, _>>()?),
             });
         }
-        let pushed = steps.iter().take_while(|s| matches!(s, Step::Line { values, .. } if values.len() == 1)).count();
+        // Storage applies the leading line filters itself. A `drop __error__` among them (Logs
+        // Drilldown ends every query with one) changes nothing there: only a parser or a
+        // conversion sets the error labels, and none has run yet.
+        let pushed = steps
+            .iter()
+            .take_while(|s| match s {
+                Step::Line { values, .. } => values.len() == 1,
+                Step::Drop(ms) => ms.iter().all(|m| matches!(m.name.as_str(), "__error__" | "__error_details__")),
+                _ => false,
+            })
+            .count();
         Ok(Pipeline { selector, steps, pushed, unwrap: None })
     }
 

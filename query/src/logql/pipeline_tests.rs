@@ -127,6 +127,17 @@ fn pushdown_is_exact() {
     assert_eq!(p.filters().projects, vec!["shop".to_owned()]);
     assert!(p.filters().pods.is_empty());
     assert!(!p.only_pushed());
+    // Logs Drilldown's `drop __error__` before any parser keeps the query on storage's counts;
+    // a drop of any other label does not.
+    let pipeline = |q: &str| match parse(q).unwrap() {
+        Expr::Log(l) => Pipeline::new(&l).unwrap(),
+        _ => unreachable!(),
+    };
+    let p = pipeline(r#"{a="b"} |= "x" | drop __error__, __error_details__ |= "y""#);
+    assert!(p.only_pushed());
+    assert_eq!(p.terms(), vec![Term::Exact("x".into()), Term::Exact("y".into())]);
+    assert!(!pipeline(r#"{a="b"} | drop __error__, level"#).only_pushed());
+    assert!(!pipeline(r#"{a="b"} | logfmt | drop __error__"#).only_pushed());
     assert!(
         Pipeline::new(&match parse(r#"{a="b"} |~ "(a""#).unwrap() {
             Expr::Log(l) => l,

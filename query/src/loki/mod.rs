@@ -336,7 +336,7 @@ async fn range_input(
             scanned.lines += s.entries;
             scanned.bytes += s.bytes;
             let slot = *streams.entry(labels::stream_key(s)).or_insert_with(|| {
-                let labels = labels::of_stream(s);
+                let labels = labels::of_counted_stream(s);
                 pl.selects_in_scope(&labels).then(|| {
                     found.push((labels, vec![(0, 0); layout.count]));
                     found.len() - 1
@@ -426,7 +426,7 @@ fn selector_columns(log: &LogExpr) -> StreamColumns {
 /// The stream columns a label needs.
 fn label_columns(c: StreamColumns, label: &str) -> StreamColumns {
     match label {
-        "level" => c.with("severity"),
+        "level" | labels::DETECTED_LEVEL => c.with("severity"),
         "service_name" => c.with("application").with("container"),
         other => c.with(other),
     }
