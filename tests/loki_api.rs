@@ -307,6 +307,17 @@ async fn loki_api(server: Server) {
     assert_eq!(matrix(&body), by_level, "{body}");
     // Counted by storage per stream, not read line by line (so not bounded by the scan limit).
     assert_eq!(body["data"]["stats"]["summary"]["totalBytesProcessed"], 0, "{body}");
+    // With Drilldown's level filter too: storage filters by level and counts.
+    let (s, body) = ask(mp(
+        r#"sum by (detected_level) (count_over_time({service_name="api"} | detected_level="error" or detected_level=`warn` | drop __error__ [1m]))"#,
+        "60s",
+    ))
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let kept: BTreeMap<_, _> = by_level.iter().filter(|(l, _)| l["detected_level"] != "info").map(|(l, p)| (l.clone(), p.clone())).collect();
+    assert_eq!(kept.len(), 2);
+    assert_eq!(matrix(&body), kept, "{body}");
+    assert_eq!(body["data"]["stats"]["summary"]["totalBytesProcessed"], 0, "{body}");
     let (s, body) = ask(range(r#"{service_name="api"} | detected_level="error" | drop __error__"#)).await;
     assert_eq!(s, 200, "{body}");
     let e = entries(&body);

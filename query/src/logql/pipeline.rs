@@ -65,6 +65,19 @@ impl Pred {
         })
     }
 
+    /// The levels a filter on `level` or `detected_level` alone lets through (equality, `or`,
+    /// `and`); `None` for any other filter. Before any parser both labels are the row's stored
+    /// severity (an attribute or field with either name is renamed `…_extracted`), so storage
+    /// can apply the filter itself.
+    fn levels(&self) -> Option<BTreeSet<String>> {
+        match self {
+            Pred::Str(m) if m.is_eq() && (m.name == "level" || m.name == DETECTED_LEVEL) => Some(BTreeSet::from([m.value.clone()])),
+            Pred::Or(a, b) => Some(a.levels()?.union(&b.levels()?).cloned().collect()),
+            Pred::And(a, b) => Some(a.levels()?.intersection(&b.levels()?).cloned().collect()),
+            _ => None,
+        }
+    }
+
     /// `Err` names a label whose value is not a number (Loki's `LabelFilterErr`).
     fn eval(&self, l: &Labels) -> Result<bool, String> {
         Ok(match self {
@@ -166,8 +179,10 @@ impl Entry {
 pub struct Pipeline {
     selector: Vec<LabelMatch>,
     steps: Vec<Step>,
-    /// How many leading steps are line filters storage applies exactly.
+    /// How many leading steps storage applies exactly (line filters, level filters).
     pushed: usize,
+    /// The levels the selector and the pushed level filters keep.
+    levels: Option<BTreeSet<String>>,
     unwrap: Option<Sampler>,
 }
 
@@ -211,18 +226,36 @@ impl Pipeline {
                 Stage::Keep(m) => Step::Keep(m.iter().map(LabelMatch::new).collect::<Result<_, _>>()?),
             });
         }
-        // Storage applies the leading line filters itself. A `drop __error__` among them (Logs
-        // Drilldown ends every query with one) changes nothing there: only a parser or a
-        // conversion sets the error labels, and none has run yet.
-        let pushed = steps
-            .iter()
-            .take_while(|s| match s {
+        // Storage applies the leading line filters itself, and level filters (Logs Drilldown's)
+        // among them. A `drop __error__` there (Drilldown ends every query with one) changes
+        // nothing: only a parser or a conversion sets the error labels, and none has run yet.
+        let mut levels: Option<BTreeSet<String>> = selector.iter().find(|m| m.name == "level" && m.is_eq()).map(|m| BTreeSet::from([m.value.clone()]));
+        let mut pushed = 0;
+        for step in &steps {
+            let storage_applies = match step {
                 Step::Line { values, .. } => values.len() == 1,
                 Step::Drop(ms) => ms.iter().all(|m| matches!(m.name.as_str(), "__error__" | "__error_details__")),
+                // A filter that would leave no level at all stays here: storage's filter is a
+                // list of levels to keep, and an empty one keeps every level.
+                Step::Labels(p) => match (p.levels(), &levels) {
+                    (Some(v), None) if !v.is_empty() => {
+                        levels = Some(v);
+                        true
+                    }
+                    (Some(v), Some(l)) if v.intersection(l).next().is_some() => {
+                        levels = Some(v.intersection(l).cloned().collect());
+                        true
+                    }
+                    _ => false,
+                },
                 _ => false,
-            })
-            .count();
-        Ok(Pipeline { selector, steps, pushed, unwrap: None })
+            };
+            if !storage_applies {
+                break;
+            }
+            pushed += 1;
+        }
+        Ok(Pipeline { selector, steps, pushed, levels, unwrap: None })
     }
 
     /// The pipeline of an unwrapped range function: each entry becomes a sample.
@@ -294,7 +327,7 @@ impl Pipeline {
                 "application" => &mut f.applications,
                 "pod" => &mut f.pods,
                 "container" => &mut f.containers,
-                "level" => &mut f.severities,
+                // `level`: with the level filters, in `levels`.
                 _ => continue,
             };
             // The first value only: a second, different one matches nothing, which the
@@ -303,6 +336,7 @@ impl Pipeline {
                 list.push(m.value.clone());
             }
         }
+        f.severities = self.levels.iter().flatten().cloned().collect();
         f
     }
 

@@ -138,6 +138,20 @@ fn pushdown_is_exact() {
     assert_eq!(p.terms(), vec![Term::Exact("x".into()), Term::Exact("y".into())]);
     assert!(!pipeline(r#"{a="b"} | drop __error__, level"#).only_pushed());
     assert!(!pipeline(r#"{a="b"} | logfmt | drop __error__"#).only_pushed());
+    // Level filters before any parser go to storage as its level filter.
+    let levels = |q: &str| {
+        let p = pipeline(q);
+        (p.only_pushed(), p.filters().severities)
+    };
+    assert_eq!(levels(r#"{a="b"} | detected_level="error" or detected_level=`warn` | drop __error__"#), (true, vec!["error".into(), "warn".into()]));
+    assert_eq!(levels(r#"{level=~"e.*", level="error"} |= "x" | level="error" or level="info""#), (true, vec!["error".into()]));
+    assert_eq!(levels(r#"{a="b"} | detected_level="error" | json"#), (false, vec!["error".into()]));
+    // What storage's list cannot say stays in the pipeline: no level left, a regex, a filter
+    // after a parser, or one on another label too.
+    assert_eq!(levels(r#"{level="error"} | detected_level="warn""#), (false, vec!["error".into()]));
+    assert_eq!(levels(r#"{a="b"} | detected_level=~"err.*""#), (false, vec![]));
+    assert_eq!(levels(r#"{a="b"} | json | level="error""#), (false, vec![]));
+    assert_eq!(levels(r#"{a="b"} | level="error" or pod="x""#), (false, vec![]));
     assert!(
         Pipeline::new(&match parse(r#"{a="b"} |~ "(a""#).unwrap() {
             Expr::Log(l) => l,
