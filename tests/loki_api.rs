@@ -331,7 +331,19 @@ async fn loki_api(server: Server) {
     let count = |t: i64, pred: &dyn Fn(&Row) -> bool| visible.iter().filter(|r| pred(r) && r.ts > t - 60 * S && r.ts <= t).count() as f64;
     let pods = ["api-1", "worker-1"];
     type Series = BTreeMap<BTreeMap<String, String>, Vec<(i64, f64)>>;
-    let put = |out: &mut Series, l: BTreeMap<String, String>, t: i64, v: f64| out.entry(l).or_default().push((t / S, v));
+    // The expected matrix: the points `at(t, pod)` gives at each step for each pod.
+    let expected = |at: &dyn Fn(i64, &str) -> Vec<(BTreeMap<String, String>, f64)>| -> Series {
+        let mut out = Series::new();
+        for &t in &steps {
+            for pod in pods {
+                for (l, v) in at(t, pod) {
+                    out.entry(l).or_default().push((t / S, v));
+                }
+            }
+        }
+        out
+    };
+    let levels = ["error", "info", "warn"];
     // Each level's share of its pod's lines: many (pod, level) to one pod, `group_left`.
     let (s, body) = ask(mp(
         r#"sum by (pod, level) (count_over_time({workspace="ws-a"}[1m])) / ignoring(level) group_left sum by (pod) (count_over_time({workspace="ws-a"}[1m]))"#,
@@ -339,17 +351,14 @@ async fn loki_api(server: Server) {
     ))
     .await;
     assert_eq!(s, 200, "{body}");
-    let mut expect = Series::new();
-    for &t in &steps {
-        for pod in pods {
-            for level in ["error", "info", "warn"] {
-                let n = count(t, &|r: &Row| r.pod == pod && r.level == level);
-                if n > 0.0 {
-                    put(&mut expect, labels(&[("level", level), ("pod", pod)]), t, n / count(t, &|r: &Row| r.pod == pod));
-                }
-            }
-        }
-    }
+    let expect = expected(&|t, pod| {
+        let all = count(t, &|r: &Row| r.pod == pod);
+        levels
+            .iter()
+            .map(|l| (labels(&[("level", l), ("pod", pod)]), count(t, &|r: &Row| r.pod == pod && r.level == *l) / all))
+            .filter(|(_, v)| *v > 0.0)
+            .collect()
+    });
     assert_eq!(matrix(&body), expect, "{body}");
     // `on(pod) group_right(project)`: the one side's label copied onto the many side's series.
     let (s, body) = ask(mp(
@@ -358,18 +367,14 @@ async fn loki_api(server: Server) {
     ))
     .await;
     assert_eq!(s, 200, "{body}");
-    let mut expect = Series::new();
-    for &t in &steps {
-        for pod in pods {
-            let b = count(t, &|r: &Row| r.tenant == 'b' && r.pod == pod);
-            for level in ["error", "info", "warn"] {
-                let n = count(t, &|r: &Row| r.tenant == 'a' && r.pod == pod && r.level == level);
-                if b > 0.0 && n > 0.0 {
-                    put(&mut expect, labels(&[("level", level), ("pod", pod), ("project", "billing")]), t, b * n);
-                }
-            }
-        }
-    }
+    let expect = expected(&|t, pod| {
+        let b = count(t, &|r: &Row| r.tenant == 'b' && r.pod == pod);
+        levels
+            .iter()
+            .map(|l| (labels(&[("level", l), ("pod", pod), ("project", "billing")]), b * count(t, &|r: &Row| r.tenant == 'a' && r.pod == pod && r.level == *l)))
+            .filter(|(_, v)| *v > 0.0)
+            .collect()
+    });
     assert!(!expect.is_empty());
     assert_eq!(matrix(&body), expect, "{body}");
     // Without a group modifier, two levels of one pod matching one pod is an error, not a pick.
@@ -388,28 +393,18 @@ async fn loki_api(server: Server) {
         );
         let (s, body) = ask(mp(&q, "60s")).await;
         assert_eq!(s, 200, "{body}");
-        let mut expect = Series::new();
-        for &t in &steps {
-            for pod in pods {
-                if shop_pod(t, pod) > 0.0 && (slow(t, pod) > 0.0) == keep {
-                    put(&mut expect, labels(&[("pod", pod)]), t, shop_pod(t, pod));
-                }
-            }
-        }
+        let expect = expected(&|t, pod| {
+            if shop_pod(t, pod) > 0.0 && (slow(t, pod) > 0.0) == keep { vec![(labels(&[("pod", pod)]), shop_pod(t, pod))] } else { vec![] }
+        });
         assert!(!expect.is_empty(), "{op}");
         assert_eq!(matrix(&body), expect, "{op}: {body}");
     }
     let (s, body) = ask(mp(r#"sum by (pod) (count_over_time({project="billing"}[1m])) or sum by (pod) (count_over_time({project="shop"}[1m]))"#, "60s")).await;
     assert_eq!(s, 200, "{body}");
-    let mut expect = Series::new();
-    for &t in &steps {
-        for pod in pods {
-            let v = if billing_pod(t, pod) > 0.0 { billing_pod(t, pod) } else { shop_pod(t, pod) };
-            if v > 0.0 {
-                put(&mut expect, labels(&[("pod", pod)]), t, v);
-            }
-        }
-    }
+    let expect = expected(&|t, pod| {
+        let v = if billing_pod(t, pod) > 0.0 { billing_pod(t, pod) } else { shop_pod(t, pod) };
+        if v > 0.0 { vec![(labels(&[("pod", pod)]), v)] } else { vec![] }
+    });
     assert_eq!(matrix(&body), expect, "{body}");
     // `or on(pod)`: shop's series (other labels) only at steps where billing has none for the pod.
     let (s, body) = ask(mp(
@@ -418,15 +413,10 @@ async fn loki_api(server: Server) {
     ))
     .await;
     assert_eq!(s, 200, "{body}");
-    let mut expect = Series::new();
-    for &t in &steps {
-        for pod in pods {
-            let (project, v) = if billing_pod(t, pod) > 0.0 { ("billing", billing_pod(t, pod)) } else { ("shop", shop_pod(t, pod)) };
-            if v > 0.0 {
-                put(&mut expect, labels(&[("pod", pod), ("project", project)]), t, v);
-            }
-        }
-    }
+    let expect = expected(&|t, pod| {
+        let (project, v) = if billing_pod(t, pod) > 0.0 { ("billing", billing_pod(t, pod)) } else { ("shop", shop_pod(t, pod)) };
+        if v > 0.0 { vec![(labels(&[("pod", pod), ("project", project)]), v)] } else { vec![] }
+    });
     assert!(expect.keys().any(|l| l["project"] == "shop") && expect.keys().any(|l| l["project"] == "billing"));
     assert_eq!(matrix(&body), expect, "{body}");
     // A set operator reads each side in the caller's scope: ws-b, which alice may not read,
