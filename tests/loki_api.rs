@@ -179,6 +179,17 @@ async fn loki_api(server: Server) {
             }),
         ),
         (r#"{project="shop"} | json | __error__="""#, Box::new(|r: &Row| r.tenant == 'a' && r.kind == "json")),
+        // A duration filter reads the label as a Go duration (`3.5s` > `2.5s`); a value that is
+        // not one (`s`, where the line has no `dur`) is a LabelFilterErr, kept as in Loki.
+        (
+            r#"{project="shop"} | logfmt | label_format took="{{.dur}}s" | took > 2.5s and took <= 4500ms | __error__="""#,
+            Box::new(|r: &Row| {
+                r.tenant == 'a' && r.kind == "logfmt" && {
+                    let d: f64 = r.line.split("dur=").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+                    d > 2.5
+                }
+            }),
+        ),
         (r#"{project="shop"} | level="error""#, Box::new(|r: &Row| r.tenant == 'a' && r.level == "error")),
         // The JSON field `workspace` becomes `workspace_extracted`; the stream label is ws-a.
         (r#"{project="shop"} | json | workspace="ws-b""#, Box::new(|_: &Row| false)),

@@ -5,7 +5,8 @@
 //! - line filters `|= "text"`, `!= "text"`, `|~ "re"`, `!~ "re"`, with `or` alternatives;
 //! - the parsers `json` (with optional `label="path"` extractions), `logfmt`, `regexp "…"`
 //!   (named groups) and `pattern "<_> <name> …"`;
-//! - label filters: strings (`= != =~ !~`), numbers (`== != > >= < <=`), `and`, `or`, commas,
+//! - label filters: strings (`= != =~ !~`), numbers, durations and byte sizes (`== != > >= < <=`;
+//!   `took > 1.5s`, `size >= 20MB`), `and`, `or`, commas,
 //!   parentheses;
 //! - `line_format "{{.label}} …"` (field references and `__line__`), `label_format` (renames
 //!   `dst=src` and templates `dst="{{.a}}…"`; never of the tenancy labels), `drop`, `keep`;
@@ -74,7 +75,14 @@ pub enum LabelPred {
     And(Box<LabelPred>, Box<LabelPred>),
     Or(Box<LabelPred>, Box<LabelPred>),
     Str(Matcher),
-    Num { name: String, op: CmpOp, value: f64 },
+    /// A comparison with a number; the label's value is read as `conversion` says (a duration
+    /// or byte size literal compares the value as one), the literal given in seconds or bytes.
+    Num {
+        name: String,
+        op: CmpOp,
+        value: f64,
+        conversion: Conversion,
+    },
 }
 
 /// One piece of a `line_format` template.

@@ -16,6 +16,8 @@ enum Tok {
     Num(f64),
     /// A duration literal like `5m`, in nanoseconds.
     Dur(i64),
+    /// A byte size like `20MB` or `1KiB`, in bytes.
+    Bytes(f64),
     Sym(&'static str),
 }
 
@@ -89,10 +91,17 @@ fn lex(src: &str) -> Result<Vec<(usize, Tok)>, String> {
             let text = &src[start..i];
             if let Ok(n) = text.parse::<f64>() {
                 out.push((start, Tok::Num(n)));
-            } else if let Some(d) = crate::params::parse_duration_ns(text).filter(|_| text.ends_with(|c: char| c.is_ascii_alphabetic())) {
+            } else if let Some(d) = crate::params::parse_duration_ns(text)
+                .or_else(|| super::pipeline::duration_seconds(text).map(|s| (s * 1e9).round() as i64))
+                .filter(|_| text.ends_with(|c: char| c.is_ascii_alphabetic()))
+            {
+                // Go's durations too (`1.5m`, `89.5s`), as Loki's lexer reads them.
                 out.push((start, Tok::Dur(d)));
+            } else if let Some(n) = super::pipeline::bytes(text).filter(|_| text.ends_with(|c: char| c.is_ascii_alphabetic())) {
+                // As in Loki, a duration wins: `5m` is five minutes, `5MB` five megabytes.
+                out.push((start, Tok::Bytes(n)));
             } else {
-                return Err(format!("`{text}` at {} is neither a number nor a duration (like 5m)", start + 1));
+                return Err(format!("`{text}` at {} is neither a number, a duration (like 5m) nor a size (like 20MB)", start + 1));
             }
             continue;
         }
@@ -159,6 +168,7 @@ impl Parser {
             Some(Tok::Str(s)) => format!("string \"{s}\""),
             Some(Tok::Num(n)) => format!("number {n}"),
             Some(Tok::Dur(_)) => "a duration".into(),
+            Some(Tok::Bytes(_)) => "a byte size".into(),
             Some(Tok::Sym(s)) => format!("`{s}`"),
         }
     }
@@ -430,7 +440,9 @@ impl Parser {
                 };
                 Ok(LabelPred::Str(Matcher { name, op, value }))
             }
-            (op, Some(Tok::Num(value))) => {
+            // A number, a duration (the label's value read as a Go duration) or a byte size (read
+            // as one, like `5 MiB`).
+            (op, Some(tok @ (Tok::Num(_) | Tok::Dur(_) | Tok::Bytes(_)))) => {
                 self.pos += 1;
                 let op = match op {
                     "==" | "=" => CmpOp::Eq,
@@ -441,9 +453,14 @@ impl Parser {
                     "<=" => CmpOp::Le,
                     other => return Err(format!("`{other}` cannot compare with a number")),
                 };
-                Ok(LabelPred::Num { name, op, value })
+                let (value, conversion) = match tok {
+                    Tok::Dur(ns) => (ns as f64 / 1e9, Conversion::Duration),
+                    Tok::Bytes(b) => (b, Conversion::Bytes),
+                    Tok::Num(n) => (n, Conversion::Number),
+                    _ => unreachable!("matched above"),
+                };
+                Ok(LabelPred::Num { name, op, value, conversion })
             }
-            (_, Some(Tok::Dur(_))) => Err("duration and byte-size label filters are not supported; compare with a plain number".into()),
             (op, _) => Err(format!("expected a value after `{name} {op}` at {}, found {}", self.at(), self.describe())),
         }
     }

@@ -17,7 +17,7 @@ fn log_queries_parse() {
     assert_eq!(
         l.stages[3],
         Stage::Labels(LabelPred::And(
-            Box::new(LabelPred::Num { name: "status".into(), op: CmpOp::Ge, value: 500.0 }),
+            Box::new(LabelPred::Num { name: "status".into(), op: CmpOp::Ge, value: 500.0, conversion: Conversion::Number }),
             Box::new(LabelPred::Str(m("method", MatchOp::Eq, "GET")))
         ))
     );
@@ -92,7 +92,8 @@ fn unsupported_and_malformed_queries_are_named() {
         ("count_over_time({a=\"b\"})", "`[`"),
         ("{a=\"b\"} |= ip(\"1.2.3.4\")", "not supported"),
         ("{a=\"b\"} | line_format \"{{ printf .x }}\"", "not supported"),
-        ("{a=\"b\"} | x > 5s", "not supported"),
+        ("{a=\"b\"} | x > 5zz", "neither a number, a duration"),
+        ("{a=\"b\"} | x =~ 5s", "cannot compare with a number"),
         ("\"unterminated", "unterminated"),
         ("{a=\"\\q\"}", "escape"),
     ] {

@@ -52,7 +52,7 @@ enum Pred {
     And(Box<Pred>, Box<Pred>),
     Or(Box<Pred>, Box<Pred>),
     Str(LabelMatch),
-    Num { name: String, op: CmpOp, value: f64 },
+    Num { name: String, op: CmpOp, value: f64, conversion: Conversion },
 }
 
 impl Pred {
@@ -61,7 +61,7 @@ impl Pred {
             LabelPred::And(a, b) => Pred::And(Box::new(Pred::new(a)?), Box::new(Pred::new(b)?)),
             LabelPred::Or(a, b) => Pred::Or(Box::new(Pred::new(a)?), Box::new(Pred::new(b)?)),
             LabelPred::Str(m) => Pred::Str(LabelMatch::new(m)?),
-            LabelPred::Num { name, op, value } => Pred::Num { name: name.clone(), op: *op, value: *value },
+            LabelPred::Num { name, op, value, conversion } => Pred::Num { name: name.clone(), op: *op, value: *value, conversion: *conversion },
         })
     }
 
@@ -84,9 +84,9 @@ impl Pred {
             Pred::And(a, b) => a.eval(l)? && b.eval(l)?,
             Pred::Or(a, b) => a.eval(l)? || b.eval(l)?,
             Pred::Str(m) => m.matches(l.get(&m.name).map_or("", String::as_str)),
-            Pred::Num { name, op, value } => {
+            Pred::Num { name, op, value, conversion } => {
                 let Some(v) = l.get(name) else { return Ok(false) };
-                let Ok(x) = v.trim().parse::<f64>() else { return Err(name.clone()) };
+                let Some(x) = convert(*conversion, v) else { return Err(name.clone()) };
                 match op {
                     CmpOp::Eq => x == *value,
                     CmpOp::Ne => x != *value,
@@ -424,7 +424,8 @@ fn convert(c: Conversion, raw: &str) -> Option<f64> {
     }
 }
 
-fn duration_seconds(s: &str) -> Option<f64> {
+/// A Go duration (`1m30s`, `250ms`, `1.5h`) in seconds.
+pub(crate) fn duration_seconds(s: &str) -> Option<f64> {
     let (neg, mut rest) = match s.strip_prefix('-') {
         Some(r) => (true, r),
         None => (false, s.strip_prefix('+').unwrap_or(s)),
@@ -455,7 +456,8 @@ fn duration_seconds(s: &str) -> Option<f64> {
     any.then_some(if neg { -total } else { total })
 }
 
-fn bytes(s: &str) -> Option<f64> {
+/// A byte size (`5 MiB`, `3k`, `1G`, `20MB`) in bytes.
+pub(crate) fn bytes(s: &str) -> Option<f64> {
     let n = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
     let value: f64 = s[..n].parse().ok()?;
     let scale = match s[n..].trim().to_ascii_lowercase().as_str() {

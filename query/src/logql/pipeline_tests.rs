@@ -117,6 +117,15 @@ fn stages_follow_loki_semantics() {
     // A non-numeric value in a numeric filter is a LabelFilterErr, not a silent match.
     assert_eq!(run(r#"{a="b"} | logfmt | msg > 3"#, line).unwrap().1["__error__"], "LabelFilterErr");
     assert_eq!(run(r#"{a="b"} | logfmt"#, r#"a="unclosed"#).unwrap().1["__error__"], "LogfmtParserErr");
+    // Duration and byte-size filters read the label as one: `1m30s` is over 1.5 minutes but
+    // not over 90 s; `2KiB` is 2,048 bytes, over 2KB; a plain number is not a Go duration.
+    let line = r#"took=1m30s size=2KiB bare=90"#;
+    assert!(run(r#"{a="b"} | logfmt | took > 89.5s and took <= 90s and took == 1.5m"#, line).is_some());
+    assert!(run(r#"{a="b"} | logfmt | took > 90s"#, line).is_none());
+    assert!(run(r#"{a="b"} | logfmt | size > 2KB and size < 2.1kb and size == 2KiB"#, line).is_some());
+    assert!(run(r#"{a="b"} | logfmt | size >= 3KB"#, line).is_none());
+    assert_eq!(run(r#"{a="b"} | logfmt | bare > 1s"#, line).unwrap().1["__error__"], "LabelFilterErr");
+    assert!(run(r#"{a="b"} | logfmt | bare > 89"#, line).is_some());
 }
 
 #[test]
