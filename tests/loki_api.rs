@@ -255,6 +255,25 @@ async fn loki_api(server: Server) {
     let e = entries(&body);
     assert!(e.iter().any(|(_, _, line)| line == "GET 500 api-1"), "{body}");
     assert!(e.iter().all(|(l, _, _)| !l.contains_key("latency_ms")) && e.iter().any(|(l, _, _)| l.contains_key("method")), "{body}");
+    // Template functions, pipelines and conditions, as Go's templates render them.
+    let (s, body) = ask(range(
+        r#"{project="shop"} | json | __error__="" | line_format `{{ if eq .status "500" }}{{ .method | lower }} FAILED{{ else }}{{ printf "%s ok in %03d" .method (len .msg) }}{{ end }}`"#,
+    ))
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let mut got: Vec<(i64, String)> = entries(&body).into_iter().map(|(_, t, l)| (t, l)).collect();
+    got.sort();
+    let want: Vec<(i64, String)> = shop
+        .iter()
+        .filter(|r| r.kind == "json")
+        .map(|r| (r.ts, if r.status == 500 { "get FAILED".to_owned() } else { format!("GET ok in {:03}", "tenant=a request done".len()) }))
+        .collect();
+    assert_eq!(got, want, "{body}");
+    // A template that fails while rendering (a string compared with a number) leaves the line
+    // and marks it, as Loki's TemplateFormatErr.
+    let (_, body) = ask(range(r#"{project="shop"} | json | __error__="" | line_format `{{ if gt .status 400 }}bad{{ end }}`"#)).await;
+    let e = entries(&body);
+    assert!(!e.is_empty() && e.iter().all(|(l, _, line)| l["__error__"] == "TemplateFormatErr" && line.starts_with('{')), "{body}");
 
     // Metric queries: counts per minute by level, against the oracle ((t - 1m, t] windows).
     let mp = |q: &str, step: &str| vec![("query", q.to_owned()), ("start", t0.to_string()), ("end", (t0 + 6 * 60 * S).to_string()), ("step", step.to_owned())];
@@ -343,7 +362,8 @@ async fn loki_api(server: Server) {
     let pods = ["api-1", "worker-1"];
     type Series = BTreeMap<BTreeMap<String, String>, Vec<(i64, f64)>>;
     // The expected matrix: the points `at(t, pod)` gives at each step for each pod.
-    let expected = |at: &dyn Fn(i64, &str) -> Vec<(BTreeMap<String, String>, f64)>| -> Series {
+    type Points = Vec<(BTreeMap<String, String>, f64)>;
+    let expected = |at: &dyn Fn(i64, &str) -> Points| -> Series {
         let mut out = Series::new();
         for &t in &steps {
             for pod in pods {

@@ -8,7 +8,8 @@
 //! - label filters: strings (`= != =~ !~`), numbers, durations and byte sizes (`== != > >= < <=`;
 //!   `took > 1.5s`, `size >= 20MB`), `and`, `or`, commas,
 //!   parentheses;
-//! - `line_format "{{.label}} …"` (field references and `__line__`), `label_format` (renames
+//! - `line_format "{{.label}} …"` (Go templates: fields, `__line__`, pipelines, `if`, Loki's
+//!   functions; see [`templates`]), `label_format` (renames
 //!   `dst=src` and templates `dst="{{.a}}…"`; never of the tenancy labels), `drop`, `keep`;
 //! - metric queries: `count_over_time`, `rate`, `bytes_over_time`, `bytes_rate` over
 //!   `[range]` (with `offset`), `sum`/`avg`/`min`/`max`/`count`/`topk`/`bottomk` `by`/`without`,
@@ -31,7 +32,7 @@ pub mod eval;
 pub mod labels;
 pub mod parse;
 pub mod pipeline;
-mod templates;
+pub mod templates;
 
 pub use parse::parse;
 
@@ -85,7 +86,8 @@ pub enum LabelPred {
     },
 }
 
-/// One piece of a `line_format` template.
+/// One piece of a `line_format` or `label_format` template (Go's template syntax, the subset
+/// [`templates`] reads).
 #[derive(Debug, Clone, PartialEq)]
 pub enum TemplatePart {
     Text(String),
@@ -95,6 +97,14 @@ pub enum TemplatePart {
     Line,
     /// `{{__timestamp__}}`, RFC 3339
     Timestamp,
+    /// `{{ … | f … }}`: anything else that prints a value.
+    Pipe(templates::Pipe),
+    /// `{{ if … }}…{{ else }}…{{ end }}` (`else if` nests another).
+    If {
+        cond: templates::Pipe,
+        then: Vec<TemplatePart>,
+        otherwise: Vec<TemplatePart>,
+    },
 }
 
 /// One piece of a `pattern` expression.

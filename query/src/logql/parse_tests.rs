@@ -91,7 +91,7 @@ fn unsupported_and_malformed_queries_are_named() {
         ("vector(1) / on(a vector(1)", "expected"),
         ("count_over_time({a=\"b\"})", "`[`"),
         ("{a=\"b\"} |= ip(\"1.2.3.4\")", "not supported"),
-        ("{a=\"b\"} | line_format \"{{ printf .x }}\"", "not supported"),
+        ("{a=\"b\"} | line_format \"{{ range .x }}{{ end }}\"", "not supported"),
         ("{a=\"b\"} | x > 5zz", "neither a number, a duration"),
         ("{a=\"b\"} | x =~ 5s", "cannot compare with a number"),
         ("\"unterminated", "unterminated"),

@@ -15,6 +15,11 @@ fn regex(pattern: &str, anchored: bool) -> Result<Regex, String> {
     RegexBuilder::new(&p).size_limit(REGEX_SIZE_LIMIT).dfa_size_limit(REGEX_SIZE_LIMIT).build().map_err(|e| format!("regex `{pattern}`: {e}"))
 }
 
+/// An unanchored regex with the query's size bounds (a template's `regexReplaceAll`).
+pub(crate) fn regex_unanchored(pattern: &str) -> Result<Regex, String> {
+    regex(pattern, false)
+}
+
 /// A label matcher ready to test values (an absent label has the value "").
 pub struct LabelMatch {
     pub name: String,
@@ -403,7 +408,10 @@ impl Pipeline {
                         set(e, &k, v);
                     }
                 }
-                Step::LineFormat(t) => e.line = render(t, e),
+                Step::LineFormat(t) => match render(t, e) {
+                    Ok(line) => e.line = line,
+                    Err(details) => template_failed(e, details),
+                },
                 Step::LabelFormat(f) => label_format(f, e),
                 Step::Drop(ms) => e.labels.retain(|k, v| !ms.iter().any(|m| &m.name == k && m.matches(v))),
                 Step::Keep(ms) => e.labels.retain(|k, v| ms.iter().any(|m| &m.name == k && m.matches(v))),
@@ -477,17 +485,15 @@ pub(crate) fn bytes(s: &str) -> Option<f64> {
     Some(value * scale)
 }
 
-fn render(t: &[TemplatePart], e: &Entry) -> String {
-    let mut out = String::new();
-    for part in t {
-        match part {
-            TemplatePart::Text(s) => out.push_str(s),
-            TemplatePart::Label(l) => out.push_str(e.labels.get(l).map_or("", String::as_str)),
-            TemplatePart::Line => out.push_str(&e.line),
-            TemplatePart::Timestamp => out.push_str(&crate::params::rfc3339(e.timestamp_ns)),
-        }
-    }
-    out
+fn render(t: &[TemplatePart], e: &Entry) -> Result<String, String> {
+    super::templates::render(t, &super::templates::Scope { labels: &e.labels, line: &e.line, timestamp_ns: e.timestamp_ns })
+}
+
+/// A template that failed to render leaves the line (or label) as it was and marks the entry,
+/// as Loki's `TemplateFormatErr` does.
+fn template_failed(e: &mut Entry, details: String) {
+    e.labels.insert("__error__".into(), "TemplateFormatErr".into());
+    e.labels.insert("__error_details__".into(), details);
 }
 
 /// `label_format`, as Loki does it: renames move a value (the source goes); templates see the
@@ -511,7 +517,13 @@ fn label_format(f: &[(String, LabelValue)], e: &mut Entry) {
                     metadata: BTreeSet::new(),
                 });
                 e.metadata.remove(dst);
-                render(t, seen)
+                match render(t, seen) {
+                    Ok(v) => v,
+                    Err(details) => {
+                        template_failed(e, details);
+                        continue;
+                    }
+                }
             }
         };
         if v.is_empty() {

@@ -1,5 +1,16 @@
 //! The text-level parts of LogQL: `pattern` expressions and `line_format`/`label_format`
 //! templates.
+//!
+//! Templates are Go's `text/template` as Loki uses them, the part people write: text with
+//! `{{.label}}`, `{{__line__}}`, `{{__timestamp__}}`, string and number literals, pipelines
+//! (`{{ .msg | ToUpper | trunc 20 }}`, the value going in as the last argument), parentheses,
+//! `{{ if … }}…{{ else if … }}…{{ else }}…{{ end }}`, `{{- -}}` trimming, comments, and Loki's
+//! common functions (see [`FUNCTIONS`]). A template never loops and never calls another; every
+//! value it builds is bounded ([`MAX_VALUE_BYTES`]), so a query cannot make one run long or
+//! large. What fails while rendering (a bad comparison, a value too large) is Loki's
+//! `TemplateFormatErr`.
+
+use regex::Regex;
 
 use super::{PatternPart, TemplatePart};
 
@@ -43,26 +54,731 @@ pub(super) fn pattern(src: &str) -> Result<Vec<PatternPart>, String> {
     Ok(out)
 }
 
-/// A `line_format` template: text with `{{.label}}`, `{{__line__}}` and `{{__timestamp__}}`.
+/// The largest value a template may build (Loki's line limit is of this order); past it the
+/// template fails rather than grow.
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+/// Functions, with the arguments each takes (`None`: any number from one).
+pub const FUNCTIONS: [(&str, Option<usize>); 38] = [
+    ("ToUpper", Some(1)),
+    ("upper", Some(1)),
+    ("ToLower", Some(1)),
+    ("lower", Some(1)),
+    ("title", Some(1)),
+    ("TrimSpace", Some(1)),
+    ("trim", Some(1)),
+    ("Trim", Some(2)),
+    ("TrimLeft", Some(2)),
+    ("TrimRight", Some(2)),
+    ("TrimPrefix", Some(2)),
+    ("TrimSuffix", Some(2)),
+    ("trimAll", Some(2)),
+    ("trimPrefix", Some(2)),
+    ("trimSuffix", Some(2)),
+    ("Replace", Some(4)),
+    ("replace", Some(3)),
+    ("contains", Some(2)),
+    ("hasPrefix", Some(2)),
+    ("hasSuffix", Some(2)),
+    ("trunc", Some(2)),
+    ("substr", Some(3)),
+    ("default", Some(2)),
+    ("alignLeft", Some(2)),
+    ("alignRight", Some(2)),
+    ("regexReplaceAll", Some(3)),
+    ("regexReplaceAllLiteral", Some(3)),
+    ("printf", None),
+    ("len", Some(1)),
+    ("eq", None),
+    ("ne", Some(2)),
+    ("lt", Some(2)),
+    ("le", Some(2)),
+    ("gt", Some(2)),
+    ("ge", Some(2)),
+    ("and", None),
+    ("or", None),
+    ("not", Some(1)),
+];
+
+/// A pipeline: commands joined by `|`, each one's value the last argument of the next.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pipe(Vec<Cmd>);
+
+#[derive(Debug, Clone, PartialEq)]
+enum Cmd {
+    Value(Arg),
+    Call(String, Vec<Arg>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Arg {
+    Label(String),
+    Line,
+    Timestamp,
+    Str(String),
+    Num(f64),
+    Bool(bool),
+    Pipe(Box<Pipe>),
+    /// The pattern of a `regexReplaceAll…`, compiled once.
+    Re(Pattern),
+}
+
+/// A compiled regex, equal to another with the same pattern.
+#[derive(Debug, Clone)]
+struct Pattern(Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+/// A value while rendering.
+#[derive(Debug, Clone, PartialEq)]
+enum Val {
+    S(String),
+    N(f64),
+    B(bool),
+}
+
+impl Val {
+    fn text(&self) -> String {
+        match self {
+            Val::S(s) => s.clone(),
+            Val::N(n) => super::eval::format_value(*n),
+            Val::B(b) => b.to_string(),
+        }
+    }
+    fn truthy(&self) -> bool {
+        match self {
+            Val::S(s) => !s.is_empty(),
+            Val::N(n) => *n != 0.0,
+            Val::B(b) => *b,
+        }
+    }
+}
+
+/// What a template reads: a line's labels, text and time.
+pub struct Scope<'a> {
+    pub labels: &'a super::labels::Labels,
+    pub line: &'a str,
+    pub timestamp_ns: i64,
+}
+
+/// A `line_format`/`label_format` template.
 pub(super) fn template(src: &str) -> Result<Vec<TemplatePart>, String> {
+    let items = split(src)?;
+    let mut at = 0;
+    let (parts, end) = block(&items, &mut at, 0)?;
+    match end {
+        None => Ok(parts),
+        Some(word) => Err(format!("template: `{{{{{word}}}}}` without its `{{{{if}}}}`")),
+    }
+}
+
+/// Text and actions, with `{{-`/`-}}` trimming applied and comments dropped.
+enum Item {
+    Text(String),
+    Action(String),
+}
+
+fn split(src: &str) -> Result<Vec<Item>, String> {
     let mut out = Vec::new();
     let mut rest = src;
+    let mut trim_next = false;
     while let Some(open) = rest.find("{{") {
-        if open > 0 {
-            out.push(TemplatePart::Text(rest[..open].to_owned()));
+        let mut text = &rest[..open];
+        if trim_next {
+            text = text.trim_start();
         }
-        let close = rest[open..].find("}}").ok_or("line_format: `{{` without `}}`")? + open;
-        let inner = rest[open + 2..close].trim().trim_start_matches('-').trim_end_matches('-').trim();
-        out.push(match inner {
-            "__line__" => TemplatePart::Line,
-            "__timestamp__" => TemplatePart::Timestamp,
-            s if s.starts_with('.') && s.len() > 1 && s[1..].chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => TemplatePart::Label(s[1..].to_owned()),
-            other => return Err(format!("line_format: `{{{{{other}}}}}` is not supported (use {{{{.label}}}}, {{{{__line__}}}} or {{{{__timestamp__}}}})")),
-        });
+        let inner_start = open + 2;
+        let close = rest[inner_start..].find("}}").ok_or("template: `{{` without `}}`")? + inner_start;
+        let mut inner = &rest[inner_start..close];
+        if let Some(r) = inner.strip_prefix("- ").or_else(|| (inner == "-").then_some("")) {
+            text = text.trim_end();
+            inner = r;
+        }
+        trim_next = false;
+        if let Some(r) = inner.strip_suffix(" -") {
+            trim_next = true;
+            inner = r;
+        }
+        if !text.is_empty() {
+            out.push(Item::Text(text.to_owned()));
+        }
+        let inner = inner.trim();
+        if !(inner.starts_with("/*") && inner.ends_with("*/")) {
+            out.push(Item::Action(inner.to_owned()));
+        }
         rest = &rest[close + 2..];
     }
-    if !rest.is_empty() {
-        out.push(TemplatePart::Text(rest.to_owned()));
+    let text = if trim_next { rest.trim_start() } else { rest };
+    if !text.is_empty() {
+        out.push(Item::Text(text.to_owned()));
     }
     Ok(out)
+}
+
+/// Parts up to an `else`/`end` at this depth (returned as the word that ended the block).
+fn block(items: &[Item], at: &mut usize, depth: usize) -> Result<(Vec<TemplatePart>, Option<String>), String> {
+    if depth > 16 {
+        return Err("template: `if` nests deeper than 16".into());
+    }
+    let mut out = Vec::new();
+    while let Some(item) = items.get(*at) {
+        *at += 1;
+        let action = match item {
+            Item::Text(t) => {
+                out.push(TemplatePart::Text(t.clone()));
+                continue;
+            }
+            Item::Action(a) => a.as_str(),
+        };
+        let word = action.split_whitespace().next().unwrap_or("");
+        match word {
+            "end" | "else" => return Ok((out, Some(action.to_owned()))),
+            "if" => out.push(if_block(&action[2..], items, at, depth)?),
+            "range" | "with" | "define" | "template" | "block" | "break" | "continue" => {
+                return Err(format!("template: `{word}` is not supported (use if/else, pipelines and functions)"));
+            }
+            _ => out.push(match action {
+                "__line__" => TemplatePart::Line,
+                "__timestamp__" => TemplatePart::Timestamp,
+                a if a.starts_with('.') && a.len() > 1 && a[1..].chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+                    TemplatePart::Label(a[1..].to_owned())
+                }
+                a => TemplatePart::Pipe(pipe(a)?),
+            }),
+        }
+    }
+    Ok((out, None))
+}
+
+fn if_block(cond: &str, items: &[Item], at: &mut usize, depth: usize) -> Result<TemplatePart, String> {
+    let cond = pipe(cond.trim())?;
+    let (then, end) = block(items, at, depth + 1)?;
+    let otherwise = match end.as_deref().map(str::trim) {
+        Some("end") => Vec::new(),
+        Some("else") => match block(items, at, depth + 1)? {
+            (parts, Some(e)) if e == "end" => parts,
+            _ => return Err("template: `{{else}}` without its `{{end}}`".into()),
+        },
+        Some(e) if e.starts_with("else ") && e[5..].trim_start().starts_with("if ") => {
+            let inner = e[5..].trim_start();
+            vec![if_block(&inner[2..], items, at, depth + 1)?]
+        }
+        _ => return Err("template: `{{if}}` without its `{{end}}`".into()),
+    };
+    Ok(TemplatePart::If { cond, then, otherwise })
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Field(String),
+    Ident(String),
+    Str(String),
+    Num(f64),
+    Bar,
+    Open,
+    Close,
+}
+
+fn lex(src: &str) -> Result<Vec<Tok>, String> {
+    let b = src.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let start = i;
+        match c {
+            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+            b'|' => {
+                out.push(Tok::Bar);
+                i += 1;
+            }
+            b'(' => {
+                out.push(Tok::Open);
+                i += 1;
+            }
+            b')' => {
+                out.push(Tok::Close);
+                i += 1;
+            }
+            b'"' => {
+                let mut s = String::new();
+                i += 1;
+                loop {
+                    match b.get(i) {
+                        None => return Err(format!("template: unterminated string in `{src}`")),
+                        Some(b'"') => break,
+                        Some(b'\\') => {
+                            s.push(match b.get(i + 1) {
+                                Some(b'n') => '\n',
+                                Some(b't') => '\t',
+                                Some(b'\\') => '\\',
+                                Some(b'"') => '"',
+                                _ => return Err(format!("template: unknown escape in `{src}`")),
+                            });
+                            i += 2;
+                        }
+                        Some(_) => {
+                            let ch = src[i..].chars().next().unwrap_or_default();
+                            s.push(ch);
+                            i += ch.len_utf8();
+                        }
+                    }
+                }
+                i += 1;
+                out.push(Tok::Str(s));
+            }
+            b'`' => {
+                let end = src[i + 1..].find('`').ok_or_else(|| format!("template: unterminated raw string in `{src}`"))?;
+                out.push(Tok::Str(src[i + 1..i + 1 + end].to_owned()));
+                i += end + 2;
+            }
+            b'.' | b'_' | b'a'..=b'z' | b'A'..=b'Z' => {
+                i += 1;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                    i += 1;
+                }
+                let word = &src[start..i];
+                out.push(if let Some(f) = word.strip_prefix('.') { Tok::Field(f.to_owned()) } else { Tok::Ident(word.to_owned()) });
+            }
+            b'-' | b'0'..=b'9' => {
+                i += 1;
+                while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'.' || b[i] == b'e' || b[i] == b'E') {
+                    i += 1;
+                }
+                let n = src[start..i].parse().map_err(|_| format!("template: `{}` is not a number", &src[start..i]))?;
+                out.push(Tok::Num(n));
+            }
+            _ => return Err(format!("template: unexpected `{}` in `{src}`", src[i..].chars().next().unwrap_or('?'))),
+        }
+    }
+    Ok(out)
+}
+
+fn pipe(src: &str) -> Result<Pipe, String> {
+    let toks = lex(src)?;
+    let mut at = 0;
+    let p = pipeline(&toks, &mut at, 0)?;
+    if at != toks.len() {
+        return Err(format!("template: unexpected `)` in `{src}`"));
+    }
+    Ok(p)
+}
+
+fn pipeline(toks: &[Tok], at: &mut usize, depth: usize) -> Result<Pipe, String> {
+    if depth > 16 {
+        return Err("template: parentheses nest deeper than 16".into());
+    }
+    let mut cmds = Vec::new();
+    loop {
+        let first = cmds.is_empty();
+        cmds.push(command(toks, at, depth, first)?);
+        if toks.get(*at) == Some(&Tok::Bar) {
+            *at += 1;
+        } else {
+            break;
+        }
+    }
+    Ok(Pipe(cmds))
+}
+
+fn command(toks: &[Tok], at: &mut usize, depth: usize, first: bool) -> Result<Cmd, String> {
+    let Some(Tok::Ident(name)) = toks.get(*at).filter(|t| matches!(t, Tok::Ident(n) if arity(n).is_some())) else {
+        if !first {
+            return Err("template: after `|` comes a function".into());
+        }
+        let a = arg(toks, at, depth)?;
+        return Ok(Cmd::Value(a));
+    };
+    *at += 1;
+    let mut args = Vec::new();
+    while !matches!(toks.get(*at), None | Some(Tok::Bar) | Some(Tok::Close)) {
+        args.push(arg(toks, at, depth)?);
+    }
+    let piped = usize::from(!first);
+    let n = args.len() + piped;
+    match arity(name).flatten() {
+        Some(want) if want != n => return Err(format!("template: `{name}` takes {want} argument(s), given {n}")),
+        None if n == 0 => return Err(format!("template: `{name}` needs an argument")),
+        _ => {}
+    }
+    // A regex is compiled once, here, with the same bounds as the query's own regexes.
+    if name.starts_with("regexReplaceAll") {
+        match args.first() {
+            Some(Arg::Str(p)) => args[0] = Arg::Re(Pattern(super::pipeline::regex_unanchored(p)?)),
+            _ => return Err(format!("template: `{name}` takes its regex as a quoted string")),
+        }
+    }
+    Ok(Cmd::Call(name.clone(), args))
+}
+
+fn arity(name: &str) -> Option<Option<usize>> {
+    FUNCTIONS.iter().find(|(n, _)| *n == name).map(|(_, a)| *a)
+}
+
+fn arg(toks: &[Tok], at: &mut usize, depth: usize) -> Result<Arg, String> {
+    let t = toks.get(*at).ok_or("template: a value is missing")?;
+    *at += 1;
+    Ok(match t {
+        Tok::Field(f) if !f.is_empty() => Arg::Label(f.clone()),
+        Tok::Str(s) => Arg::Str(s.clone()),
+        Tok::Num(n) => Arg::Num(*n),
+        Tok::Ident(i) if i == "__line__" => Arg::Line,
+        Tok::Ident(i) if i == "__timestamp__" => Arg::Timestamp,
+        Tok::Ident(i) if i == "true" || i == "false" => Arg::Bool(i == "true"),
+        Tok::Open => {
+            let p = pipeline(toks, at, depth + 1)?;
+            if toks.get(*at) != Some(&Tok::Close) {
+                return Err("template: `(` without `)`".into());
+            }
+            *at += 1;
+            Arg::Pipe(Box::new(p))
+        }
+        Tok::Ident(i) => return Err(format!("template: function `{i}` is not supported (supported: {})", FUNCTIONS.map(|f| f.0).join(", "))),
+        other => return Err(format!("template: unexpected {other:?}")),
+    })
+}
+
+/// Renders `parts`; `Err` is Loki's `TemplateFormatErr`, with its details.
+pub fn render(parts: &[TemplatePart], s: &Scope) -> Result<String, String> {
+    let mut out = String::new();
+    render_into(parts, s, &mut out)?;
+    Ok(out)
+}
+
+fn render_into(parts: &[TemplatePart], s: &Scope, out: &mut String) -> Result<(), String> {
+    for part in parts {
+        match part {
+            TemplatePart::Text(t) => out.push_str(t),
+            TemplatePart::Label(l) => out.push_str(s.labels.get(l).map_or("", String::as_str)),
+            TemplatePart::Line => out.push_str(s.line),
+            TemplatePart::Timestamp => out.push_str(&crate::params::rfc3339(s.timestamp_ns)),
+            TemplatePart::Pipe(p) => out.push_str(&run(p, s)?.text()),
+            TemplatePart::If { cond, then, otherwise } => render_into(if run(cond, s)?.truthy() { then } else { otherwise }, s, out)?,
+        }
+        if out.len() > MAX_VALUE_BYTES {
+            return Err(format!("the template's output is larger than {MAX_VALUE_BYTES} bytes"));
+        }
+    }
+    Ok(())
+}
+
+fn run(p: &Pipe, s: &Scope) -> Result<Val, String> {
+    let mut last: Option<Val> = None;
+    for cmd in &p.0 {
+        let v = match cmd {
+            Cmd::Value(a) => value(a, s)?,
+            Cmd::Call(name, args) => {
+                let mut vals = Vec::with_capacity(args.len() + 1);
+                for a in args {
+                    vals.push(match a {
+                        Arg::Re(_) => Val::B(false),
+                        a => value(a, s)?,
+                    });
+                }
+                vals.extend(last.take());
+                let re = match args.first() {
+                    Some(Arg::Re(r)) => Some(&r.0),
+                    _ => None,
+                };
+                call(name, vals, re)?
+            }
+        };
+        if let Val::S(t) = &v
+            && t.len() > MAX_VALUE_BYTES
+        {
+            return Err(format!("a value in the template is larger than {MAX_VALUE_BYTES} bytes"));
+        }
+        last = Some(v);
+    }
+    last.ok_or_else(|| "an empty pipeline".to_owned())
+}
+
+fn value(a: &Arg, s: &Scope) -> Result<Val, String> {
+    Ok(match a {
+        Arg::Label(l) => Val::S(s.labels.get(l).cloned().unwrap_or_default()),
+        Arg::Line => Val::S(s.line.to_owned()),
+        Arg::Timestamp => Val::S(crate::params::rfc3339(s.timestamp_ns)),
+        Arg::Str(t) => Val::S(t.clone()),
+        Arg::Num(n) => Val::N(*n),
+        Arg::Bool(b) => Val::B(*b),
+        Arg::Pipe(p) => run(p, s)?,
+        Arg::Re(r) => Val::S(r.0.as_str().to_owned()),
+    })
+}
+
+fn int(v: &Val) -> Result<i64, String> {
+    match v {
+        Val::N(n) if n.fract() == 0.0 => Ok(*n as i64),
+        Val::S(s) => s.trim().parse().map_err(|_| format!("`{s}` is not an integer")),
+        other => Err(format!("{other:?} is not an integer")),
+    }
+}
+
+fn compare(a: &Val, b: &Val) -> Result<std::cmp::Ordering, String> {
+    match (a, b) {
+        (Val::N(x), Val::N(y)) => x.partial_cmp(y).ok_or_else(|| "NaN does not compare".to_owned()),
+        (Val::S(x), Val::S(y)) => Ok(x.cmp(y)),
+        (Val::B(x), Val::B(y)) => Ok(x.cmp(y)),
+        _ => Err(format!("incompatible types for comparison: {a:?} and {b:?}")),
+    }
+}
+
+/// The first `n` characters (the last `-n` when negative), as sprig's `trunc`.
+fn chars(s: &str, from: usize, to: usize) -> String {
+    s.chars().skip(from).take(to.saturating_sub(from)).collect()
+}
+
+fn call(name: &str, mut v: Vec<Val>, re: Option<&Regex>) -> Result<Val, String> {
+    use std::cmp::Ordering;
+    let s = |i: usize| v[i].text();
+    Ok(match name {
+        "ToUpper" | "upper" => Val::S(s(0).to_uppercase()),
+        "ToLower" | "lower" => Val::S(s(0).to_lowercase()),
+        "title" => {
+            let mut up = true;
+            Val::S(
+                s(0).chars()
+                    .map(|c| {
+                        let o = if up { c.to_uppercase().next().unwrap_or(c) } else { c };
+                        up = c.is_whitespace();
+                        o
+                    })
+                    .collect(),
+            )
+        }
+        "TrimSpace" | "trim" => Val::S(s(0).trim().to_owned()),
+        "Trim" | "TrimLeft" | "TrimRight" | "trimAll" => {
+            let (text, cut) = if name == "trimAll" { (s(1), s(0)) } else { (s(0), s(1)) };
+            let set = |c: char| cut.contains(c);
+            Val::S(
+                match name {
+                    "TrimLeft" => text.trim_start_matches(set),
+                    "TrimRight" => text.trim_end_matches(set),
+                    _ => text.trim_matches(set),
+                }
+                .to_owned(),
+            )
+        }
+        "TrimPrefix" => Val::S(s(0).strip_prefix(s(1).as_str()).map_or(s(0), str::to_owned)),
+        "TrimSuffix" => Val::S(s(0).strip_suffix(s(1).as_str()).map_or(s(0), str::to_owned)),
+        "trimPrefix" => Val::S(s(1).strip_prefix(s(0).as_str()).map_or(s(1), str::to_owned)),
+        "trimSuffix" => Val::S(s(1).strip_suffix(s(0).as_str()).map_or(s(1), str::to_owned)),
+        "Replace" => {
+            let n = int(&v[3])?;
+            let (text, old, new) = (s(0), s(1), s(2));
+            if old.is_empty() && !text.is_empty() && new.len().saturating_mul(text.chars().count() + 1).saturating_add(text.len()) > MAX_VALUE_BYTES {
+                return Err(format!("a value in the template is larger than {MAX_VALUE_BYTES} bytes"));
+            }
+            Val::S(if n < 0 { text.replace(&old, &new) } else { text.replacen(&old, &new, n as usize) })
+        }
+        "replace" => {
+            let (old, new, text) = (s(0), s(1), s(2));
+            if old.is_empty() && new.len().saturating_mul(text.chars().count() + 1).saturating_add(text.len()) > MAX_VALUE_BYTES {
+                return Err(format!("a value in the template is larger than {MAX_VALUE_BYTES} bytes"));
+            }
+            Val::S(text.replace(&old, &new))
+        }
+        "contains" => Val::B(s(1).contains(&s(0))),
+        "hasPrefix" => Val::B(s(1).starts_with(&s(0))),
+        "hasSuffix" => Val::B(s(1).ends_with(&s(0))),
+        "trunc" => {
+            let (n, text) = (int(&v[0])?, s(1));
+            let len = text.chars().count();
+            let n = n.unsigned_abs().min(len as u64) as usize;
+            Val::S(if int(&v[0])? >= 0 { chars(&text, 0, n) } else { chars(&text, len - n, len) })
+        }
+        "substr" => {
+            let (from, to, text) = (int(&v[0])?, int(&v[1])?, s(2));
+            let len = text.chars().count() as i64;
+            let from = from.clamp(0, len) as usize;
+            let to = if to < 0 { len } else { to.clamp(0, len) } as usize;
+            Val::S(chars(&text, from, to))
+        }
+        "default" => {
+            if v[1].truthy() {
+                v.swap_remove(1)
+            } else {
+                v.swap_remove(0)
+            }
+        }
+        "alignLeft" | "alignRight" => {
+            let (n, text) = (int(&v[0])?.clamp(0, MAX_VALUE_BYTES as i64) as usize, s(1));
+            let len = text.chars().count();
+            Val::S(if len >= n {
+                chars(&text, 0, n)
+            } else if name == "alignLeft" {
+                format!("{text}{}", " ".repeat(n - len))
+            } else {
+                format!("{}{text}", " ".repeat(n - len))
+            })
+        }
+        "regexReplaceAll" | "regexReplaceAllLiteral" => {
+            let re = re.ok_or("internal: a regex function without its regex")?;
+            let (text, with) = (s(1), s(2));
+            Val::S(if name == "regexReplaceAll" { re.replace_all(&text, with.as_str()) } else { re.replace_all(&text, regex::NoExpand(&with)) }.into_owned())
+        }
+        "printf" => Val::S(printf(&s(0), &v[1..])?),
+        "len" => Val::N(s(0).chars().count() as f64),
+        "eq" => {
+            if v.len() < 2 {
+                return Err("`eq` compares two values or more".into());
+            }
+            let mut any = false;
+            for other in &v[1..] {
+                any |= compare(&v[0], other)? == Ordering::Equal;
+            }
+            Val::B(any)
+        }
+        "ne" => Val::B(compare(&v[0], &v[1])? != Ordering::Equal),
+        "lt" => Val::B(compare(&v[0], &v[1])? == Ordering::Less),
+        "le" => Val::B(compare(&v[0], &v[1])? != Ordering::Greater),
+        "gt" => Val::B(compare(&v[0], &v[1])? == Ordering::Greater),
+        "ge" => Val::B(compare(&v[0], &v[1])? != Ordering::Less),
+        // Go's `and`/`or`: the first falsy (truthy) argument, else the last.
+        "and" => {
+            let i = v.iter().position(|x| !x.truthy()).unwrap_or(v.len() - 1);
+            v.swap_remove(i)
+        }
+        "or" => {
+            let i = v.iter().position(Val::truthy).unwrap_or(v.len() - 1);
+            v.swap_remove(i)
+        }
+        "not" => Val::B(!v[0].truthy()),
+        other => return Err(format!("internal: no function `{other}`")),
+    })
+}
+
+/// Go's `printf` for the verbs templates use: `%s %v %d %f %q %%`, with `-`, `0`, width and
+/// precision. An argument of the wrong kind prints as Go prints it (`%!d(string=abc)`).
+fn printf(format: &str, args: &[Val]) -> Result<String, String> {
+    let mut out = String::new();
+    let mut next = args.iter();
+    let mut chars = format.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let (mut left, mut zero, mut width, mut prec) = (false, false, None::<usize>, None::<usize>);
+        while let Some(f @ ('-' | '0')) = chars.peek().copied() {
+            left |= f == '-';
+            zero |= f == '0';
+            chars.next();
+        }
+        let digits = |chars: &mut std::iter::Peekable<std::str::Chars>| {
+            let mut n = None::<usize>;
+            while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
+                n = Some(n.unwrap_or(0).saturating_mul(10).saturating_add(d as usize).min(1024));
+                chars.next();
+            }
+            n
+        };
+        width = width.or(digits(&mut chars));
+        if chars.peek() == Some(&'.') {
+            chars.next();
+            prec = Some(digits(&mut chars).unwrap_or(0));
+        }
+        let Some(verb) = chars.next() else {
+            out.push_str("%!(NOVERB)");
+            break;
+        };
+        if verb == '%' {
+            out.push('%');
+            continue;
+        }
+        let Some(a) = next.next() else {
+            out.push_str(&format!("%!{verb}(MISSING)"));
+            continue;
+        };
+        let text = match (verb, a) {
+            ('s' | 'v', Val::S(s)) => prec.map_or(s.clone(), |p| s.chars().take(p).collect()),
+            ('v', a) => a.text(),
+            ('d', Val::N(n)) if n.fract() == 0.0 => format!("{}", *n as i64),
+            ('f', Val::N(n)) => format!("{:.*}", prec.unwrap_or(6), n),
+            ('q', Val::S(s)) => format!("{s:?}"),
+            (v, Val::S(s)) => format!("%!{v}(string={s})"),
+            (v, other) => format!("%!{v}({})", other.text()),
+        };
+        let pad = width.unwrap_or(0).saturating_sub(text.chars().count());
+        if left {
+            out.push_str(&text);
+            out.push_str(&" ".repeat(pad));
+        } else {
+            out.push_str(&(if zero { "0" } else { " " }).repeat(pad));
+            out.push_str(&text);
+        }
+        if out.len() > MAX_VALUE_BYTES {
+            return Err(format!("a value in the template is larger than {MAX_VALUE_BYTES} bytes"));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(src: &str) -> Result<String, String> {
+        let labels: super::super::labels::Labels = [("msg", "Slow call to /api/users"), ("status", "500"), ("path", "/api/users"), ("empty", ""), ("n", "7")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into();
+        render(&template(src)?, &Scope { labels: &labels, line: "the line", timestamp_ns: 0 })
+    }
+
+    #[test]
+    fn functions_pipelines_and_conditions_render_as_go_templates_do() {
+        for (src, want) in [
+            ("{{.status}} {{ .msg | ToUpper }}", "500 SLOW CALL TO /API/USERS"),
+            ("{{ lower .msg | trunc 4 }}|{{ trunc -5 .msg }}", "slow|users"),
+            ("{{ .path | TrimPrefix \"/api\" }}", "/api"),
+            ("{{ TrimPrefix .path \"/api\" }}", "/users"),
+            ("{{ .path | trimPrefix \"/api\" }}", "/users"),
+            ("{{ Replace .msg \"/\" \"_\" -1 }} {{ .msg | replace \"call\" \"hop\" }}", "Slow call to _api_users Slow hop to /api/users"),
+            ("{{ regexReplaceAll \"(\\\\w+)/(\\\\w+)$\" .path \"${2}@${1}\" }}", "/users@api"),
+            ("{{ regexReplaceAllLiteral \"u.\" .path \"$1\" }}", "/api/$1ers"),
+            ("{{ .empty | default \"-\" }}{{ default \"-\" .status }}", "-500"),
+            ("[{{ alignLeft 6 .status }}][{{ alignRight 6 .status }}][{{ alignLeft 2 .status }}]", "[500   ][   500][50]"),
+            ("{{ printf \"%s=%5.2f|%-4d|%q|%03d\" .status 3.14159 12 .n 7 }}", "500= 3.14|12  |\"7\"|007"),
+            ("{{ printf \"%d\" .status }}", "%!d(string=500)"),
+            ("{{ substr 5 9 .msg }}{{ len .msg }}", "call23"),
+            ("{{ if eq .status \"500\" }}ERR{{ else if eq .status \"404\" }}MISS{{ else }}ok{{ end }}", "ERR"),
+            ("{{ if and (hasPrefix \"/api\" .path) (not (contains \"fast\" .msg)) }}slow api{{ end }}", "slow api"),
+            ("{{ if or .empty .missing }}x{{ else }}{{ or .empty .status }}{{ end }}", "500"),
+            ("{{ if gt (len .msg) 10 }}long{{ end }}{{ if lt \"a\" \"b\" }}<{{ end }}", "long<"),
+            ("a  {{- .status -}}  b {{/* a comment */}}c", "a500b c"),
+            ("{{ title \"hello wide world\" }} {{ __line__ | upper }}", "Hello Wide World THE LINE"),
+            ("{{ \"x\" }}{{ 2 }}{{ true }}", "x2true"),
+        ] {
+            assert_eq!(out(src).as_deref(), Ok(want), "{src}");
+        }
+    }
+
+    #[test]
+    fn what_cannot_run_is_refused_when_parsed_and_what_fails_is_an_error() {
+        for (src, needle) in [
+            ("{{ range .x }}{{ end }}", "not supported"),
+            ("{{ template \"a\" }}", "not supported"),
+            ("{{ define \"a\" }}{{ end }}", "not supported"),
+            ("{{ exec .x }}", "function `exec` is not supported"),
+            ("{{ .a | }}", "comes a function"),
+            ("{{ Replace .a \"x\" }}", "takes 4 argument(s), given 2"),
+            ("{{ if .a }}open", "without its `{{end}}`"),
+            ("{{ end }}", "without its"),
+            ("{{ regexReplaceAll .re .a \"x\" }}", "as a quoted string"),
+            ("{{ regexReplaceAll \"(\" .a \"x\" }}", "regex"),
+            ("{{ .a", "without `}}`"),
+            (&format!("{}x{}", "{{ if .a }}".repeat(20), "{{ end }}".repeat(20)), "deeper than 16"),
+        ] {
+            assert!(template(src).is_err_and(|e| e.contains(needle)), "{src}: {:?}", template(src));
+        }
+        // Failures while rendering: comparing a string with a number, a value grown too large.
+        assert!(out("{{ if eq .status 500 }}x{{ end }}").unwrap_err().contains("incompatible types"));
+        let grow = format!("{}.msg{}", "(replace \"\" \"xxxxxxxx\" ".repeat(6), ")".repeat(6));
+        assert!(out(&format!("{{{{ {grow} }}}}")).unwrap_err().contains("larger than"));
+        assert!(out("{{ printf \"%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s\" }}").is_ok(), "widths are capped at 1024, missing args are noted");
+    }
 }
