@@ -140,9 +140,8 @@ async fn loki_api(server: Server) {
     let all = load(&server, t0).await;
     let alice = token(&server, "alice", "acme", &["ws-a"], &[]);
     let (start, end) = ((t0 - 60 * S).to_string(), (t0 + 10 * 60 * S).to_string());
-    let range = |q: &'static str| -> Vec<(&'static str, String)> {
-        vec![("query", q.to_owned()), ("start", start.clone()), ("end", end.clone()), ("limit", "1000".into())]
-    };
+    let range =
+        |q: &str| -> Vec<(&'static str, String)> { vec![("query", q.to_owned()), ("start", start.clone()), ("end", end.clone()), ("limit", "1000".into())] };
     let ask = |params: Vec<(&'static str, String)>| {
         let alice = alice.clone();
         let server = &server;
@@ -269,6 +268,14 @@ async fn loki_api(server: Server) {
         .map(|r| (r.ts, if r.status == 500 { "get FAILED".to_owned() } else { format!("GET ok in {:03}", "tenant=a request done".len()) }))
         .collect();
     assert_eq!(got, want, "{body}");
+    // decolorize: colours a line_format put around each line are taken out again.
+    let coloured = format!(r#"{{project="shop"}} |= "slow call" | line_format "{esc}[1;31m{{{{__line__}}}}{esc}[0m" | decolorize"#, esc = '\u{1b}');
+    let (s, body) = ask(range(&coloured)).await;
+    assert_eq!(s, 200, "{body}");
+    let got: BTreeSet<String> = entries(&body).into_iter().map(|(_, _, l)| l).collect();
+    let want: BTreeSet<String> = shop.iter().filter(|r| r.line.contains("slow call")).map(|r| r.line.clone()).collect();
+    assert!(!want.is_empty());
+    assert_eq!(got, want, "{body}");
     // A template that fails while rendering (a string compared with a number) leaves the line
     // and marks it, as Loki's TemplateFormatErr.
     let (_, body) = ask(range(r#"{project="shop"} | json | __error__="" | line_format `{{ if gt .status 400 }}bad{{ end }}`"#)).await;
@@ -292,6 +299,18 @@ async fn loki_api(server: Server) {
         }
     }
     assert_eq!(m, want, "{body}");
+    // stddev and stdvar across the levels' counts (population, as Prometheus and Loki).
+    let (_, body) = ask(mp(r#"stdvar(sum by (level) (count_over_time({workspace="ws-a"}[1m])))"#, "60s")).await;
+    let mut spread = Vec::new();
+    for k in 0..=6 {
+        let t = (t0 + k * 60 * S) / S;
+        let xs: Vec<f64> = want.values().filter_map(|p| p.iter().find(|(pt, _)| *pt == t).map(|(_, v)| *v)).collect();
+        if !xs.is_empty() {
+            let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+            spread.push((t, xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / xs.len() as f64));
+        }
+    }
+    assert_eq!(matrix(&body), BTreeMap::from([(labels(&[]), spread)]), "{body}");
     // Comparisons filter (keeping the value), or give 1/0 with `bool`.
     let (_, body) = ask(mp(r#"sum by (level) (count_over_time({workspace="ws-a"}[1m])) > 1"#, "60s")).await;
     let over_one: BTreeMap<_, Vec<(i64, f64)>> =

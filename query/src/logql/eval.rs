@@ -403,6 +403,8 @@ fn aggregate(op: AggOp, g: Option<&Grouping>, param: Option<f64>, m: Matrix, n: 
                 AggOp::Min => xs.iter().copied().fold(f64::INFINITY, f64::min),
                 AggOp::Max => xs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
                 AggOp::Count => xs.len() as f64,
+                AggOp::Stddev => variance(&xs).sqrt(),
+                AggOp::Stdvar => variance(&xs),
                 AggOp::Topk | AggOp::Bottomk => unreachable!("handled above"),
             }));
         }
@@ -411,6 +413,12 @@ fn aggregate(op: AggOp, g: Option<&Grouping>, param: Option<f64>, m: Matrix, n: 
         }
     }
     out
+}
+
+/// The population variance of `xs` (not empty).
+fn variance(xs: &[f64]) -> f64 {
+    let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+    xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / xs.len() as f64
 }
 
 fn apply(op: BinOp, a: f64, b: f64) -> f64 {
@@ -609,6 +617,9 @@ mod tests {
         assert_eq!(aggregate(AggOp::Max, Some(&without_pod), None, m.clone(), 2)[0].1, vec![Some(3.0), Some(2.0)]);
         assert_eq!(aggregate(AggOp::Avg, None, None, m.clone(), 2)[0].1, vec![Some(3.0), Some(1.5)]);
         assert_eq!(aggregate(AggOp::Count, None, None, m.clone(), 2)[0].1, vec![Some(3.0), Some(2.0)]);
+        // Population variance and deviation: {1, 3, 5} at the first step, {2, 1} at the second.
+        assert_eq!(aggregate(AggOp::Stdvar, None, None, m.clone(), 2)[0].1, vec![Some(8.0 / 3.0), Some(0.25)]);
+        assert_eq!(aggregate(AggOp::Stddev, None, None, m.clone(), 2)[0].1, vec![Some((8.0f64 / 3.0).sqrt()), Some(0.5)]);
         let top = aggregate(AggOp::Topk, None, Some(1.0), m.clone(), 2);
         assert_eq!(
             top,

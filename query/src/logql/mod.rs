@@ -10,9 +10,10 @@
 //!   parentheses;
 //! - `line_format "{{.label}} …"` (Go templates: fields, `__line__`, pipelines, `if`, Loki's
 //!   functions; see [`templates`]), `label_format` (renames
-//!   `dst=src` and templates `dst="{{.a}}…"`; never of the tenancy labels), `drop`, `keep`;
+//!   `dst=src` and templates `dst="{{.a}}…"`; never of the tenancy labels), `drop`, `keep`,
+//!   `decolorize`;
 //! - metric queries: `count_over_time`, `rate`, `bytes_over_time`, `bytes_rate` over
-//!   `[range]` (with `offset`), `sum`/`avg`/`min`/`max`/`count`/`topk`/`bottomk` `by`/`without`,
+//!   `[range]` (with `offset`), `sum`/`avg`/`min`/`max`/`count`/`stddev`/`stdvar`/`topk`/`bottomk` `by`/`without`,
 //!   over `| unwrap` (`duration(…)`, `bytes(…)`) the `*_over_time` functions,
 //!   `quantile_over_time` and `rate_counter`, arithmetic between them and with numbers, comparisons (`== != > >= < <=`, filtering, or
 //!   1/0 with `bool`), vector matching (`on`/`ignoring`, `group_left`/`group_right`), the set
@@ -147,6 +148,8 @@ pub enum Stage {
     /// Names alone, or matchers (drop only the labels whose value matches).
     Drop(Vec<Matcher>),
     Keep(Vec<Matcher>),
+    /// `decolorize`: ANSI colour and cursor sequences taken out of the line.
+    Decolorize,
 }
 
 /// A log query: a stream selector and its pipeline.
@@ -207,6 +210,9 @@ pub enum AggOp {
     Count,
     Topk,
     Bottomk,
+    /// Population standard deviation and variance, as Prometheus's.
+    Stddev,
+    Stdvar,
 }
 
 #[derive(Debug, Clone, PartialEq)]

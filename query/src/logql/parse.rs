@@ -360,8 +360,9 @@ impl Parser {
                 }
                 Ok(if name == "drop" { Stage::Drop(list) } else { Stage::Keep(list) })
             }
+            "decolorize" => Ok(Stage::Decolorize),
             other => Err(format!(
-                "pipeline stage `{other}` is not supported (supported: json, logfmt, regexp, pattern, line_format, label_format, drop, keep, label filters, line filters)"
+                "pipeline stage `{other}` is not supported (supported: json, logfmt, regexp, pattern, line_format, label_format, drop, keep, decolorize, label filters, line filters)"
             )),
         }
     }
@@ -714,6 +715,8 @@ impl Parser {
             "count" => Some(AggOp::Count),
             "topk" => Some(AggOp::Topk),
             "bottomk" => Some(AggOp::Bottomk),
+            "stddev" => Some(AggOp::Stddev),
+            "stdvar" => Some(AggOp::Stdvar),
             _ => None,
         };
         if let Some(op) = agg {
@@ -743,7 +746,7 @@ impl Parser {
             return Ok(MetricExpr::Vector(n));
         }
         Err(format!(
-            "`{name}` is not supported (supported: count_over_time, rate, bytes_over_time, bytes_rate, sum/avg/min/max/first/last/stddev/stdvar/quantile_over_time over unwrap, sum, avg, min, max, count, topk, bottomk, vector)"
+            "`{name}` is not supported (supported: count_over_time, rate, bytes_over_time, bytes_rate, sum/avg/min/max/first/last/stddev/stdvar/quantile_over_time over unwrap, sum, avg, min, max, count, stddev, stdvar, topk, bottomk, vector)"
         ))
     }
 }

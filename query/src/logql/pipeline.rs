@@ -15,6 +15,13 @@ fn regex(pattern: &str, anchored: bool) -> Result<Regex, String> {
     RegexBuilder::new(&p).size_limit(REGEX_SIZE_LIMIT).dfa_size_limit(REGEX_SIZE_LIMIT).build().map_err(|e| format!("regex `{pattern}`: {e}"))
 }
 
+/// ANSI escape sequences (colours, cursor moves, titles), as terminal-colour strippers match
+/// them.
+static ANSI: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
+    Regex::new(r"[\x{1b}\x{9b}][\[\]()#;?]*(?:(?:(?:[a-zA-Z\d]*(?:;[a-zA-Z\d]*)*)?\x{07})|(?:(?:\d{1,4}(?:;\d{0,4})*)?[\dA-PRZcf-ntqry=><~]))")
+        .expect("a fixed, valid pattern")
+});
+
 /// An unanchored regex with the query's size bounds (a template's `regexReplaceAll`).
 pub(crate) fn regex_unanchored(pattern: &str) -> Result<Regex, String> {
     regex(pattern, false)
@@ -121,6 +128,7 @@ enum Step {
     LabelFormat(Vec<(String, LabelValue)>),
     Drop(Vec<LabelMatch>),
     Keep(Vec<LabelMatch>),
+    Decolorize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -229,6 +237,7 @@ impl Pipeline {
                 Stage::LabelFormat(f) => Step::LabelFormat(f.clone()),
                 Stage::Drop(m) => Step::Drop(m.iter().map(LabelMatch::new).collect::<Result<_, _>>()?),
                 Stage::Keep(m) => Step::Keep(m.iter().map(LabelMatch::new).collect::<Result<_, _>>()?),
+                Stage::Decolorize => Step::Decolorize,
             });
         }
         // Storage applies the leading line filters itself, and level filters (Logs Drilldown's)
@@ -415,6 +424,11 @@ impl Pipeline {
                 Step::LabelFormat(f) => label_format(f, e),
                 Step::Drop(ms) => e.labels.retain(|k, v| !ms.iter().any(|m| &m.name == k && m.matches(v))),
                 Step::Keep(ms) => e.labels.retain(|k, v| ms.iter().any(|m| &m.name == k && m.matches(v))),
+                Step::Decolorize => {
+                    if e.line.contains(['\u{1b}', '\u{9b}']) {
+                        e.line = ANSI.replace_all(&e.line, "").into_owned();
+                    }
+                }
             }
         }
         true

@@ -126,6 +126,10 @@ fn stages_follow_loki_semantics() {
     assert!(run(r#"{a="b"} | logfmt | size >= 3KB"#, line).is_none());
     assert_eq!(run(r#"{a="b"} | logfmt | bare > 1s"#, line).unwrap().1["__error__"], "LabelFilterErr");
     assert!(run(r#"{a="b"} | logfmt | bare > 89"#, line).is_some());
+    // decolorize takes terminal colours out, then filters see the plain text.
+    let coloured = "\u{1b}[31mERROR\u{1b}[0m disk \u{1b}[1;33mfull\u{1b}[m";
+    assert_eq!(run(r#"{a="b"} | decolorize |= "ERROR disk full""#, coloured).unwrap().0, "ERROR disk full");
+    assert!(run(r#"{a="b"} |= "ERROR disk full""#, coloured).is_none());
 }
 
 #[test]
