@@ -469,6 +469,23 @@ async fn loki_api(server: Server) {
     });
     assert!(expect.keys().any(|l| l["project"] == "shop") && expect.keys().any(|l| l["project"] == "billing"));
     assert_eq!(matrix(&body), expect, "{body}");
+    // label_replace: a label made from another by a regex, as Prometheus's.
+    let (s, body) = ask(mp(r#"label_replace(sum by (pod) (count_over_time({project="shop"}[1m])), "app", "$1", "pod", "(.*)-1")"#, "60s")).await;
+    assert_eq!(s, 200, "{body}");
+    let expect = expected(&|t, pod| {
+        let v = shop_pod(t, pod);
+        if v > 0.0 { vec![(labels(&[("app", pod.trim_end_matches("-1")), ("pod", pod)]), v)] } else { vec![] }
+    });
+    assert_eq!(matrix(&body), expect, "{body}");
+    // Two series relabelled alike with points at the same step are an error; onto a tenancy
+    // label, a refusal.
+    for q in [
+        r#"label_replace(sum by (pod) (count_over_time({project="shop"}[1m])), "pod", "x", "pod", ".*")"#,
+        r#"label_replace(sum by (pod) (count_over_time({project="shop"}[1m])), "workspace", "ws-b", "pod", ".*")"#,
+    ] {
+        let (s, body) = ask(mp(q, "60s")).await;
+        assert_eq!((s, body["error"]["code"].as_str()), (400, Some("invalid_query")), "{q}: {body}");
+    }
     // A set operator reads each side in the caller's scope: ws-b, which alice may not read,
     // holds nothing for her, so `or vector(0)` answers 0 at every step.
     let (_, body) = ask(mp(r#"sum(count_over_time({workspace="ws-b"}[1m])) or vector(0)"#, "60s")).await;

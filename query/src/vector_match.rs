@@ -61,6 +61,53 @@ pub enum SetOp {
     Unless,
 }
 
+/// `label_replace`/`label_join`: sets `dst` to what `value` gives for each series (`None`
+/// leaves the series as it is; an empty value removes `dst`). Series that end up with the same
+/// labels are one series again, unless both have a point at the same step, which is an error
+/// (as Prometheus's "vector cannot contain metrics with the same labelset").
+pub fn relabel(series: Vec<Series>, dst: &str, value: impl Fn(&Labels) -> Option<String>) -> Result<Vec<Series>, String> {
+    let mut out: Vec<Series> = Vec::with_capacity(series.len());
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    for mut s in series {
+        if let Some(v) = value(&s.labels) {
+            s.labels.retain(|(k, _)| k != dst);
+            if !v.is_empty() {
+                s.labels.push((dst.to_owned(), v));
+                s.labels.sort();
+            }
+        }
+        match index.get(&s.labels) {
+            Some(&i) => {
+                for (have, p) in out[i].points.iter_mut().zip(s.points) {
+                    match (&have, p) {
+                        (Some(_), Some(_)) => return Err("vector cannot contain metrics with the same labelset".into()),
+                        (None, p) => *have = p,
+                        _ => {}
+                    }
+                }
+            }
+            None => {
+                index.insert(s.labels.clone(), out.len());
+                out.push(s);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `label_replace`'s value: `replacement` (with `$1`, `${name}`) when the whole of `src`'s
+/// value matches `re` (anchored by the caller), else no change.
+pub fn replaced<'a>(replacement: &'a str, src: &'a str, re: &'a regex::Regex) -> impl Fn(&Labels) -> Option<String> + 'a {
+    move |l: &Labels| {
+        let value = l.iter().find(|(k, _)| k == src).map_or("", |(_, v)| v.as_str());
+        re.captures(value).map(|c| {
+            let mut out = String::new();
+            c.expand(replacement, &mut out);
+            out
+        })
+    }
+}
+
 /// Drops the metric name, as every operation that changes a value does.
 pub fn drop_name(mut l: Labels) -> Labels {
     l.retain(|(k, _)| k != "__name__");

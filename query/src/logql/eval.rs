@@ -182,6 +182,13 @@ pub fn eval(e: &MetricExpr, steps: &Steps, inputs: &mut std::vec::IntoIter<Bucke
             let r = eval(rhs, steps, inputs, max_series)?;
             compare(*op, *bool_mod, matching, l, r, steps.len()).map_err(invalid)?
         }
+        MetricExpr::LabelReplace { inner, dst, replacement, src, regex } => match eval(inner, steps, inputs, max_series)? {
+            Value::Vector(m) => {
+                let re = super::pipeline::regex_anchored(regex).map_err(invalid)?;
+                Value::Vector(from_series(vector_match::relabel(to_series(m), dst, vector_match::replaced(replacement, src, &re)).map_err(invalid)?))
+            }
+            Value::Scalar(_) => return Err(invalid("label_replace needs a vector, not a number".into())),
+        },
         MetricExpr::Set { op, matching, lhs, rhs } => match (eval(lhs, steps, inputs, max_series)?, eval(rhs, steps, inputs, max_series)?) {
             (Value::Vector(l), Value::Vector(r)) => {
                 Value::Vector(from_series(vector_match::set(*op, &matching.labels, to_series(l), to_series(r), steps.len())))

@@ -17,7 +17,7 @@
 //!   over `| unwrap` (`duration(…)`, `bytes(…)`) the `*_over_time` functions,
 //!   `quantile_over_time` and `rate_counter`, arithmetic between them and with numbers, comparisons (`== != > >= < <=`, filtering, or
 //!   1/0 with `bool`), vector matching (`on`/`ignoring`, `group_left`/`group_right`), the set
-//!   operators `and`, `or`, `unless`, and `vector(n)` (Grafana's health check).
+//!   operators `and`, `or`, `unless`, `label_replace`, and `vector(n)` (Grafana's health check).
 //!
 //! Anything else is a parse error naming what is not supported: a clear 400, never a query
 //! that silently means something else. Semantics follow Loki's documentation: label matchers'
@@ -273,6 +273,15 @@ pub enum MetricExpr {
         lhs: Box<MetricExpr>,
         rhs: Box<MetricExpr>,
     },
+    /// `label_replace(v, "dst", "replacement", "src", "regex")`, as Prometheus's (never onto a
+    /// tenancy label).
+    LabelReplace {
+        inner: Box<MetricExpr>,
+        dst: String,
+        replacement: String,
+        src: String,
+        regex: String,
+    },
     /// A bare number (a scalar).
     Number(f64),
     /// `vector(n)`: one series with no labels.
@@ -290,7 +299,7 @@ impl MetricExpr {
     pub fn logs(&self) -> Vec<&LogExpr> {
         match self {
             MetricExpr::Range { log, .. } => vec![log],
-            MetricExpr::Agg { inner, .. } => inner.logs(),
+            MetricExpr::Agg { inner, .. } | MetricExpr::LabelReplace { inner, .. } => inner.logs(),
             MetricExpr::Binary { lhs, rhs, .. } | MetricExpr::Compare { lhs, rhs, .. } | MetricExpr::Set { lhs, rhs, .. } => {
                 let mut v = lhs.logs();
                 v.extend(rhs.logs());

@@ -739,6 +739,26 @@ impl Parser {
             }
             return Ok(MetricExpr::Agg { op, grouping, param, inner: Box::new(inner) });
         }
+        if name == "label_replace" {
+            self.expect_sym("(")?;
+            let inner = self.metric()?;
+            let mut text = Vec::new();
+            for what in ["the destination label", "the replacement", "the source label", "the regex"] {
+                self.expect_sym(",")?;
+                text.push(self.string(what)?);
+            }
+            self.expect_sym(")")?;
+            let [dst, replacement, src, regex] = <[String; 4]>::try_from(text).map_err(|_| "label_replace takes five arguments".to_owned())?;
+            let valid = dst.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') && dst.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(format!("invalid destination label name in label_replace(): `{dst}`"));
+            }
+            if TENANCY_LABELS.contains(&dst.as_str()) {
+                return Err(format!("label_replace cannot write `{dst}`: it is the tenancy the rows were stored under"));
+            }
+            super::pipeline::regex_anchored(&regex)?;
+            return Ok(MetricExpr::LabelReplace { inner: Box::new(inner), dst, replacement, src, regex });
+        }
         if name == "vector" {
             self.expect_sym("(")?;
             let Some(Tok::Num(n)) = self.next() else { return Err("`vector` takes a number".into()) };
@@ -746,7 +766,7 @@ impl Parser {
             return Ok(MetricExpr::Vector(n));
         }
         Err(format!(
-            "`{name}` is not supported (supported: count_over_time, rate, bytes_over_time, bytes_rate, sum/avg/min/max/first/last/stddev/stdvar/quantile_over_time over unwrap, sum, avg, min, max, count, stddev, stdvar, topk, bottomk, vector)"
+            "`{name}` is not supported (supported: count_over_time, rate, bytes_over_time, bytes_rate, sum/avg/min/max/first/last/stddev/stdvar/quantile_over_time over unwrap, sum, avg, min, max, count, stddev, stdvar, topk, bottomk, label_replace, vector)"
         ))
     }
 }

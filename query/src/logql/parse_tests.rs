@@ -69,6 +69,10 @@ fn metric_queries_parse_with_precedence() {
     assert_eq!(matching.labels, LabelMatch::On(vec![]));
     assert!(matches!(*rhs, MetricExpr::Compare { .. }));
     assert!(matches!(parse("(vector(1) unless vector(2)) * 2").unwrap(), Expr::Metric(MetricExpr::Binary { op: BinOp::Mul, .. })));
+    assert!(matches!(parse(r#"label_replace(rate({a="b"}[1m]), "dst", "$1", "pod", "(.*)-[0-9]+")"#).unwrap(), Expr::Metric(MetricExpr::LabelReplace { .. })));
+    assert!(parse(r#"label_replace(rate({a="b"}[1m]), "project", "x", "pod", ".*")"#).unwrap_err().contains("tenancy"));
+    assert!(parse(r#"label_replace(rate({a="b"}[1m]), "1x", "x", "pod", ".*")"#).unwrap_err().contains("destination"));
+    assert!(parse(r#"label_replace(rate({a="b"}[1m]), "x", "x", "pod", "(")"#).unwrap_err().contains("regex"));
     // Inside a pipeline, `or` still joins label filters.
     assert!(matches!(parse("count_over_time({a=\"b\"} | level=\"x\" or level=\"y\" [1m])").unwrap(), Expr::Metric(MetricExpr::Range { .. })));
 }

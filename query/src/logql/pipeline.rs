@@ -22,6 +22,11 @@ static ANSI: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
         .expect("a fixed, valid pattern")
 });
 
+/// A regex matching whole values, with the query's size bounds (`label_replace`).
+pub(crate) fn regex_anchored(pattern: &str) -> Result<Regex, String> {
+    regex(pattern, true)
+}
+
 /// An unanchored regex with the query's size bounds (a template's `regexReplaceAll`).
 pub(crate) fn regex_unanchored(pattern: &str) -> Result<Regex, String> {
     regex(pattern, false)

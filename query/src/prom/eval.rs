@@ -27,9 +27,6 @@ const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 use crate::vector_match::{self, Card, LabelMatch, Matching, SetOp, drop_name};
 pub use crate::vector_match::{Labels, Series};
 
-/// A series' new value for a label (`None`: unchanged).
-type Relabel = dyn Fn(&Labels) -> Option<String>;
-
 /// The evaluation times, Unix milliseconds.
 pub use crate::params::Steps;
 
@@ -389,39 +386,19 @@ impl Eval<'_> {
                         format!("`{name}` may not write the tenancy label `workspace`; name another output label"),
                     ));
                 }
-                let relabel: Box<Relabel> = if name == "label_replace" {
+                let v = if name == "label_replace" {
                     let (replacement, src, re) = (text(2)?, text(3)?, text(4)?);
                     let re =
                         regex::Regex::new(&format!("^(?:{re})$")).map_err(|_| invalid(format!("invalid regular expression in label_replace(): `{re}`")))?;
-                    Box::new(move |l: &Labels| {
-                        let value = l.iter().find(|(k, _)| *k == src).map_or("", |(_, v)| v.as_str());
-                        re.captures(value).map(|c| {
-                            let mut out = String::new();
-                            c.expand(&replacement, &mut out);
-                            out
-                        })
-                    })
+                    vector_match::relabel(v, &dst, vector_match::replaced(&replacement, &src, &re))
                 } else {
                     let sep = text(2)?;
                     let srcs = (3..args.len()).map(text).collect::<Result<Vec<_>, _>>()?;
-                    Box::new(move |l: &Labels| {
+                    vector_match::relabel(v, &dst, |l: &Labels| {
                         Some(srcs.iter().map(|s| l.iter().find(|(k, _)| k == s).map_or("", |(_, v)| v.as_str())).collect::<Vec<_>>().join(&sep))
                     })
                 };
-                Value::Vector(
-                    v.into_iter()
-                        .map(|mut s| {
-                            if let Some(value) = relabel(&s.labels) {
-                                s.labels.retain(|(k, _)| *k != dst);
-                                if !value.is_empty() {
-                                    s.labels.push((dst.clone(), value));
-                                    s.labels.sort();
-                                }
-                            }
-                            s
-                        })
-                        .collect(),
-                )
+                Value::Vector(v.map_err(invalid)?)
             }
             "absent" => {
                 let v = self.vector_arg(arg(0)?)?;
