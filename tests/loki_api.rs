@@ -178,6 +178,21 @@ async fn loki_api(server: Server) {
             }),
         ),
         (r#"{project="shop"} | json | __error__="""#, Box::new(|r: &Row| r.tenant == 'a' && r.kind == "json")),
+        // ip(): lines holding an address of 10.251.0.0/16 (the HDFS lines' data nodes).
+        (
+            r#"{project="shop"} |= ip("10.251.0.0/16")"#,
+            Box::new(|r: &Row| {
+                r.tenant == 'a' && r.line.split(|c: char| !(c.is_ascii_digit() || c == '.')).any(|w| w.starts_with("10.251.") && w.matches('.').count() == 3)
+            }),
+        ),
+        (
+            r#"{project="shop"} |= "blk_" != ip("10.251.0.0-10.251.255.255")"#,
+            Box::new(|r: &Row| {
+                r.tenant == 'a'
+                    && r.line.contains("blk_")
+                    && !r.line.split(|c: char| !(c.is_ascii_digit() || c == '.')).any(|w| w.starts_with("10.251.") && w.matches('.').count() == 3)
+            }),
+        ),
         // A duration filter reads the label as a Go duration (`3.5s` > `2.5s`); a value that is
         // not one (`s`, where the line has no `dur`) is a LabelFilterErr, kept as in Loki.
         (

@@ -2,7 +2,8 @@
 //!
 //! - stream selectors `{label="v", other!="w", re=~"a|b", nre!~"c.*"}` over the stream labels
 //!   ([`labels::STREAM_LABELS`]);
-//! - line filters `|= "text"`, `!= "text"`, `|~ "re"`, `!~ "re"`, with `or` alternatives;
+//! - line filters `|= "text"`, `!= "text"`, `|~ "re"`, `!~ "re"`, with `or` alternatives, and
+//!   `|= ip("…")`/`!= ip("…")` (an address, range or CIDR block; also as a label filter);
 //! - the parsers `json` (with optional `label="path"` extractions), `logfmt`, `regexp "…"`
 //!   (named groups) and `pattern "<_> <name> …"`;
 //! - label filters: strings (`= != =~ !~`), numbers, durations and byte sizes (`== != > >= < <=`;
@@ -30,6 +31,7 @@
 pub use crate::vector_match::{Card, LabelMatch, Matching, SetOp};
 
 pub mod eval;
+pub mod ip;
 pub mod labels;
 pub mod parse;
 pub mod pipeline;
@@ -85,6 +87,12 @@ pub enum LabelPred {
         value: f64,
         conversion: Conversion,
     },
+    /// `addr = ip("…")` (`keep`) or `addr != ip("…")`.
+    Ip {
+        name: String,
+        keep: bool,
+        range: ip::IpRange,
+    },
 }
 
 /// One piece of a `line_format` or `label_format` template (Go's template syntax, the subset
@@ -135,6 +143,11 @@ pub enum Stage {
     Line {
         op: LineOp,
         values: Vec<String>,
+    },
+    /// `|= ip("…")` (`keep`) or `!= ip("…")`: lines holding an address in the range, or not.
+    IpLine {
+        keep: bool,
+        range: ip::IpRange,
     },
     /// `json`, with `label="path"` extractions (all top-level and nested fields when empty).
     Json(Vec<(String, String)>),

@@ -271,6 +271,10 @@ impl Parser {
                 _ => break,
             };
             self.pos += 1;
+            if self.is_ident("ip") && matches!(op, LineOp::Contains | LineOp::NotContains) {
+                stages.push(Stage::IpLine { keep: op == LineOp::Contains, range: self.ip()? });
+                continue;
+            }
             if let Some(Tok::Ident(f)) = self.peek() {
                 return Err(format!("line filter function `{f}` is not supported; use a quoted string or regex"));
             }
@@ -367,6 +371,15 @@ impl Parser {
         }
     }
 
+    /// `ip("…")`, at the `ip`.
+    fn ip(&mut self) -> Result<ip::IpRange, String> {
+        self.pos += 1;
+        self.expect_sym("(")?;
+        let range = ip::IpRange::parse(&self.string("an address, range or CIDR block")?)?;
+        self.expect_sym(")")?;
+        Ok(range)
+    }
+
     /// After `| unwrap`: the label, maybe in a conversion, then label filters.
     fn unwrap_stage(&mut self) -> Result<Unwrap, String> {
         let first = self.ident("the label to unwrap")?;
@@ -431,6 +444,7 @@ impl Parser {
             _ => return Err(format!("expected a comparison after `{name}`")),
         };
         match (op, self.peek().cloned()) {
+            (op @ ("=" | "!="), Some(Tok::Ident(f))) if f == "ip" => Ok(LabelPred::Ip { name, keep: op == "=", range: self.ip()? }),
             (op @ ("=" | "!=" | "=~" | "!~"), Some(Tok::Str(value))) => {
                 self.pos += 1;
                 let op = match op {

@@ -7,6 +7,7 @@ use regex::{Regex, RegexBuilder};
 use storage::search::REGEX_SIZE_LIMIT;
 use storage::{LogFilters, Term};
 
+use super::ip::IpRange;
 use super::labels::{DETECTED_LEVEL, Labels, STREAM_LABELS, extracted_name, sanitize};
 use super::{CmpOp, Conversion, Grouping, LabelPred, LabelValue, LineOp, LogExpr, MatchOp, Matcher, PatternPart, Stage, TemplatePart, Unwrap};
 
@@ -70,6 +71,7 @@ enum Pred {
     Or(Box<Pred>, Box<Pred>),
     Str(LabelMatch),
     Num { name: String, op: CmpOp, value: f64, conversion: Conversion },
+    Ip { name: String, keep: bool, range: IpRange },
 }
 
 impl Pred {
@@ -79,6 +81,7 @@ impl Pred {
             LabelPred::Or(a, b) => Pred::Or(Box::new(Pred::new(a)?), Box::new(Pred::new(b)?)),
             LabelPred::Str(m) => Pred::Str(LabelMatch::new(m)?),
             LabelPred::Num { name, op, value, conversion } => Pred::Num { name: name.clone(), op: *op, value: *value, conversion: *conversion },
+            LabelPred::Ip { name, keep, range } => Pred::Ip { name: name.clone(), keep: *keep, range: range.clone() },
         })
     }
 
@@ -101,6 +104,7 @@ impl Pred {
             Pred::And(a, b) => a.eval(l)? && b.eval(l)?,
             Pred::Or(a, b) => a.eval(l)? || b.eval(l)?,
             Pred::Str(m) => m.matches(l.get(&m.name).map_or("", String::as_str)),
+            Pred::Ip { name, keep, range } => range.matches_value(l.get(name).map_or("", String::as_str)) == *keep,
             Pred::Num { name, op, value, conversion } => {
                 let Some(v) = l.get(name) else { return Ok(false) };
                 let Some(x) = convert(*conversion, v) else { return Err(name.clone()) };
@@ -134,6 +138,10 @@ enum Step {
     Drop(Vec<LabelMatch>),
     Keep(Vec<LabelMatch>),
     Decolorize,
+    IpLine {
+        keep: bool,
+        range: IpRange,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -243,6 +251,7 @@ impl Pipeline {
                 Stage::Drop(m) => Step::Drop(m.iter().map(LabelMatch::new).collect::<Result<_, _>>()?),
                 Stage::Keep(m) => Step::Keep(m.iter().map(LabelMatch::new).collect::<Result<_, _>>()?),
                 Stage::Decolorize => Step::Decolorize,
+                Stage::IpLine { keep, range } => Step::IpLine { keep: *keep, range: range.clone() },
             });
         }
         // Storage applies the leading line filters itself, and level filters (Logs Drilldown's)
@@ -429,6 +438,11 @@ impl Pipeline {
                 Step::LabelFormat(f) => label_format(f, e),
                 Step::Drop(ms) => e.labels.retain(|k, v| !ms.iter().any(|m| &m.name == k && m.matches(v))),
                 Step::Keep(ms) => e.labels.retain(|k, v| ms.iter().any(|m| &m.name == k && m.matches(v))),
+                Step::IpLine { keep, range } => {
+                    if range.in_line(&e.line) != *keep {
+                        return false;
+                    }
+                }
                 Step::Decolorize => {
                     if e.line.contains(['\u{1b}', '\u{9b}']) {
                         e.line = ANSI.replace_all(&e.line, "").into_owned();

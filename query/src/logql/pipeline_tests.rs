@@ -126,6 +126,13 @@ fn stages_follow_loki_semantics() {
     assert!(run(r#"{a="b"} | logfmt | size >= 3KB"#, line).is_none());
     assert_eq!(run(r#"{a="b"} | logfmt | bare > 1s"#, line).unwrap().1["__error__"], "LabelFilterErr");
     assert!(run(r#"{a="b"} | logfmt | bare > 89"#, line).is_some());
+    // ip(): addresses in the line, or a label's value.
+    let line = "GET from 10.1.2.3:5123 via 2001:db8::1 peer=192.168.7.9";
+    assert!(run(r#"{a="b"} |= ip("10.0.0.0/8")"#, line).is_some());
+    assert!(run(r#"{a="b"} != ip("10.0.0.0/8")"#, line).is_none());
+    assert!(run(r#"{a="b"} |= ip("2001:db8::/32") != ip("172.16.0.0-172.31.255.255")"#, line).is_some());
+    assert!(run(r#"{a="b"} | logfmt | peer = ip("192.168.0.0/16")"#, line).is_some());
+    assert!(run(r#"{a="b"} | logfmt | peer != ip("192.168.0.0/16")"#, line).is_none());
     // decolorize takes terminal colours out, then filters see the plain text.
     let coloured = "\u{1b}[31mERROR\u{1b}[0m disk \u{1b}[1;33mfull\u{1b}[m";
     assert_eq!(run(r#"{a="b"} | decolorize |= "ERROR disk full""#, coloured).unwrap().0, "ERROR disk full");
