@@ -178,6 +178,10 @@ async fn loki_api(server: Server) {
             }),
         ),
         (r#"{project="shop"} | json | __error__="""#, Box::new(|r: &Row| r.tenant == 'a' && r.kind == "json")),
+        // unpack: the JSON lines' string fields as labels; their `workspace` field cannot pose as
+        // the stream's (`workspace_extracted`), so `workspace="ws-b"` matches nothing.
+        (r#"{project="shop"} | unpack | method="GET" and workspace_extracted="ws-b""#, Box::new(|r: &Row| r.tenant == 'a' && r.kind == "json")),
+        (r#"{project="shop"} | unpack | workspace="ws-b""#, Box::new(|_: &Row| false)),
         // ip(): lines holding an address of 10.251.0.0/16 (the HDFS lines' data nodes).
         (
             r#"{project="shop"} |= ip("10.251.0.0/16")"#,

@@ -4,7 +4,7 @@
 //!   ([`labels::STREAM_LABELS`]);
 //! - line filters `|= "text"`, `!= "text"`, `|~ "re"`, `!~ "re"`, with `or` alternatives, and
 //!   `|= ip("…")`/`!= ip("…")` (an address, range or CIDR block; also as a label filter);
-//! - the parsers `json` (with optional `label="path"` extractions), `logfmt`, `regexp "…"`
+//! - the parsers `json` (with optional `label="path"` extractions), `logfmt`, `unpack`, `regexp "…"`
 //!   (named groups) and `pattern "<_> <name> …"`;
 //! - label filters: strings (`= != =~ !~`), numbers, durations and byte sizes (`== != > >= < <=`;
 //!   `took > 1.5s`, `size >= 20MB`), `and`, `or`, commas,
@@ -163,6 +163,9 @@ pub enum Stage {
     Keep(Vec<Matcher>),
     /// `decolorize`: ANSI colour and cursor sequences taken out of the line.
     Decolorize,
+    /// `unpack`: a line Promtail's `pack` stage wrote (a JSON object): its string fields become
+    /// labels and `_entry` the line.
+    Unpack,
 }
 
 /// A log query: a stream selector and its pipeline.

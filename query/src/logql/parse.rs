@@ -365,8 +365,9 @@ impl Parser {
                 Ok(if name == "drop" { Stage::Drop(list) } else { Stage::Keep(list) })
             }
             "decolorize" => Ok(Stage::Decolorize),
+            "unpack" => Ok(Stage::Unpack),
             other => Err(format!(
-                "pipeline stage `{other}` is not supported (supported: json, logfmt, regexp, pattern, line_format, label_format, drop, keep, decolorize, label filters, line filters)"
+                "pipeline stage `{other}` is not supported (supported: json, logfmt, regexp, pattern, line_format, label_format, drop, keep, decolorize, unpack, label filters, line filters)"
             )),
         }
     }

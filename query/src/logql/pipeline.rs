@@ -142,6 +142,7 @@ enum Step {
         keep: bool,
         range: IpRange,
     },
+    Unpack,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -251,6 +252,7 @@ impl Pipeline {
                 Stage::Drop(m) => Step::Drop(m.iter().map(LabelMatch::new).collect::<Result<_, _>>()?),
                 Stage::Keep(m) => Step::Keep(m.iter().map(LabelMatch::new).collect::<Result<_, _>>()?),
                 Stage::Decolorize => Step::Decolorize,
+                Stage::Unpack => Step::Unpack,
                 Stage::IpLine { keep, range } => Step::IpLine { keep: *keep, range: range.clone() },
             });
         }
@@ -443,6 +445,7 @@ impl Pipeline {
                         return false;
                     }
                 }
+                Step::Unpack => unpack(e),
                 Step::Decolorize => {
                     if e.line.contains(['\u{1b}', '\u{9b}']) {
                         e.line = ANSI.replace_all(&e.line, "").into_owned();
@@ -641,6 +644,26 @@ fn flatten(e: &mut Entry, prefix: &str, v: &serde_json::Map<String, serde_json::
                     set(e, &key, s);
                 }
             }
+        }
+    }
+}
+
+/// `unpack`: a JSON object's string fields become labels (renamed `…_extracted` when they
+/// would shadow a stream label), and its `_entry` field the line, as Promtail's `pack` wrote
+/// them. Other fields are left out.
+fn unpack(e: &mut Entry) {
+    let Ok(serde_json::Value::Object(obj)) = serde_json::from_str::<serde_json::Value>(&e.line) else {
+        e.labels.insert("__error__".into(), "JSONParserErr".into());
+        e.labels.insert("__error_details__".into(), "the line is not a JSON object".into());
+        return;
+    };
+    for (k, v) in obj {
+        match v {
+            serde_json::Value::String(s) if k == "_entry" => e.line = s,
+            serde_json::Value::String(s) if !s.is_empty() => {
+                e.labels.insert(extracted_name(&sanitize(&k)), s);
+            }
+            _ => {}
         }
     }
 }

@@ -126,6 +126,11 @@ fn stages_follow_loki_semantics() {
     assert!(run(r#"{a="b"} | logfmt | size >= 3KB"#, line).is_none());
     assert_eq!(run(r#"{a="b"} | logfmt | bare > 1s"#, line).unwrap().1["__error__"], "LabelFilterErr");
     assert!(run(r#"{a="b"} | logfmt | bare > 89"#, line).is_some());
+    // unpack: Promtail's packed lines give their labels back and `_entry` becomes the line.
+    let packed = r#"{"container":"nginx","pod":"web-1","_entry":"GET /index 200","n":3}"#;
+    let (line, l) = run(r#"{a="b"} | unpack | container_extracted="nginx""#, packed).unwrap();
+    assert_eq!((line.as_str(), l["pod_extracted"].as_str(), l["pod"].as_str(), l.get("n")), ("GET /index 200", "web-1", "api-1", None));
+    assert_eq!(run(r#"{a="b"} | unpack"#, "plain text").unwrap().1["__error__"], "JSONParserErr");
     // ip(): addresses in the line, or a label's value.
     let line = "GET from 10.1.2.3:5123 via 2001:db8::1 peer=192.168.7.9";
     assert!(run(r#"{a="b"} |= ip("10.0.0.0/8")"#, line).is_some());
