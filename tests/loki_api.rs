@@ -488,6 +488,31 @@ async fn loki_api(server: Server) {
     });
     assert!(expect.keys().any(|l| l["project"] == "shop") && expect.keys().any(|l| l["project"] == "billing"));
     assert_eq!(matrix(&body), expect, "{body}");
+    // sort_desc and approx_topk (exact here) in an instant query: the levels by count.
+    let at = (t0 + 6 * 60 * S).to_string();
+    for (q, k) in [
+        (r#"sort_desc(sum by (level) (count_over_time({workspace="ws-a"}[10m])))"#, 3),
+        (r#"approx_topk(2, sum by (level) (count_over_time({workspace="ws-a"}[10m])))"#, 2),
+    ] {
+        let (s, body) = loki(&server, "/loki/api/v1/query", &alice, &[("query", q), ("time", &at)]).await;
+        assert_eq!(s, 200, "{body}");
+        let got: Vec<(String, f64)> = body["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["metric"]["level"].as_str().unwrap().to_owned(), r["value"][1].as_str().unwrap().parse().unwrap()))
+            .collect();
+        let mut want_counts: Vec<f64> = ["error", "info", "warn"]
+            .iter()
+            .map(|l| visible.iter().filter(|r| r.level == *l && r.ts > t0 - 4 * 60 * S && r.ts <= t0 + 6 * 60 * S).count() as f64)
+            .collect();
+        want_counts.sort_by(|a, b| b.total_cmp(a));
+        want_counts.truncate(k);
+        assert_eq!(got.iter().map(|g| g.1).collect::<Vec<_>>(), want_counts, "{q}: {body}");
+        for (level, v) in &got {
+            assert_eq!(*v, visible.iter().filter(|r| r.level == level.as_str() && r.ts > t0 - 4 * 60 * S && r.ts <= t0 + 6 * 60 * S).count() as f64, "{q}");
+        }
+    }
     // label_replace: a label made from another by a regex, as Prometheus's.
     let (s, body) = ask(mp(r#"label_replace(sum by (pod) (count_over_time({project="shop"}[1m])), "app", "$1", "pod", "(.*)-1")"#, "60s")).await;
     assert_eq!(s, 200, "{body}");

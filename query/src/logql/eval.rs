@@ -189,6 +189,23 @@ pub fn eval(e: &MetricExpr, steps: &Steps, inputs: &mut std::vec::IntoIter<Bucke
             }
             Value::Scalar(_) => return Err(invalid("label_replace needs a vector, not a number".into())),
         },
+        MetricExpr::Sort { desc, inner } => match eval(inner, steps, inputs, max_series)? {
+            Value::Vector(mut m) => {
+                // Prometheus's order: by value, NaN and absent points last either way.
+                let key = |v: &Vec<Option<f64>>| v.last().copied().flatten().filter(|x| !x.is_nan());
+                m.sort_by(|a, b| match (key(&a.1), key(&b.1)) {
+                    (Some(x), Some(y)) => {
+                        let o = x.total_cmp(&y);
+                        if *desc { o.reverse() } else { o }
+                    }
+                    (Some(_), None) => std::cmp::Ordering::Less,
+                    (None, Some(_)) => std::cmp::Ordering::Greater,
+                    (None, None) => std::cmp::Ordering::Equal,
+                });
+                Value::Vector(m)
+            }
+            Value::Scalar(_) => return Err(invalid("sort needs a vector, not a number".into())),
+        },
         MetricExpr::Set { op, matching, lhs, rhs } => match (eval(lhs, steps, inputs, max_series)?, eval(rhs, steps, inputs, max_series)?) {
             (Value::Vector(l), Value::Vector(r)) => {
                 Value::Vector(from_series(vector_match::set(*op, &matching.labels, to_series(l), to_series(r), steps.len())))

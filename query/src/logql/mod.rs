@@ -18,7 +18,8 @@
 //!   over `| unwrap` (`duration(…)`, `bytes(…)`) the `*_over_time` functions,
 //!   `quantile_over_time` and `rate_counter`, arithmetic between them and with numbers, comparisons (`== != > >= < <=`, filtering, or
 //!   1/0 with `bool`), vector matching (`on`/`ignoring`, `group_left`/`group_right`), the set
-//!   operators `and`, `or`, `unless`, `label_replace`, and `vector(n)` (Grafana's health check).
+//!   operators `and`, `or`, `unless`, `label_replace`, `sort`/`sort_desc`, `approx_topk` (exact
+//!   here), and `vector(n)` (Grafana's health check).
 //!
 //! Anything else is a parse error naming what is not supported: a clear 400, never a query
 //! that silently means something else. Semantics follow Loki's documentation: label matchers'
@@ -298,6 +299,12 @@ pub enum MetricExpr {
         src: String,
         regex: String,
     },
+    /// `sort`/`sort_desc`: the series in order of their value (at the last step; an instant
+    /// query has one), those without one last.
+    Sort {
+        desc: bool,
+        inner: Box<MetricExpr>,
+    },
     /// A bare number (a scalar).
     Number(f64),
     /// `vector(n)`: one series with no labels.
@@ -315,7 +322,7 @@ impl MetricExpr {
     pub fn logs(&self) -> Vec<&LogExpr> {
         match self {
             MetricExpr::Range { log, .. } => vec![log],
-            MetricExpr::Agg { inner, .. } | MetricExpr::LabelReplace { inner, .. } => inner.logs(),
+            MetricExpr::Agg { inner, .. } | MetricExpr::LabelReplace { inner, .. } | MetricExpr::Sort { inner, .. } => inner.logs(),
             MetricExpr::Binary { lhs, rhs, .. } | MetricExpr::Compare { lhs, rhs, .. } | MetricExpr::Set { lhs, rhs, .. } => {
                 let mut v = lhs.logs();
                 v.extend(rhs.logs());

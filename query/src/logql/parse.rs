@@ -728,7 +728,8 @@ impl Parser {
             "min" => Some(AggOp::Min),
             "max" => Some(AggOp::Max),
             "count" => Some(AggOp::Count),
-            "topk" => Some(AggOp::Topk),
+            // Loki's approx_topk is a sketch of topk; the exact answer is always within it.
+            "topk" | "approx_topk" => Some(AggOp::Topk),
             "bottomk" => Some(AggOp::Bottomk),
             "stddev" => Some(AggOp::Stddev),
             "stdvar" => Some(AggOp::Stdvar),
@@ -752,7 +753,16 @@ impl Parser {
             if grouping.is_none() {
                 grouping = self.grouping()?;
             }
+            if name == "approx_topk" && grouping.is_some() {
+                return Err("approx_topk takes no by/without; use topk".into());
+            }
             return Ok(MetricExpr::Agg { op, grouping, param, inner: Box::new(inner) });
+        }
+        if name == "sort" || name == "sort_desc" {
+            self.expect_sym("(")?;
+            let inner = self.metric()?;
+            self.expect_sym(")")?;
+            return Ok(MetricExpr::Sort { desc: name == "sort_desc", inner: Box::new(inner) });
         }
         if name == "label_replace" {
             self.expect_sym("(")?;
@@ -781,7 +791,7 @@ impl Parser {
             return Ok(MetricExpr::Vector(n));
         }
         Err(format!(
-            "`{name}` is not supported (supported: count_over_time, rate, bytes_over_time, bytes_rate, sum/avg/min/max/first/last/stddev/stdvar/quantile_over_time over unwrap, sum, avg, min, max, count, stddev, stdvar, topk, bottomk, label_replace, vector)"
+            "`{name}` is not supported (supported: count_over_time, rate, bytes_over_time, bytes_rate, sum/avg/min/max/first/last/stddev/stdvar/quantile_over_time over unwrap, sum, avg, min, max, count, stddev, stdvar, topk, bottomk, approx_topk, sort, sort_desc, label_replace, vector)"
         ))
     }
 }

@@ -73,6 +73,9 @@ fn metric_queries_parse_with_precedence() {
     assert!(parse(r#"label_replace(rate({a="b"}[1m]), "project", "x", "pod", ".*")"#).unwrap_err().contains("tenancy"));
     assert!(parse(r#"label_replace(rate({a="b"}[1m]), "1x", "x", "pod", ".*")"#).unwrap_err().contains("destination"));
     assert!(parse(r#"label_replace(rate({a="b"}[1m]), "x", "x", "pod", "(")"#).unwrap_err().contains("regex"));
+    assert!(matches!(parse(r#"sort_desc(rate({a="b"}[1m]))"#).unwrap(), Expr::Metric(MetricExpr::Sort { desc: true, .. })));
+    assert!(matches!(parse(r#"approx_topk(3, rate({a="b"}[1m]))"#).unwrap(), Expr::Metric(MetricExpr::Agg { op: AggOp::Topk, .. })));
+    assert!(parse(r#"approx_topk(3, rate({a="b"}[1m])) by (pod)"#).unwrap_err().contains("no by/without"));
     // Inside a pipeline, `or` still joins label filters.
     assert!(matches!(parse("count_over_time({a=\"b\"} | level=\"x\" or level=\"y\" [1m])").unwrap(), Expr::Metric(MetricExpr::Range { .. })));
 }

@@ -465,6 +465,7 @@ fn plan<'a>(e: &'a MetricExpr, parent: Option<&'a MetricExpr>, out: &mut Vec<Pla
         MetricExpr::Agg { inner, .. } => plan(inner, Some(e), out),
         // Relabelling may read any label: every stream apart.
         MetricExpr::LabelReplace { inner, .. } => plan(inner, Some(e), out),
+        MetricExpr::Sort { inner, .. } => plan(inner, Some(e), out),
         MetricExpr::Binary { lhs, rhs, .. } | MetricExpr::Compare { lhs, rhs, .. } | MetricExpr::Set { lhs, rhs, .. } => {
             plan(lhs, Some(e), out);
             plan(rhs, Some(e), out);
