@@ -475,6 +475,7 @@ fn run(p: &Pipe, s: &Scope) -> Result<Val, String> {
                 let mut vals = Vec::with_capacity(args.len() + 1);
                 for a in args {
                     vals.push(match a {
+                        // The compiled regex goes to `call` apart; its place is kept.
                         Arg::Re(_) => Val::B(false),
                         a => value(a, s)?,
                     });
