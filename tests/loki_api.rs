@@ -836,6 +836,13 @@ async fn loki_api(server: Server) {
         r#" | pattern "tenant=<tenant> <_>""#,
         r#" | regexp `tenant=(?P<workspace>\w)`"#,
         r#" | logfmt | label_format pod="{{.tenant}}", owner=pod"#,
+        " | unpack",
+        " | decolorize",
+        r#" |= ip("10.0.0.0/8")"#,
+        r#" | detected_level="error" or detected_level="info""#,
+        r#" | line_format `{{ if eq .workspace "ws-b" }}{{ .workspace }}{{ else }}{{ printf "%s/%s" .workspace .project | ToUpper }}{{ end }}`"#,
+        r#" | label_format copy=`{{ .workspace | replace "a" "b" }}`"#,
+        " | logfmt | dur > 1s",
     ];
     let aggs = [
         "sum by (workspace) ({})",
@@ -845,6 +852,10 @@ async fn loki_api(server: Server) {
         "{}",
         "sum by (workspace) ({}) > 0",
         "{} >= bool 1",
+        r#"{} or on() sum(count_over_time({workspace="ws-b"}[10m]))"#,
+        r#"label_replace({}, "copied", "$1", "workspace", "(.*)")"#,
+        "sum by (workspace, pod) ({}) / ignoring(pod) group_left sum by (workspace) ({})",
+        "sort_desc({}) unless on() vector(1) < 0",
     ];
     for _ in 0..60 {
         let mut sel: Vec<&str> = (0..1 + next(3)).map(|_| matchers[next(matchers.len())]).collect();
