@@ -178,6 +178,11 @@ async fn loki_api(server: Server) {
             }),
         ),
         (r#"{project="shop"} | json | __error__="""#, Box::new(|r: &Row| r.tenant == 'a' && r.kind == "json")),
+        // logfmt with extractions: only `status`, as `code`; `msg` is not extracted.
+        (
+            r#"{project="shop"} | logfmt code="status", dur | code="500" and msg="" | __error__="""#,
+            Box::new(|r: &Row| r.tenant == 'a' && r.kind == "logfmt" && r.status == 500),
+        ),
         // unpack: the JSON lines' string fields as labels; their `workspace` field cannot pose as
         // the stream's (`workspace_extracted`), so `workspace="ws-b"` matches nothing.
         (r#"{project="shop"} | unpack | method="GET" and workspace_extracted="ws-b""#, Box::new(|r: &Row| r.tenant == 'a' && r.kind == "json")),

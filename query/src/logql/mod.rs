@@ -4,7 +4,8 @@
 //!   ([`labels::STREAM_LABELS`]);
 //! - line filters `|= "text"`, `!= "text"`, `|~ "re"`, `!~ "re"`, with `or` alternatives, and
 //!   `|= ip("…")`/`!= ip("…")` (an address, range or CIDR block; also as a label filter);
-//! - the parsers `json` (with optional `label="path"` extractions), `logfmt`, `unpack`, `regexp "…"`
+//! - the parsers `json` (with optional `label="path"` extractions), `logfmt` (likewise with
+//!   `label="key"`), `unpack`, `regexp "…"`
 //!   (named groups) and `pattern "<_> <name> …"`;
 //! - label filters: strings (`= != =~ !~`), numbers, durations and byte sizes (`== != > >= < <=`;
 //!   `took > 1.5s`, `size >= 20MB`), `and`, `or`, commas,
@@ -152,7 +153,8 @@ pub enum Stage {
     },
     /// `json`, with `label="path"` extractions (all top-level and nested fields when empty).
     Json(Vec<(String, String)>),
-    Logfmt,
+    /// `logfmt`, with `label="key"` extractions (every key when empty).
+    Logfmt(Vec<(String, String)>),
     /// `regexp "…"`: named groups become labels.
     Regexp(String),
     Pattern(Vec<PatternPart>),

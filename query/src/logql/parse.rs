@@ -315,10 +315,17 @@ impl Parser {
                 if self.is_sym("-") {
                     return Err("logfmt flags are not supported".into());
                 }
-                if matches!(self.peek(), Some(Tok::Ident(_))) && !self.is_ident("or") {
-                    return Err("logfmt extraction parameters are not supported; use `| logfmt` and label filters".into());
+                // `| logfmt host, fwd_ip="fwd"`: only these keys, `fwd` as `fwd_ip`.
+                let mut params = Vec::new();
+                while let Some(Tok::Ident(label)) = self.peek().cloned().filter(|_| !self.is_ident("or")) {
+                    self.pos += 1;
+                    let key = if self.eat_sym("=") { self.string("a logfmt key")? } else { label.clone() };
+                    params.push((label, key));
+                    if !self.eat_sym(",") {
+                        break;
+                    }
                 }
-                Ok(Stage::Logfmt)
+                Ok(Stage::Logfmt(params))
             }
             "line_format" => Ok(Stage::LineFormat(template(&self.string("a line_format template")?)?)),
             "regexp" => Ok(Stage::Regexp(self.string("a regexp with named groups")?)),

@@ -128,7 +128,7 @@ enum Step {
         regexes: Vec<Regex>,
     },
     Json(Vec<(String, Vec<PathPart>)>),
-    Logfmt,
+    Logfmt(Vec<(String, String)>),
     /// The regex and its named groups.
     Regexp(Regex),
     Pattern(Vec<PatternPart>),
@@ -237,7 +237,7 @@ impl Pipeline {
                     Step::Line { op: *op, values: values.clone(), regexes }
                 }
                 Stage::Json(params) => Step::Json(params.iter().map(|(l, p)| Ok((l.clone(), json_path(p)?))).collect::<Result<_, String>>()?),
-                Stage::Logfmt => Step::Logfmt,
+                Stage::Logfmt(params) => Step::Logfmt(params.clone()),
                 Stage::Regexp(re) => {
                     let r = regex(re, false)?;
                     if r.capture_names().flatten().next().is_none() {
@@ -410,7 +410,7 @@ impl Pipeline {
                     }
                 }
                 Step::Json(params) => json(e, params),
-                Step::Logfmt => logfmt(e),
+                Step::Logfmt(params) => logfmt(e, params),
                 Step::Labels(p) => match p.eval(&e.labels) {
                     Ok(true) => {}
                     Ok(false) => return false,
@@ -699,7 +699,9 @@ fn json(e: &mut Entry, params: &[(String, Vec<PathPart>)]) {
 }
 
 /// logfmt: `key=value`, `key="quoted \" value"`, bare `key` (an empty value).
-fn logfmt(e: &mut Entry) {
+/// `logfmt`: every `key=value` pair becomes a label, or, with `params`, only the keys named
+/// there, under their labels.
+fn logfmt(e: &mut Entry, params: &[(String, String)]) {
     let line = std::mem::take(&mut e.line);
     let b = line.as_bytes();
     let mut i = 0;
@@ -760,7 +762,13 @@ fn logfmt(e: &mut Entry) {
                 value.push_str(&line[vs..i]);
             }
         }
-        set(e, key, value);
+        if params.is_empty() {
+            set(e, key, value);
+        } else {
+            for (label, _) in params.iter().filter(|(_, k)| k == key) {
+                set(e, label, value.clone());
+            }
+        }
     }
     e.line = line;
     if !ok {

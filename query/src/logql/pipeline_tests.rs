@@ -126,6 +126,9 @@ fn stages_follow_loki_semantics() {
     assert!(run(r#"{a="b"} | logfmt | size >= 3KB"#, line).is_none());
     assert_eq!(run(r#"{a="b"} | logfmt | bare > 1s"#, line).unwrap().1["__error__"], "LabelFilterErr");
     assert!(run(r#"{a="b"} | logfmt | bare > 89"#, line).is_some());
+    // logfmt with extractions: only the keys named, under their labels.
+    let (_, l) = run(r#"{a="b"} | logfmt status, took="dur" | took > 1"#, r#"level=warn msg="slow call" dur=1.5 status=500"#).unwrap();
+    assert_eq!((l.get("status").map(String::as_str), l.get("took").map(String::as_str), l.get("msg"), l.get("dur")), (Some("500"), Some("1.5"), None, None));
     // unpack: Promtail's packed lines give their labels back and `_entry` becomes the line.
     let packed = r#"{"container":"nginx","pod":"web-1","_entry":"GET /index 200","n":3}"#;
     let (line, l) = run(r#"{a="b"} | unpack | container_extracted="nginx""#, packed).unwrap();
