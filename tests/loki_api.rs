@@ -178,6 +178,11 @@ async fn loki_api(server: Server) {
             }),
         ),
         (r#"{project="shop"} | json | __error__="""#, Box::new(|r: &Row| r.tenant == 'a' && r.kind == "json")),
+        // logfmt reads JSON lines leniently (Loki 3: malformed pairs skipped, no error);
+        // `--strict` marks them.
+        (r#"{project="shop"} |= "request done" | logfmt | __error__="""#, Box::new(|r: &Row| r.tenant == 'a' && r.kind == "json")),
+        (r#"{project="shop"} |= "request done" | logfmt --strict | __error__="LogfmtParserErr""#, Box::new(|r: &Row| r.tenant == 'a' && r.kind == "json")),
+        (r#"{project="shop"} |= "tenant=a msg" | logfmt --strict --keep-empty | __error__="""#, Box::new(|r: &Row| r.tenant == 'a' && r.kind == "logfmt")),
         // logfmt with extractions: only `status`, as `code`; `msg` is not extracted.
         (
             r#"{project="shop"} | logfmt code="status", dur | code="500" and msg="" | __error__="""#,

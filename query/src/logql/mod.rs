@@ -5,7 +5,7 @@
 //! - line filters `|= "text"`, `!= "text"`, `|~ "re"`, `!~ "re"`, with `or` alternatives, and
 //!   `|= ip("…")`/`!= ip("…")` (an address, range or CIDR block; also as a label filter);
 //! - the parsers `json` (with optional `label="path"` extractions), `logfmt` (likewise with
-//!   `label="key"`), `unpack`, `regexp "…"`
+//!   `label="key"`; `--strict`, `--keep-empty`), `unpack`, `regexp "…"`
 //!   (named groups) and `pattern "<_> <name> …"`;
 //! - label filters: strings (`= != =~ !~`), numbers, durations and byte sizes (`== != > >= < <=`;
 //!   `took > 1.5s`, `size >= 20MB`), `and`, `or`, commas,
@@ -153,8 +153,8 @@ pub enum Stage {
     },
     /// `json`, with `label="path"` extractions (all top-level and nested fields when empty).
     Json(Vec<(String, String)>),
-    /// `logfmt`, with `label="key"` extractions (every key when empty).
-    Logfmt(Vec<(String, String)>),
+    /// `logfmt [--strict] [--keep-empty] [label="key", …]`.
+    Logfmt(pipeline::LogfmtOptions),
     /// `regexp "…"`: named groups become labels.
     Regexp(String),
     Pattern(Vec<PatternPart>),

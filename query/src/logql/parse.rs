@@ -312,11 +312,27 @@ impl Parser {
                 Ok(Stage::Json(params))
             }
             "logfmt" => {
-                if self.is_sym("-") {
-                    return Err("logfmt flags are not supported".into());
+                let mut o = super::pipeline::LogfmtOptions::default();
+                while self.is_sym("-") {
+                    let flag = (self.eat_sym("-") && self.eat_sym("-")).then(|| self.peek().cloned()).flatten();
+                    match flag {
+                        Some(Tok::Ident(f)) if f == "strict" => {
+                            self.pos += 1;
+                            o.strict = true;
+                        }
+                        Some(Tok::Ident(f))
+                            if f == "keep"
+                                && self.toks.get(self.pos + 1).is_some_and(|(_, t)| *t == Tok::Sym("-"))
+                                && matches!(self.toks.get(self.pos + 2), Some((_, Tok::Ident(e))) if e == "empty") =>
+                        {
+                            self.pos += 3;
+                            o.keep_empty = true;
+                        }
+                        _ => return Err(format!("logfmt takes the flags --strict and --keep-empty; found {}", self.describe())),
+                    }
                 }
                 // `| logfmt host, fwd_ip="fwd"`: only these keys, `fwd` as `fwd_ip`.
-                let mut params = Vec::new();
+                let params = &mut o.params;
                 while let Some(Tok::Ident(label)) = self.peek().cloned().filter(|_| !self.is_ident("or")) {
                     self.pos += 1;
                     let key = if self.eat_sym("=") { self.string("a logfmt key")? } else { label.clone() };
@@ -325,7 +341,7 @@ impl Parser {
                         break;
                     }
                 }
-                Ok(Stage::Logfmt(params))
+                Ok(Stage::Logfmt(o))
             }
             "line_format" => Ok(Stage::LineFormat(template(&self.string("a line_format template")?)?)),
             "regexp" => Ok(Stage::Regexp(self.string("a regexp with named groups")?)),

@@ -92,6 +92,7 @@ fn unsupported_and_malformed_queries_are_named() {
         ("sum_over_time({a=\"b\"} | unwrap x [1m]) by (pod)", "not supported"),
         ("avg_over_time({a=\"b\"} | unwrap x | json [1m])", "only label filters"),
         ("vector(1) + bool vector(1)", "bool modifier can only follow a comparison"),
+        ("{a=\"b\"} | logfmt --lenient", "--strict and --keep-empty"),
         ("vector(1) * group_left vector(1)", "needs on(…) or ignoring(…)"),
         ("vector(1) and on(a) group_left vector(1)", "cannot follow a set operator"),
         ("vector(1) / on(a) group_left(a) vector(1)", "both on(…) and the group modifier"),

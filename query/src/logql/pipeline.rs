@@ -128,7 +128,7 @@ enum Step {
         regexes: Vec<Regex>,
     },
     Json(Vec<(String, Vec<PathPart>)>),
-    Logfmt(Vec<(String, String)>),
+    Logfmt(LogfmtOptions),
     /// The regex and its named groups.
     Regexp(Regex),
     Pattern(Vec<PatternPart>),
@@ -237,7 +237,7 @@ impl Pipeline {
                     Step::Line { op: *op, values: values.clone(), regexes }
                 }
                 Stage::Json(params) => Step::Json(params.iter().map(|(l, p)| Ok((l.clone(), json_path(p)?))).collect::<Result<_, String>>()?),
-                Stage::Logfmt(params) => Step::Logfmt(params.clone()),
+                Stage::Logfmt(o) => Step::Logfmt(o.clone()),
                 Stage::Regexp(re) => {
                     let r = regex(re, false)?;
                     if r.capture_names().flatten().next().is_none() {
@@ -410,7 +410,7 @@ impl Pipeline {
                     }
                 }
                 Step::Json(params) => json(e, params),
-                Step::Logfmt(params) => logfmt(e, params),
+                Step::Logfmt(o) => logfmt(e, o),
                 Step::Labels(p) => match p.eval(&e.labels) {
                     Ok(true) => {}
                     Ok(false) => return false,
@@ -698,19 +698,31 @@ fn json(e: &mut Entry, params: &[(String, Vec<PathPart>)]) {
     }
 }
 
-/// logfmt: `key=value`, `key="quoted \" value"`, bare `key` (an empty value).
-/// `logfmt`: every `key=value` pair becomes a label, or, with `params`, only the keys named
-/// there, under their labels.
-fn logfmt(e: &mut Entry, params: &[(String, String)]) {
+/// How `logfmt` reads a line.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogfmtOptions {
+    /// `label="key"` extractions; every key when empty.
+    pub params: Vec<(String, String)>,
+    /// `--strict`: stop at the first malformed pair and mark the line `LogfmtParserErr`.
+    /// Otherwise (Loki 3's default) a malformed pair is skipped and the rest read.
+    pub strict: bool,
+    /// `--keep-empty`: a bare `key` or `key=` sets the label to the empty value.
+    pub keep_empty: bool,
+}
+
+/// logfmt: `key=value`, `key="quoted \" value"`, bare `key` (an empty value); every pair
+/// becomes a label, or, with extractions, only the keys named, under their labels.
+fn logfmt(e: &mut Entry, o: &LogfmtOptions) {
     let line = std::mem::take(&mut e.line);
     let b = line.as_bytes();
     let mut i = 0;
-    let mut ok = true;
+    let mut failed = false;
     while i < b.len() {
         while i < b.len() && b[i] == b' ' {
             i += 1;
         }
         let ks = i;
+        let mut ok = true;
         while i < b.len() && b[i] != b'=' && b[i] != b' ' {
             if b[i] == b'"' {
                 ok = false;
@@ -718,15 +730,13 @@ fn logfmt(e: &mut Entry, params: &[(String, String)]) {
             i += 1;
         }
         let key = &line[ks..i];
-        if key.is_empty() {
-            if i < b.len() {
-                ok = false;
-                i += 1;
-            }
-            continue;
+        if key.is_empty() && i < b.len() {
+            // A stray `=`: no key to give it to.
+            ok = false;
+            i += 1;
         }
         let mut value = String::new();
-        if i < b.len() && b[i] == b'=' {
+        if !key.is_empty() && i < b.len() && b[i] == b'=' {
             i += 1;
             if i < b.len() && b[i] == b'"' {
                 i += 1;
@@ -762,18 +772,39 @@ fn logfmt(e: &mut Entry, params: &[(String, String)]) {
                 value.push_str(&line[vs..i]);
             }
         }
-        if params.is_empty() {
-            set(e, key, value);
+        if !ok {
+            failed = true;
+            if o.strict {
+                break;
+            }
+            continue;
+        }
+        if key.is_empty() || (value.is_empty() && !o.keep_empty) {
+            continue;
+        }
+        if o.params.is_empty() {
+            set_kept(e, key, value, o.keep_empty);
         } else {
-            for (label, _) in params.iter().filter(|(_, k)| k == key) {
-                set(e, label, value.clone());
+            for (label, _) in o.params.iter().filter(|(_, k)| k == key) {
+                set_kept(e, label, value.clone(), o.keep_empty);
             }
         }
     }
     e.line = line;
-    if !ok {
+    if failed && o.strict {
         e.labels.insert("__error__".into(), "LogfmtParserErr".into());
         e.labels.insert("__error_details__".into(), "the line is not valid logfmt".into());
+    }
+}
+
+/// [`set`], but an empty value is kept as one when asked.
+fn set_kept(e: &mut Entry, key: &str, value: String, keep_empty: bool) {
+    if value.is_empty() && keep_empty {
+        let name = extracted_name(&sanitize(key));
+        e.metadata.remove(&name);
+        e.labels.insert(name, value);
+    } else {
+        set(e, key, value);
     }
 }
 

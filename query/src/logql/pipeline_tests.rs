@@ -116,7 +116,16 @@ fn stages_follow_loki_semantics() {
     assert_eq!(l.keys().collect::<Vec<_>>(), vec!["level_extracted", "pod"]);
     // A non-numeric value in a numeric filter is a LabelFilterErr, not a silent match.
     assert_eq!(run(r#"{a="b"} | logfmt | msg > 3"#, line).unwrap().1["__error__"], "LabelFilterErr");
-    assert_eq!(run(r#"{a="b"} | logfmt"#, r#"a="unclosed"#).unwrap().1["__error__"], "LogfmtParserErr");
+    // As Loki 3: a malformed pair is skipped and the rest read; `--strict` stops there and
+    // marks the line; `--keep-empty` keeps bare keys.
+    let bad = r#"a=1 "b=2 c=3 d="unclosed"#;
+    let (_, l) = run(r#"{a="b"} | logfmt"#, bad).unwrap();
+    assert_eq!((l.get("a").map(String::as_str), l.get("c").map(String::as_str), l.get("__error__")), (Some("1"), Some("3"), None));
+    let (_, l) = run(r#"{a="b"} | logfmt --strict"#, bad).unwrap();
+    assert_eq!((l.get("a").map(String::as_str), l.get("c"), l["__error__"].as_str()), (Some("1"), None, "LogfmtParserErr"));
+    let (_, l) = run(r#"{a="b"} | logfmt --keep-empty --strict flag, a"#, "a=1 flag other=2").unwrap();
+    assert_eq!((l.get("flag").map(String::as_str), l.get("a").map(String::as_str), l.get("other")), (Some(""), Some("1"), None));
+    assert!(!run(r#"{a="b"} | logfmt"#, "a=1 flag").unwrap().1.contains_key("flag"));
     // Duration and byte-size filters read the label as one: `1m30s` is over 1.5 minutes but
     // not over 90 s; `2KiB` is 2,048 bytes, over 2KB; a plain number is not a Go duration.
     let line = r#"took=1m30s size=2KiB bare=90"#;

@@ -184,7 +184,7 @@ async fn sample_fields(state: &QueryState, headers: &HeaderMap, p: &Params) -> R
     let l = log_query(p, "query")?.ok_or_else(|| invalid("`query` (a LogQL log query) is required"))?;
     let n = p.usize("line_limit")?.or(p.usize("limit")?).unwrap_or(SAMPLE_LINES).clamp(1, state.limits.max_lines);
     let parser = |stage: Stage| compile(&LogExpr { selector: Vec::new(), stages: vec![stage] });
-    let (json_pl, logfmt_pl) = (parser(Stage::Json(Vec::new()))?, parser(Stage::Logfmt(Vec::new()))?);
+    let (json_pl, logfmt_pl) = (parser(Stage::Json(Vec::new()))?, parser(Stage::Logfmt(Default::default()))?);
     let (result, _, _) =
         state.bounded(&id, "loki.detected_fields", p.one("query").unwrap_or_default(), streams(state, &id, &l, start, end, n, false), |r| r.2 as u64).await?;
     let mut fields: BTreeMap<String, (BTreeSet<&'static str>, BTreeSet<String>)> = BTreeMap::new();
