@@ -168,8 +168,11 @@ fn field_type(values: &BTreeSet<String>) -> &'static str {
         "float"
     } else if all(|v| v == "true" || v == "false") {
         "boolean"
-    } else if all(|v| parse_duration_ns(v).is_some() && v.ends_with(|c: char| c.is_ascii_alphabetic())) {
+    } else if all(|v| crate::logql::pipeline::duration_seconds(v).is_some() && v.ends_with(|c: char| c.is_ascii_alphabetic())) {
+        // Go's durations, as Loki detects them (`1.5s`, `250ms`, `1h2m`).
         "duration"
+    } else if all(|v| crate::logql::pipeline::bytes(v).is_some() && v.ends_with(|c: char| c.is_ascii_alphabetic())) {
+        "bytes"
     } else {
         "string"
     }
@@ -300,7 +303,8 @@ mod tests {
         assert_eq!(field_type(&set(&["1", "200"])), "int");
         assert_eq!(field_type(&set(&["1", "2.5"])), "float");
         assert_eq!(field_type(&set(&["true", "false"])), "boolean");
-        assert_eq!(field_type(&set(&["35ms", "1s"])), "duration");
+        assert_eq!(field_type(&set(&["35ms", "1s", "1.5h"])), "duration");
+        assert_eq!(field_type(&set(&["10KB", "5 MiB", "3B"])), "bytes");
         assert_eq!(field_type(&set(&["GET", "1"])), "string");
     }
 }
