@@ -299,18 +299,7 @@ impl Parser {
         }
         self.pos += 1;
         match name.as_str() {
-            "json" => {
-                let mut params = Vec::new();
-                while let Some(Tok::Ident(label)) = self.peek().cloned() {
-                    self.pos += 1;
-                    let path = if self.eat_sym("=") { self.string("a JSON path")? } else { label.clone() };
-                    params.push((label, path));
-                    if !self.eat_sym(",") {
-                        break;
-                    }
-                }
-                Ok(Stage::Json(params))
-            }
+            "json" => Ok(Stage::Json(self.extractions("a JSON path")?)),
             "logfmt" => {
                 let mut o = super::pipeline::LogfmtOptions::default();
                 while self.is_sym("-") {
@@ -331,16 +320,7 @@ impl Parser {
                         _ => return Err(format!("logfmt takes the flags --strict and --keep-empty; found {}", self.describe())),
                     }
                 }
-                // `| logfmt host, fwd_ip="fwd"`: only these keys, `fwd` as `fwd_ip`.
-                let params = &mut o.params;
-                while let Some(Tok::Ident(label)) = self.peek().cloned().filter(|_| !self.is_ident("or")) {
-                    self.pos += 1;
-                    let key = if self.eat_sym("=") { self.string("a logfmt key")? } else { label.clone() };
-                    params.push((label, key));
-                    if !self.eat_sym(",") {
-                        break;
-                    }
-                }
+                o.params = self.extractions("a logfmt key")?;
                 Ok(Stage::Logfmt(o))
             }
             "line_format" => Ok(Stage::LineFormat(template(&self.string("a line_format template")?)?)),
@@ -393,6 +373,21 @@ impl Parser {
                 "pipeline stage `{other}` is not supported (supported: json, logfmt, regexp, pattern, line_format, label_format, drop, keep, decolorize, unpack, label filters, line filters)"
             )),
         }
+    }
+
+    /// A parser's extractions, `label` or `label="source"`, comma-separated (maybe none):
+    /// `| json a, b="x.y"`, `| logfmt host, ip="client"`.
+    fn extractions(&mut self, source: &str) -> Result<Vec<(String, String)>, String> {
+        let mut out = Vec::new();
+        while let Some(Tok::Ident(label)) = self.peek().cloned().filter(|_| !self.is_ident("or")) {
+            self.pos += 1;
+            let from = if self.eat_sym("=") { self.string(source)? } else { label.clone() };
+            out.push((label, from));
+            if !self.eat_sym(",") {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// `ip("…")`, at the `ip`.
