@@ -305,6 +305,17 @@ async fn loki_api(server: Server) {
     let want: BTreeSet<String> = shop.iter().filter(|r| r.line.contains("slow call")).map(|r| r.line.clone()).collect();
     assert!(!want.is_empty());
     assert_eq!(got, want, "{body}");
+    // Times in templates: the line's time through a Go layout.
+    let (s, body) = ask(range(r#"{project="shop", pod="api-1"} |= "slow call" | line_format `{{ __timestamp__ | date "15:04:05" }} {{ .pod }}`"#)).await;
+    assert_eq!(s, 200, "{body}");
+    let got: BTreeSet<String> = entries(&body).into_iter().map(|(_, _, l)| l).collect();
+    let clock = |ns: i64| {
+        let s = (ns / S).rem_euclid(86_400);
+        format!("{:02}:{:02}:{:02} api-1", s / 3600, s / 60 % 60, s % 60)
+    };
+    let want: BTreeSet<String> = shop.iter().filter(|r| r.pod == "api-1" && r.line.contains("slow call")).map(|r| clock(r.ts)).collect();
+    assert!(!want.is_empty());
+    assert_eq!(got, want, "{body}");
     // A template that fails while rendering (a string compared with a number) leaves the line
     // and marks it, as Loki's TemplateFormatErr.
     let (_, body) = ask(range(r#"{project="shop"} | json | __error__="" | line_format `{{ if gt .status 400 }}bad{{ end }}`"#)).await;

@@ -106,7 +106,7 @@ pub enum TemplatePart {
     Label(String),
     /// `{{__line__}}`
     Line,
-    /// `{{__timestamp__}}`, RFC 3339
+    /// `{{__timestamp__}}`, as Go prints a time (`2023-11-14 22:13:20.12 +0000 UTC`)
     Timestamp,
     /// `{{ … | f … }}`: anything else that prints a value.
     Pipe(templates::Pipe),

@@ -59,7 +59,7 @@ pub(super) fn pattern(src: &str) -> Result<Vec<PatternPart>, String> {
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 
 /// Functions, with the arguments each takes (`None`: any number from one).
-pub const FUNCTIONS: [(&str, Option<usize>); 38] = [
+pub const FUNCTIONS: [(&str, Option<usize>); 43] = [
     ("ToUpper", Some(1)),
     ("upper", Some(1)),
     ("ToLower", Some(1)),
@@ -98,6 +98,11 @@ pub const FUNCTIONS: [(&str, Option<usize>); 38] = [
     ("and", None),
     ("or", None),
     ("not", Some(1)),
+    ("date", Some(2)),
+    ("unixEpoch", Some(1)),
+    ("unixEpochMillis", Some(1)),
+    ("unixEpochNanos", Some(1)),
+    ("unixToTime", Some(1)),
 ];
 
 /// A pipeline: commands joined by `|`, each one's value the last argument of the next.
@@ -139,6 +144,8 @@ enum Val {
     S(String),
     N(f64),
     B(bool),
+    /// A time (`__timestamp__`, `unixToTime`), Unix nanoseconds, UTC.
+    T(i64),
 }
 
 impl Val {
@@ -147,6 +154,8 @@ impl Val {
             Val::S(s) => s.clone(),
             Val::N(n) => super::eval::format_value(*n),
             Val::B(b) => b.to_string(),
+            // As Go prints a time.Time.
+            Val::T(ns) => go_time(*ns, "2006-01-02 15:04:05.999999999 -0700 MST"),
         }
     }
     fn truthy(&self) -> bool {
@@ -154,7 +163,108 @@ impl Val {
             Val::S(s) => !s.is_empty(),
             Val::N(n) => *n != 0.0,
             Val::B(b) => *b,
+            Val::T(ns) => *ns != i64::MIN,
         }
+    }
+}
+
+/// `t` formatted by a Go layout (the reference time `Mon Jan 2 15:04:05 MST 2006`), in UTC.
+pub fn go_time(ns: i64, layout: &str) -> String {
+    use chrono::{Datelike, Timelike};
+    const MONTHS: [&str; 12] = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+    const DAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
+    let Some(t) = chrono::DateTime::from_timestamp(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32) else {
+        return String::new();
+    };
+    let (month, weekday) = (MONTHS[t.month0() as usize], DAYS[t.weekday().num_days_from_monday() as usize]);
+    let hour12 = if t.hour() % 12 == 0 { 12 } else { t.hour() % 12 };
+    let mut out = String::new();
+    let mut rest = layout;
+    while let Some(c) = rest.chars().next() {
+        let token: Option<(usize, String)> = [
+            ("January", month.to_owned()),
+            ("Jan", month[..3].to_owned()),
+            ("Monday", weekday.to_owned()),
+            ("Mon", weekday[..3].to_owned()),
+            ("MST", "UTC".to_owned()),
+            ("2006", format!("{:04}", t.year())),
+            ("002", format!("{:03}", t.ordinal())),
+            ("__2", format!("{:>3}", t.ordinal())),
+            ("_2", format!("{:>2}", t.day())),
+            ("01", format!("{:02}", t.month())),
+            ("02", format!("{:02}", t.day())),
+            ("03", format!("{:02}", hour12)),
+            ("04", format!("{:02}", t.minute())),
+            ("05", format!("{:02}", t.second())),
+            ("06", format!("{:02}", t.year().rem_euclid(100))),
+            ("15", format!("{:02}", t.hour())),
+            ("1", t.month().to_string()),
+            ("2", t.day().to_string()),
+            ("3", hour12.to_string()),
+            ("4", t.minute().to_string()),
+            ("5", t.second().to_string()),
+            ("PM", if t.hour() < 12 { "AM" } else { "PM" }.to_owned()),
+            ("pm", if t.hour() < 12 { "am" } else { "pm" }.to_owned()),
+            ("Z07:00:00", "Z".to_owned()),
+            ("Z07:00", "Z".to_owned()),
+            ("Z0700", "Z".to_owned()),
+            ("Z07", "Z".to_owned()),
+            ("-07:00:00", "+00:00:00".to_owned()),
+            ("-07:00", "+00:00".to_owned()),
+            ("-0700", "+0000".to_owned()),
+            ("-07", "+00".to_owned()),
+        ]
+        .into_iter()
+        .find(|(k, _)| rest.starts_with(k))
+        .map(|(k, v)| (k.len(), v))
+        .or_else(|| {
+            // Fractional seconds: `.000` (that many digits) or `.999` (trailing zeros dropped,
+            // nothing at all when zero), after a `.` or `,`.
+            if c != '.' && c != ',' {
+                return None;
+            }
+            let digits = rest[1..].bytes().take_while(|b| *b == b'0' || *b == b'9').count();
+            let same = digits > 0 && rest[1..=digits].bytes().all(|b| b == rest.as_bytes()[1]);
+            let ends = !rest.as_bytes().get(1 + digits).is_some_and(u8::is_ascii_digit);
+            (same && ends).then(|| {
+                let full = format!("{:09}", t.nanosecond() % 1_000_000_000);
+                let mut f = full[..digits.min(9)].to_owned();
+                if rest.as_bytes()[1] == b'9' {
+                    f = f.trim_end_matches('0').to_owned();
+                }
+                (1 + digits, if f.is_empty() { String::new() } else { format!("{c}{f}") })
+            })
+        });
+        match token {
+            Some((len, text)) => {
+                out.push_str(&text);
+                rest = &rest[len..];
+            }
+            None => {
+                out.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+    }
+    out
+}
+
+/// A time from a value: a time, or Unix seconds (a number, or digits whose count says
+/// seconds, milliseconds, microseconds or nanoseconds, as Loki's `unixToTime` reads them).
+fn time_of(v: &Val) -> Result<i64, String> {
+    match v {
+        Val::T(ns) => Ok(*ns),
+        Val::N(s) => Ok((s * 1e9) as i64),
+        Val::S(s) => {
+            let n: i64 = s.trim().parse().map_err(|_| format!("`{s}` is not a Unix time"))?;
+            Ok(match s.trim().trim_start_matches('-').len() {
+                0..=10 => n.saturating_mul(1_000_000_000),
+                11..=13 => n.saturating_mul(1_000_000),
+                14..=16 => n.saturating_mul(1_000),
+                _ => n,
+            })
+        }
+        Val::B(_) => Err("a boolean is not a time".into()),
     }
 }
 
@@ -455,7 +565,7 @@ fn render_into(parts: &[TemplatePart], s: &Scope, out: &mut String) -> Result<()
             TemplatePart::Text(t) => out.push_str(t),
             TemplatePart::Label(l) => out.push_str(s.labels.get(l).map_or("", String::as_str)),
             TemplatePart::Line => out.push_str(s.line),
-            TemplatePart::Timestamp => out.push_str(&crate::params::rfc3339(s.timestamp_ns)),
+            TemplatePart::Timestamp => out.push_str(&Val::T(s.timestamp_ns).text()),
             TemplatePart::Pipe(p) => out.push_str(&run(p, s)?.text()),
             TemplatePart::If { cond, then, otherwise } => render_into(if run(cond, s)?.truthy() { then } else { otherwise }, s, out)?,
         }
@@ -502,7 +612,7 @@ fn value(a: &Arg, s: &Scope) -> Result<Val, String> {
     Ok(match a {
         Arg::Label(l) => Val::S(s.labels.get(l).cloned().unwrap_or_default()),
         Arg::Line => Val::S(s.line.to_owned()),
-        Arg::Timestamp => Val::S(crate::params::rfc3339(s.timestamp_ns)),
+        Arg::Timestamp => Val::T(s.timestamp_ns),
         Arg::Str(t) => Val::S(t.clone()),
         Arg::Num(n) => Val::N(*n),
         Arg::Bool(b) => Val::B(*b),
@@ -524,6 +634,7 @@ fn compare(a: &Val, b: &Val) -> Result<std::cmp::Ordering, String> {
         (Val::N(x), Val::N(y)) => x.partial_cmp(y).ok_or_else(|| "NaN does not compare".to_owned()),
         (Val::S(x), Val::S(y)) => Ok(x.cmp(y)),
         (Val::B(x), Val::B(y)) => Ok(x.cmp(y)),
+        (Val::T(x), Val::T(y)) => Ok(x.cmp(y)),
         _ => Err(format!("incompatible types for comparison: {a:?} and {b:?}")),
     }
 }
@@ -649,6 +760,12 @@ fn call(name: &str, mut v: Vec<Val>, re: Option<&Regex>) -> Result<Val, String> 
             v.swap_remove(i)
         }
         "not" => Val::B(!v[0].truthy()),
+        "date" => Val::S(go_time(time_of(&v[1])?, &s(0))),
+        "unixEpoch" => Val::N(time_of(&v[0])?.div_euclid(1_000_000_000) as f64),
+        // As integers' text: a float would round nanoseconds.
+        "unixEpochMillis" => Val::S(time_of(&v[0])?.div_euclid(1_000_000).to_string()),
+        "unixEpochNanos" => Val::S(time_of(&v[0])?.to_string()),
+        "unixToTime" => Val::T(time_of(&v[0])?),
         other => return Err(format!("internal: no function `{other}`")),
     })
 }
@@ -756,6 +873,28 @@ mod tests {
         ] {
             assert_eq!(out(src).as_deref(), Ok(want), "{src}");
         }
+        // Times: `__timestamp__` prints as Go prints a time; `date` takes Go layouts.
+        let at = |src: &str, ns: i64| -> String {
+            let labels = super::super::labels::Labels::from([("epoch".to_owned(), "1700000000123".to_owned())]);
+            render(&template(src).unwrap(), &Scope { labels: &labels, line: "", timestamp_ns: ns }).unwrap()
+        };
+        let t = 1_700_000_000_120_000_000; // 2023-11-14 22:13:20.12 UTC, a Tuesday
+        assert_eq!(at("{{__timestamp__}}", t), "2023-11-14 22:13:20.12 +0000 UTC");
+        assert_eq!(at("{{__timestamp__}}", t - 120_000_000), "2023-11-14 22:13:20 +0000 UTC");
+        for (layout, want) in [
+            ("2006-01-02T15:04:05.000Z07:00", "2023-11-14T22:13:20.120Z"),
+            ("Mon Jan _2 03:04:05 PM MST 2006", "Tue Nov 14 10:13:20 PM UTC 2023"),
+            ("Monday, 2 January 06 15h04 -0700 ,999999", "Tuesday, 14 November 23 22h13 +0000 ,12"),
+            ("002 é 1/2 3:4:5pm", "318 é 11/14 10:13:20pm"),
+        ] {
+            assert_eq!(at(&format!("{{{{ __timestamp__ | date \"{layout}\" }}}}"), t), want, "{layout}");
+        }
+        assert_eq!(
+            at("{{ unixEpoch __timestamp__ }} {{ unixEpochMillis __timestamp__ }} {{ __timestamp__ | unixEpochNanos }}", t),
+            "1700000000 1700000000120 1700000000120000000"
+        );
+        assert_eq!(at("{{ .epoch | unixToTime | date \"15:04:05.000\" }}", 0), "22:13:20.123");
+        assert_eq!(out("{{ if lt (unixEpoch __timestamp__) 1800000000 }}before{{ end }}").as_deref(), Ok("before"));
     }
 
     #[test]
