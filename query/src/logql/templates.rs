@@ -921,4 +921,56 @@ mod tests {
         assert!(out(&format!("{{{{ {grow} }}}}")).unwrap_err().contains("larger than"));
         assert!(out("{{ printf \"%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s%2000s\" }}").is_ok(), "widths are capped at 1024, missing args are noted");
     }
+
+    #[test]
+    fn hostile_templates_never_panic() {
+        // Random templates, structured (values, functions with any number of arguments,
+        // pipelines, parentheses, conditions) and not, over multi-byte text and extreme
+        // times: every one parses or is refused, renders or fails, and none panics.
+        let values =
+            [".a", ".msg", "__line__", "__timestamp__", "\"x\"", "`é日`", "\"\"", "-1", "3", "0.5", "1e300", "true", "\"%-9.3f%q%d%s%\"", "\"(a+)+$\""];
+        let funcs: Vec<&str> = FUNCTIONS.iter().map(|f| f.0).collect();
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n as u64) as usize
+        };
+        let pipe = |next: &mut dyn FnMut(usize) -> usize| {
+            let mut p = values[next(values.len())].to_owned();
+            for _ in 0..next(4) {
+                let args: Vec<&str> = (0..next(4)).map(|_| values[next(values.len())]).collect();
+                p = format!("{p} | {} {}", funcs[next(funcs.len())], args.join(" "));
+            }
+            if next(3) == 0 { format!("({p})") } else { p }
+        };
+        let pieces = ["{{", "}}", "{{-", "-}}", "|", "(", ")", "if", "else", "end", "é", "/*", "*/"];
+        let (mut piped, mut failed) = (0, 0);
+        for i in 0..20_000 {
+            let src = if i % 4 == 0 {
+                (0..1 + next(12)).map(|_| pieces[next(pieces.len())]).collect::<Vec<_>>().join(" ")
+            } else {
+                let (a, b) = (pipe(&mut next), pipe(&mut next));
+                match next(3) {
+                    0 => format!("é{{{{ {a} }}}}日{{{{- {b} -}}}}"),
+                    1 => format!("{{{{ if {a} }}}}{{{{ {b} }}}}{{{{ else if not {b} }}}}x{{{{ else }}}}{{{{ {a} }}}}{{{{ end }}}}"),
+                    _ => format!("{{{{ printf \"%s|%5.1f|%-3d|%q\" {a} {b} }}}}"),
+                }
+            };
+            let Ok(t) = template(&src) else { continue };
+            let labels: super::super::labels::Labels = [("a", "é1日"), ("msg", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .into();
+            let ts = [i64::MIN, -1, 0, i64::MAX][next(4)];
+            piped += usize::from(t.iter().any(|p| matches!(p, TemplatePart::Pipe(_) | TemplatePart::If { .. })));
+            failed += usize::from(render(&t, &Scope { labels: &labels, line: "é日本 line", timestamp_ns: ts }).is_err());
+        }
+        // Enough of them ran functions and conditions, and some failed while running.
+        assert!(piped > 1_000 && failed > 100, "{piped} with functions or conditions, {failed} failed");
+        for layout in ["", ".", ",9", ".00é", "é.9", "Z07:0", "-07:0", "__", "_", "2006é01"] {
+            let _ = go_time(i64::MAX, layout);
+            let _ = go_time(i64::MIN, layout);
+        }
+    }
 }
