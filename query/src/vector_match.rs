@@ -126,6 +126,8 @@ fn signature(m: &LabelMatch, labels: &Labels) -> Labels {
 /// signature the right side has at that step, `unless` one it has not, `or` keeps every left
 /// point and adds the right points whose signature the left side lacks at that step.
 pub fn set(op: SetOp, labels: &LabelMatch, l: Vec<Series>, r: Vec<Series>, n: usize) -> Vec<Series> {
+    // Every series has a point slot per step: the callers evaluate both sides at the same steps.
+    debug_assert!(l.iter().chain(&r).all(|s| s.points.len() == n));
     let lsig: Vec<Labels> = l.iter().map(|s| signature(labels, &s.labels)).collect();
     let rsig: Vec<Labels> = r.iter().map(|s| signature(labels, &s.labels)).collect();
     let present = |sigs: &[Labels], side: &[Series], i: usize| -> HashSet<Labels> {
@@ -191,6 +193,7 @@ pub fn binary(
     n: usize,
     apply: impl Fn(f64, f64) -> Option<f64>,
 ) -> Result<Vec<Series>, String> {
+    debug_assert!(l.iter().chain(&r).all(|s| s.points.len() == n));
     let (include, many_right) = match &m.card {
         Card::ManyToOne(ls) => (Some(ls), false),
         Card::OneToMany(ls) => (Some(ls), true),

@@ -51,8 +51,11 @@ impl IpRange {
             IpRange::One(a) => *a == x,
             IpRange::Span(a, b) => same(a) && bits(*a).0 <= v && v <= bits(*b).0,
             IpRange::Cidr(a, n) => {
-                let shift = width - u32::from(*n);
-                same(a) && (shift >= 128 || bits(*a).0 >> shift == v >> shift)
+                if !same(a) {
+                    return false;
+                }
+                let shift = width.saturating_sub(u32::from(*n));
+                shift >= 128 || bits(*a).0 >> shift == v >> shift
             }
         }
     }
@@ -66,8 +69,8 @@ impl IpRange {
     /// colons are read as addresses, an IPv4 one also with a `:port` after it.
     pub fn in_line(&self, line: &str) -> bool {
         line.split(|c: char| !(c.is_ascii_hexdigit() || c == '.' || c == ':')).filter(|run| run.len() >= 2).any(|run| {
-            let run = run.trim_matches(|c| c == '.' || c == ':');
-            if let Ok(a) = run.parse() {
+            // `::1` and `fe80::` as they stand; then without the sentence's `.` or `:` around.
+            if let Ok(a) = run.parse().or_else(|_| run.trim_matches(|c| c == '.' || c == ':').parse()) {
                 return self.contains(a);
             }
             // `10.0.0.1:8080`, or an IPv4 address among hex text: the dotted-decimal parts.
@@ -108,6 +111,11 @@ mod tests {
         assert!(!r.in_line("build 110.251.1.2"), "an address inside a longer number is another address");
         let v6 = IpRange::parse("2001:db8::/32").unwrap();
         assert!(v6.in_line("peer [2001:db8::7]:443 closed"));
+        assert!(IpRange::parse("::1").unwrap().in_line("from ::1 port 22"));
+        assert!(IpRange::parse("fe80::/10").unwrap().in_line("addr fe80:: up"));
+        // A block of one family never holds an address of the other (and never overflows).
+        assert!(!IpRange::parse("::/64").unwrap().matches_value("1.2.3.4"));
+        assert!(!IpRange::parse("2001:db8::/48").unwrap().in_line("from 10.0.0.1"));
         assert!(!v6.in_line("deadbeef cafe"));
     }
 }

@@ -660,9 +660,7 @@ fn unpack(e: &mut Entry) {
     for (k, v) in obj {
         match v {
             serde_json::Value::String(s) if k == "_entry" => e.line = s,
-            serde_json::Value::String(s) if !s.is_empty() => {
-                e.labels.insert(extracted_name(&sanitize(&k)), s);
-            }
+            serde_json::Value::String(s) if !s.is_empty() => set(e, &k, s),
             _ => {}
         }
     }
@@ -749,12 +747,14 @@ fn logfmt(e: &mut Entry, o: &LogfmtOptions) {
                             break;
                         }
                         b'\\' if i + 1 < b.len() => {
-                            value.push(match b[i + 1] {
-                                b'n' => '\n',
-                                b't' => '\t',
-                                c => c as char,
+                            // The escaped character whole, however many bytes it takes.
+                            let ch = line[i + 1..].chars().next().unwrap_or('\\');
+                            value.push(match ch {
+                                'n' => '\n',
+                                't' => '\t',
+                                c => c,
                             });
-                            i += 2;
+                            i += 1 + ch.len_utf8();
                         }
                         _ => {
                             let ch = line[i..].chars().next().unwrap_or(' ');

@@ -126,6 +126,8 @@ fn stages_follow_loki_semantics() {
     let (_, l) = run(r#"{a="b"} | logfmt --keep-empty --strict flag, a"#, "a=1 flag other=2").unwrap();
     assert_eq!((l.get("flag").map(String::as_str), l.get("a").map(String::as_str), l.get("other")), (Some(""), Some("1"), None));
     assert!(!run(r#"{a="b"} | logfmt"#, "a=1 flag").unwrap().1.contains_key("flag"));
+    // An escaped multi-byte character is taken whole.
+    assert_eq!(run(r#"{a="b"} | logfmt"#, r#"k="\é\"x" z=1"#).unwrap().1["k"], "é\"x");
     // Duration and byte-size filters read the label as one: `1m30s` is over 1.5 minutes but
     // not over 90 s; `2KiB` is 2,048 bytes, over 2KB; a plain number is not a Go duration.
     let line = r#"took=1m30s size=2KiB bare=90"#;

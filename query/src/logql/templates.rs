@@ -178,46 +178,73 @@ pub fn go_time(ns: i64, layout: &str) -> String {
     };
     let (month, weekday) = (MONTHS[t.month0() as usize], DAYS[t.weekday().num_days_from_monday() as usize]);
     let hour12 = if t.hour() % 12 == 0 { 12 } else { t.hour() % 12 };
+    // Go's layout words, longer before shorter where one begins another.
+    const WORDS: [&str; 31] = [
+        "January",
+        "Jan",
+        "Monday",
+        "Mon",
+        "MST",
+        "2006",
+        "002",
+        "__2",
+        "_2",
+        "01",
+        "02",
+        "03",
+        "04",
+        "05",
+        "06",
+        "15",
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+        "PM",
+        "pm",
+        "Z07:00:00",
+        "Z07:00",
+        "Z0700",
+        "Z07",
+        "-07:00:00",
+        "-07:00",
+        "-0700",
+        "-07",
+    ];
+    let word = |w: &str| -> String {
+        match w {
+            "January" => month.to_owned(),
+            "Jan" => month[..3].to_owned(),
+            "Monday" => weekday.to_owned(),
+            "Mon" => weekday[..3].to_owned(),
+            "MST" => "UTC".to_owned(),
+            "2006" => format!("{:04}", t.year()),
+            "002" => format!("{:03}", t.ordinal()),
+            "__2" => format!("{:>3}", t.ordinal()),
+            "_2" => format!("{:>2}", t.day()),
+            "01" => format!("{:02}", t.month()),
+            "02" => format!("{:02}", t.day()),
+            "03" => format!("{:02}", hour12),
+            "04" => format!("{:02}", t.minute()),
+            "05" => format!("{:02}", t.second()),
+            "06" => format!("{:02}", t.year().rem_euclid(100)),
+            "15" => format!("{:02}", t.hour()),
+            "1" => t.month().to_string(),
+            "2" => t.day().to_string(),
+            "3" => hour12.to_string(),
+            "4" => t.minute().to_string(),
+            "5" => t.second().to_string(),
+            "PM" => (if t.hour() < 12 { "AM" } else { "PM" }).to_owned(),
+            "pm" => (if t.hour() < 12 { "am" } else { "pm" }).to_owned(),
+            w if w.starts_with('Z') => "Z".to_owned(),
+            w => ["+00:00:00", "+00:00", "+0000", "+00"][["-07:00:00", "-07:00", "-0700", "-07"].iter().position(|x| *x == w).unwrap_or(3)].to_owned(),
+        }
+    };
     let mut out = String::new();
     let mut rest = layout;
     while let Some(c) = rest.chars().next() {
-        let token: Option<(usize, String)> = [
-            ("January", month.to_owned()),
-            ("Jan", month[..3].to_owned()),
-            ("Monday", weekday.to_owned()),
-            ("Mon", weekday[..3].to_owned()),
-            ("MST", "UTC".to_owned()),
-            ("2006", format!("{:04}", t.year())),
-            ("002", format!("{:03}", t.ordinal())),
-            ("__2", format!("{:>3}", t.ordinal())),
-            ("_2", format!("{:>2}", t.day())),
-            ("01", format!("{:02}", t.month())),
-            ("02", format!("{:02}", t.day())),
-            ("03", format!("{:02}", hour12)),
-            ("04", format!("{:02}", t.minute())),
-            ("05", format!("{:02}", t.second())),
-            ("06", format!("{:02}", t.year().rem_euclid(100))),
-            ("15", format!("{:02}", t.hour())),
-            ("1", t.month().to_string()),
-            ("2", t.day().to_string()),
-            ("3", hour12.to_string()),
-            ("4", t.minute().to_string()),
-            ("5", t.second().to_string()),
-            ("PM", if t.hour() < 12 { "AM" } else { "PM" }.to_owned()),
-            ("pm", if t.hour() < 12 { "am" } else { "pm" }.to_owned()),
-            ("Z07:00:00", "Z".to_owned()),
-            ("Z07:00", "Z".to_owned()),
-            ("Z0700", "Z".to_owned()),
-            ("Z07", "Z".to_owned()),
-            ("-07:00:00", "+00:00:00".to_owned()),
-            ("-07:00", "+00:00".to_owned()),
-            ("-0700", "+0000".to_owned()),
-            ("-07", "+00".to_owned()),
-        ]
-        .into_iter()
-        .find(|(k, _)| rest.starts_with(k))
-        .map(|(k, v)| (k.len(), v))
-        .or_else(|| {
+        let token: Option<(usize, String)> = WORDS.iter().find(|w| rest.starts_with(**w)).map(|w| (w.len(), word(w))).or_else(|| {
             // Fractional seconds: `.000` (that many digits) or `.999` (trailing zeros dropped,
             // nothing at all when zero), after a `.` or `,`.
             if c != '.' && c != ',' {
@@ -364,23 +391,38 @@ fn block(items: &[Item], at: &mut usize, depth: usize) -> Result<(Vec<TemplatePa
     Ok((out, None))
 }
 
+/// An `if` with its `else if` chain (read in a loop: a long chain is not a deep nesting) and
+/// its `else`, up to its `end`.
 fn if_block(cond: &str, items: &[Item], at: &mut usize, depth: usize) -> Result<TemplatePart, String> {
-    let cond = pipe(cond.trim())?;
-    let (then, end) = block(items, at, depth + 1)?;
-    let otherwise = match end.as_deref().map(str::trim) {
-        Some("end") => Vec::new(),
-        Some("else") => match block(items, at, depth + 1)? {
-            (parts, Some(e)) if e == "end" => parts,
-            _ => return Err("template: `{{else}}` without its `{{end}}`".into()),
-        },
-        Some(e) if e.starts_with("else ") && e[5..].trim_start().starts_with("if ") => {
-            let inner = e[5..].trim_start();
-            vec![if_block(&inner[2..], items, at, depth + 1)?]
+    let mut branches = vec![];
+    let mut cond = pipe(cond.trim())?;
+    let otherwise = loop {
+        let (then, end) = block(items, at, depth + 1)?;
+        branches.push((cond, then));
+        match end.as_deref().map(str::trim) {
+            Some("end") => break Vec::new(),
+            Some("else") => match block(items, at, depth + 1)? {
+                (parts, Some(e)) if e == "end" => break parts,
+                _ => return Err("template: `{{else}}` without its `{{end}}`".into()),
+            },
+            Some(e) if e.starts_with("else ") && e[5..].trim_start().starts_with("if ") => {
+                if branches.len() >= MAX_BRANCHES {
+                    return Err(format!("template: an `if` has more than {MAX_BRANCHES} `else if` branches"));
+                }
+                cond = pipe(e[5..].trim_start()[2..].trim())?;
+            }
+            _ => return Err("template: `{{if}}` without its `{{end}}`".into()),
         }
-        _ => return Err("template: `{{if}}` without its `{{end}}`".into()),
     };
-    Ok(TemplatePart::If { cond, then, otherwise })
+    let mut part = otherwise;
+    for (cond, then) in branches.into_iter().rev() {
+        part = vec![TemplatePart::If { cond, then, otherwise: part }];
+    }
+    part.pop().ok_or_else(|| "internal: an `if` without a branch".to_owned())
 }
+
+/// Most `else if` branches one `if` may have.
+const MAX_BRANCHES: usize = 256;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
@@ -581,6 +623,25 @@ fn run(p: &Pipe, s: &Scope) -> Result<Val, String> {
     for cmd in &p.0 {
         let v = match cmd {
             Cmd::Value(a) => value(a, s)?,
+            // Go's `and`/`or` stop at the first argument that decides (falsy for `and`, truthy
+            // for `or`) without evaluating the rest; else the last argument (the piped value,
+            // when there is one).
+            Cmd::Call(name, args) if name == "and" || name == "or" => {
+                let and = name == "and";
+                let (mut decided, mut last_arg) = (None, None);
+                for a in args {
+                    let v = value(a, s)?;
+                    if and != v.truthy() {
+                        decided = Some(v);
+                        break;
+                    }
+                    last_arg = Some(v);
+                }
+                match (decided, last.take()) {
+                    (Some(v), _) | (None, Some(v)) => v,
+                    (None, None) => last_arg.ok_or("`and`/`or` needs an argument")?,
+                }
+            }
             Cmd::Call(name, args) => {
                 let mut vals = Vec::with_capacity(args.len() + 1);
                 for a in args {
@@ -681,19 +742,9 @@ fn call(name: &str, mut v: Vec<Val>, re: Option<&Regex>) -> Result<Val, String> 
         "trimSuffix" => Val::S(s(1).strip_suffix(s(0).as_str()).map_or(s(1), str::to_owned)),
         "Replace" => {
             let n = int(&v[3])?;
-            let (text, old, new) = (s(0), s(1), s(2));
-            if old.is_empty() && !text.is_empty() && new.len().saturating_mul(text.chars().count() + 1).saturating_add(text.len()) > MAX_VALUE_BYTES {
-                return Err(format!("a value in the template is larger than {MAX_VALUE_BYTES} bytes"));
-            }
-            Val::S(if n < 0 { text.replace(&old, &new) } else { text.replacen(&old, &new, n as usize) })
+            Val::S(bounded_replace(&s(0), &s(1), &s(2), usize::try_from(n).ok())?)
         }
-        "replace" => {
-            let (old, new, text) = (s(0), s(1), s(2));
-            if old.is_empty() && new.len().saturating_mul(text.chars().count() + 1).saturating_add(text.len()) > MAX_VALUE_BYTES {
-                return Err(format!("a value in the template is larger than {MAX_VALUE_BYTES} bytes"));
-            }
-            Val::S(text.replace(&old, &new))
-        }
+        "replace" => Val::S(bounded_replace(&s(2), &s(0), &s(1), None)?),
         "contains" => Val::B(s(1).contains(&s(0))),
         "hasPrefix" => Val::B(s(1).starts_with(&s(0))),
         "hasSuffix" => Val::B(s(1).ends_with(&s(0))),
@@ -731,10 +782,27 @@ fn call(name: &str, mut v: Vec<Val>, re: Option<&Regex>) -> Result<Val, String> 
         "regexReplaceAll" | "regexReplaceAllLiteral" => {
             let re = re.ok_or("internal: a regex function without its regex")?;
             let (text, with) = (s(1), s(2));
-            Val::S(if name == "regexReplaceAll" { re.replace_all(&text, with.as_str()) } else { re.replace_all(&text, regex::NoExpand(&with)) }.into_owned())
+            let mut out = String::new();
+            let mut last = 0;
+            for caps in re.captures_iter(&text) {
+                let Some(m) = caps.get(0) else { continue };
+                out.push_str(&text[last..m.start()]);
+                if name == "regexReplaceAll" {
+                    caps.expand(&with, &mut out);
+                } else {
+                    out.push_str(&with);
+                }
+                last = m.end();
+                if out.len() > MAX_VALUE_BYTES {
+                    return Err(too_large());
+                }
+            }
+            out.push_str(&text[last..]);
+            Val::S(out)
         }
         "printf" => Val::S(printf(&s(0), &v[1..])?),
-        "len" => Val::N(s(0).chars().count() as f64),
+        // Go's `len` of a string: its bytes.
+        "len" => Val::N(s(0).len() as f64),
         "eq" => {
             if v.len() < 2 {
                 return Err("`eq` compares two values or more".into());
@@ -768,6 +836,30 @@ fn call(name: &str, mut v: Vec<Val>, re: Option<&Regex>) -> Result<Val, String> 
         "unixToTime" => Val::T(time_of(&v[0])?),
         other => return Err(format!("internal: no function `{other}`")),
     })
+}
+
+fn too_large() -> String {
+    format!("a value in the template is larger than {MAX_VALUE_BYTES} bytes")
+}
+
+/// `text` with `old` replaced by `new` (the first `n` times; every time when `None`), failing
+/// as soon as the result grows past [`MAX_VALUE_BYTES`] rather than after building it.
+fn bounded_replace(text: &str, old: &str, new: &str, n: Option<usize>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut last = 0;
+    for (i, (at, m)) in text.match_indices(old).enumerate() {
+        if n.is_some_and(|n| i >= n) {
+            break;
+        }
+        out.push_str(&text[last..at]);
+        out.push_str(new);
+        last = at + m.len();
+        if out.len() > MAX_VALUE_BYTES {
+            return Err(too_large());
+        }
+    }
+    out.push_str(&text[last..]);
+    if out.len() > MAX_VALUE_BYTES { Err(too_large()) } else { Ok(out) }
 }
 
 /// Go's `printf` for the verbs templates use: `%s %v %d %f %q %%`, with `-`, `0`, width and
@@ -915,6 +1007,17 @@ mod tests {
         ] {
             assert!(template(src).is_err_and(|e| e.contains(needle)), "{src}: {:?}", template(src));
         }
+        // `and`/`or` stop at the argument that decides, as Go's do; `len` counts bytes; a long
+        // `else if` chain is not a deep nesting.
+        assert_eq!(out("{{ and false (eq 1 \"a\") }}{{ or .status (eq 1 \"a\") }}{{ len \"é\" }}").as_deref(), Ok("false5002"));
+        let chain = format!(
+            "{{{{ if eq .n \"0\" }}}}0{}{{{{ else }}}}none{{{{ end }}}}",
+            (1..40).map(|i| format!("{{{{ else if eq .n \"{i}\" }}}}{i}")).collect::<String>()
+        );
+        assert_eq!(out(&chain).as_deref(), Ok("7"));
+        // A replacement that would grow past the bound fails as it grows, not after.
+        assert!(out("{{ replace \" \" (alignLeft 65536 \"\") (alignLeft 65536 \"\") }}").unwrap_err().contains("larger than"));
+        assert!(out("{{ regexReplaceAll \"\" (alignLeft 60000 \"\") \"xx\" }}").unwrap_err().contains("larger than"));
         // Failures while rendering: comparing a string with a number, a value grown too large.
         assert!(out("{{ if eq .status 500 }}x{{ end }}").unwrap_err().contains("incompatible types"));
         let grow = format!("{}.msg{}", "(replace \"\" \"xxxxxxxx\" ".repeat(6), ")".repeat(6));
