@@ -12,7 +12,8 @@
 //! for times, durations, lists and cursors; [`loki`] serves Grafana's Loki datasource and Logs
 //! Drilldown over [`logql`]; [`tail`] follows a search live for both; [`audit`] records every
 //! query; [`patterns`] groups lines into templates; [`prom`] serves Grafana's Prometheus
-//! datasource, each query scoped before it reaches the upstream server.
+//! datasource, each query scoped before it reaches the upstream server; [`vector_match`] is the
+//! binary-operator matching (`on`, `group_left`, `and`/`or`/`unless`) PromQL and LogQL share.
 
 pub mod agent;
 pub mod api;
