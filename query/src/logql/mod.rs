@@ -36,6 +36,7 @@ pub mod eval;
 pub mod ip;
 pub mod labels;
 pub mod parse;
+pub mod parsers;
 pub mod pipeline;
 pub mod templates;
 
@@ -154,7 +155,7 @@ pub enum Stage {
     /// `json`, with `label="path"` extractions (all top-level and nested fields when empty).
     Json(Vec<(String, String)>),
     /// `logfmt [--strict] [--keep-empty] [label="key", …]`.
-    Logfmt(pipeline::LogfmtOptions),
+    Logfmt(parsers::LogfmtOptions),
     /// `regexp "…"`: named groups become labels.
     Regexp(String),
     Pattern(Vec<PatternPart>),

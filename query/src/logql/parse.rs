@@ -301,7 +301,7 @@ impl Parser {
         match name.as_str() {
             "json" => Ok(Stage::Json(self.extractions("a JSON path")?)),
             "logfmt" => {
-                let mut o = super::pipeline::LogfmtOptions::default();
+                let mut o = super::parsers::LogfmtOptions::default();
                 while self.is_sym("-") {
                     let flag = (self.eat_sym("-") && self.eat_sym("-")).then(|| self.peek().cloned()).flatten();
                     match flag {
