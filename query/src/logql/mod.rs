@@ -35,6 +35,7 @@ pub use crate::vector_match::{Card, LabelMatch, Matching, SetOp};
 pub mod eval;
 pub mod ip;
 pub mod labels;
+mod lex;
 pub mod parse;
 pub mod parsers;
 pub mod pipeline;
