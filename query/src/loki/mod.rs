@@ -462,10 +462,9 @@ fn plan<'a>(e: &'a MetricExpr, parent: Option<&'a MetricExpr>, out: &mut Vec<Pla
         MetricExpr::Range { log, range_ns, offset_ns, unwrap: Some(u), grouping, .. } => {
             out.push((log, *range_ns, *offset_ns, StreamColumns::ALL, false, Some((u, grouping.as_ref()))));
         }
-        MetricExpr::Agg { inner, .. } => plan(inner, Some(e), out),
-        // Relabelling may read any label: every stream apart.
-        MetricExpr::LabelReplace { inner, .. } => plan(inner, Some(e), out),
-        MetricExpr::Sort { inner, .. } => plan(inner, Some(e), out),
+        // Only a sum straight over a range function narrows its columns (see above); relabelling
+        // and sorting keep every stream apart.
+        MetricExpr::Agg { inner, .. } | MetricExpr::LabelReplace { inner, .. } | MetricExpr::Sort { inner, .. } => plan(inner, Some(e), out),
         MetricExpr::Binary { lhs, rhs, .. } | MetricExpr::Compare { lhs, rhs, .. } | MetricExpr::Set { lhs, rhs, .. } => {
             plan(lhs, Some(e), out);
             plan(rhs, Some(e), out);

@@ -77,7 +77,8 @@ impl Val {
             Val::S(s) => !s.is_empty(),
             Val::N(n) => *n != 0.0,
             Val::B(b) => *b,
-            Val::T(ns) => *ns != i64::MIN,
+            // A time is a struct in Go, and structs are always true.
+            Val::T(_) => true,
         }
     }
 }
