@@ -193,6 +193,110 @@ async fn lifetime_issuer_and_audience_are_enforced_and_required() {
     v.verify(&with(&|c| c["aud"] = json!(["other", "dataplane"])), None).await.unwrap();
 }
 
+/// The registered claims are checked by this crate, not by `jsonwebtoken::decode` (one parse of
+/// the payload instead of three): over hostile values of `exp`, `nbf`, `iss` and `aud`, alone,
+/// in pairs and doubled, a token is accepted exactly when `jsonwebtoken::decode` with the same
+/// rules accepts it, and is `Expired` exactly when it says `ExpiredSignature`.
+#[tokio::test]
+async fn registered_claims_are_judged_exactly_as_jsonwebtoken_judges_them() {
+    let idp = idp().await;
+    let leeway = 5u64;
+    let v = oidc_verifier(&idp, |c| c.leeway_secs = leeway, |_| {});
+    let mut rules = jsonwebtoken::Validation::new(Algorithm::RS256);
+    rules.set_issuer(&[idp.url.as_str()]);
+    rules.set_audience(&["dataplane"]);
+    rules.set_required_spec_claims(&["exp", "iss", "aud"]);
+    rules.leeway = leeway;
+    rules.validate_nbf = true;
+    let key = jsonwebtoken::DecodingKey::from_rsa_pem(RSA1_PUB).unwrap();
+    let t = now();
+    let times = [
+        json!(t + 3600),
+        json!(t - 3600),
+        json!(t - 2),
+        json!((t + 3600) as f64 + 0.4),
+        json!((t - 3600) as f64),
+        json!((t + 3600).to_string()),
+        json!(-1),
+        json!(1e300),
+        json!(null),
+        json!(true),
+        json!([t + 3600]),
+        json!({ "t": t + 3600 }),
+    ];
+    let names = [
+        json!(idp.url),
+        json!("https://evil.example.com"),
+        json!(""),
+        json!(7),
+        json!(null),
+        json!([]),
+        json!(["x"]),
+        json!([idp.url, "x"]),
+        json!([idp.url, 1]),
+    ];
+    let auds =
+        [json!("dataplane"), json!("other"), json!(["other", "dataplane"]), json!([]), json!(["dataplane", null]), json!(null), json!({ "dataplane": 1 })];
+    let mut cases: Vec<String> = Vec::new();
+    let with = |f: &dyn Fn(&mut serde_json::Map<String, Value>)| {
+        let mut c = claims(&idp);
+        let m = c.as_object_mut().unwrap();
+        f(m);
+        c.to_string()
+    };
+    for x in &times {
+        cases.push(with(&|c| drop(c.insert("exp".into(), x.clone()))));
+        cases.push(with(&|c| drop(c.insert("nbf".into(), x.clone()))));
+        for y in &times[..6] {
+            cases.push(with(&|c| {
+                c.insert("exp".into(), x.clone());
+                c.insert("nbf".into(), y.clone());
+            }));
+        }
+    }
+    for n in &names {
+        for a in &auds {
+            cases.push(with(&|c| {
+                c.insert("iss".into(), n.clone());
+                c.insert("aud".into(), a.clone());
+            }));
+        }
+        // An expired token from another issuer: which error wins matters too.
+        cases.push(with(&|c| {
+            c.insert("iss".into(), n.clone());
+            c.insert("exp".into(), json!(t - 3600));
+        }));
+    }
+    for claim in ["exp", "nbf", "iss", "aud", "sub"] {
+        if claim != "sub" {
+            // (`sub` is the user here, which an identity needs; jsonwebtoken does not.)
+            cases.push(with(&|c| drop(c.remove(claim))));
+        }
+        // Said twice, with the same value and with another.
+        let good = claims(&idp).to_string();
+        let value = claims(&idp)[claim].to_string();
+        cases.push(good.replacen('{', &format!(r#"{{"{claim}":{value},"#), 1));
+        cases.push(good.replacen('{', &format!(r#"{{"{claim}":"other","#), 1));
+    }
+    let (mut accepted, mut expired) = (0, 0);
+    for payload in &cases {
+        let raw = serde_json::value::RawValue::from_string(payload.clone()).unwrap();
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some("k1".into());
+        crate::jwt_crypto::install();
+        let token = jsonwebtoken::encode(&h, &raw, &EncodingKey::from_rsa_pem(RSA1).unwrap()).unwrap();
+        let theirs = jsonwebtoken::decode::<Value>(&token, &key, &rules);
+        let ours = v.verify(&token, None).await;
+        assert_eq!(ours.is_ok(), theirs.is_ok(), "{payload}: ours {ours:?}, jsonwebtoken {theirs:?}");
+        let their_expiry = theirs.as_ref().is_err_and(|e| matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature));
+        assert_eq!(matches!(ours, Err(AuthError::Expired)), their_expiry, "{payload}: ours {ours:?}, jsonwebtoken {theirs:?}");
+        accepted += usize::from(ours.is_ok());
+        expired += usize::from(their_expiry);
+    }
+    // The cases reach every outcome, not only refusals.
+    assert!(accepted >= 10 && expired >= 10 && cases.len() - accepted - expired >= 50, "{accepted} accepted, {expired} expired of {}", cases.len());
+}
+
 #[tokio::test]
 async fn unknown_kids_refresh_at_a_bounded_rate_and_rotated_keys_are_picked_up() {
     let idp = idp().await;
