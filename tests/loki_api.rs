@@ -192,6 +192,22 @@ async fn loki_api(server: Server) {
         // the stream's (`workspace_extracted`), so `workspace="ws-b"` matches nothing.
         (r#"{project="shop"} | unpack | method="GET" and workspace_extracted="ws-b""#, Box::new(|r: &Row| r.tenant == 'a' && r.kind == "json")),
         (r#"{project="shop"} | unpack | workspace="ws-b""#, Box::new(|_: &Row| false)),
+        // Pattern match filters (Loki 3, what Logs Drilldown's pattern view adds): a pattern
+        // ending in a literal must end the line; `!>` keeps the lines it does not match.
+        (
+            r#"{project="shop"} |> "tenant=<_> msg=\"slow call\" dur=<_> status=500""#,
+            Box::new(|r: &Row| {
+                r.tenant == 'a' && r.line.starts_with("tenant=") && r.line.contains(" msg=\"slow call\" dur=") && r.line.ends_with(" status=500")
+            }),
+        ),
+        // Ending in a literal that the line goes on after: no match (Loki's rule, not a search).
+        (r#"{project="shop"} |> "tenant=a msg=<_> dur=<_>.5""#, Box::new(|_: &Row| false)),
+        (
+            r#"{project="shop"} |= "tenant=a msg" !> "<_> status=200""#,
+            Box::new(|r: &Row| {
+                r.tenant == 'a' && r.line.contains("tenant=a msg") && !r.line.find(" status=200").is_some_and(|j| j > 0 && j + 11 == r.line.len())
+            }),
+        ),
         // ip(): lines holding an address of 10.251.0.0/16 (the HDFS lines' data nodes).
         (
             r#"{project="shop"} |= ip("10.251.0.0/16")"#,
@@ -860,6 +876,8 @@ async fn loki_api(server: Server) {
         " | unpack",
         " | decolorize",
         r#" |= ip("10.0.0.0/8")"#,
+        r#" !> "<_> status=200""#,
+        r#" |> "<_>workspace<_>" or "tenant=<_>""#,
         r#" | detected_level="error" or detected_level="info""#,
         r#" | line_format `{{ if eq .workspace "ws-b" }}{{ .workspace }}{{ else }}{{ printf "%s/%s" .workspace .project | ToUpper }}{{ end }}`"#,
         r#" | label_format copy=`{{ .workspace | replace "a" "b" }}`"#,

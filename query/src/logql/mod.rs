@@ -65,6 +65,10 @@ pub enum LineOp {
     NotContains,
     Regex,
     NotRegex,
+    /// `|>`: the line matches a pattern of literals and `<_>` (Loki 3's pattern match filter).
+    Pattern,
+    /// `!>`: the line does not.
+    NotPattern,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

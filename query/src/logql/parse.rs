@@ -149,6 +149,8 @@ impl Parser {
                 Some(Tok::Sym("!=")) => LineOp::NotContains,
                 Some(Tok::Sym("|~")) => LineOp::Regex,
                 Some(Tok::Sym("!~")) => LineOp::NotRegex,
+                Some(Tok::Sym("|>")) => LineOp::Pattern,
+                Some(Tok::Sym("!>")) => LineOp::NotPattern,
                 // `| unwrap` ends the log query of a range function (its caller reads it).
                 Some(Tok::Sym("|")) if matches!(self.toks.get(self.pos + 1), Some((_, Tok::Ident(u))) if u == "unwrap") => break,
                 Some(Tok::Sym("|")) => {
@@ -170,6 +172,11 @@ impl Parser {
             while self.is_ident("or") {
                 self.pos += 1;
                 values.push(self.string("a line filter")?);
+            }
+            if matches!(op, LineOp::Pattern | LineOp::NotPattern) {
+                for v in &values {
+                    super::parsers::line_pattern(v)?;
+                }
             }
             stages.push(Stage::Line { op, values });
         }

@@ -41,6 +41,36 @@ pub(super) fn json_path(path: &str) -> Result<Vec<PathPart>, String> {
     if out.is_empty() { Err(bad()) } else { Ok(out) }
 }
 
+/// The pattern of a `|>` or `!>` line filter: literals and `<_>`; a named capture (it would
+/// capture nothing) and two captures side by side are refused, as Loki refuses them.
+pub(super) fn line_pattern(src: &str) -> Result<Vec<PatternPart>, String> {
+    let parts = super::templates::pattern_parts(src)?;
+    if let Some(PatternPart::Capture(Some(name))) = parts.iter().find(|p| matches!(p, PatternPart::Capture(Some(_)))) {
+        return Err(format!("pattern filter `{src}`: named captures are not allowed (`<{name}>`); use <_>"));
+    }
+    Ok(parts)
+}
+
+/// Whether `line` matches a line filter's pattern, by Loki's test: each literal is looked for
+/// after the previous one (the first one anywhere); a literal found right where a `<_>` should
+/// have held something fails the line; a pattern ending in a literal must end the line, one
+/// ending in `<_>` must leave something for it. An empty pattern matches the empty line only.
+pub(super) fn pattern_test(p: &[PatternPart], line: &str) -> bool {
+    if line.is_empty() || p.is_empty() {
+        return line.is_empty() && p.is_empty();
+    }
+    let mut off = 0;
+    for (i, part) in p.iter().enumerate() {
+        let PatternPart::Literal(l) = part else { continue };
+        match line[off..].find(l.as_str()) {
+            None => return false,
+            Some(0) if i != 0 => return false,
+            Some(j) => off += j + l.len(),
+        }
+    }
+    matches!(p.last(), Some(PatternPart::Capture(_))) == (off != line.len())
+}
+
 /// What a `pattern` captures in `line`, by Loki's matcher: a leading literal must open the
 /// line; each capture runs to its next literal, or to the end of the line when that literal
 /// is not found (the remaining captures then stay unset).

@@ -127,6 +127,7 @@ enum Step {
         op: LineOp,
         values: Vec<String>,
         regexes: Vec<Regex>,
+        patterns: Vec<Vec<PatternPart>>,
     },
     Json(Vec<(String, Vec<PathPart>)>),
     Logfmt(LogfmtOptions),
@@ -201,7 +202,12 @@ impl Pipeline {
                     } else {
                         Vec::new()
                     };
-                    Step::Line { op: *op, values: values.clone(), regexes }
+                    let patterns = if matches!(op, LineOp::Pattern | LineOp::NotPattern) {
+                        values.iter().map(|v| super::parsers::line_pattern(v)).collect::<Result<_, _>>()?
+                    } else {
+                        Vec::new()
+                    };
+                    Step::Line { op: *op, values: values.clone(), regexes, patterns }
                 }
                 Stage::Json(params) => Step::Json(params.iter().map(|(l, p)| Ok((l.clone(), json_path(p)?))).collect::<Result<_, String>>()?),
                 Stage::Logfmt(o) => Step::Logfmt(o.clone()),
@@ -230,7 +236,8 @@ impl Pipeline {
         let mut pushed = 0;
         for step in &steps {
             let storage_applies = match step {
-                Step::Line { values, .. } => values.len() == 1,
+                // A pattern filter is Loki's own matching, done here.
+                Step::Line { op, values, .. } => values.len() == 1 && !matches!(op, LineOp::Pattern | LineOp::NotPattern),
                 Step::Drop(ms) => ms.iter().all(|m| matches!(m.name.as_str(), "__error__" | "__error_details__")),
                 // A filter that would leave no level at all stays here: storage's filter is a
                 // list of levels to keep, and an empty one keeps every level.
@@ -300,12 +307,14 @@ impl Pipeline {
             .filter_map(|s| match s {
                 Step::Line { op, values, .. } => {
                     let v = values[0].clone();
-                    Some(match op {
-                        LineOp::Contains => Term::Exact(v),
-                        LineOp::NotContains => Term::Not(Box::new(Term::Exact(v))),
-                        LineOp::Regex => Term::Regex(v),
-                        LineOp::NotRegex => Term::Not(Box::new(Term::Regex(v))),
-                    })
+                    match op {
+                        LineOp::Contains => Some(Term::Exact(v)),
+                        LineOp::NotContains => Some(Term::Not(Box::new(Term::Exact(v)))),
+                        LineOp::Regex => Some(Term::Regex(v)),
+                        LineOp::NotRegex => Some(Term::Not(Box::new(Term::Regex(v)))),
+                        // Never pushed (see `Pipeline::new`).
+                        LineOp::Pattern | LineOp::NotPattern => None,
+                    }
                 }
                 _ => None,
             })
@@ -367,12 +376,13 @@ impl Pipeline {
     pub fn process(&self, e: &mut Entry) -> bool {
         for step in &self.steps {
             match step {
-                Step::Line { op, values, regexes } => {
+                Step::Line { op, values, regexes, patterns } => {
                     let hit = match op {
                         LineOp::Contains | LineOp::NotContains => values.iter().any(|v| e.line.contains(v.as_str())),
                         LineOp::Regex | LineOp::NotRegex => regexes.iter().any(|r| r.is_match(&e.line)),
+                        LineOp::Pattern | LineOp::NotPattern => patterns.iter().any(|p| super::parsers::pattern_test(p, &e.line)),
                     };
-                    if hit != matches!(op, LineOp::Contains | LineOp::Regex) {
+                    if hit != matches!(op, LineOp::Contains | LineOp::Regex | LineOp::Pattern) {
                         return false;
                     }
                 }

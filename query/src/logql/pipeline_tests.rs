@@ -199,3 +199,37 @@ fn pushdown_is_exact() {
         .is_err()
     );
 }
+
+/// `|>` and `!>`, Loki 3's pattern match filters, with the examples of Loki's own matcher.
+#[test]
+fn pattern_filters_match_as_loki_matches() {
+    let keeps = |pattern: &str, line: &str| run(&format!("{{a=\"b\"}} |> `{pattern}`"), line).is_some();
+    assert!(!keeps("<_> bar", "foo bar baz"), "a pattern ending in a literal must end the line");
+    assert!(keeps("<_> baz", "foo bar baz"));
+    assert!(keeps("foo <_>", "foo bar baz"));
+    assert!(!keeps("<_> bar <_>", " bar "), "a <_> must hold something");
+    assert!(keeps("<_>bar<_>", " bar "));
+    assert!(keeps("foo <_>", "xfoo bar"), "Loki looks for the first literal anywhere");
+    assert!(!keeps("<_> b <_> b", "a b b"), "each literal is looked for after the one before");
+    assert!(keeps("héllo <_> wörld", "héllo grand wörld"));
+    let line = r#"ts=2024-04-05T08:40:13.585911094Z caller=http.go:194 level=debug traceID=23e54a271db607cc orgID=3648 msg="POST /push.v1.PusherService/Push (200) 12.684035ms""#;
+    let pattern = r#"<_> caller=http.go:194 level=debug <_> msg="POST /push.v1.PusherService/Push <_>"#;
+    assert!(keeps(pattern, line));
+    assert!(run(&format!("{{a=\"b\"}} !> `{pattern}`"), line).is_none());
+    assert!(run(&format!("{{a=\"b\"}} !> `{pattern}`"), "something else").is_some());
+    // `or` keeps a line any pattern matches; `!>` with `or` keeps a line none matches.
+    assert!(run(r#"{a="b"} |> "x <_>" or "<_> baz""#, "foo bar baz").is_some());
+    assert!(run(r#"{a="b"} !> "x <_>" or "<_> baz""#, "foo bar baz").is_none());
+    // The empty pattern matches the empty line only.
+    assert!(keeps("", "") && !keeps("", "a") && !keeps("<_>", ""));
+    // Named captures and captures side by side are refused, with the reason.
+    for (q, needle) in [(r#"{a="b"} |> "<x> y""#, "named captures are not allowed"), (r#"{a="b"} |> "<_><_>""#, "side by side")] {
+        let e = parse(q).expect_err(q);
+        assert!(e.contains(needle), "{q}: {e}");
+    }
+    // Never pushed to storage: Loki's matching is not a substring or a regex.
+    let Ok(Expr::Log(l)) = parse(r#"{a="b"} |= "x" |> "<_> y""#) else { panic!() };
+    let p = Pipeline::new(&l).unwrap();
+    assert_eq!(p.terms(), vec![Term::Exact("x".into())]);
+    assert!(!p.only_pushed());
+}

@@ -24,6 +24,15 @@ use funcs::{FUNCTIONS, Val, call};
 /// A `pattern` expression: literal text and `<name>` captures (`<_>` captures nothing); at
 /// least one named capture, and never two captures side by side (Loki's rules).
 pub(super) fn pattern(src: &str) -> Result<Vec<PatternPart>, String> {
+    let out = pattern_parts(src)?;
+    if !out.iter().any(|p| matches!(p, PatternPart::Capture(Some(_)))) {
+        return Err(format!("pattern `{src}`: at least one named capture like <name> is needed"));
+    }
+    Ok(out)
+}
+
+/// The literals and captures of a pattern; two captures side by side are refused.
+pub(in crate::logql) fn pattern_parts(src: &str) -> Result<Vec<PatternPart>, String> {
     let mut out: Vec<PatternPart> = Vec::new();
     let mut literal = String::new();
     let mut rest = src;
@@ -54,9 +63,6 @@ pub(super) fn pattern(src: &str) -> Result<Vec<PatternPart>, String> {
     }
     if !literal.is_empty() {
         out.push(PatternPart::Literal(literal));
-    }
-    if !out.iter().any(|p| matches!(p, PatternPart::Capture(Some(_)))) {
-        return Err(format!("pattern `{src}`: at least one named capture like <name> is needed"));
     }
     Ok(out)
 }
