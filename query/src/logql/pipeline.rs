@@ -300,25 +300,34 @@ impl Pipeline {
         self.pushed == self.steps.len() && self.unwrap.is_none()
     }
 
-    /// The line filters storage can apply exactly, as search terms.
+    /// Search terms for storage: the line filters it applies exactly (the pushed ones), and
+    /// what any line that passes must hold besides, up to the first stage that changes the
+    /// line: single line filters after a parser or a label filter, and the literals of a
+    /// single `|>` pattern (storage then reads far fewer lines; [`Pipeline::process`] still
+    /// checks each one).
     pub fn terms(&self) -> Vec<Term> {
-        self.steps[..self.pushed]
-            .iter()
-            .filter_map(|s| match s {
-                Step::Line { op, values, .. } => {
+        let mut out = Vec::new();
+        for s in &self.steps {
+            match s {
+                Step::Line { op, values, patterns, .. } if values.len() == 1 => {
                     let v = values[0].clone();
                     match op {
-                        LineOp::Contains => Some(Term::Exact(v)),
-                        LineOp::NotContains => Some(Term::Not(Box::new(Term::Exact(v)))),
-                        LineOp::Regex => Some(Term::Regex(v)),
-                        LineOp::NotRegex => Some(Term::Not(Box::new(Term::Regex(v)))),
-                        // Never pushed (see `Pipeline::new`).
-                        LineOp::Pattern | LineOp::NotPattern => None,
+                        LineOp::Contains => out.push(Term::Exact(v)),
+                        LineOp::NotContains => out.push(Term::Not(Box::new(Term::Exact(v)))),
+                        LineOp::Regex => out.push(Term::Regex(v)),
+                        LineOp::NotRegex => out.push(Term::Not(Box::new(Term::Regex(v)))),
+                        LineOp::Pattern => out.extend(patterns[0].iter().filter_map(|p| match p {
+                            PatternPart::Literal(l) => Some(Term::Exact(l.clone())),
+                            PatternPart::Capture(_) => None,
+                        })),
+                        LineOp::NotPattern => {}
                     }
                 }
-                _ => None,
-            })
-            .collect()
+                Step::LineFormat(_) | Step::Decolorize | Step::Unpack => break,
+                _ => {}
+            }
+        }
+        out
     }
 
     /// Equality matchers on columns storage filters by.
