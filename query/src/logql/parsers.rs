@@ -149,21 +149,32 @@ fn flatten(e: &mut Entry, prefix: &str, v: &serde_json::Map<String, serde_json::
     }
 }
 
-/// `unpack`: a JSON object's string fields become labels (renamed `…_extracted` when they
-/// would shadow a stream label), and its `_entry` field the line, as Promtail's `pack` wrote
-/// them. Other fields are left out.
+/// `unpack`: a line Promtail's `pack` wrote (a JSON object with a string `_entry`) gives its
+/// string fields back as labels (renamed `…_extracted` when they would shadow a stream label)
+/// and `_entry` as the line. Other fields are left out, and a JSON object without `_entry` is
+/// left as it is, with no labels, as Loki leaves it. An empty line is left alone.
 pub(super) fn unpack(e: &mut Entry) {
+    if e.line.is_empty() {
+        return;
+    }
     let Ok(serde_json::Value::Object(obj)) = serde_json::from_str::<serde_json::Value>(&e.line) else {
         e.labels.insert("__error__".into(), "JSONParserErr".into());
         e.labels.insert("__error_details__".into(), "the line is not a JSON object".into());
         return;
     };
+    let mut entry = None;
+    let mut fields = Vec::new();
     for (k, v) in obj {
         match v {
-            serde_json::Value::String(s) if k == "_entry" => e.line = s,
-            serde_json::Value::String(s) if !s.is_empty() => set(e, &k, s),
+            serde_json::Value::String(s) if k == "_entry" => entry = Some(s),
+            serde_json::Value::String(s) if !s.is_empty() => fields.push((k, s)),
             _ => {}
         }
+    }
+    let Some(line) = entry else { return };
+    e.line = line;
+    for (k, s) in fields {
+        set(e, &k, s);
     }
 }
 

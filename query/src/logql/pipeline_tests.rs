@@ -145,6 +145,12 @@ fn stages_follow_loki_semantics() {
     let (line, l) = run(r#"{a="b"} | unpack | container_extracted="nginx""#, packed).unwrap();
     assert_eq!((line.as_str(), l["pod_extracted"].as_str(), l["pod"].as_str(), l.get("n")), ("GET /index 200", "web-1", "api-1", None));
     assert_eq!(run(r#"{a="b"} | unpack"#, "plain text").unwrap().1["__error__"], "JSONParserErr");
+    // A JSON object Promtail did not pack (no string `_entry`) is left as it is, with no labels.
+    for line in [r#"{"container":"nginx","msg":"hi"}"#, r#"{"container":"nginx","_entry":7}"#] {
+        let (same, l) = run(r#"{a="b"} | unpack"#, line).unwrap();
+        assert_eq!((same.as_str(), l.get("container"), l.get("__error__")), (line, None, None), "{line}");
+    }
+    assert_eq!(run(r#"{a="b"} | unpack"#, "").unwrap().1.get("__error__"), None);
     // ip(): addresses in the line, or a label's value.
     let line = "GET from 10.1.2.3:5123 via 2001:db8::1 peer=192.168.7.9";
     assert!(run(r#"{a="b"} |= ip("10.0.0.0/8")"#, line).is_some());
