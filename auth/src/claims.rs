@@ -60,7 +60,11 @@ pub(crate) fn identity(payload: &str, names: &ClaimNames, binding: Option<&str>,
     let mut picked: Picked = Default::default();
     let mut de = serde_json::Deserializer::from_str(payload);
     de.deserialize_map(Picker { wanted: &wanted, picked: &mut picked }).and_then(|()| de.end()).map_err(|e| AuthError::Invalid(format!("claims: {e}")))?;
-    let [user, org, workspaces, groups, roles, binding, exp, nbf, iss, aud, _sub] = picked;
+    let [user, org, workspaces, groups, roles, binding, exp, nbf, iss, aud, sub] = picked;
+    // `jsonwebtoken` cannot read a payload whose `sub` is a list or an object.
+    if matches!(sub, Some(Claim::Texts(_) | Claim::Other)) {
+        return Err(AuthError::Invalid("claim `sub` is a list or an object".into()));
+    }
     let exp = registered(exp, nbf, iss, aud, expected)?;
     Ok(Identity {
         user: single(&names.user, user)?,
@@ -217,7 +221,9 @@ enum Claim<'de> {
     Fraction(f64),
     /// A list of strings only.
     Texts(Vec<Cow<'de, str>>),
-    /// Anything else: a negative number, a boolean, an object, a list with a non-string.
+    /// A negative number or a boolean.
+    Scalar,
+    /// An object, or a list with a non-string in it.
     Other,
 }
 
@@ -255,10 +261,10 @@ impl<'de> Visitor<'de> for Reader {
     }
     fn visit_i64<E: de::Error>(self, _: i64) -> Result<Claim<'de>, E> {
         // Only negative numbers come here: never a time, never a name.
-        Ok(Claim::Other)
+        Ok(if self.nested { Claim::Other } else { Claim::Scalar })
     }
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<Claim<'de>, E> {
-        Ok(Claim::Other)
+        Ok(if self.nested { Claim::Other } else { Claim::Scalar })
     }
     fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Claim<'de>, A::Error> {
         if self.nested {

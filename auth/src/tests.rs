@@ -29,17 +29,20 @@ struct Idp {
     jwks: Arc<Mutex<String>>,
     down: Arc<AtomicBool>,
     jwks_hits: Arc<AtomicUsize>,
+    /// Milliseconds the key set takes to arrive.
+    slow_ms: Arc<AtomicUsize>,
 }
 
 async fn idp() -> Idp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let (jwks, down, hits) = (Arc::new(Mutex::new(JWKS.to_owned())), Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
-    let (j, d, h, issuer) = (jwks.clone(), down.clone(), hits.clone(), url.clone());
+    let (jwks, down, hits, slow_ms) =
+        (Arc::new(Mutex::new(JWKS.to_owned())), Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (j, d, h, issuer, slow) = (jwks.clone(), down.clone(), hits.clone(), url.clone(), slow_ms.clone());
     tokio::spawn(async move {
         loop {
             let Ok((mut sock, _)) = listener.accept().await else { return };
-            let (j, d, h, issuer) = (j.clone(), d.clone(), h.clone(), issuer.clone());
+            let (j, d, h, issuer, slow) = (j.clone(), d.clone(), h.clone(), issuer.clone(), slow.clone());
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 let n = sock.read(&mut buf).await.unwrap_or(0);
@@ -51,6 +54,7 @@ async fn idp() -> Idp {
                     ("200 OK", json!({ "issuer": issuer, "jwks_uri": format!("{issuer}/keys") }).to_string())
                 } else if path == "/keys" {
                     h.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(slow.load(Ordering::SeqCst) as u64)).await;
                     ("200 OK", j.lock().unwrap().clone())
                 } else {
                     ("404 Not Found", "{}".to_owned())
@@ -60,7 +64,7 @@ async fn idp() -> Idp {
             });
         }
     });
-    Idp { url, jwks, down, jwks_hits: hits }
+    Idp { url, jwks, down, jwks_hits: hits, slow_ms }
 }
 
 fn oidc_verifier(idp: &Idp, tweak: impl FnOnce(&mut AuthConfig), tweak_settings: impl FnOnce(&mut OidcSettings)) -> TokenVerifier {
@@ -219,6 +223,9 @@ async fn registered_claims_are_judged_exactly_as_jsonwebtoken_judges_them() {
         json!((t + 3600).to_string()),
         json!(-1),
         json!(1e300),
+        json!(i64::MAX),
+        json!(u64::MAX),
+        json!(1e19),
         json!(null),
         json!(true),
         json!([t + 3600]),
@@ -295,6 +302,44 @@ async fn registered_claims_are_judged_exactly_as_jsonwebtoken_judges_them() {
     }
     // The cases reach every outcome, not only refusals.
     assert!(accepted >= 10 && expired >= 10 && cases.len() - accepted - expired >= 50, "{accepted} accepted, {expired} expired of {}", cases.len());
+}
+
+/// With the user read from another claim, `sub` is only a registered claim: a list or an object
+/// there makes the payload one `jsonwebtoken` cannot read, and it is refused here too.
+#[tokio::test]
+async fn a_sub_that_is_not_the_user_is_judged_as_jsonwebtoken_judges_it() {
+    let idp = idp().await;
+    let v = oidc_verifier(&idp, |c| c.claims.user = "email".into(), |_| {});
+    let mut rules = jsonwebtoken::Validation::new(Algorithm::RS256);
+    rules.set_issuer(&[idp.url.as_str()]);
+    rules.set_audience(&["dataplane"]);
+    rules.set_required_spec_claims(&["exp", "iss", "aud"]);
+    let key = jsonwebtoken::DecodingKey::from_rsa_pem(RSA1_PUB).unwrap();
+    let mut outcomes = BTreeSet::new();
+    for sub in [json!("alice"), json!(["a"]), json!([]), json!({ "a": 1 }), json!(true), json!(-1), json!(5), json!(null)] {
+        let mut c = claims(&idp);
+        c["email"] = json!("alice@example.com");
+        c["sub"] = sub.clone();
+        let token = sign(Algorithm::RS256, Some("k1"), RSA1, &c);
+        let theirs = jsonwebtoken::decode::<Value>(&token, &key, &rules).is_ok();
+        let ours = v.verify(&token, None).await;
+        assert_eq!(ours.is_ok(), theirs, "sub {sub}: ours {ours:?}");
+        outcomes.insert(theirs);
+    }
+    assert_eq!(outcomes.len(), 2, "both outcomes are reached");
+}
+
+/// The clock is read after the signing key arrives: a token that expired while the key set was
+/// being fetched is refused, as `jsonwebtoken::decode` after the fetch would refuse it.
+#[tokio::test]
+async fn a_token_that_expires_while_the_keys_are_fetched_is_refused() {
+    let idp = idp().await;
+    let v = oidc_verifier(&idp, |c| c.leeway_secs = 0, |_| {});
+    idp.slow_ms.store(2_500, Ordering::SeqCst);
+    let mut c = claims(&idp);
+    c["exp"] = json!(now() + 1);
+    let t = sign(Algorithm::RS256, Some("k1"), RSA1, &c);
+    assert!(matches!(v.verify(&t, None).await, Err(AuthError::Expired)));
 }
 
 #[tokio::test]

@@ -179,16 +179,18 @@ impl TokenVerifier {
         }
         let key = std::hash::BuildHasher::hash_one(&self.inner.hasher, &token.as_bytes()[token.len().saturating_sub(KEY_BYTES)..]);
         let leeway = self.inner.settings.leeway.as_secs() as i64;
-        let now = now_secs();
+        let mut now = now_secs();
         let identity = match self.inner.cache.get(&key).filter(|v| *v.token == *token && now < v.verified_at + CACHE_TTL_SECS) {
             Some(v) => v.identity.clone(),
             None => {
-                let identity = Arc::new(self.verify_uncached(token, now).await?);
+                let identity = Arc::new(self.verify_uncached(token).await?);
+                // The key lookup may have waited on the issuer: the clock is read again.
+                now = now_secs();
                 self.inner.cache.insert(key, Arc::new(Verified { token: token.into(), identity: identity.clone(), verified_at: now }));
                 identity
             }
         };
-        if identity.expires_at + leeway < now {
+        if identity.expires_at.saturating_add(leeway) < now {
             self.inner.cache.remove(&key);
             return Err(AuthError::Expired);
         }
@@ -234,7 +236,7 @@ impl TokenVerifier {
         }
     }
 
-    async fn verify_uncached(&self, token: &str, now: i64) -> Result<Identity, AuthError> {
+    async fn verify_uncached(&self, token: &str) -> Result<Identity, AuthError> {
         let malformed = || AuthError::Invalid("not a JWT (header.payload.signature)".into());
         let (message, signature) = token.rsplit_once('.').ok_or_else(malformed)?;
         let (encoded_header, payload) = message.split_once('.').ok_or_else(malformed)?;
@@ -271,8 +273,9 @@ impl TokenVerifier {
         if !known {
             self.remember_header(encoded_header, alg, kid);
         }
+        // Read after the key lookup, which may have waited on the issuer.
         let s = &self.inner.settings;
-        let expected = Expected { issuer: &self.inner.issuer, audience: &s.audience, leeway: s.leeway.as_secs(), now: now.max(0) as u64 };
+        let expected = Expected { issuer: &self.inner.issuer, audience: &s.audience, leeway: s.leeway.as_secs(), now: now_secs().max(0) as u64 };
         crate::claims::identity(payload, &s.claims, s.token_binding.as_ref().map(|b| b.claim.as_str()), &expected)
     }
 }
