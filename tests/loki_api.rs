@@ -200,6 +200,11 @@ async fn loki_api(server: Server) {
                 r.tenant == 'a' && r.line.starts_with("tenant=") && r.line.contains(" msg=\"slow call\" dur=") && r.line.ends_with(" status=500")
             }),
         ),
+        // sprig's arithmetic in label_format (the label's text read as a number).
+        (
+            r#"{project="shop"} | logfmt | label_format next=`{{ add .status 1 }}`, half=`{{ round (divf .status 4) 1 }}` | next="501" and half="125""#,
+            Box::new(|r: &Row| r.tenant == 'a' && r.kind == "logfmt" && r.status == 500),
+        ),
         // Ending in a literal that the line goes on after: no match (Loki's rule, not a search).
         (r#"{project="shop"} |> "tenant=a msg=<_> dur=<_>.5""#, Box::new(|_: &Row| false)),
         (

@@ -361,13 +361,16 @@ fn command(toks: &[Tok], at: &mut usize, depth: usize, first: bool) -> Result<Cm
     }
     let piped = usize::from(!first);
     let n = args.len() + piped;
-    match arity(name).flatten() {
-        Some(want) if want != n => return Err(format!("template: `{name}` takes {want} argument(s), given {n}")),
-        None if n == 0 => return Err(format!("template: `{name}` needs an argument")),
-        _ => {}
+    if let Some((least, most)) = arity(name) {
+        match most {
+            Some(most) if least == most && n != most => return Err(format!("template: `{name}` takes {most} argument(s), given {n}")),
+            Some(most) if n < least || n > most => return Err(format!("template: `{name}` takes {least} to {most} arguments, given {n}")),
+            None if n < least => return Err(format!("template: `{name}` needs at least {least} argument(s)")),
+            _ => {}
+        }
     }
     // A regex is compiled once, here, with the same bounds as the query's own regexes.
-    if name.starts_with("regexReplaceAll") {
+    if name.starts_with("regexReplaceAll") || name == "count" {
         match args.first() {
             Some(Arg::Str(p)) => args[0] = Arg::Re(Pattern(super::pipeline::regex_unanchored(p)?)),
             _ => return Err(format!("template: `{name}` takes its regex as a quoted string")),
@@ -376,8 +379,9 @@ fn command(toks: &[Tok], at: &mut usize, depth: usize, first: bool) -> Result<Cm
     Ok(Cmd::Call(name.clone(), args))
 }
 
-fn arity(name: &str) -> Option<Option<usize>> {
-    FUNCTIONS.iter().find(|(n, _)| *n == name).map(|(_, a)| *a)
+/// The fewest and most arguments of function `name` (None: not a function).
+fn arity(name: &str) -> Option<(usize, Option<usize>)> {
+    FUNCTIONS.iter().find(|(n, ..)| *n == name).map(|(_, least, most)| (*least, *most))
 }
 
 fn arg(toks: &[Tok], at: &mut usize, depth: usize) -> Result<Arg, String> {

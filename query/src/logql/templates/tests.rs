@@ -145,3 +145,53 @@ fn hostile_templates_never_panic() {
         let _ = go_time(i64::MIN, layout);
     }
 }
+
+/// sprig's arithmetic, conversions, string helpers and encodings, as Loki registers them.
+#[test]
+fn sprig_functions_compute_as_sprig_does() {
+    for (src, want) in [
+        ("{{ add 1 2 3 }} {{ add \"2\" .n }} {{ sub 10 \"3\" }} {{ mul 2 3 4 }}", "6 9 7 24"),
+        ("{{ div 7 2 }} {{ mod 7 2 }} {{ div -7 2 }} {{ max 1 5 3 }} {{ min 4 \"2\" }}", "3 1 -3 5 2"),
+        // Text as Go reads integer literals: a zero fraction allowed, otherwise 0.
+        ("{{ int \"12.0\" }} {{ int \"1.5\" }} {{ int \"0x1f\" }} {{ int \"010\" }} {{ int \"x\" }} {{ int 2.9 }}", "12 0 31 8 0 2"),
+        ("{{ float64 \"1.5\" }} {{ float64 \"x\" }}", "1.5 0"),
+        // Decimal arithmetic: 0.1 + 0.2 is 0.3.
+        ("{{ addf 0.1 0.2 }} {{ subf 1 0.9 }} {{ mulf 1.1 1.1 }} {{ divf 1 4 }} {{ addf 1 2 3.5 }}", "0.3 0.1 1.21 0.25 6.5"),
+        ("{{ maxf 1.5 \"2.5\" }} {{ minf 1.5 -2 }} {{ ceil 1.2 }} {{ floor 1.8 }}", "2.5 -2 2 1"),
+        ("{{ round 3.14159 2 }} {{ round 2.5 0 }} {{ round 2.4 0 0.3 }} {{ round -2.5 0 }}", "3.14 3 3 -3"),
+        ("{{ repeat 3 \"ab\" }}|{{ indent 2 \"a\\nb\" }}|{{ nindent 1 \"c\" }}", "ababab|  a\n  b|\n c"),
+        ("{{ b64enc \"hello\" }} {{ b64dec \"aGVsbG8=\" }}", "aGVsbG8= hello"),
+        ("{{ urlencode \"a b&c=d/é\" }} {{ urldecode \"a+b%26c%3Dd%2F%C3%A9\" }}", "a+b%26c%3Dd%2F%C3%A9 a b&c=d/é"),
+        ("{{ count \"a\" \"banana\" }} {{ count \"[0-9]+\" .msg }}", "3 0"),
+        ("{{ bytes \"1KiB\" }} {{ duration \"1m30s\" }} {{ duration_seconds \"250ms\" }}", "1024 90 0.25"),
+        ("{{ .status | add 1 }} {{ .n | mul 6 | sub 50 }}", "501 8"),
+    ] {
+        assert_eq!(out(src).as_deref(), Ok(want), "{src}");
+    }
+    // `b64dec` answers the error's text, as sprig does; the others fail the line.
+    assert!(out("{{ b64dec \"!!\" }}").is_ok_and(|s| !s.is_empty() && s != "!!"));
+    for src in [
+        "{{ div 1 0 }}",
+        "{{ mod 1 \"0\" }}",
+        "{{ divf 1 0 }}",
+        "{{ urldecode \"%zz\" }}",
+        "{{ bytes \"lots\" }}",
+        "{{ repeat -1 \"a\" }}",
+        "{{ repeat 100000 \"ab\" }}",
+    ] {
+        assert!(out(src).is_err(), "{src}");
+    }
+    // `now` is a time near now.
+    let now: i64 = out("{{ now | unixEpoch }}").unwrap().parse().unwrap();
+    assert!((now - chrono::Utc::now().timestamp()).abs() < 5, "{now}");
+    // Argument counts are checked when the query is read.
+    for (src, needle) in [
+        ("{{ round 1 }}", "2 to 3 arguments"),
+        ("{{ now 1 }}", "takes 0 argument"),
+        ("{{ add }}", "at least 1"),
+        ("{{ count .msg \"a\" }}", "regex as a quoted string"),
+    ] {
+        let e = template(src).expect_err(src);
+        assert!(e.contains(needle), "{src}: {e}");
+    }
+}
