@@ -205,6 +205,11 @@ async fn loki_api(server: Server) {
             r#"{project="shop"} | logfmt | label_format next=`{{ add .status 1 }}`, half=`{{ round (divf .status 4) 1 }}` | next="501" and half="125""#,
             Box::new(|r: &Row| r.tenant == 'a' && r.kind == "logfmt" && r.status == 500),
         ),
+        // toDate reads a Go layout.
+        (
+            r#"{project="shop"} | json | label_format day=`{{ toDate "2006-01-02T15:04:05Z07:00" "2024-03-05T23:30:00-02:00" | date "Jan 2" }}` | day="Mar 6""#,
+            Box::new(|r: &Row| r.tenant == 'a'),
+        ),
         // Ending in a literal that the line goes on after: no match (Loki's rule, not a search).
         (r#"{project="shop"} |> "tenant=a msg=<_> dur=<_>.5""#, Box::new(|_: &Row| false)),
         (

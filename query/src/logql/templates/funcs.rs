@@ -7,7 +7,7 @@ use super::MAX_VALUE_BYTES;
 
 /// Functions, with the fewest and most arguments each takes (`None`: no most). Loki's set:
 /// Go's and sprig's functions Loki registers, with their semantics.
-pub const FUNCTIONS: [(&str, usize, Option<usize>); 73] = [
+pub const FUNCTIONS: [(&str, usize, Option<usize>); 75] = [
     ("ToUpper", 1, Some(1)),
     ("upper", 1, Some(1)),
     ("ToLower", 1, Some(1)),
@@ -77,6 +77,8 @@ pub const FUNCTIONS: [(&str, usize, Option<usize>); 73] = [
     ("duration_seconds", 1, Some(1)),
     ("date", 2, Some(2)),
     ("now", 0, Some(0)),
+    ("toDate", 2, Some(2)),
+    ("toDateInZone", 3, Some(3)),
     ("unixEpoch", 1, Some(1)),
     ("unixEpochMillis", 1, Some(1)),
     ("unixEpochNanos", 1, Some(1)),
@@ -89,8 +91,9 @@ pub(super) enum Val {
     S(String),
     N(f64),
     B(bool),
-    /// A time (`__timestamp__`, `unixToTime`), Unix nanoseconds, UTC.
-    T(i64),
+    /// A time (`__timestamp__`, `unixToTime`, `toDate`), Unix nanoseconds, UTC; wide enough
+    /// for Go's zero time (year 1), which `toDate` gives for text it cannot read.
+    T(i128),
 }
 
 impl Val {
@@ -115,11 +118,12 @@ impl Val {
 }
 
 /// `t` formatted by a Go layout (the reference time `Mon Jan 2 15:04:05 MST 2006`), in UTC.
-pub fn go_time(ns: i64, layout: &str) -> String {
+pub fn go_time(ns: i128, layout: &str) -> String {
     use chrono::{Datelike, Timelike};
     const MONTHS: [&str; 12] = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
     const DAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
-    let Some(t) = chrono::DateTime::from_timestamp(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32) else {
+    let secs = i64::try_from(ns.div_euclid(1_000_000_000)).unwrap_or(i64::MAX);
+    let Some(t) = chrono::DateTime::from_timestamp(secs, ns.rem_euclid(1_000_000_000) as u32) else {
         return String::new();
     };
     let (month, weekday) = (MONTHS[t.month0() as usize], DAYS[t.weekday().num_days_from_monday() as usize]);
@@ -222,14 +226,173 @@ pub fn go_time(ns: i64, layout: &str) -> String {
     out
 }
 
+/// Go's zero time, `0001-01-01 00:00:00 UTC`, in Unix nanoseconds.
+const GO_ZERO_TIME: i128 = -62_135_596_800 * 1_000_000_000;
+
+/// `value` read by a Go layout (the reference time `Mon Jan 2 15:04:05 MST 2006`), as Go's
+/// `time.Parse` reads it: numbers, month and day names, AM/PM, fractional seconds (also after
+/// the seconds when the layout has none), and zones as `Z`, `±hh:mm`, `±hhmm`, `±hh` or a
+/// name (read as UTC). None when the text does not fit the layout.
+pub fn go_parse(layout: &str, value: &str) -> Option<i128> {
+    const MONTHS: [&str; 12] = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+    const DAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
+    const WORDS: [&str; 27] = [
+        "January", "Jan", "Monday", "Mon", "MST", "2006", "01", "02", "_2", "03", "04", "05", "06", "15", "1", "2", "3", "4", "5", "PM", "pm", "Z07:00",
+        "Z0700", "Z07", "-07:00", "-0700", "-07",
+    ];
+    // A fraction in the layout: `.` or `,` then zeros (that many digits) or nines (up to that
+    // many), not followed by a digit.
+    fn layout_fraction(l: &str) -> Option<(usize, bool)> {
+        let rest = l.strip_prefix(['.', ','])?;
+        let d = *rest.as_bytes().first()?;
+        if d != b'0' && d != b'9' {
+            return None;
+        }
+        let n = rest.bytes().take_while(|b| *b == d).count();
+        (!rest.as_bytes().get(n).is_some_and(u8::is_ascii_digit)).then_some((1 + n, d == b'9'))
+    }
+    let (mut year, mut month, mut day, mut hour, mut min, mut sec, mut nanos, mut pm, mut offset) =
+        (1i32, 1u32, 1u32, 0u32, 0u32, 0u32, 0u32, None::<bool>, 0i64);
+    let mut v = value;
+    let mut l = layout;
+    // `digits(min, max)`: a number of that many digits from the front of `v`.
+    fn digits<'a>(v: &mut &'a str, min: usize, max: usize) -> Option<u32> {
+        let n = v.bytes().take(max).take_while(u8::is_ascii_digit).count();
+        if n < min {
+            return None;
+        }
+        let out = v[..n].parse().ok()?;
+        *v = &v[n..];
+        Some(out)
+    }
+    fn name(v: &mut &str, names: &[&str], short: bool) -> Option<usize> {
+        let i = names.iter().position(|n| {
+            let n = if short { &n[..3] } else { n };
+            v.get(..n.len()).is_some_and(|p| p.eq_ignore_ascii_case(n))
+        })?;
+        *v = &v[if short { 3 } else { names[i].len() }..];
+        Some(i)
+    }
+    fn fraction(v: &mut &str) -> Option<u32> {
+        let rest = v.strip_prefix(['.', ','])?;
+        let n = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return None;
+        }
+        let f = format!("{:0<9}", &rest[..n.min(9)]).parse().ok()?;
+        *v = &rest[n..];
+        Some(f)
+    }
+    while !l.is_empty() {
+        if let Some((len, optional)) = layout_fraction(l) {
+            l = &l[len..];
+            match fraction(&mut v) {
+                Some(f) => nanos = f,
+                None if optional => {}
+                None => return None,
+            }
+            continue;
+        }
+        let Some(w) = WORDS.iter().find(|w| l.starts_with(**w)).copied() else {
+            let c = l.chars().next()?;
+            v = v.strip_prefix(c)?;
+            l = &l[c.len_utf8()..];
+            continue;
+        };
+        l = &l[w.len()..];
+        match w {
+            "January" => month = name(&mut v, &MONTHS, false)? as u32 + 1,
+            "Jan" => month = name(&mut v, &MONTHS, true)? as u32 + 1,
+            "Monday" => drop(name(&mut v, &DAYS, false)?),
+            "Mon" => drop(name(&mut v, &DAYS, true)?),
+            "MST" => {
+                let n = v.bytes().take_while(u8::is_ascii_uppercase).count();
+                if n < 3 {
+                    return None;
+                }
+                v = &v[n..];
+            }
+            "2006" => year = digits(&mut v, 4, 4)? as i32,
+            "06" => {
+                let y = digits(&mut v, 2, 2)? as i32;
+                year = if y >= 69 { 1900 + y } else { 2000 + y };
+            }
+            "01" => month = digits(&mut v, 2, 2)?,
+            "1" => month = digits(&mut v, 1, 2)?,
+            "02" => day = digits(&mut v, 2, 2)?,
+            "_2" => {
+                v = v.strip_prefix(' ').unwrap_or(v);
+                day = digits(&mut v, 1, 2)?;
+            }
+            "2" => day = digits(&mut v, 1, 2)?,
+            "15" => hour = digits(&mut v, 1, 2)?,
+            "03" => hour = digits(&mut v, 2, 2)?,
+            "3" => hour = digits(&mut v, 1, 2)?,
+            "04" => min = digits(&mut v, 2, 2)?,
+            "4" => min = digits(&mut v, 1, 2)?,
+            // A fraction the layout does not show may follow the seconds.
+            "05" | "5" => {
+                sec = if w == "05" { digits(&mut v, 2, 2)? } else { digits(&mut v, 1, 2)? };
+                if layout_fraction(l).is_none()
+                    && let Some(f) = fraction(&mut v)
+                {
+                    nanos = f;
+                }
+            }
+            "PM" | "pm" => {
+                let p = v.get(..2)?.to_ascii_uppercase();
+                pm = Some(match p.as_str() {
+                    "AM" => false,
+                    "PM" => true,
+                    _ => return None,
+                });
+                v = &v[2..];
+            }
+            zone => {
+                if zone.starts_with('Z') && v.starts_with('Z') {
+                    v = &v[1..];
+                    continue;
+                }
+                let sign = match v.as_bytes().first()? {
+                    b'+' => 1,
+                    b'-' => -1,
+                    _ => return None,
+                };
+                v = &v[1..];
+                let h = digits(&mut v, 2, 2)? as i64;
+                let m = if zone.ends_with("07") {
+                    0
+                } else {
+                    if zone.contains(':') {
+                        v = v.strip_prefix(':')?;
+                    }
+                    digits(&mut v, 2, 2)? as i64
+                };
+                offset = sign * (h * 3600 + m * 60);
+            }
+        }
+    }
+    if !v.is_empty() {
+        return None;
+    }
+    match pm {
+        Some(true) if hour < 12 => hour += 12,
+        Some(false) if hour == 12 => hour = 0,
+        _ => {}
+    }
+    let date = chrono::NaiveDate::from_ymd_opt(year, month, day)?;
+    let t = date.and_hms_nano_opt(hour, min, sec, nanos)?.and_utc();
+    Some(i128::from(t.timestamp() - offset) * 1_000_000_000 + i128::from(t.timestamp_subsec_nanos()))
+}
+
 /// A time from a value: a time, or Unix seconds (a number, or digits whose count says
 /// seconds, milliseconds, microseconds or nanoseconds, as Loki's `unixToTime` reads them).
-fn time_of(v: &Val) -> Result<i64, String> {
+fn time_of(v: &Val) -> Result<i128, String> {
     match v {
         Val::T(ns) => Ok(*ns),
-        Val::N(s) => Ok((s * 1e9) as i64),
+        Val::N(s) => Ok((s * 1e9) as i128),
         Val::S(s) => {
-            let n: i64 = s.trim().parse().map_err(|_| format!("`{s}` is not a Unix time"))?;
+            let n: i128 = s.trim().parse::<i64>().map_err(|_| format!("`{s}` is not a Unix time"))?.into();
             Ok(match s.trim().trim_start_matches('-').len() {
                 0..=10 => n.saturating_mul(1_000_000_000),
                 11..=13 => n.saturating_mul(1_000_000),
@@ -573,7 +736,17 @@ pub(super) fn call(name: &str, mut v: Vec<Val>, re: Option<&Regex>) -> Result<Va
         "duration" | "duration_seconds" => {
             Val::N(crate::logql::pipeline::duration_seconds(&s(0)).ok_or_else(|| format!("`{}` is not a duration like 1.5s", s(0)))?)
         }
-        "now" => Val::T(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)),
+        "now" => Val::T(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX).into()),
+        // sprig's `toDate` (and Loki's `toDateInZone`): text read by a Go layout; Go's zero
+        // time when it does not fit. Zones: UTC, or the offset the text gives.
+        "toDate" => Val::T(go_parse(&s(0), &s(1)).unwrap_or(GO_ZERO_TIME)),
+        "toDateInZone" => {
+            let zone = s(1);
+            if !matches!(zone.as_str(), "UTC" | "Etc/UTC" | "" | "Local") {
+                return Err(format!("toDateInZone: only UTC is known here, not `{zone}`"));
+            }
+            Val::T(go_parse(&s(0), &s(2)).unwrap_or(GO_ZERO_TIME))
+        }
         "printf" => Val::S(printf(&s(0), &v[1..])?),
         // Go's `len` of a string: its bytes.
         "len" => Val::N(s(0).len() as f64),

@@ -420,7 +420,7 @@ fn render_into(parts: &[TemplatePart], s: &Scope, out: &mut String) -> Result<()
             TemplatePart::Text(t) => out.push_str(t),
             TemplatePart::Label(l) => out.push_str(s.labels.get(l).map_or("", String::as_str)),
             TemplatePart::Line => out.push_str(s.line),
-            TemplatePart::Timestamp => out.push_str(&Val::T(s.timestamp_ns).text()),
+            TemplatePart::Timestamp => out.push_str(&Val::T(s.timestamp_ns.into()).text()),
             TemplatePart::Pipe(p) => out.push_str(&run(p, s)?.text()),
             TemplatePart::If { cond, then, otherwise } => render_into(if run(cond, s)?.truthy() { then } else { otherwise }, s, out)?,
         }
@@ -486,7 +486,7 @@ fn value(a: &Arg, s: &Scope) -> Result<Val, String> {
     Ok(match a {
         Arg::Label(l) => Val::S(s.labels.get(l).cloned().unwrap_or_default()),
         Arg::Line => Val::S(s.line.to_owned()),
-        Arg::Timestamp => Val::T(s.timestamp_ns),
+        Arg::Timestamp => Val::T(s.timestamp_ns.into()),
         Arg::Str(t) => Val::S(t.clone()),
         Arg::Num(n) => Val::N(*n),
         Arg::Bool(b) => Val::B(*b),

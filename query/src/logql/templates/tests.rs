@@ -141,8 +141,10 @@ fn hostile_templates_never_panic() {
     // Enough of them ran functions and conditions, and some failed while running.
     assert!(piped > 1_000 && failed > 100, "{piped} with functions or conditions, {failed} failed");
     for layout in ["", ".", ",9", ".00é", "é.9", "Z07:0", "-07:0", "__", "_", "2006é01"] {
-        let _ = go_time(i64::MAX, layout);
-        let _ = go_time(i64::MIN, layout);
+        let _ = go_time(i64::MAX.into(), layout);
+        let _ = go_time(i64::MIN.into(), layout);
+        let _ = go_time(i128::MAX, layout);
+        let _ = go_time(i128::MIN, layout);
     }
 }
 
@@ -193,5 +195,87 @@ fn sprig_functions_compute_as_sprig_does() {
     ] {
         let e = template(src).expect_err(src);
         assert!(e.contains(needle), "{src}: {e}");
+    }
+}
+
+/// sprig's `toDate` and Loki's `toDateInZone`: text read by a Go layout, Go's zero time when it
+/// does not fit.
+#[test]
+fn to_date_reads_go_layouts() {
+    for (src, want) in [
+        (r#"{{ toDate "2006-01-02" "2024-03-05" | unixEpoch }}"#, "1709596800"),
+        (r#"{{ toDate "2006-01-02T15:04:05Z07:00" "2024-03-05T10:20:30+02:00" | unixEpoch }}"#, "1709626830"),
+        (r#"{{ toDate "2006-01-02T15:04:05Z07:00" "2024-03-05T10:20:30Z" | unixEpoch }}"#, "1709634030"),
+        // A fraction after the seconds is read even when the layout does not show one.
+        (r#"{{ toDate "2006-01-02 15:04:05" "2024-03-05 10:20:30.25" | unixEpochMillis }}"#, "1709634030250"),
+        // `Z07:00` wants a colon in the offset.
+        (r#"{{ toDate "2006-01-02T15:04:05.000Z07:00" "2024-03-05T10:20:30.500-0000" | unixEpoch }}"#, "-62135596800"),
+        (r#"{{ toDate "2006-01-02T15:04:05.000Z0700" "2024-03-05T10:20:30.500-0130" | unixEpochNanos }}"#, "1709639430500000000"),
+        (r#"{{ toDate "Jan 2, 2006 at 3:04pm (MST)" "Feb 3, 2013 at 7:54pm (PST)" | date "2006-01-02 15:04" }}"#, "2013-02-03 19:54"),
+        (r#"{{ toDate "Monday 02/01/06 15.04.05,999" "friday 31/12/99 23.59.58" | date "Jan 2 2006 15:04:05.000" }}"#, "Dec 31 1999 23:59:58.000"),
+        // Text that does not fit (or a day that does not exist) is Go's zero time.
+        (r#"{{ toDate "2006-01-02" "nope" | unixEpoch }}"#, "-62135596800"),
+        (r#"{{ toDate "2006-01-02" "2023-02-30" | date "2006-01-02" }}"#, "0001-01-01"),
+        (r#"{{ toDate "2006-01-02" "2023-02-03 extra" | date "2006" }}"#, "0001"),
+        (r#"{{ toDateInZone "2006-01-02" "UTC" "2024-03-05" | unixEpoch }}"#, "1709596800"),
+        (r#"{{ if gt (toDate "2006" "2024" | unixEpoch) (toDate "2006" "2023" | unixEpoch) }}later{{ end }}"#, "later"),
+    ] {
+        assert_eq!(out(src).as_deref(), Ok(want), "{src}");
+    }
+    assert!(out(r#"{{ toDateInZone "2006" "Europe/Paris" "2024" }}"#).is_err_and(|e| e.contains("only UTC")));
+}
+
+#[test]
+fn go_layout_parsing_never_panics() {
+    let pieces = [
+        "2006", "06", "01", "1", "Jan", "January", "02", "_2", "2", "15", "03", "3", "04", "05", ".000", ",999", ".9", "PM", "pm", "Mon", "Monday", "MST",
+        "Z07:00", "-0700", "-07", " ", "-", ":", "T", "é", "日",
+    ];
+    let texts = [
+        "2024",
+        "24",
+        "12",
+        "1",
+        "Feb",
+        "février",
+        "é",
+        "日本",
+        "31",
+        " 5",
+        "23",
+        "11",
+        "59",
+        "58.123456789",
+        ",5",
+        "PM",
+        "am",
+        "Tue",
+        "Tuesday",
+        "CEST",
+        "Z",
+        "+05:30",
+        "-0130",
+        "-07",
+        " ",
+        "-",
+        ":",
+        "T",
+        "",
+        "9999999999",
+    ];
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: usize| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % n as u64) as usize
+    };
+    for _ in 0..50_000 {
+        let layout: String = (0..1 + next(6)).map(|_| pieces[next(pieces.len())]).collect();
+        let value: String = (0..next(7)).map(|_| texts[next(texts.len())]).collect();
+        if let Some(ns) = funcs::go_parse(&layout, &value) {
+            // Whatever reads, formats back.
+            let _ = go_time(ns, &layout);
+        }
     }
 }
