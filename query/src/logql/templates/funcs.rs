@@ -256,7 +256,7 @@ pub fn go_parse(layout: &str, value: &str) -> Option<i128> {
     let mut v = value;
     let mut l = layout;
     // `digits(min, max)`: a number of that many digits from the front of `v`.
-    fn digits<'a>(v: &mut &'a str, min: usize, max: usize) -> Option<u32> {
+    fn digits(v: &mut &str, min: usize, max: usize) -> Option<u32> {
         let n = v.bytes().take(max).take_while(u8::is_ascii_digit).count();
         if n < min {
             return None;
