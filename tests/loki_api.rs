@@ -987,6 +987,32 @@ async fn loki_api(server: Server) {
     assert_eq!(s, 400, "{body}");
     let (s, body) = loki(&server, "/loki/api/v1/labels", "not-a-token", &[]).await;
     assert_eq!((s, body["error"]["code"].as_str()), (401, Some("unauthenticated")), "{body}");
+
+    // A regex's `.` stops at a line break, as in Loki (and RE2's default), whichever part runs
+    // it: a negated regex storage applies (leading, or looked for after a parser, or counted
+    // per stream) keeps a multi-line entry whose match would have to cross the break.
+    let src = Source { org: Some("initech".into()), workspace: Some("ws-m".into()), project: "multi".into(), app: "api".into(), pod: "api-1".into() };
+    let mut e = vector_event(&src, "x", "", t0);
+    e["message"] = json!("level=error msg=\"error happened\"\nretry ok timeout=false");
+    let (s, body) = post_logs(&server, TOKEN_ALL, ndjson(&[e]), None).await;
+    assert_eq!(s, 200, "{body}");
+    let peter = token(&server, "peter", "initech", &["ws-m"], &[]);
+    let q = |query: &'static str| {
+        let (server, peter, start, end) = (&server, peter.clone(), start.clone(), end.clone());
+        async move { loki(server, "/loki/api/v1/query_range", &peter, &[("query", query), ("start", &start), ("end", &end), ("limit", "10")]).await.1 }
+    };
+    eventually(60, "the multi-line entry queryable", || async { entries(&q(r#"{project="multi"}"#).await).len() == 1 }).await;
+    for query in
+        [r#"{project="multi"} !~ "error.*timeout""#, r#"{project="multi"} | logfmt !~ "error.*timeout""#, r#"{project="multi"} |~ "(?s)error.*timeout""#]
+    {
+        assert_eq!(entries(&q(query).await).len(), 1, "{query}");
+    }
+    assert!(entries(&q(r#"{project="multi"} |~ "error.*timeout""#).await).is_empty());
+    let counted = q(r#"sum(count_over_time({project="multi"} !~ "error.*timeout" [1h]))"#).await;
+    assert_eq!(counted["data"]["stats"]["summary"]["totalBytesProcessed"], 0, "counted by storage: {counted}");
+    let total: f64 =
+        counted["data"]["result"][0]["values"].as_array().into_iter().flatten().map(|p| p[1].as_str().unwrap().parse::<f64>().unwrap()).fold(0.0, f64::max);
+    assert_eq!(total, 1.0, "{counted}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

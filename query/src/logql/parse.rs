@@ -187,9 +187,11 @@ impl Parser {
         let Some(Tok::Ident(name)) = self.peek().cloned() else {
             return Err(format!("expected a pipeline stage after `|` at {}, found {}", self.at(), self.describe()));
         };
-        // A label filter starts with a label name followed by an operator.
+        // A label filter starts with a label name followed by an operator; a stage's keyword
+        // never names a label (so `| logfmt != "x"` is the parser, then a line filter).
+        let keyword = ["json", "logfmt", "unpack", "decolorize", "pattern", "regexp", "line_format", "label_format", "drop", "keep"].contains(&name.as_str());
         let followed_by_op = matches!(self.toks.get(self.pos + 1), Some((_, Tok::Sym(s))) if ["=", "!=", "=~", "!~", "==", ">", ">=", "<", "<="].contains(s));
-        if followed_by_op {
+        if followed_by_op && !keyword {
             return Ok(Stage::Labels(self.label_or()?));
         }
         self.pos += 1;

@@ -252,3 +252,13 @@ fn pattern_filters_match_as_loki_matches() {
     assert_eq!(terms(r#"{a="b"} | decolorize |= "x""#), vec![]);
     assert_eq!(terms(r#"{a="b"} !> "a <_>" |> "b <_>" or "c <_>""#), vec![]);
 }
+
+/// A stage's keyword followed by `!=` or `!~` is the stage, then a line filter, not a filter
+/// on a label named like the stage.
+#[test]
+fn a_parser_then_a_negated_line_filter() {
+    assert!(run(r#"{a="b"} | logfmt != "x""#, "x=1").is_none());
+    assert!(run(r#"{a="b"} | logfmt != "y""#, "x=1").is_some_and(|(_, l)| l.get("x").map(String::as_str) == Some("1")));
+    assert!(run(r#"{a="b"} | json !~ "a.c""#, r#"{"k":"abc"}"#).is_none());
+    assert!(run(r#"{a="b"} | decolorize != "x""#, "x").is_none());
+}

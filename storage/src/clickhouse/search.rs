@@ -109,7 +109,10 @@ fn conditions(q: &LogSearch) -> (String, Vec<(String, P)>) {
             _ => format!("match(message, {{{name}:String}})"),
         };
         let value = match inner {
-            Term::Contains(s) | Term::Exact(s) | Term::Regex(s) => s.clone(),
+            Term::Contains(s) | Term::Exact(s) => s.clone(),
+            // ClickHouse's `match` lets `.` cross line breaks, unlike RE2's default (Loki's),
+            // Rust's regex and the embedded store: `(?-s)` keeps the three alike.
+            Term::Regex(s) => format!("(?-s){s}"),
             Term::Not(_) => String::new(),
         };
         sql.push_str(&if negated { format!(" AND NOT {cond}") } else { format!(" AND {cond}") });
