@@ -2,6 +2,16 @@
 
 use super::*;
 
+/// Repeatable draws below `n` (xorshift from `seed`), for the property tests.
+fn draws(mut seed: u64) -> impl FnMut(usize) -> usize {
+    move |n| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    }
+}
+
 fn out(src: &str) -> Result<String, String> {
     let labels: super::super::labels::Labels = [("msg", "Slow call to /api/users"), ("status", "500"), ("path", "/api/users"), ("empty", ""), ("n", "7")]
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -102,13 +112,7 @@ fn hostile_templates_never_panic() {
     // times: every one parses or is refused, renders or fails, and none panics.
     let values = [".a", ".msg", "__line__", "__timestamp__", "\"x\"", "`é日`", "\"\"", "-1", "3", "0.5", "1e300", "true", "\"%-9.3f%q%d%s%\"", "\"(a+)+$\""];
     let funcs: Vec<&str> = FUNCTIONS.iter().map(|f| f.0).collect();
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = |n: usize| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        (rng % n as u64) as usize
-    };
+    let mut next = draws(0x9e37_79b9_7f4a_7c15);
     let pipe = |next: &mut dyn FnMut(usize) -> usize| {
         let mut p = values[next(values.len())].to_owned();
         for _ in 0..next(4) {
@@ -263,13 +267,7 @@ fn go_layout_parsing_never_panics() {
         "",
         "9999999999",
     ];
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let mut next = |n: usize| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        (rng % n as u64) as usize
-    };
+    let mut next = draws(0x2545_f491_4f6c_dd1d);
     for _ in 0..50_000 {
         let layout: String = (0..1 + next(6)).map(|_| pieces[next(pieces.len())]).collect();
         let value: String = (0..next(7)).map(|_| texts[next(texts.len())]).collect();
