@@ -284,6 +284,22 @@ async fn loki_api(server: Server) {
     assert!(!want.is_empty());
     assert_eq!(got, want, "{body}");
 
+    // distinct: the first line of each status, in the query's direction (backward: newest).
+    for (direction, newest) in [("backward", true), ("forward", false)] {
+        let mut p = range(r#"{project="shop"} |= "slow call" | logfmt | distinct status"#);
+        p.push(("direction", direction.into()));
+        let (s, body) = ask(p).await;
+        assert_eq!(s, 200, "{body}");
+        let got: BTreeSet<i64> = entries(&body).into_iter().map(|(_, t, _)| t).collect();
+        let mut want = BTreeMap::new();
+        for r in shop.iter().filter(|r| r.kind == "logfmt") {
+            let e = want.entry(r.status).or_insert(r.ts);
+            *e = if newest { (*e).max(r.ts) } else { (*e).min(r.ts) };
+        }
+        assert_eq!(want.len(), 2);
+        assert_eq!(got, want.into_values().collect::<BTreeSet<_>>(), "{direction}: {body}");
+    }
+
     // A pattern filter is checked here, but storage looks for its literals: only the lines
     // holding all of them are read.
     let (_, body) = ask(range(r#"{project="shop"} |> "tenant=<_> msg=\"slow call\" dur=<_> status=500""#)).await;

@@ -175,6 +175,9 @@ pub enum Stage {
     /// `unpack`: a line Promtail's `pack` stage wrote (a JSON object): its string fields become
     /// labels and `_entry` the line.
     Unpack,
+    /// `distinct a, b` (Loki's, experimental): a line whose value of any of the labels was
+    /// seen before, in the query's order, is dropped; a line without one of them is kept.
+    Distinct(Vec<String>),
 }
 
 /// A log query: a stream selector and its pipeline.

@@ -189,7 +189,8 @@ impl Parser {
         };
         // A label filter starts with a label name followed by an operator; a stage's keyword
         // never names a label (so `| logfmt != "x"` is the parser, then a line filter).
-        let keyword = ["json", "logfmt", "unpack", "decolorize", "pattern", "regexp", "line_format", "label_format", "drop", "keep"].contains(&name.as_str());
+        let keyword =
+            ["json", "logfmt", "unpack", "decolorize", "pattern", "regexp", "line_format", "label_format", "drop", "keep", "distinct"].contains(&name.as_str());
         let followed_by_op = matches!(self.toks.get(self.pos + 1), Some((_, Tok::Sym(s))) if ["=", "!=", "=~", "!~", "==", ">", ">=", "<", "<="].contains(s));
         if followed_by_op && !keyword {
             return Ok(Stage::Labels(self.label_or()?));
@@ -266,8 +267,15 @@ impl Parser {
             }
             "decolorize" => Ok(Stage::Decolorize),
             "unpack" => Ok(Stage::Unpack),
+            "distinct" => {
+                let mut labels = vec![self.ident("a label name after distinct")?];
+                while self.eat_sym(",") {
+                    labels.push(self.ident("a label name")?);
+                }
+                Ok(Stage::Distinct(labels))
+            }
             other => Err(format!(
-                "pipeline stage `{other}` is not supported (supported: json, logfmt, regexp, pattern, line_format, label_format, drop, keep, decolorize, unpack, label filters, line filters)"
+                "pipeline stage `{other}` is not supported (supported: json, logfmt, regexp, pattern, line_format, label_format, drop, keep, decolorize, unpack, distinct, label filters, line filters)"
             )),
         }
     }
@@ -597,6 +605,9 @@ impl Parser {
                 None
             };
             let log = self.log_expr()?;
+            if log.stages.iter().any(|s| matches!(s, Stage::Distinct(_))) {
+                return Err("`distinct` keeps the first line of each value: it applies to log queries, not inside a metric query".into());
+            }
             let unwrap = if self.is_sym("|") {
                 self.pos += 2; // `|` `unwrap`
                 Some(self.unwrap_stage()?)

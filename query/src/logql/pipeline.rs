@@ -1,7 +1,8 @@
 //! A log query compiled: the stream selector, the pipeline stages with their regexes built
 //! (size-limited), and what of it storage can apply itself (pushdown).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Mutex;
 
 use regex::{Regex, RegexBuilder};
 use storage::search::REGEX_SIZE_LIMIT;
@@ -145,6 +146,11 @@ enum Step {
         range: IpRange,
     },
     Unpack,
+    /// The values already seen, by label.
+    Distinct {
+        labels: Vec<String>,
+        seen: Mutex<HashMap<String, HashSet<String>>>,
+    },
 }
 
 /// One entry going through the pipeline.
@@ -226,6 +232,7 @@ impl Pipeline {
                 Stage::Keep(m) => Step::Keep(m.iter().map(LabelMatch::new).collect::<Result<_, _>>()?),
                 Stage::Decolorize => Step::Decolorize,
                 Stage::Unpack => Step::Unpack,
+                Stage::Distinct(labels) => Step::Distinct { labels: labels.clone(), seen: Mutex::default() },
                 Stage::IpLine { keep, range } => Step::IpLine { keep: *keep, range: range.clone() },
             });
         }
@@ -323,7 +330,9 @@ impl Pipeline {
                         LineOp::NotPattern => {}
                     }
                 }
-                Step::LineFormat(_) | Step::Decolorize | Step::Unpack => break,
+                // `distinct` remembers every line that reaches it, so what follows it cannot
+                // narrow what storage reads.
+                Step::LineFormat(_) | Step::Decolorize | Step::Unpack | Step::Distinct { .. } => break,
                 _ => {}
             }
         }
@@ -432,6 +441,11 @@ impl Pipeline {
                     }
                 }
                 Step::Unpack => unpack(e),
+                Step::Distinct { labels, seen } => {
+                    if !distinct(labels, seen, e) {
+                        return false;
+                    }
+                }
                 Step::Decolorize => {
                     if e.line.contains(['\u{1b}', '\u{9b}']) {
                         e.line = ANSI.replace_all(&e.line, "").into_owned();
@@ -559,3 +573,19 @@ fn label_format(f: &[(String, LabelValue)], e: &mut Entry) {
 #[cfg(test)]
 #[path = "pipeline_tests.rs"]
 mod tests;
+
+/// Loki's `distinct`: label by label, a line without the label is kept at once; one whose value
+/// was seen is dropped; otherwise the value is remembered (even when a later label drops the
+/// line, as in Loki).
+fn distinct(labels: &[String], seen: &Mutex<HashMap<String, HashSet<String>>>, e: &Entry) -> bool {
+    let Ok(mut seen) = seen.lock() else { return true };
+    let mut keep = false;
+    for l in labels {
+        let Some(v) = e.labels.get(l) else { return true };
+        if !seen.entry(l.clone()).or_default().insert(v.clone()) {
+            return false;
+        }
+        keep = true;
+    }
+    keep
+}

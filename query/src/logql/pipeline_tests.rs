@@ -262,3 +262,29 @@ fn a_parser_then_a_negated_line_filter() {
     assert!(run(r#"{a="b"} | json !~ "a.c""#, r#"{"k":"abc"}"#).is_none());
     assert!(run(r#"{a="b"} | decolorize != "x""#, "x").is_none());
 }
+
+/// `distinct`, as Loki's experimental stage: the first line of each value passes, in the
+/// order lines are read; a line without the label passes; values are remembered label by
+/// label, even from a line a later label drops.
+#[test]
+fn distinct_keeps_the_first_line_of_each_value() {
+    let Ok(Expr::Log(l)) = parse(r#"{a="b"} | logfmt | distinct user, host"#) else { panic!() };
+    let p = Pipeline::new(&l).unwrap();
+    let mut kept = Vec::new();
+    for line in ["user=ann host=h1", "user=ann host=h2", "user=bob host=h1", "user=cid host=h3", "host=h1", "user=bob", "user=dan host=h4"] {
+        let mut e = Entry { timestamp_ns: 0, line: line.into(), labels: Labels::new(), metadata: BTreeSet::new() };
+        if p.process(&mut e) {
+            kept.push(line);
+        }
+    }
+    // `user=bob host=h1` marks bob before h1 drops it, so the later `user=bob` is dropped too;
+    // `host=h1` has no user: kept.
+    assert_eq!(kept, ["user=ann host=h1", "user=cid host=h3", "host=h1", "user=dan host=h4"]);
+    // Storage is not told about filters after it (it must see every line the stage sees).
+    let Ok(Expr::Log(l)) = parse(r#"{a="b"} |= "x" | distinct user |= "y""#) else { panic!() };
+    assert_eq!(Pipeline::new(&l).unwrap().terms(), vec![Term::Exact("x".into())]);
+    // Inside a metric query it would count first lines per window: refused.
+    let e = parse(r#"count_over_time({a="b"} | distinct user [5m])"#).expect_err("metric");
+    assert!(e.contains("log queries"), "{e}");
+    assert!(parse(r#"{a="b"} | distinct"#).is_err());
+}
