@@ -67,8 +67,6 @@ struct Inner {
     cache: quick_cache::sync::Cache<u64, Arc<Verified>, TokenWeight, KeyIsHash>,
     /// Keys the cache's hash with per-process randomness.
     hasher: foldhash::fast::RandomState,
-    /// The algorithms accepted.
-    algorithms: Vec<Algorithm>,
     /// Headers already read, by their encoded text: an issuer's tokens share a handful
     /// (one per key and algorithm), so most tokens skip decoding theirs. At most
     /// [`MAX_HEADERS`]; others are decoded each time.
@@ -149,12 +147,8 @@ impl TokenVerifier {
             KeyIsHash,
             quick_cache::sync::DefaultLifecycle::default(),
         );
-        let algorithms = match &settings.mode {
-            IssuerMode::Development { .. } => vec![Algorithm::HS256],
-            IssuerMode::Oidc(o) => o.algorithms.clone(),
-        };
         Ok(TokenVerifier {
-            inner: Arc::new(Inner { keys, issuer, settings, cache, hasher: foldhash::fast::RandomState::default(), algorithms, headers: RwLock::default() }),
+            inner: Arc::new(Inner { keys, issuer, settings, cache, hasher: foldhash::fast::RandomState::default(), headers: RwLock::default() }),
         })
     }
 
@@ -183,9 +177,10 @@ impl TokenVerifier {
         let identity = match self.inner.cache.get(&key).filter(|v| *v.token == *token && now < v.verified_at + CACHE_TTL_SECS) {
             Some(v) => v.identity.clone(),
             None => {
-                let identity = Arc::new(self.verify_uncached(token).await?);
-                // The key lookup may have waited on the issuer: the clock is read again.
-                now = now_secs();
+                // Judged at a time read after the key lookup, which may have waited on the issuer.
+                let (identity, judged_at) = self.verify_uncached(token).await?;
+                let identity = Arc::new(identity);
+                now = judged_at;
                 self.inner.cache.insert(key, Arc::new(Verified { token: token.into(), identity: identity.clone(), verified_at: now }));
                 identity
             }
@@ -236,7 +231,9 @@ impl TokenVerifier {
         }
     }
 
-    async fn verify_uncached(&self, token: &str) -> Result<Identity, AuthError> {
+    /// The identity of a token not in the cache, and the time (Unix seconds) its lifetime was
+    /// judged at.
+    async fn verify_uncached(&self, token: &str) -> Result<(Identity, i64), AuthError> {
         let malformed = || AuthError::Invalid("not a JWT (header.payload.signature)".into());
         let (message, signature) = token.rsplit_once('.').ok_or_else(malformed)?;
         let (encoded_header, payload) = message.split_once('.').ok_or_else(malformed)?;
@@ -244,9 +241,8 @@ impl TokenVerifier {
             return Err(malformed());
         }
         let (alg, kid, known) = self.header(encoded_header, token)?;
-        if !self.inner.algorithms.contains(&alg) {
-            return Err(AuthError::Invalid(format!("algorithm {:?} is not allowed", alg)));
-        }
+        // Each kind of issuer holds its own allow-list: HS256 for the development issuer, the
+        // configured algorithms for an OIDC one.
         let key = match &self.inner.keys {
             Keys::Development(key) => {
                 if alg != Algorithm::HS256 {
@@ -274,9 +270,10 @@ impl TokenVerifier {
             self.remember_header(encoded_header, alg, kid);
         }
         // Read after the key lookup, which may have waited on the issuer.
+        let now = now_secs();
         let s = &self.inner.settings;
-        let expected = Expected { issuer: &self.inner.issuer, audience: &s.audience, leeway: s.leeway.as_secs(), now: now_secs().max(0) as u64 };
-        crate::claims::identity(payload, &s.claims, s.token_binding.as_ref().map(|b| b.claim.as_str()), &expected)
+        let expected = Expected { issuer: &self.inner.issuer, audience: &s.audience, leeway: s.leeway.as_secs(), now: now.max(0) as u64 };
+        Ok((crate::claims::identity(payload, &s.claims, s.token_binding.as_ref().map(|b| b.claim.as_str()), &expected)?, now))
     }
 }
 
