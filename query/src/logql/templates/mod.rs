@@ -17,9 +17,10 @@ use regex::Regex;
 use super::{PatternPart, TemplatePart};
 
 mod funcs;
+mod gotime;
 
-pub use funcs::go_time;
 use funcs::{FUNCTIONS, Val, call};
+pub use gotime::go_time;
 
 /// A `pattern` expression: literal text and `<name>` captures (`<_>` captures nothing); at
 /// least one named capture, and never two captures side by side (Loki's rules).

@@ -271,7 +271,7 @@ fn go_layout_parsing_never_panics() {
     for _ in 0..50_000 {
         let layout: String = (0..1 + next(6)).map(|_| pieces[next(pieces.len())]).collect();
         let value: String = (0..next(7)).map(|_| texts[next(texts.len())]).collect();
-        if let Some(ns) = funcs::go_parse(&layout, &value) {
+        if let Some(ns) = gotime::go_parse(&layout, &value) {
             // Whatever reads, formats back.
             let _ = go_time(ns, &layout);
         }
