@@ -12,6 +12,9 @@ pub const MAX_QUERY_BYTES: usize = 64 * 1024;
 /// Nesting deeper than this (parentheses, aggregations) is refused.
 const MAX_DEPTH: usize = 64;
 
+/// The pipeline stages named by a keyword (the others are line and label filters).
+const STAGES: [&str; 11] = ["json", "logfmt", "regexp", "pattern", "line_format", "label_format", "drop", "keep", "decolorize", "unpack", "distinct"];
+
 struct Parser {
     toks: Vec<(usize, Tok)>,
     pos: usize,
@@ -178,8 +181,7 @@ impl Parser {
         };
         // A label filter starts with a label name followed by an operator; a stage's keyword
         // never names a label (so `| logfmt != "x"` is the parser, then a line filter).
-        let keyword =
-            ["json", "logfmt", "unpack", "decolorize", "pattern", "regexp", "line_format", "label_format", "drop", "keep", "distinct"].contains(&name.as_str());
+        let keyword = STAGES.contains(&name.as_str());
         let followed_by_op = matches!(self.toks.get(self.pos + 1), Some((_, Tok::Sym(s))) if ["=", "!=", "=~", "!~", "==", ">", ">=", "<", "<="].contains(s));
         if followed_by_op && !keyword {
             return Ok(Stage::Labels(self.label_or()?));
@@ -263,9 +265,7 @@ impl Parser {
                 }
                 Ok(Stage::Distinct(labels))
             }
-            other => Err(format!(
-                "pipeline stage `{other}` is not supported (supported: json, logfmt, regexp, pattern, line_format, label_format, drop, keep, decolorize, unpack, distinct, label filters, line filters)"
-            )),
+            other => Err(format!("pipeline stage `{other}` is not supported (supported: {}, label filters, line filters)", STAGES.join(", "))),
         }
     }
 
