@@ -1,7 +1,7 @@
 //! A log query compiled: the stream selector, the pipeline stages with their regexes built
 //! (size-limited), and what of it storage can apply itself (pushdown).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Mutex;
 
 use regex::{Regex, RegexBuilder};
@@ -146,10 +146,10 @@ enum Step {
         range: IpRange,
     },
     Unpack,
-    /// The values already seen, by label.
+    /// The values already seen of each label, in the labels' order.
     Distinct {
         labels: Vec<String>,
-        seen: Mutex<HashMap<String, HashSet<String>>>,
+        seen: Mutex<Vec<HashSet<String>>>,
     },
 }
 
@@ -232,7 +232,7 @@ impl Pipeline {
                 Stage::Keep(m) => Step::Keep(m.iter().map(LabelMatch::new).collect::<Result<_, _>>()?),
                 Stage::Decolorize => Step::Decolorize,
                 Stage::Unpack => Step::Unpack,
-                Stage::Distinct(labels) => Step::Distinct { labels: labels.clone(), seen: Mutex::default() },
+                Stage::Distinct(labels) => Step::Distinct { labels: labels.clone(), seen: Mutex::new(vec![HashSet::new(); labels.len()]) },
                 Stage::IpLine { keep, range } => Step::IpLine { keep: *keep, range: range.clone() },
             });
         }
@@ -577,15 +577,14 @@ mod tests;
 /// Loki's `distinct`: label by label, a line without the label is kept at once; one whose value
 /// was seen is dropped; otherwise the value is remembered (even when a later label drops the
 /// line, as in Loki).
-fn distinct(labels: &[String], seen: &Mutex<HashMap<String, HashSet<String>>>, e: &Entry) -> bool {
+fn distinct(labels: &[String], seen: &Mutex<Vec<HashSet<String>>>, e: &Entry) -> bool {
     let Ok(mut seen) = seen.lock() else { return true };
-    let mut keep = false;
-    for l in labels {
+    for (l, values) in labels.iter().zip(seen.iter_mut()) {
         let Some(v) = e.labels.get(l) else { return true };
-        if !seen.entry(l.clone()).or_default().insert(v.clone()) {
+        if !values.insert(v.clone()) {
             return false;
         }
-        keep = true;
     }
-    keep
+    // (Loki keeps nothing for an empty list; the parser never makes one.)
+    !labels.is_empty()
 }
