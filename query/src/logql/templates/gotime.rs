@@ -3,11 +3,13 @@
 //! `toDate` and `__timestamp__`. Times are Unix nanoseconds in an `i128`, wide enough for Go's
 //! zero time (year 1).
 
+/// Go's month and weekday names (weeks from Monday, as chrono counts them).
+const MONTHS: [&str; 12] = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+const DAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
+
 /// `t` formatted by a Go layout (the reference time `Mon Jan 2 15:04:05 MST 2006`), in UTC.
 pub fn go_time(ns: i128, layout: &str) -> String {
     use chrono::{Datelike, Timelike};
-    const MONTHS: [&str; 12] = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
-    const DAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
     let secs = i64::try_from(ns.div_euclid(1_000_000_000)).unwrap_or(i64::MAX);
     let Some(t) = chrono::DateTime::from_timestamp(secs, ns.rem_euclid(1_000_000_000) as u32) else {
         return String::new();
@@ -120,8 +122,6 @@ pub(super) const GO_ZERO_TIME: i128 = -62_135_596_800 * 1_000_000_000;
 /// the seconds when the layout has none), and zones as `Z`, `±hh:mm`, `±hhmm`, `±hh` or a
 /// name (read as UTC). None when the text does not fit the layout.
 pub fn go_parse(layout: &str, value: &str) -> Option<i128> {
-    const MONTHS: [&str; 12] = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
-    const DAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
     const WORDS: [&str; 27] = [
         "January", "Jan", "Monday", "Mon", "MST", "2006", "01", "02", "_2", "03", "04", "05", "06", "15", "1", "2", "3", "4", "5", "PM", "pm", "Z07:00",
         "Z0700", "Z07", "-07:00", "-0700", "-07",
