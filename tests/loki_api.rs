@@ -205,6 +205,11 @@ async fn loki_api(server: Server) {
             r#"{project="shop"} | logfmt | label_format next=`{{ add .status 1 }}`, half=`{{ round (divf .status 4) 1 }}` | next="501" and half="125""#,
             Box::new(|r: &Row| r.tenant == 'a' && r.kind == "logfmt" && r.status == 500),
         ),
+        // A function that fails while rendering (a division by zero) marks the line, as Loki does.
+        (
+            r#"{project="shop"} |= "slow call" | logfmt | label_format q=`{{ div .status 0 }}` | __error__="TemplateFormatErr""#,
+            Box::new(|r: &Row| r.tenant == 'a' && r.kind == "logfmt"),
+        ),
         // toDate reads a Go layout.
         (
             r#"{project="shop"} | json | label_format day=`{{ toDate "2006-01-02T15:04:05Z07:00" "2024-03-05T23:30:00-02:00" | date "Jan 2" }}` | day="Mar 6""#,
@@ -984,6 +989,12 @@ async fn loki_api(server: Server) {
         (r#"count_over_time({project="shop"}[1m]) and on(pod) group_left count_over_time({project="shop"}[1m])"#, "invalid_query"),
         (r#"count_over_time({project="shop"}[1m]) / on(pod) 2"#, "invalid_query"),
         (r#"vector(1) or 2"#, "invalid_query"),
+        (r#"{project="shop"} |> "<x> y""#, "invalid_query"),
+        (r#"{project="shop"} !> "<_><_>""#, "invalid_query"),
+        (r#"count_over_time({project="shop"} | distinct pod [1m])"#, "invalid_query"),
+        (r#"{project="shop"} | distinct"#, "invalid_query"),
+        (r#"{project="shop"} | line_format "{{ round 1 }}""#, "invalid_query"),
+        (r#"{project="shop"} | line_format "{{ count .x \"a\" }}""#, "invalid_query"),
     ] {
         let (s, body) = ask(range(q)).await;
         assert_eq!((s, body["error"]["code"].as_str()), (400, Some(code)), "{q}: {body}");
