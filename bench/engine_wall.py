@@ -1,31 +1,37 @@
 #!/usr/bin/env python3
 """What the engine-side tenant wall costs ClickHouse, by the way it is set.
 
-    python3 bench/engine_wall.py [--rows 1000000] [--runs 200] [--rounds 3]
+    python3 bench/engine_wall.py [--rows 1000000] [--runs 300]
 
 The data plane's second wall in ClickHouse is the `additional_table_filters` setting, sent
-with every query. The alternative is a row policy. This compares, on the same data in the same
-engine (chdb, ClickHouse in process):
+with every query. The alternatives are row policies. This compares, on the same data in the
+same engine (chdb, ClickHouse in process):
 
 - none: the question alone (the baseline);
 - table filter: the question with `additional_table_filters`, as the store sends it;
-- row policy: the question under a row policy with the same condition (fixed in users.xml:
-  chdb cannot hold per-request policies, but a fixed one is planned the same way).
+- fixed policy: a row policy holding the same condition, fixed in users.xml;
+- keyed policy: a row policy that reads the scope from a per-request setting, as a policy for
+  many tenants must. chdb refuses custom settings (`SQL_*`), so the standard `log_comment`
+  carries the scope here (`hexabase|<org>|<workspace>,…`).
 
-Each question is timed as `EXPLAIN` (planning only) and as the query itself. Each mode runs in
-its own process (a policy needs the engine started with its configuration), the modes in a
-shuffled order, `--rounds` times; the figure is the median over rounds of each process's
-median, and "added" is that minus the baseline's.
+Each mode is an engine of its own (a policy needs the engine started with its configuration,
+and an engine holds its data directory alone), so each gets a copy of the data and runs in its
+own process. The processes stay up and the questions go to them in turn, in a shuffled order in
+every run: each mode's time is set against the baseline's of the same run, and the figure is
+the median of those per-run differences, which a slow spell of the machine shifts far less
+than a difference of medians. Each question is timed as `EXPLAIN` (planning only) and as the
+query. Before timing, every mode must see exactly one workspace's rows.
 """
 
 import argparse
-import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 END = 1_780_000_000_000_000_000
 DAY = 86_400_000_000_000
@@ -46,19 +52,34 @@ DDL = """CREATE TABLE hexabase.logs (
 SETTINGS index_granularity = 8192"""
 
 WALL = f"org_id = '{ORG}' AND workspace = '{WS}'"
-WHERE = f"{WALL} AND timestamp >= fromUnixTimestamp64Nano({END - DAY}) AND timestamp < fromUnixTimestamp64Nano({END})"
+# The scope as the keyed policy reads it from the request's setting.
+SCOPE = f"hexabase|{ORG}|{WS}"
+KEYED = ("org_id = splitByChar('|', getSetting('log_comment'))[2] "
+         "AND has(splitByChar(',', splitByChar('|', getSetting('log_comment'))[3]), workspace)")
+# The store's statement: request text and scope as parameters, computed integers as literals.
+WHERE = (f"timestamp >= fromUnixTimestamp64Nano({END - DAY}) AND timestamp < fromUnixTimestamp64Nano({END}) "
+         "AND org_id = {org:String} AND workspace = {scope_one:String}")
+PARAMS = {"org": ORG, "scope_one": WS}
 STEP = 300_000_000_000
+LINE = ("timestamp, toInt64(0) AS observed_timestamp, org_id, workspace, project, application, pod, container, node, "
+        "stream, severity, message, attributes, trace_id, '' AS span_id")
+PAGE = "ORDER BY timestamp DESC, pod, message, trace_id LIMIT 100"
 QUESTIONS = {
-    "rare word": "SELECT toUnixTimestamp64Nano(timestamp) AS ts, org_id, workspace, project, application, pod, container, node, "
-    f"stream, severity, message, attributes, trace_id FROM hexabase.logs WHERE {WHERE} "
-    "AND positionCaseInsensitive(message, 'quokka') > 0 ORDER BY timestamp DESC, pod, message, trace_id LIMIT 100",
+    "rare word": f"SELECT {LINE} FROM hexabase.logs WHERE {WHERE} AND positionCaseInsensitive(message, {{t0:String}}) > 0 {PAGE}",
+    "phrase": f"SELECT {LINE} FROM hexabase.logs WHERE {WHERE} AND positionCaseInsensitive(message, {{t1:String}}) > 0 {PAGE}",
     "LogQL count by level": f"SELECT intDiv(toUnixTimestamp64Nano(timestamp) - {END - DAY}, {STEP}) AS bucket, severity, count() "
     f"FROM hexabase.logs WHERE {WHERE} GROUP BY bucket, severity",
 }
+TERMS = {"t0": "quokka", "t1": "Received block"}
+MODES = ["none", "table filter", "fixed policy", "keyed policy"]
 
 
 def sql_string(s):
     return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def xml_text(s):
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def build(d, rows):
@@ -80,72 +101,92 @@ def build(d, rows):
     )
     c.query("OPTIMIZE TABLE hexabase.logs FINAL")
     c.close()
-    with open(os.path.join(d, "users.xml"), "w") as f:
-        f.write(
-            "<clickhouse><users><default><password></password><networks><ip>::/0</ip></networks>"
-            "<profile>default</profile><quota>default</quota>"
-            f"<databases><hexabase><logs><filter>{WALL}</filter></logs></hexabase></databases>"
-            "</default></users><profiles><default></default></profiles><quotas><default></default></quotas></clickhouse>"
-        )
-    with open(os.path.join(d, "config.xml"), "w") as f:
-        f.write(f"<clickhouse><user_directories><users_xml><path>{d}/users.xml</path></users_xml></user_directories></clickhouse>")
+    for mode, condition in [("fixed policy", WALL), ("keyed policy", KEYED)]:
+        m = os.path.join(d, mode.replace(" ", "-"))
+        os.makedirs(m)
+        with open(os.path.join(m, "users.xml"), "w") as f:
+            f.write(
+                "<clickhouse><users><default><password></password><networks><ip>::/0</ip></networks>"
+                "<profile>default</profile><quota>default</quota>"
+                f"<databases><hexabase><logs><filter>{xml_text(condition)}</filter></logs></hexabase></databases>"
+                "</default></users><profiles><default></default></profiles><quotas><default></default></quotas></clickhouse>"
+            )
+        with open(os.path.join(m, "config.xml"), "w") as f:
+            f.write(f"<clickhouse><user_directories><users_xml><path>{m}/users.xml</path></users_xml></user_directories></clickhouse>")
 
 
-def child(d, mode, runs):
+def child(d, mode):
+    """One engine in `mode`, on its own copy of the data: answers `<question>|<plan or query>`
+    lines with the milliseconds the question took."""
     import chdb
 
-    path = os.path.join(d, "data")
-    c = chdb.connect(f"{path}?config-file={d}/config.xml" if mode == "row policy" else path)
+    path = os.path.join(d, "data-" + mode.replace(" ", "-"))
+    shutil.copytree(os.path.join(d, "data"), path, symlinks=True)
+    config = os.path.join(d, mode.replace(" ", "-"), "config.xml")
+    c = chdb.connect(f"{path}?config-file={config}" if mode.endswith("policy") else path)
     if mode == "table filter":
         c.query("SET additional_table_filters = " + sql_string("{'hexabase.logs': " + sql_string(WALL) + "}"))
+    c.query("SET log_comment = " + sql_string(SCOPE))
     # The wall must be in force: every row counted is the one workspace's.
     seen = c.query("SELECT count(), uniqExact(workspace) FROM hexabase.logs", "TSV").bytes().decode().split()
-    out = {"rows": int(seen[0]), "workspaces": int(seen[1])}
-    for name, q in QUESTIONS.items():
-        for kind, text in [("plan", "EXPLAIN " + q), ("query", q)]:
-            times = []
-            for i in range(runs + 3):
-                r = c.query(text, "TSV")
-                if i >= 3:
-                    times.append(r.elapsed() * 1e3)
-            out[f"{name}|{kind}"] = statistics.median(times)
-    print(json.dumps(out))
+    print(f"{seen[0]} {seen[1]}", flush=True)
+    params = {**PARAMS, **TERMS}
+    for line in sys.stdin:
+        name, kind = line.strip().split("|")
+        text = ("EXPLAIN " if kind == "plan" else "") + QUESTIONS[name]
+        t = time.perf_counter()
+        c.query(text, "TSV", params=params)
+        print((time.perf_counter() - t) * 1e3, flush=True)
+    c.close()
 
 
 def main():
     a = argparse.ArgumentParser()
     a.add_argument("--rows", type=int, default=1_000_000)
-    a.add_argument("--runs", type=int, default=200)
-    a.add_argument("--rounds", type=int, default=3)
+    a.add_argument("--runs", type=int, default=300)
     a.add_argument("--child", nargs=2, metavar=("DIR", "MODE"), help=argparse.SUPPRESS)
     args = a.parse_args()
     if args.child:
-        return child(args.child[0], args.child[1], args.runs)
-    modes = ["none", "table filter", "row policy"]
+        return child(*args.child)
     with tempfile.TemporaryDirectory() as d:
         print(f"loading {args.rows} rows…", file=sys.stderr)
         build(d, args.rows)
-        results = {m: [] for m in modes}
-        for r in range(args.rounds):
-            order = modes[:]
-            random.shuffle(order)
-            for m in order:
-                print(f"round {r + 1}/{args.rounds}: {m}", file=sys.stderr)
-                p = subprocess.run([sys.executable, __file__, "--runs", str(args.runs), "--child", d, m], capture_output=True, text=True, check=True)
-                results[m].append(json.loads(p.stdout.strip().splitlines()[-1]))
-        every = results["none"][0]["rows"]
-        for m in ["table filter", "row policy"]:
-            got = {(x["rows"], x["workspaces"]) for x in results[m]}
-            if got != {(every // 100, 1)}:
-                sys.exit(f"{m}: the wall did not hold (rows, workspaces seen: {got})")
-        print(f"\n## Engine-side wall: planning and query time, ms ({args.rows} rows, medians of {args.runs} runs, median over {args.rounds} rounds)\n")
-        print("| question | step | none (baseline) | table filter | added | row policy | added |")
-        print("|---|---|--:|--:|--:|--:|--:|")
-        for name in QUESTIONS:
-            for kind in ["plan", "query"]:
-                key = f"{name}|{kind}"
-                base, tf, rp = (statistics.median(x[key] for x in results[m]) for m in modes)
-                print(f"| {name} | {'EXPLAIN' if kind == 'plan' else 'query'} | {base:.3f} | {tf:.3f} | {tf - base:+.3f} | {rp:.3f} | {rp - base:+.3f} |")
+        procs = {}
+        try:
+            for m in MODES:
+                procs[m] = subprocess.Popen([sys.executable, __file__, "--child", d, m], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+                rows, workspaces = map(int, procs[m].stdout.readline().split())
+                want = (args.rows, 100) if m == "none" else (args.rows // 100, 1)
+                if (rows, workspaces) != want:
+                    sys.exit(f"{m}: the wall did not hold (rows, workspaces seen: {rows}, {workspaces}; expected {want})")
+            steps = [(name, kind) for name in QUESTIONS for kind in ["plan", "query"]]
+            times = {(m, s): [] for m in MODES for s in steps}
+            for r in range(args.runs + 10):
+                if r % 50 == 0:
+                    print(f"run {r}/{args.runs + 10}", file=sys.stderr)
+                for s in steps:
+                    order = MODES[:]
+                    random.shuffle(order)
+                    for m in order:
+                        procs[m].stdin.write(f"{s[0]}|{s[1]}\n")
+                        took = float(procs[m].stdout.readline())
+                        if r >= 10:  # warm-up
+                            times[(m, s)].append(took)
+        finally:
+            for p in procs.values():
+                p.stdin.close()
+                p.wait()
+    print(f"\n## Engine-side wall: planning and query time, ms ({args.rows} rows, {args.runs} runs, modes taking turns)\n")
+    print("Each mode: its median, and in brackets the median of its per-run differences from the baseline.\n")
+    print("| question | step | " + " | ".join(MODES) + " |")
+    print("|---|---|" + "--:|" * len(MODES))
+    for s in steps:
+        base = times[("none", s)]
+        cells = [f"{statistics.median(base):.3f}"]
+        for m in MODES[1:]:
+            t = times[(m, s)]
+            cells.append(f"{statistics.median(t):.3f} ({statistics.median(x - y for x, y in zip(t, base)):+.3f})")
+        print(f"| {s[0]} | {'EXPLAIN' if s[1] == 'plan' else 'query'} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
