@@ -383,6 +383,12 @@ async fn measure(
 fn report(backend: &str, a: &Args, load_secs: f64, results: &[Measured], baseline: &str) -> bool {
     println!("\n## {backend}: {} rows in {} workspaces over 24 h (loaded in {load_secs:.0} s), {} hot runs each\n", a.rows, a.workspaces, a.runs);
     println!("Baseline: {baseline}.\n");
+    if results.iter().any(|m| m.added_over_walled.is_some()) {
+        println!(
+            "Target (the proxy adds at most 10 % or 2 ms): checked over the engine with its tenant wall, which every query meets \
+             (\"added over the walled engine\"); \"added\" is over the bare engine, for comparison.\n"
+        );
+    }
     println!(
         "| question (one workspace, 24 h) | API p50 ms | API p95 ms | engine p50 ms | engine p95 ms | API ÷ engine (p50) | added ms (median of per-run differences) | added, {BATCHES} batches' medians | rows API / engine | server-reported p50 ms | store in-process p50 ms | engine with the wall's setting p50 ms | added over the walled engine ms (median of per-run differences) |"
     );
@@ -412,8 +418,17 @@ fn report(backend: &str, a: &Args, load_secs: f64, results: &[Measured], baselin
             println!("  MISMATCH: the API and the engine disagree on {}", m.name);
             ok = false;
         }
-        if added > (0.10 * m.engine.0).max(2.0) {
-            println!("  over target: the proxy adds {added:.2} ms to {} (target ≤ max(10 %, 2 ms))", m.name);
+        // The target holds the service to the engine as the data plane deploys it: with the
+        // tenant wall in storage that every query meets (on ClickHouse the table filter, which
+        // costs the engine what a row policy with the same condition costs; see
+        // engine_wall.py). A hand-written query against that engine pays the wall too. On the
+        // embedded store the baseline already runs through its scoped table provider.
+        let (over, engine_ms, against) = match (m.added_over_walled, m.walled_p50) {
+            (Some(v), Some(w)) => (v, w, "the engine with its tenant wall"),
+            _ => (added, m.engine.0, "the engine"),
+        };
+        if over > (0.10 * engine_ms).max(2.0) {
+            println!("  over target: the proxy adds {over:.2} ms to {} over {against} (target ≤ max(10 %, 2 ms))", m.name);
             ok = false;
         }
     }
