@@ -270,15 +270,15 @@ async fn measure(
     org: &str,
     end: i64,
 ) -> anyhow::Result<Vec<Measured>> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;
+    let new_client = || reqwest::Client::builder().timeout(Duration::from_secs(120)).build();
+    let client = new_client()?;
     // Each baseline on a connection of its own, used once per run, as the service's store uses
     // its connection to the engine. The engine's stand-in serves each connection on its own
     // thread and charges a request that arrives on another connection than the last one
     // (0.15–0.3 ms here for the same request, which a ClickHouse server does not charge): with
     // one connection shared by the two baselines, the plain one skipped that charge in every
     // other run while the service always paid it.
-    let plain_client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;
-    let walled_client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;
+    let (plain_client, walled_client) = (new_client()?, new_client()?);
     let (from, to) = (end - DAY_NS, end);
     let enc = |s: &str| serde_urlencoded::to_string([("v", s)]).unwrap_or_default()[2..].to_owned();
     let logql = format!("sum by (level) (count_over_time({{workspace=\"{ws}\"}}[5m]))");
